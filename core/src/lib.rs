@@ -1,0 +1,9 @@
+//! kafka-e2ee core: the record format, epoch keys, trust, and the Noise key
+//! exchange, as a sans-IO engine. Time and randomness are inputs; control
+//! messages are outputs. Nothing here opens a socket, reads a clock or spawns a
+//! thread, which is what makes the deterministic simulation in `tests/` possible.
+#![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
+
+pub mod format;
+pub mod trust;

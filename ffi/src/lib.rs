@@ -1,0 +1,2 @@
+//! libkafka_e2ee.so: the C ABI, the JNI library and the librdkafka plugin.
+//! This is the only crate of the workspace with `unsafe` code.
