@@ -7,3 +7,10 @@
 
 pub mod format;
 pub mod trust;
+pub mod engine;
+pub mod error;
+pub mod exchange;
+pub mod keys;
+
+pub use engine::{ControlMessage, Engine, EngineConfig, Metrics, MetricsSnapshot, Opened, Storage};
+pub use error::{ControlError, Error, KeyUnavailable};

@@ -1,0 +1,524 @@
+//! The one object hosts talk to. Seal and open records from any number of
+//! client threads; feed control messages in, drain them out, and tick time.
+//! The engine performs no I/O: the host carries control messages over its
+//! own Kafka client, supplies the clock and randomness, and backs `Storage`
+//! with a state directory.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use chacha20poly1305::aead::Aead;
+use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
+use rand_core::CryptoRngCore;
+use zeroize::Zeroizing;
+
+use crate::error::{Error, KeyUnavailable};
+use crate::exchange::wire::{valid_topic, Reader};
+use crate::exchange::Exchange;
+use crate::format::{self, DataKey, EpochSecret, InstanceId, KeyBinding, KeyId, RecordHeader, HEADER_LEN};
+use crate::keys::{HeldKey, KeyPolicy, Keyring, ProducerEpoch, ProducerKeys};
+use crate::trust::{Identity, TopicPattern, TrustAnchor};
+
+/// Engine settings. Defaults are the safe ones; hosts map `e2ee.*` onto these.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub key: KeyPolicy,
+    /// Topics whose records must be encrypted (`e2ee.topics`); default all.
+    pub protected_topics: Vec<TopicPattern>,
+    /// Sessions are re-handshaken after this long, which replaces their
+    /// ephemeral keys.
+    pub session_lifetime_ms: u64,
+    /// A handshake that has not completed by then is abandoned.
+    pub handshake_timeout_ms: u64,
+    /// First retry of an unanswered key request; doubles up to `max_retry_ms`.
+    pub request_retry_ms: u64,
+    pub max_retry_ms: u64,
+    /// A want no record asked about for this long is dropped.
+    pub want_ttl_ms: u64,
+    /// Tolerated clock difference between parties for credential validity.
+    pub clock_skew_ms: u64,
+    /// The longest the engine sleeps between ticks.
+    pub housekeeping_ms: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            key: KeyPolicy::default(),
+            protected_topics: vec![TopicPattern::All],
+            session_lifetime_ms: 60 * 60 * 1000,
+            handshake_timeout_ms: 10_000,
+            request_retry_ms: 500,
+            max_retry_ms: 30_000,
+            want_ttl_ms: 10 * 60 * 1000,
+            clock_skew_ms: 5 * 60 * 1000,
+            housekeeping_ms: 1000,
+        }
+    }
+}
+
+impl EngineConfig {
+    fn validate(&self) -> Result<(), Error> {
+        if self.key.rotation_ms == 0 {
+            return Err(Error::Config("e2ee.key.rotation.ms must be greater than 0".into()));
+        }
+        if self.key.rotation_records == 0 {
+            return Err(Error::Config("e2ee.key.rotation.records must be greater than 0".into()));
+        }
+        if self.key.retention_ms < self.key.rotation_ms {
+            return Err(Error::Config(
+                "e2ee.key.retention.ms must be at least e2ee.key.rotation.ms, or records \
+                 would become unreadable before their epoch ends"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where a host keeps the engine's state across restarts (a state directory).
+/// The engine hands over one opaque, already encrypted blob; the host should
+/// write it atomically (write a temporary file, then rename).
+pub trait Storage: Send {
+    fn load(&mut self) -> Result<Option<Vec<u8>>, String>;
+    fn store(&mut self, blob: &[u8]) -> Result<(), String>;
+}
+
+/// A control message to publish on the control topic. `to` is the
+/// recipient's instance (use it as the record key); `None` is a broadcast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlMessage {
+    pub to: Option<InstanceId>,
+    pub payload: Vec<u8>,
+}
+
+/// What `open` did with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// The value was decrypted in place.
+    Decrypted,
+    /// The topic is not protected and the record carried no header.
+    Plaintext,
+}
+
+macro_rules! counters {
+    ($($name:ident => $add:ident),* $(,)?) => {
+        /// Counters a host exports as metrics; every rejection is counted.
+        #[derive(Debug, Default)]
+        pub struct Metrics { $($name: AtomicU64,)* }
+        /// A point-in-time copy of the counters.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct MetricsSnapshot { $(pub $name: u64,)* }
+        impl Metrics {
+            $(#[allow(dead_code)] pub(crate) fn $add(&self) { self.$name.fetch_add(1, Ordering::Relaxed); })*
+            pub fn snapshot(&self) -> MetricsSnapshot {
+                MetricsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    records_sealed => add_sealed,
+    records_opened => add_opened,
+    records_rejected => add_rejected,
+    records_missing_header => add_missing_header,
+    records_key_unavailable => add_key_unavailable,
+    control_rejected => add_control_rejected,
+    keys_served => add_key_served,
+    keys_received => add_key_received,
+    keys_refused => add_refused,
+    keys_deleted => add_key_deleted,
+    rotations => add_rotation,
+    handshakes => add_handshake,
+}
+
+impl Metrics {
+    pub(crate) fn add_keys_deleted(&self, n: usize) {
+        self.keys_deleted.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+}
+
+/// The parts of the engine the data path reads without the exchange lock.
+pub(crate) struct Shared {
+    pub(crate) config: EngineConfig,
+    pub(crate) me: InstanceId,
+    /// Instance ids restored from the state directory: this process still
+    /// serves the keys it sealed under them before a restart.
+    pub(crate) restored: HashSet<InstanceId>,
+    pub(crate) identity: Identity,
+    pub(crate) trust: TrustAnchor,
+    pub(crate) producer: ProducerKeys,
+    pub(crate) keyring: Keyring,
+    pub(crate) metrics: Metrics,
+    /// Bumped whenever a key arrives, so waiting hosts can re-check.
+    key_generation: AtomicU64,
+    /// The last time the host ticked, for epochs started by record count.
+    last_now_ms: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn is_mine(&self, id: InstanceId) -> bool {
+        id == self.me || self.restored.contains(&id)
+    }
+    pub(crate) fn notify_key_arrived(&self) {
+        self.key_generation.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// The engine. `Send + Sync`: share one per process and cluster.
+pub struct Engine {
+    shared: Shared,
+    exchange: Mutex<Exchange>,
+}
+
+impl core::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Engine")
+            .field("instance", &self.shared.me)
+            .field("name", &self.shared.identity.credential().name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Builds an engine for `identity`, checking its own credential against
+    /// `trust` first, and restores state from `storage` if it holds any.
+    pub fn new(
+        config: EngineConfig,
+        identity: Identity,
+        trust: TrustAnchor,
+        now_ms: u64,
+        mut rng: Box<dyn CryptoRngCore + Send>,
+        mut storage: Option<Box<dyn Storage>>,
+    ) -> Result<Engine, Error> {
+        config.validate()?;
+        trust.verify(identity.credential(), now_ms, config.clock_skew_ms)?;
+        let mut me = InstanceId([0; 8]);
+        while me.0 == [0; 8] {
+            rng.fill_bytes(&mut me.0);
+        }
+        let mut shared = Shared {
+            config,
+            me,
+            restored: HashSet::new(),
+            identity,
+            trust,
+            producer: ProducerKeys::default(),
+            keyring: Keyring::default(),
+            metrics: Metrics::default(),
+            key_generation: AtomicU64::new(0),
+            last_now_ms: AtomicU64::new(now_ms),
+        };
+        if let Some(storage) = storage.as_mut() {
+            if let Some(blob) = storage.load().map_err(Error::Storage)? {
+                decode_state(&mut shared, &blob, now_ms)?;
+            }
+        }
+        let exchange = Exchange::new(rng, storage, now_ms, 0);
+        let engine = Engine { shared, exchange: Mutex::new(exchange) };
+        // Make (and persist) the first epoch now, so the first send never waits.
+        engine.handle_timeout(now_ms)?;
+        Ok(engine)
+    }
+
+    fn exchange(&self) -> MutexGuard<'_, Exchange> {
+        self.exchange.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn instance_id(&self) -> InstanceId {
+        self.shared.me
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.shared.identity
+    }
+
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot()
+    }
+
+    /// Whether records of `topic` must be encrypted.
+    pub fn is_protected(&self, topic: &str) -> bool {
+        self.shared.config.protected_topics.iter().any(|p| p.matches(topic))
+    }
+
+    /// Encrypts `value` in place and returns the record header to attach.
+    /// Never waits on the network. On error the value is unchanged, and the
+    /// host must not send the record.
+    pub fn seal(&self, topic: &str, binding: KeyBinding<'_>, value: &mut [u8]) -> Result<[u8; HEADER_LEN], Error> {
+        let sh = &self.shared;
+        if !valid_topic(topic) || !sh.identity.credential().may_produce(topic) {
+            return Err(Error::NotAuthorized { topic: topic.to_owned(), operation: "produce" });
+        }
+        let now = sh.last_now_ms.load(Ordering::Relaxed);
+        let k = sh.producer.sealing_key(topic, &sh.config.key, now).ok_or(Error::NoSealingKey)?;
+        let header = format::seal_in_place(&k.key, k.key_id, k.counter, topic, binding, value)?;
+        sh.metrics.add_sealed();
+        Ok(header.encode())
+    }
+
+    /// Verifies and decrypts `value` in place. `header` is the value of the
+    /// record's e2ee header, if it has one. On error the value is unchanged
+    /// and must not reach the application as data.
+    pub fn open(&self, topic: &str, header: Option<&[u8]>, binding: KeyBinding<'_>, value: &mut [u8]) -> Result<Opened, Error> {
+        let sh = &self.shared;
+        let Some(header) = header else {
+            if self.is_protected(topic) {
+                sh.metrics.add_missing_header();
+                return Err(Error::MissingHeader { topic: topic.to_owned() });
+            }
+            return Ok(Opened::Plaintext);
+        };
+        let header = RecordHeader::decode(header).inspect_err(|_| sh.metrics.add_rejected())?;
+        let key = self.key_for(topic, header.key_id)?;
+        format::open_in_place(&key, &header, topic, binding, value).inspect_err(|_| sh.metrics.add_rejected())?;
+        sh.metrics.add_opened();
+        Ok(Opened::Decrypted)
+    }
+
+    fn key_for(&self, topic: &str, key_id: KeyId) -> Result<Arc<DataKey>, Error> {
+        let sh = &self.shared;
+        if !valid_topic(topic) || !sh.identity.credential().may_consume(topic) && !sh.is_mine(key_id.producer) {
+            return Err(Error::NotAuthorized { topic: topic.to_owned(), operation: "consume" });
+        }
+        if sh.is_mine(key_id.producer) {
+            if let Some(epoch) = sh.producer.get(&key_id) {
+                return Ok(epoch.topic_key(topic));
+            }
+        }
+        if let Some(held) = sh.keyring.get(&key_id, topic) {
+            return Ok(held.key);
+        }
+        sh.metrics.add_key_unavailable();
+        let reason = if sh.is_mine(key_id.producer) {
+            KeyUnavailable::Expired
+        } else {
+            self.exchange().want(key_id, topic)
+        };
+        Err(Error::KeyUnavailable { key_id, reason })
+    }
+
+    /// Whether a key is held now, without asking for it.
+    pub fn holds_key(&self, key_id: KeyId, topic: &str) -> bool {
+        let sh = &self.shared;
+        sh.keyring.get(&key_id, topic).is_some() || (sh.is_mine(key_id.producer) && sh.producer.get(&key_id).is_some())
+    }
+
+    /// The state of a wanted key: `None` if not wanted (held, or never asked).
+    pub fn want_status(&self, key_id: KeyId, topic: &str) -> Option<KeyUnavailable> {
+        self.exchange().want_status(key_id, topic)
+    }
+
+    /// Increases whenever a key arrives; a host waiting for a key re-tries
+    /// `open` when it changes.
+    pub fn key_generation(&self) -> u64 {
+        self.shared.key_generation.load(Ordering::Acquire)
+    }
+
+    /// Feeds one control message read from the control topic. Errors say why
+    /// it was rejected (and are counted); they are never fatal.
+    pub fn handle_control(&self, now_ms: u64, message: &[u8]) -> Result<(), Error> {
+        let mut ex = self.exchange();
+        ex.now_ms = now_ms;
+        let result = ex.handle_control(&self.shared, message);
+        if result.is_err() {
+            self.shared.metrics.add_control_rejected();
+        }
+        result
+    }
+
+    /// The next control message to publish.
+    #[must_use]
+    pub fn poll_transmit(&self) -> Option<ControlMessage> {
+        self.exchange().poll_transmit()
+    }
+
+    /// Runs timers: rotation, retries, session refresh, retention.
+    pub fn handle_timeout(&self, now_ms: u64) -> Result<(), Error> {
+        self.shared.last_now_ms.store(now_ms, Ordering::Relaxed);
+        self.exchange().handle_timeout(&self.shared, now_ms)
+    }
+
+    /// When `handle_timeout` should run next (Unix ms).
+    #[must_use]
+    pub fn poll_timeout(&self) -> u64 {
+        self.exchange().poll_timeout(&self.shared)
+    }
+
+    /// Crypto-shredding: deletes every key of epochs that started before
+    /// `before_ms`, here and in the state directory. Returns how many.
+    pub fn shred(&self, before_ms: u64) -> Result<usize, Error> {
+        let sh = &self.shared;
+        let now = sh.last_now_ms.load(Ordering::Relaxed);
+        let mut ex = self.exchange();
+        let n = sh.producer.purge(now, &sh.config.key, Some(before_ms)) + sh.keyring.purge(now, Some(before_ms));
+        sh.metrics.add_keys_deleted(n);
+        ex.mark_dirty();
+        ex.persist(sh)?;
+        drop(ex);
+        // A shredded sealing epoch is replaced at once.
+        self.handle_timeout(now)?;
+        Ok(n)
+    }
+
+    /// Call in a child process after `fork()`: the child must never seal
+    /// under its parent's epoch and counter. It gets a new instance id, new
+    /// epochs, and no sessions; it keeps the keys it may read with.
+    pub fn after_fork(&mut self, now_ms: u64) -> Result<(), Error> {
+        let ex = self.exchange.get_mut().unwrap_or_else(PoisonError::into_inner);
+        ex.forget_sessions();
+        let sh = &mut self.shared;
+        sh.producer.abandon_sealing(now_ms);
+        let mut me = InstanceId([0; 8]);
+        while me.0 == [0; 8] {
+            ex.rng().fill_bytes(&mut me.0);
+        }
+        sh.restored.insert(sh.me);
+        sh.me = me;
+        // The child must not write its parent's state directory.
+        *ex = Exchange::new(
+            Box::new(ForkRng(Zeroizing::new({
+                let mut s = [0u8; 32];
+                ex.rng().fill_bytes(&mut s);
+                s
+            }))),
+            None,
+            now_ms,
+            0,
+        );
+        self.handle_timeout(now_ms)
+    }
+
+    /// The instances this engine has live sessions with (for tests and tools).
+    pub fn peers(&self) -> HashSet<InstanceId> {
+        self.exchange().peers()
+    }
+}
+
+/// After fork the host should pass a fresh RNG; until then the child draws
+/// from a stream keyed by parent randomness drawn after the fork.
+struct ForkRng(Zeroizing<[u8; 32]>);
+
+impl rand_core::RngCore for ForkRng {
+    fn next_u32(&mut self) -> u32 {
+        let mut b = [0u8; 4];
+        self.fill_bytes(&mut b);
+        u32::from_le_bytes(b)
+    }
+    fn next_u64(&mut self) -> u64 {
+        let mut b = [0u8; 8];
+        self.fill_bytes(&mut b);
+        u64::from_le_bytes(b)
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        let hk = hkdf::Hkdf::<sha2::Sha256>::new(None, &self.0[..]);
+        let mut okm = Zeroizing::new([0u8; 64]);
+        let _ = hk.expand(b"kafka-e2ee/v1/fork-rng", &mut okm[..]);
+        for chunk in dest.chunks_mut(32) {
+            let _ = hk.expand(&self.0[..], &mut okm[..]);
+            let (out, next) = okm.split_at(32);
+            chunk.copy_from_slice(out.get(..chunk.len()).unwrap_or_default());
+            self.0.copy_from_slice(next);
+        }
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl rand_core::CryptoRng for ForkRng {}
+
+// ---- state at rest ---------------------------------------------------------
+
+const STATE_MAGIC: &[u8; 4] = b"KE2S";
+const STATE_VERSION: u8 = 1;
+
+fn state_aad() -> [u8; 5] {
+    [STATE_MAGIC[0], STATE_MAGIC[1], STATE_MAGIC[2], STATE_MAGIC[3], STATE_VERSION]
+}
+
+/// The state blob: producer epochs and held keys, encrypted under a key
+/// derived from the identity's private key, so the state directory alone
+/// reveals nothing.
+pub(crate) fn encode_state(sh: &Shared, rng: &mut dyn CryptoRngCore) -> Vec<u8> {
+    let mut plain = Zeroizing::new(Vec::new());
+    let epochs = sh.producer.all();
+    plain.extend_from_slice(&u32::try_from(epochs.len()).unwrap_or(0).to_be_bytes());
+    for e in epochs.iter().take(u32::MAX as usize) {
+        plain.extend_from_slice(&e.key_id.producer.0);
+        plain.extend_from_slice(&e.key_id.epoch.to_be_bytes());
+        plain.extend_from_slice(&e.started_ms.to_be_bytes());
+        plain.extend_from_slice(&e.delete_at_ms(&sh.config.key).to_be_bytes());
+        plain.extend_from_slice(e.secret().as_bytes());
+    }
+    let held = sh.keyring.all();
+    plain.extend_from_slice(&u32::try_from(held.len()).unwrap_or(0).to_be_bytes());
+    for (id, topic, h) in held.iter().take(u32::MAX as usize) {
+        plain.extend_from_slice(&id.producer.0);
+        plain.extend_from_slice(&id.epoch.to_be_bytes());
+        let len = u16::try_from(topic.len()).unwrap_or(0);
+        plain.extend_from_slice(&len.to_be_bytes());
+        plain.extend_from_slice(topic.as_bytes().get(..usize::from(len)).unwrap_or_default());
+        plain.extend_from_slice(&h.epoch_started_ms.to_be_bytes());
+        plain.extend_from_slice(&h.delete_at_ms.to_be_bytes());
+        plain.extend_from_slice(h.key.as_bytes());
+    }
+    let key = sh.identity.state_key();
+    let cipher = ChaCha20Poly1305::new((&*key).into());
+    let mut nonce = [0u8; 12];
+    rng.fill_bytes(&mut nonce);
+    let payload = chacha20poly1305::aead::Payload { msg: &plain, aad: &state_aad() };
+    let sealed = cipher.encrypt((&nonce).into(), payload).unwrap_or_default();
+    let mut out = Vec::with_capacity(5 + 12 + sealed.len());
+    out.extend_from_slice(&state_aad());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&sealed);
+    out
+}
+
+fn decode_state(sh: &mut Shared, blob: &[u8], now_ms: u64) -> Result<(), Error> {
+    let bad = || Error::Storage("the state file is corrupt or belongs to another credential".into());
+    let mut r = Reader::new(blob);
+    if r.take(5).map_err(|_| bad())? != state_aad() {
+        return Err(bad());
+    }
+    let nonce: [u8; 12] = r.array().map_err(|_| bad())?;
+    let key = sh.identity.state_key();
+    let cipher = ChaCha20Poly1305::new((&*key).into());
+    let payload = chacha20poly1305::aead::Payload { msg: r.rest(), aad: &state_aad() };
+    let plain = Zeroizing::new(cipher.decrypt((&nonce).into(), payload).map_err(|_| bad())?);
+    let mut r = Reader::new(&plain);
+    let n = r.u32().map_err(|_| bad())?;
+    for _ in 0..n {
+        let key_id = KeyId { producer: InstanceId(r.array().map_err(|_| bad())?), epoch: r.u32().map_err(|_| bad())? };
+        let started = r.u64().map_err(|_| bad())?;
+        let delete_at = r.u64().map_err(|_| bad())?;
+        let secret = EpochSecret::from_bytes(r.array().map_err(|_| bad())?);
+        if delete_at <= now_ms {
+            continue;
+        }
+        // Restored epochs are ended: a restarted instance never seals under
+        // them again (their counters are lost), it only serves them.
+        let ended = delete_at.saturating_sub(sh.config.key.retention_ms).min(now_ms);
+        sh.restored.insert(key_id.producer);
+        sh.producer.retain(Arc::new(ProducerEpoch::new(key_id, secret, started, ended)));
+    }
+    let n = r.u32().map_err(|_| bad())?;
+    for _ in 0..n {
+        let key_id = KeyId { producer: InstanceId(r.array().map_err(|_| bad())?), epoch: r.u32().map_err(|_| bad())? };
+        let len = usize::from(r.u16().map_err(|_| bad())?);
+        let topic = String::from_utf8(r.take(len).map_err(|_| bad())?.to_vec()).map_err(|_| bad())?;
+        let epoch_started_ms = r.u64().map_err(|_| bad())?;
+        let delete_at_ms = r.u64().map_err(|_| bad())?;
+        let key = DataKey::from_bytes(r.array().map_err(|_| bad())?);
+        if delete_at_ms > now_ms {
+            sh.keyring.insert(key_id, &topic, HeldKey { key: Arc::new(key), epoch_started_ms, delete_at_ms });
+        }
+    }
+    r.finish().map_err(|_| bad())?;
+    sh.restored.remove(&sh.me);
+    Ok(())
+}

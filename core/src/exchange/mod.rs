@@ -1,0 +1,767 @@
+//! The key exchange: Noise sessions between instances, key requests, pushes
+//! ahead of rotation, and holders serving keys to each other, all as a state
+//! machine driven by the engine (messages in, messages out, time as input).
+//!
+//! The control channel is a Kafka topic: messages may be lost, duplicated,
+//! delayed, reordered or replayed by the broker. Every request is idempotent,
+//! every lost message is recovered by the requester's retry timer, and every
+//! replay is either rejected (transport nonces, handshake ids) or harmless.
+
+pub mod session;
+pub mod wire;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use rand_core::CryptoRngCore;
+use zeroize::Zeroizing;
+
+use crate::engine::{ControlMessage, Shared, Storage};
+use crate::error::{ControlError, Error, KeyUnavailable};
+use crate::format::{EpochSecret, InstanceId, KeyId};
+use crate::keys::{HeldKey, ProducerEpoch};
+use crate::trust::Credential;
+
+use session::{new_handshake, Handshake, Session, MAX_NOISE};
+use wire::{Body, Delivery, Envelope, Inner, Refusal, SessionId, BROADCAST};
+
+/// Upper bounds that keep a flood of control messages from growing state.
+const MAX_PENDING_HANDSHAKES: usize = 1024;
+const MAX_QUEUED_PER_PEER: usize = 256;
+const MAX_WANTS: usize = 65536;
+
+/// Something to send to a peer once a session exists. Offers are turned into
+/// deliveries only then, when the peer's credential is known and checked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Outgoing {
+    Request { key_id: KeyId, topic: String },
+    Offer { key_id: KeyId, topic: String },
+}
+
+/// A key this instance needs.
+#[derive(Debug)]
+struct Want {
+    next_try_ms: u64,
+    attempts: u32,
+    /// Last time a record asked for it; wants nobody asks about are dropped.
+    last_asked_ms: u64,
+    refused: Option<KeyUnavailable>,
+}
+
+pub(crate) struct Exchange {
+    rng: Box<dyn CryptoRngCore + Send>,
+    storage: Option<Box<dyn Storage>>,
+    pub(crate) now_ms: u64,
+    next_epoch: u32,
+    outgoing: HashMap<SessionId, Handshake>,
+    incoming: HashMap<SessionId, Handshake>,
+    sessions: HashMap<SessionId, Session>,
+    by_peer: HashMap<InstanceId, SessionId>,
+    queued: HashMap<InstanceId, Vec<Outgoing>>,
+    wants: HashMap<(KeyId, String), Want>,
+    /// Producer side: (consumer, topic) pairs served, for pushing new epochs.
+    served: HashMap<(InstanceId, String), u64>,
+    /// Consumer side: (producer, topic) pairs it holds keys of, with the
+    /// newest key id, so it can refresh its session before the old expires.
+    subscribed: HashMap<(InstanceId, String), (KeyId, u64)>,
+    /// Rate limit for answering broadcast wants.
+    offered: HashMap<(InstanceId, KeyId, String), u64>,
+    outbox: VecDeque<ControlMessage>,
+    state_dirty: bool,
+}
+
+impl Exchange {
+    pub(crate) fn new(
+        rng: Box<dyn CryptoRngCore + Send>,
+        storage: Option<Box<dyn Storage>>,
+        now_ms: u64,
+        next_epoch: u32,
+    ) -> Self {
+        Exchange {
+            rng,
+            storage,
+            now_ms,
+            next_epoch,
+            outgoing: HashMap::new(),
+            incoming: HashMap::new(),
+            sessions: HashMap::new(),
+            by_peer: HashMap::new(),
+            queued: HashMap::new(),
+            wants: HashMap::new(),
+            served: HashMap::new(),
+            subscribed: HashMap::new(),
+            offered: HashMap::new(),
+            outbox: VecDeque::new(),
+            state_dirty: false,
+        }
+    }
+
+    pub(crate) fn rng(&mut self) -> &mut dyn CryptoRngCore {
+        &mut *self.rng
+    }
+
+    pub(crate) fn poll_transmit(&mut self) -> Option<ControlMessage> {
+        self.outbox.pop_front()
+    }
+
+    pub(crate) fn mark_dirty(&mut self) {
+        self.state_dirty = true;
+    }
+
+    fn seed(&mut self) -> Zeroizing<[u8; 64]> {
+        let mut seed = Zeroizing::new([0u8; 64]);
+        self.rng.fill_bytes(&mut *seed);
+        seed
+    }
+
+    fn new_session_id(&mut self) -> SessionId {
+        let mut id = [0u8; 8];
+        self.rng.fill_bytes(&mut id);
+        id
+    }
+
+    pub(crate) fn new_epoch(&mut self, sh: &Shared, now_ms: u64) -> Arc<ProducerEpoch> {
+        let mut secret = [0u8; 32];
+        self.rng.fill_bytes(&mut secret);
+        let key_id = KeyId { producer: sh.me, epoch: self.next_epoch };
+        self.next_epoch = self.next_epoch.saturating_add(1);
+        Arc::new(ProducerEpoch::new(key_id, EpochSecret::from_bytes(secret), now_ms, u64::MAX))
+    }
+
+    // ---- wants -----------------------------------------------------------
+
+    /// A record needs a key this instance lacks. Returns the reason to report.
+    pub(crate) fn want(&mut self, key_id: KeyId, topic: &str) -> KeyUnavailable {
+        let now = self.now_ms;
+        if let Some(w) = self.wants.get_mut(&(key_id, topic.to_owned())) {
+            w.last_asked_ms = now;
+            return w.refused.unwrap_or(KeyUnavailable::Pending);
+        }
+        if self.wants.len() < MAX_WANTS {
+            self.wants.insert(
+                (key_id, topic.to_owned()),
+                Want { next_try_ms: now, attempts: 0, last_asked_ms: now, refused: None },
+            );
+        }
+        KeyUnavailable::Pending
+    }
+
+    pub(crate) fn want_status(&self, key_id: KeyId, topic: &str) -> Option<KeyUnavailable> {
+        self.wants
+            .get(&(key_id, topic.to_owned()))
+            .map(|w| w.refused.unwrap_or(KeyUnavailable::Pending))
+    }
+
+    fn retry_delay(&self, sh: &Shared, attempts: u32) -> u64 {
+        let base = sh.config.request_retry_ms.max(1);
+        let factor = 1u64 << attempts.min(16);
+        base.saturating_mul(factor).min(sh.config.max_retry_ms.max(base))
+    }
+
+    // ---- time --------------------------------------------------------------
+
+    pub(crate) fn handle_timeout(&mut self, sh: &Shared, now_ms: u64) -> Result<(), Error> {
+        self.now_ms = now_ms;
+        let cfg = &sh.config;
+
+        // Handshakes and sessions that outlived their time are dropped, which
+        // deletes their ephemeral keys: that is the session forward secrecy.
+        let hs_timeout = cfg.handshake_timeout_ms;
+        self.outgoing.retain(|_, h| h.started_ms.saturating_add(hs_timeout) > now_ms);
+        self.incoming.retain(|_, h| h.started_ms.saturating_add(hs_timeout) > now_ms);
+        let lifetime = cfg.session_lifetime_ms;
+        self.sessions.retain(|_, s| {
+            s.established_ms.saturating_add(lifetime) > now_ms
+                && (s.confirmed || s.established_ms.saturating_add(hs_timeout) > now_ms)
+        });
+        let sessions = &self.sessions;
+        self.by_peer.retain(|_, id| sessions.contains_key(id));
+
+        // Refresh sessions with producers we read from before they expire,
+        // re-subscribing with an idempotent request, so pushes keep coming.
+        let refresh_at = lifetime / 2;
+        let mut refresh = Vec::new();
+        for ((producer, topic), (key_id, last)) in &self.subscribed {
+            let session_age = self
+                .by_peer
+                .get(producer)
+                .and_then(|id| self.sessions.get(id))
+                .map(|s| now_ms.saturating_sub(s.established_ms));
+            let stale = session_age.is_none_or(|age| age >= refresh_at);
+            if stale && last.saturating_add(cfg.key.rotation_ms.saturating_mul(3)) > now_ms {
+                refresh.push((*producer, *key_id, topic.clone()));
+            }
+        }
+        for (producer, key_id, topic) in refresh {
+            if let Some(id) = self.by_peer.get(&producer).copied() {
+                // Start a fresh session; the old one stays usable meanwhile.
+                if self.sessions.get(&id).is_some_and(|s| now_ms.saturating_sub(s.established_ms) >= refresh_at)
+                    && !self.outgoing.values().any(|h| h.peer == producer)
+                {
+                    self.by_peer.remove(&producer);
+                }
+            }
+            self.enqueue(producer, Outgoing::Request { key_id, topic });
+        }
+        let horizon = cfg.key.rotation_ms.saturating_mul(3);
+        self.subscribed.retain(|_, (_, last)| last.saturating_add(horizon) > now_ms);
+        let retention = cfg.key.retention_ms;
+        self.served.retain(|_, last| last.saturating_add(retention) > now_ms);
+        let retry = cfg.request_retry_ms;
+        self.offered.retain(|_, t| t.saturating_add(retry) > now_ms);
+
+        // Producer role: rotate on time, always keep the next epoch ready.
+        if sh.identity.credential().produce.is_empty() {
+            // Consumer-only credential: no epochs to make.
+        } else {
+            self.rotate(sh, now_ms)?;
+        }
+
+        // Retention: delete expired keys everywhere.
+        let removed = sh.producer.purge(now_ms, &cfg.key, None) + sh.keyring.purge(now_ms, None);
+        if removed > 0 {
+            sh.metrics.add_keys_deleted(removed);
+            self.state_dirty = true;
+        }
+
+        // Wants: ask the producer, then everyone, with backoff.
+        let want_ttl = cfg.want_ttl_ms;
+        self.wants.retain(|(key_id, topic), w| {
+            w.last_asked_ms.saturating_add(want_ttl) > now_ms
+                && sh.keyring.get(key_id, topic).is_none()
+        });
+        let mut due = Vec::new();
+        for ((key_id, topic), w) in &self.wants {
+            if w.refused.is_none() && w.next_try_ms <= now_ms {
+                due.push((*key_id, topic.clone(), w.attempts));
+            }
+        }
+        for (key_id, topic, attempts) in due {
+            let delay = self.retry_delay(sh, attempts);
+            if let Some(w) = self.wants.get_mut(&(key_id, topic.clone())) {
+                w.attempts = w.attempts.saturating_add(1);
+                w.next_try_ms = now_ms.saturating_add(delay);
+            }
+            if !sh.is_mine(key_id.producer) {
+                // A fresh handshake if an earlier attempt got no answer.
+                if attempts > 0 {
+                    self.drop_unconfirmed(key_id.producer);
+                }
+                self.enqueue(key_id.producer, Outgoing::Request { key_id, topic: topic.clone() });
+            }
+            if attempts > 0 || sh.is_mine(key_id.producer) {
+                // The producer did not answer: any other holder may.
+                self.push(sh.me, BROADCAST, Body::Want { key_id, topic });
+            }
+        }
+
+        self.flush_all(sh)?;
+        self.persist(sh)?;
+        Ok(())
+    }
+
+    fn drop_unconfirmed(&mut self, peer: InstanceId) {
+        if let Some(id) = self.by_peer.get(&peer).copied() {
+            if self.sessions.get(&id).is_some_and(|s| !s.confirmed) {
+                self.by_peer.remove(&peer);
+                self.sessions.remove(&id);
+            }
+        }
+    }
+
+    pub(crate) fn poll_timeout(&self, sh: &Shared) -> u64 {
+        let mut next = self.now_ms.saturating_add(sh.config.housekeeping_ms);
+        for w in self.wants.values() {
+            if w.refused.is_none() {
+                next = next.min(w.next_try_ms);
+            }
+        }
+        if let Some(cur) = sh.producer.current() {
+            next = next.min(cur.started_ms.saturating_add(sh.config.key.rotation_ms));
+        }
+        next.max(self.now_ms)
+    }
+
+    fn rotate(&mut self, sh: &Shared, now_ms: u64) -> Result<(), Error> {
+        let policy = &sh.config.key;
+        let mut pushed_new = false;
+        match sh.producer.current() {
+            None => {
+                let epoch = match sh.producer.next() {
+                    Some(next) => next,
+                    None => {
+                        let e = self.new_epoch(sh, now_ms);
+                        sh.producer.retain(Arc::clone(&e));
+                        self.state_dirty = true;
+                        // Persisted before it may seal: records under it must
+                        // stay readable after a crash.
+                        self.persist(sh)?;
+                        e
+                    }
+                };
+                sh.producer.install_current(epoch, now_ms);
+                pushed_new = true;
+            }
+            Some(cur) if cur.started_ms.saturating_add(policy.rotation_ms) <= now_ms => {
+                if sh.producer.promote_next(&cur, now_ms).is_some() {
+                    sh.metrics.add_rotation();
+                    pushed_new = true;
+                }
+            }
+            Some(_) => {}
+        }
+        if sh.producer.next().is_none() {
+            let start = sh
+                .producer
+                .current()
+                .map_or(now_ms, |c| c.started_ms.saturating_add(policy.rotation_ms).max(now_ms));
+            let next = self.new_epoch(sh, start);
+            sh.producer.retain(Arc::clone(&next));
+            self.state_dirty = true;
+            self.persist(sh)?;
+            sh.producer.install_next(next);
+            pushed_new = true;
+        }
+        if pushed_new {
+            // Push the new next epoch (and the current) to every consumer we
+            // serve, so steady-state consumers never wait for a key.
+            let served: Vec<(InstanceId, String)> = self.served.keys().cloned().collect();
+            for (peer, topic) in served {
+                for epoch in [sh.producer.current(), sh.producer.next()].into_iter().flatten() {
+                    self.enqueue(peer, Outgoing::Offer { key_id: epoch.key_id, topic: topic.clone() });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn persist(&mut self, sh: &Shared) -> Result<(), Error> {
+        if !self.state_dirty {
+            return Ok(());
+        }
+        let Some(mut storage) = self.storage.take() else {
+            self.state_dirty = false;
+            return Ok(());
+        };
+        let blob = crate::engine::encode_state(sh, &mut *self.rng);
+        let result = storage.store(&blob).map_err(Error::Storage);
+        self.storage = Some(storage);
+        if result.is_ok() {
+            self.state_dirty = false;
+        }
+        result
+    }
+
+    // ---- sending -----------------------------------------------------------
+
+    fn push(&mut self, from: InstanceId, to: InstanceId, body: Body) {
+        let payload = Envelope { from, to, body }.encode();
+        self.outbox.push_back(ControlMessage { to: (to != BROADCAST).then_some(to), payload });
+    }
+
+    fn enqueue(&mut self, peer: InstanceId, item: Outgoing) {
+        let q = self.queued.entry(peer).or_default();
+        if !q.contains(&item) {
+            if q.len() >= MAX_QUEUED_PER_PEER {
+                q.remove(0);
+            }
+            q.push(item);
+        }
+    }
+
+    fn flush_all(&mut self, sh: &Shared) -> Result<(), Error> {
+        let peers: Vec<InstanceId> = self.queued.keys().copied().collect();
+        for peer in peers {
+            self.flush(sh, peer)?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is queued for `peer` over its session, or starts a handshake.
+    fn flush(&mut self, sh: &Shared, peer: InstanceId) -> Result<(), Error> {
+        if self.queued.get(&peer).is_none_or(Vec::is_empty) {
+            self.queued.remove(&peer);
+            return Ok(());
+        }
+        if let Some(id) = self.by_peer.get(&peer).copied() {
+            let items = self.queued.remove(&peer).unwrap_or_default();
+            let Some(session) = self.sessions.get(&id) else { return Ok(()) };
+            let inner = self.materialize(sh, &session.peer_credential.clone(), peer, items);
+            if !inner.is_empty() {
+                self.send_sealed(id, &inner)?;
+            }
+            return Ok(());
+        }
+        if self.outgoing.values().any(|h| h.peer == peer) {
+            return Ok(()); // a handshake is under way
+        }
+        if self.outgoing.len() >= MAX_PENDING_HANDSHAKES {
+            return Ok(());
+        }
+        let seed = self.seed();
+        let mut hs = new_handshake(true, &sh.identity.private_key_bytes(), sh.me, peer, seed)?;
+        let mut buf = vec![0u8; MAX_NOISE];
+        let n = hs.write_message(&[], &mut buf).map_err(|_| ControlError::Malformed)?;
+        buf.truncate(n);
+        let session = self.new_session_id();
+        self.outgoing.insert(session, Handshake { peer, local: sh.me, state: hs, started_ms: self.now_ms });
+        self.push(sh.me, peer, Body::Hello { session, noise: buf });
+        sh.metrics.add_handshake();
+        Ok(())
+    }
+
+    /// Turns queued items into inner messages for a peer whose credential is
+    /// now known: offers become deliveries only if the peer may have the key.
+    fn materialize(&mut self, sh: &Shared, peer_cred: &Credential, peer: InstanceId, items: Vec<Outgoing>) -> Vec<Inner> {
+        let mut out = Vec::new();
+        for item in items {
+            match item {
+                Outgoing::Request { key_id, topic } => out.push(Inner::KeyRequest { key_id, topic }),
+                Outgoing::Offer { key_id, topic } => {
+                    if let Some(d) = self.delivery_for(sh, peer_cred, &key_id, &topic) {
+                        sh.metrics.add_key_served();
+                        out.push(Inner::KeyDelivery(d));
+                    } else {
+                        let _ = peer;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether a peer may receive keys of `topic` right now: its credential
+    /// allows consuming it and still verifies (expiry, deny list) — checked at
+    /// every delivery, so revocation takes effect at the next rotation.
+    fn may_receive(&self, sh: &Shared, peer_cred: &Credential, topic: &str) -> bool {
+        peer_cred.may_consume(topic)
+            && sh.trust.verify(peer_cred, self.now_ms, sh.config.clock_skew_ms).is_ok()
+    }
+
+    fn delivery_for(&self, sh: &Shared, peer_cred: &Credential, key_id: &KeyId, topic: &str) -> Option<Delivery> {
+        if !self.may_receive(sh, peer_cred, topic) {
+            sh.metrics.add_refused();
+            return None;
+        }
+        if sh.is_mine(key_id.producer) {
+            if !sh.identity.credential().may_produce(topic) {
+                return None;
+            }
+            let epoch = sh.producer.get(key_id)?;
+            return Some(Delivery {
+                key_id: *key_id,
+                topic: topic.to_owned(),
+                key: (*epoch.topic_key(topic)).clone(),
+                epoch_started_ms: epoch.started_ms,
+                delete_at_ms: epoch.delete_at_ms(&sh.config.key),
+            });
+        }
+        let held = sh.keyring.get(key_id, topic)?;
+        Some(Delivery {
+            key_id: *key_id,
+            topic: topic.to_owned(),
+            key: (*held.key).clone(),
+            epoch_started_ms: held.epoch_started_ms,
+            delete_at_ms: held.delete_at_ms,
+        })
+    }
+
+    fn send_sealed(&mut self, id: SessionId, items: &[Inner]) -> Result<(), Error> {
+        let batch = wire::encode_batch(items);
+        let Some(session) = self.sessions.get_mut(&id) else { return Ok(()) };
+        let (nonce, noise) = session.seal(&batch)?;
+        let (from, to) = (session.local, session.peer);
+        self.push(from, to, Body::Sealed { session: id, nonce, noise });
+        Ok(())
+    }
+
+    // ---- receiving ---------------------------------------------------------
+
+    pub(crate) fn handle_control(&mut self, sh: &Shared, bytes: &[u8]) -> Result<(), Error> {
+        let env = Envelope::decode(bytes)?;
+        if sh.is_mine(env.from) && env.from == sh.me {
+            return Ok(()); // our own message, read back from the topic
+        }
+        if env.to != BROADCAST && !sh.is_mine(env.to) {
+            return Ok(()); // for another instance
+        }
+        match env.body {
+            Body::Hello { session, noise } => self.on_hello(sh, env.from, env.to, session, &noise),
+            Body::HelloReply { session, noise } => self.on_hello_reply(sh, env.from, env.to, session, &noise),
+            Body::HelloFinish { session, noise } => self.on_hello_finish(sh, env.from, env.to, session, &noise),
+            Body::Sealed { session, nonce, noise } => self.on_sealed(sh, env.from, env.to, session, nonce, &noise),
+            Body::Want { key_id, topic } => {
+                self.on_want(sh, env.from, env.to, key_id, topic);
+                Ok(())
+            }
+        }
+    }
+
+    fn on_hello(&mut self, sh: &Shared, from: InstanceId, to: InstanceId, session: SessionId, noise: &[u8]) -> Result<(), Error> {
+        if to == BROADCAST {
+            return Err(ControlError::Malformed.into());
+        }
+        if self.incoming.contains_key(&session) || self.sessions.contains_key(&session) {
+            return Err(ControlError::Replay.into());
+        }
+        if self.incoming.len() >= MAX_PENDING_HANDSHAKES {
+            // Under a flood, the oldest half-open handshake goes first.
+            if let Some(oldest) = self.incoming.iter().min_by_key(|(_, h)| h.started_ms).map(|(k, _)| *k) {
+                self.incoming.remove(&oldest);
+            }
+        }
+        let seed = self.seed();
+        let mut hs = new_handshake(false, &sh.identity.private_key_bytes(), from, to, seed)?;
+        let mut scratch = vec![0u8; MAX_NOISE];
+        hs.read_message(noise, &mut scratch).map_err(|_| ControlError::Decrypt)?;
+        let mut reply = vec![0u8; MAX_NOISE];
+        let n = hs
+            .write_message(&sh.identity.credential().encode(), &mut reply)
+            .map_err(|_| ControlError::Malformed)?;
+        reply.truncate(n);
+        self.incoming.insert(session, Handshake { peer: from, local: to, state: hs, started_ms: self.now_ms });
+        self.push(to, from, Body::HelloReply { session, noise: reply });
+        Ok(())
+    }
+
+    /// Checks a peer's credential: it must name the key the peer proved it
+    /// holds in the handshake, and verify against the trust anchor.
+    fn check_peer(&self, sh: &Shared, remote_static: Option<&[u8]>, credential: &[u8]) -> Result<Credential, Error> {
+        let cred = Credential::decode(credential).map_err(|e| ControlError::Untrusted(e))?;
+        if remote_static != Some(&cred.public_key[..]) {
+            return Err(ControlError::Unauthorized.into());
+        }
+        sh.trust
+            .verify(&cred, self.now_ms, sh.config.clock_skew_ms)
+            .map_err(ControlError::Untrusted)?;
+        Ok(cred)
+    }
+
+    fn on_hello_reply(&mut self, sh: &Shared, from: InstanceId, to: InstanceId, session: SessionId, noise: &[u8]) -> Result<(), Error> {
+        let Some(mut hs) = self.outgoing.remove(&session) else {
+            return Err(ControlError::UnknownSession.into());
+        };
+        if hs.peer != from || hs.local != to {
+            self.outgoing.insert(session, hs);
+            return Err(ControlError::UnknownSession.into());
+        }
+        let mut payload = Zeroizing::new(vec![0u8; MAX_NOISE]);
+        let n = hs.state.read_message(noise, &mut payload).map_err(|_| ControlError::Decrypt)?;
+        let cred = self.check_peer(sh, hs.state.get_remote_static(), payload.get(..n).unwrap_or_default())?;
+        let items = self.queued.remove(&from).unwrap_or_default();
+        let inner = self.materialize(sh, &cred, from, items);
+        let batch = wire::encode_batch(&inner);
+        let finish = wire::encode_finish_payload(&sh.identity.credential().encode(), &batch);
+        let mut msg = vec![0u8; MAX_NOISE];
+        let n = hs.state.write_message(&finish, &mut msg).map_err(|_| ControlError::Malformed)?;
+        msg.truncate(n);
+        let transport = hs.state.into_stateless_transport_mode().map_err(|_| ControlError::Malformed)?;
+        self.sessions.insert(
+            session,
+            Session {
+                id: session,
+                peer: from,
+                local: to,
+                peer_credential: cred,
+                transport,
+                established_ms: self.now_ms,
+                initiator: true,
+                confirmed: false,
+                send_nonce: 0,
+                replay: Default::default(),
+            },
+        );
+        self.by_peer.insert(from, session);
+        self.push(to, from, Body::HelloFinish { session, noise: msg });
+        Ok(())
+    }
+
+    fn on_hello_finish(&mut self, sh: &Shared, from: InstanceId, to: InstanceId, session: SessionId, noise: &[u8]) -> Result<(), Error> {
+        if self.sessions.contains_key(&session) {
+            return Err(ControlError::Replay.into());
+        }
+        let Some(mut hs) = self.incoming.remove(&session) else {
+            return Err(ControlError::UnknownSession.into());
+        };
+        if hs.peer != from || hs.local != to {
+            self.incoming.insert(session, hs);
+            return Err(ControlError::UnknownSession.into());
+        }
+        let mut payload = Zeroizing::new(vec![0u8; MAX_NOISE]);
+        let n = hs.state.read_message(noise, &mut payload).map_err(|_| ControlError::Decrypt)?;
+        let (cred_bytes, batch) = wire::decode_finish_payload(payload.get(..n).unwrap_or_default())?;
+        let cred = self.check_peer(sh, hs.state.get_remote_static(), cred_bytes)?;
+        let items = wire::decode_batch(batch)?;
+        let transport = hs.state.into_stateless_transport_mode().map_err(|_| ControlError::Malformed)?;
+        self.sessions.insert(
+            session,
+            Session {
+                id: session,
+                peer: from,
+                local: to,
+                peer_credential: cred,
+                transport,
+                established_ms: self.now_ms,
+                initiator: false,
+                confirmed: true,
+                send_nonce: 0,
+                replay: Default::default(),
+            },
+        );
+        self.by_peer.insert(from, session);
+        let mut replies = self.process(sh, session, items);
+        let queued = self.queued.remove(&from).unwrap_or_default();
+        if let Some(cred) = self.sessions.get(&session).map(|s| s.peer_credential.clone()) {
+            replies.extend(self.materialize(sh, &cred, from, queued));
+        }
+        // Always answer, even with an empty batch: it confirms the session.
+        self.send_sealed(session, &replies)
+    }
+
+    fn on_sealed(&mut self, sh: &Shared, from: InstanceId, to: InstanceId, id: SessionId, nonce: u64, noise: &[u8]) -> Result<(), Error> {
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return Err(ControlError::UnknownSession.into());
+        };
+        if session.peer != from || session.local != to {
+            return Err(ControlError::UnknownSession.into());
+        }
+        let plaintext = session.open(nonce, noise)?;
+        session.confirmed = true;
+        let items = wire::decode_batch(&plaintext)?;
+        let replies = self.process(sh, id, items);
+        if !replies.is_empty() {
+            self.send_sealed(id, &replies)?;
+        }
+        Ok(())
+    }
+
+    fn on_want(&mut self, sh: &Shared, from: InstanceId, to: InstanceId, key_id: KeyId, topic: String) {
+        if to != BROADCAST && !sh.is_mine(to) {
+            return;
+        }
+        let holds = if sh.is_mine(key_id.producer) {
+            sh.producer.get(&key_id).is_some()
+        } else {
+            sh.keyring.get(&key_id, &topic).is_some()
+        };
+        if !holds {
+            return;
+        }
+        let k = (from, key_id, topic.clone());
+        if self.offered.contains_key(&k) {
+            return;
+        }
+        self.offered.insert(k, self.now_ms);
+        self.enqueue(from, Outgoing::Offer { key_id, topic });
+        // Sent at the next flush: tick, or right now if a session exists.
+        let _ = self.flush(sh, from);
+    }
+
+    /// Handles a batch of inner messages from an authenticated peer and
+    /// returns the replies.
+    fn process(&mut self, sh: &Shared, id: SessionId, items: Vec<Inner>) -> Vec<Inner> {
+        let Some(session) = self.sessions.get(&id) else { return Vec::new() };
+        let peer = session.peer;
+        let peer_cred = session.peer_credential.clone();
+        let mut replies = Vec::new();
+        for item in items {
+            match item {
+                Inner::KeyRequest { key_id, topic } => {
+                    self.on_key_request(sh, peer, &peer_cred, key_id, topic, &mut replies);
+                }
+                Inner::KeyDelivery(d) => self.on_delivery(sh, peer, &peer_cred, d),
+                Inner::KeyUnavailable { key_id, topic, reason } => {
+                    if key_id.producer == peer {
+                        if let Some(w) = self.wants.get_mut(&(key_id, topic)) {
+                            w.refused = Some(match reason {
+                                Refusal::NotAuthorized => KeyUnavailable::Refused,
+                                Refusal::Expired => KeyUnavailable::Expired,
+                                Refusal::Unknown => KeyUnavailable::Unknown,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        replies
+    }
+
+    fn on_key_request(&mut self, sh: &Shared, peer: InstanceId, peer_cred: &Credential, key_id: KeyId, topic: String, replies: &mut Vec<Inner>) {
+        if sh.is_mine(key_id.producer) {
+            if !self.may_receive(sh, peer_cred, &topic) || !sh.identity.credential().may_produce(&topic) {
+                sh.metrics.add_refused();
+                replies.push(Inner::KeyUnavailable { key_id, topic, reason: Refusal::NotAuthorized });
+                return;
+            }
+            let Some(d) = self.delivery_for(sh, peer_cred, &key_id, &topic) else {
+                let reason = match sh.producer.max_epoch(key_id.producer) {
+                    Some(max) if key_id.epoch <= max => Refusal::Expired,
+                    _ => Refusal::Unknown,
+                };
+                replies.push(Inner::KeyUnavailable { key_id, topic, reason });
+                return;
+            };
+            sh.metrics.add_key_served();
+            replies.push(Inner::KeyDelivery(d));
+            // Serve ahead: the current and next epochs for this topic too.
+            for epoch in [sh.producer.current(), sh.producer.next()].into_iter().flatten() {
+                if epoch.key_id != key_id {
+                    if let Some(d) = self.delivery_for(sh, peer_cred, &epoch.key_id, &topic) {
+                        sh.metrics.add_key_served();
+                        replies.push(Inner::KeyDelivery(d));
+                    }
+                }
+            }
+            self.served.insert((peer, topic), self.now_ms);
+        } else if let Some(d) = self.delivery_for(sh, peer_cred, &key_id, &topic) {
+            // Another holder's key: serve it if the peer may read the topic.
+            sh.metrics.add_key_served();
+            replies.push(Inner::KeyDelivery(d));
+        }
+    }
+
+    fn on_delivery(&mut self, sh: &Shared, peer: InstanceId, peer_cred: &Credential, d: Delivery) {
+        let now = self.now_ms;
+        // Hold only keys this credential may hold, from a peer that may hand
+        // them out: the producer itself, or another reader of the topic.
+        let sender_ok = peer_cred.may_produce(&d.topic)
+            || (peer != d.key_id.producer && peer_cred.may_consume(&d.topic));
+        if !sh.identity.credential().may_consume(&d.topic) || !sender_ok {
+            sh.metrics.add_control_rejected();
+            return;
+        }
+        if d.delete_at_ms <= now {
+            return;
+        }
+        // Never keep a key longer than our own policy allows.
+        let policy = &sh.config.key;
+        let cap = now.saturating_add(policy.retention_ms).saturating_add(policy.rotation_ms);
+        let held = HeldKey {
+            key: Arc::new(d.key),
+            epoch_started_ms: d.epoch_started_ms,
+            delete_at_ms: d.delete_at_ms.min(cap),
+        };
+        if sh.keyring.insert(d.key_id, &d.topic, held) {
+            sh.metrics.add_key_received();
+            self.state_dirty = true;
+            sh.notify_key_arrived();
+        }
+        let sub = self.subscribed.entry((d.key_id.producer, d.topic.clone())).or_insert((d.key_id, now));
+        if d.key_id.epoch >= sub.0.epoch {
+            sub.0 = d.key_id;
+        }
+        sub.1 = now;
+        self.wants.remove(&(d.key_id, d.topic));
+    }
+
+    pub(crate) fn forget_sessions(&mut self) {
+        self.outgoing.clear();
+        self.incoming.clear();
+        self.sessions.clear();
+        self.by_peer.clear();
+    }
+
+    pub(crate) fn peers(&self) -> HashSet<InstanceId> {
+        self.sessions.values().map(|s| s.peer).collect()
+    }
+}

@@ -1,0 +1,308 @@
+//! Control messages on the wire: a plaintext envelope (who to whom, which
+//! session) around Noise handshake messages or Noise transport ciphertext,
+//! and the inner messages that only travel encrypted. Strict codec: every
+//! length is checked, trailing bytes are an error, nothing panics.
+
+use zeroize::Zeroizing;
+
+use crate::error::ControlError;
+use crate::format::{DataKey, InstanceId, KeyId};
+
+const MAGIC: &[u8; 4] = b"KE2X";
+const VERSION: u8 = 1;
+/// The all-zero instance id addresses every instance.
+pub const BROADCAST: InstanceId = InstanceId([0; 8]);
+/// Topics are at most 249 bytes in Kafka; anything longer is malformed.
+const MAX_TOPIC: usize = 249;
+
+pub type SessionId = [u8; 8];
+
+/// The plaintext envelope every control message has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub from: InstanceId,
+    pub to: InstanceId,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// Noise XX message 1 (initiator ephemeral).
+    Hello { session: SessionId, noise: Vec<u8> },
+    /// Noise XX message 2 (responder ephemeral, static, credential).
+    HelloReply { session: SessionId, noise: Vec<u8> },
+    /// Noise XX message 3 (initiator static, credential, first inner batch).
+    HelloFinish { session: SessionId, noise: Vec<u8> },
+    /// A Noise transport message with its explicit nonce.
+    Sealed { session: SessionId, nonce: u64, noise: Vec<u8> },
+    /// Broadcast: "whoever holds this key, please offer it to me". Carries no
+    /// secret: the broker already sees topics and key ids in record headers.
+    Want { key_id: KeyId, topic: String },
+}
+
+impl Body {
+    fn kind(&self) -> u8 {
+        match self {
+            Body::Hello { .. } => 1,
+            Body::HelloReply { .. } => 2,
+            Body::HelloFinish { .. } => 3,
+            Body::Sealed { .. } => 4,
+            Body::Want { .. } => 5,
+        }
+    }
+}
+
+/// Messages that only ever travel inside a Noise session.
+#[derive(Debug, Clone)]
+pub enum Inner {
+    KeyRequest { key_id: KeyId, topic: String },
+    KeyDelivery(Delivery),
+    KeyUnavailable { key_id: KeyId, topic: String, reason: Refusal },
+}
+
+/// One topic key handed to an authorized peer.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub key_id: KeyId,
+    pub topic: String,
+    pub key: DataKey,
+    pub epoch_started_ms: u64,
+    /// When every holder must have deleted the key (epoch end + retention).
+    pub delete_at_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NotAuthorized = 1,
+    Expired = 2,
+    Unknown = 3,
+}
+
+#[derive(Debug)]
+pub struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Reader { buf }
+    }
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], ControlError> {
+        if self.buf.len() < n {
+            return Err(ControlError::Malformed);
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N], ControlError> {
+        self.take(N)?.try_into().map_err(|_| ControlError::Malformed)
+    }
+    pub fn u8(&mut self) -> Result<u8, ControlError> {
+        Ok(self.array::<1>()?[0])
+    }
+    pub fn u16(&mut self) -> Result<u16, ControlError> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+    pub fn u32(&mut self) -> Result<u32, ControlError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+    pub fn u64(&mut self) -> Result<u64, ControlError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+    pub fn rest(&mut self) -> &'a [u8] {
+        core::mem::take(&mut self.buf)
+    }
+    pub fn finish(&self) -> Result<(), ControlError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(ControlError::Malformed)
+        }
+    }
+    fn key_id(&mut self) -> Result<KeyId, ControlError> {
+        Ok(KeyId { producer: InstanceId(self.array()?), epoch: self.u32()? })
+    }
+    fn topic(&mut self) -> Result<String, ControlError> {
+        let len = usize::from(self.u16()?);
+        if len == 0 || len > MAX_TOPIC {
+            return Err(ControlError::Malformed);
+        }
+        let bytes = self.take(len)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| ControlError::Malformed)
+    }
+}
+
+fn put_key_id(out: &mut Vec<u8>, key_id: &KeyId) {
+    out.extend_from_slice(&key_id.producer.0);
+    out.extend_from_slice(&key_id.epoch.to_be_bytes());
+}
+
+fn put_topic(out: &mut Vec<u8>, topic: &str) {
+    // Topics are validated on entry (<= MAX_TOPIC), so the length fits.
+    let len = u16::try_from(topic.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(topic.as_bytes());
+}
+
+pub fn valid_topic(topic: &str) -> bool {
+    !topic.is_empty() && topic.len() <= MAX_TOPIC
+}
+
+impl Envelope {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        out.push(self.body.kind());
+        out.extend_from_slice(&self.from.0);
+        out.extend_from_slice(&self.to.0);
+        match &self.body {
+            Body::Hello { session, noise }
+            | Body::HelloReply { session, noise }
+            | Body::HelloFinish { session, noise } => {
+                out.extend_from_slice(session);
+                out.extend_from_slice(noise);
+            }
+            Body::Sealed { session, nonce, noise } => {
+                out.extend_from_slice(session);
+                out.extend_from_slice(&nonce.to_be_bytes());
+                out.extend_from_slice(noise);
+            }
+            Body::Want { key_id, topic } => {
+                put_key_id(&mut out, key_id);
+                put_topic(&mut out, topic);
+            }
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Envelope, ControlError> {
+        let mut r = Reader::new(bytes);
+        if r.take(4)? != MAGIC || r.u8()? != VERSION {
+            return Err(ControlError::Malformed);
+        }
+        let kind = r.u8()?;
+        let from = InstanceId(r.array()?);
+        let to = InstanceId(r.array()?);
+        if from == BROADCAST {
+            return Err(ControlError::Malformed);
+        }
+        let body = match kind {
+            1..=3 => {
+                let session = r.array()?;
+                let noise = r.rest().to_vec();
+                if noise.is_empty() {
+                    return Err(ControlError::Malformed);
+                }
+                match kind {
+                    1 => Body::Hello { session, noise },
+                    2 => Body::HelloReply { session, noise },
+                    _ => Body::HelloFinish { session, noise },
+                }
+            }
+            4 => {
+                let session = r.array()?;
+                let nonce = r.u64()?;
+                let noise = r.rest().to_vec();
+                Body::Sealed { session, nonce, noise }
+            }
+            5 => {
+                let key_id = r.key_id()?;
+                let topic = r.topic()?;
+                r.finish()?;
+                Body::Want { key_id, topic }
+            }
+            _ => return Err(ControlError::Malformed),
+        };
+        Ok(Envelope { from, to, body })
+    }
+}
+
+/// Inner messages travel in batches; the buffer holds keys, so it is
+/// zeroized when dropped.
+pub fn encode_batch(items: &[Inner]) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(16 + items.len() * 64));
+    let count = u8::try_from(items.len()).unwrap_or(u8::MAX);
+    out.push(count);
+    for item in items.iter().take(usize::from(count)) {
+        match item {
+            Inner::KeyRequest { key_id, topic } => {
+                out.push(1);
+                put_key_id(&mut out, key_id);
+                put_topic(&mut out, topic);
+            }
+            Inner::KeyDelivery(d) => {
+                out.push(2);
+                put_key_id(&mut out, &d.key_id);
+                put_topic(&mut out, &d.topic);
+                out.extend_from_slice(d.key.as_bytes());
+                out.extend_from_slice(&d.epoch_started_ms.to_be_bytes());
+                out.extend_from_slice(&d.delete_at_ms.to_be_bytes());
+            }
+            Inner::KeyUnavailable { key_id, topic, reason } => {
+                out.push(3);
+                put_key_id(&mut out, key_id);
+                put_topic(&mut out, topic);
+                out.push(*reason as u8);
+            }
+        }
+    }
+    out
+}
+
+pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Inner>, ControlError> {
+    let mut r = Reader::new(bytes);
+    let count = r.u8()?;
+    let mut items = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        let item = match r.u8()? {
+            1 => Inner::KeyRequest { key_id: r.key_id()?, topic: r.topic()? },
+            2 => {
+                let key_id = r.key_id()?;
+                let topic = r.topic()?;
+                let key = DataKey::from_bytes(r.array()?);
+                Inner::KeyDelivery(Delivery {
+                    key_id,
+                    topic,
+                    key,
+                    epoch_started_ms: r.u64()?,
+                    delete_at_ms: r.u64()?,
+                })
+            }
+            3 => {
+                let key_id = r.key_id()?;
+                let topic = r.topic()?;
+                let reason = match r.u8()? {
+                    1 => Refusal::NotAuthorized,
+                    2 => Refusal::Expired,
+                    3 => Refusal::Unknown,
+                    _ => return Err(ControlError::Malformed),
+                };
+                Inner::KeyUnavailable { key_id, topic, reason }
+            }
+            _ => return Err(ControlError::Malformed),
+        };
+        items.push(item);
+    }
+    r.finish()?;
+    Ok(items)
+}
+
+/// The payload of Noise message 3: the initiator's credential, then the
+/// first batch of inner messages (so a request needs no extra round trip).
+pub fn encode_finish_payload(credential: &[u8], batch: &[u8]) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(2 + credential.len() + batch.len()));
+    let len = u16::try_from(credential.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(credential);
+    out.extend_from_slice(batch);
+    out
+}
+
+pub fn decode_finish_payload(bytes: &[u8]) -> Result<(&[u8], &[u8]), ControlError> {
+    let mut r = Reader::new(bytes);
+    let len = usize::from(r.u16()?);
+    let credential = r.take(len)?;
+    Ok((credential, r.rest()))
+}
