@@ -324,7 +324,10 @@ impl Exchange {
         }
         if pushed_new {
             // Push the new next epoch (and the current) to every consumer we
-            // serve, so steady-state consumers never wait for a key.
+            // serve, so steady-state consumers never wait for a key. Only over
+            // live sessions: a consumer that went away re-asks when it is back.
+            let by_peer = &self.by_peer;
+            self.served.retain(|(peer, _), _| by_peer.contains_key(peer));
             let served: Vec<(InstanceId, String)> = self.served.keys().cloned().collect();
             for (peer, topic) in served {
                 for epoch in [sh.producer.current(), sh.producer.next()].into_iter().flatten() {
