@@ -1,2 +1,4 @@
 //! libkafka_e2ee.so: the C ABI, the JNI library and the librdkafka plugin.
 //! This is the only crate of the workspace with `unsafe` code.
+
+pub mod c_api;
