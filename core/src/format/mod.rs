@@ -1,7 +1,27 @@
 //! Record format v1: the one record header that carries everything but the
 //! length-preserving ciphertext. Specified byte by byte in docs/FORMAT.md.
+//!
+//! The value is encrypted in place with ChaCha20-Poly1305 and a detached tag,
+//! so the ciphertext has exactly the plaintext's length (librdkafka's queue
+//! accounting forbids changing it). Version, flags, key id, counter and tag
+//! travel in one 34-byte record header named [`HEADER_NAME`].
 
 use core::fmt;
+
+mod aead;
+mod header;
+mod secret;
+
+pub use aead::{open_in_place, seal_in_place, KeyBinding};
+pub use header::{RecordHeader, FLAG_KEY_BOUND, FLAG_KEY_NULL, FLAG_RESERVED, HEADER_LEN, VERSION};
+pub use secret::{DataKey, EpochSecret, DATA_KEY_SALT};
+
+/// Name of the Kafka record header that carries a [`RecordHeader`].
+pub const HEADER_NAME: &str = "e2ee";
+
+/// Bytes a sealed record gains on the wire: header name plus header value.
+/// (Kafka's own per-header varints are not counted.)
+pub const OVERHEAD: usize = HEADER_NAME.len() + HEADER_LEN;
 
 /// One engine instance: a process's engine for one cluster and credential.
 /// A producer's instance id is part of every key id it issues, which is how a
@@ -38,165 +58,104 @@ impl fmt::Display for KeyId {
     }
 }
 
-/// Why a record header or record could not be decoded or opened.
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FormatError {
-    Malformed,
-    Authentication,
-}
-impl fmt::Display for FormatError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{self:?}")
-    }
-}
-impl std::error::Error for FormatError {}
-
-// ---- STAND-IN (replaced by the format branch) ----
-use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
-use zeroize::{Zeroize, ZeroizeOnDrop};
-
-pub const HEADER_NAME: &str = "e2ee";
-pub const HEADER_LEN: usize = 34;
-
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct EpochSecret([u8; 32]);
-impl EpochSecret {
-    pub fn from_bytes(b: [u8; 32]) -> Self {
-        EpochSecret(b)
-    }
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-}
-impl fmt::Debug for EpochSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("EpochSecret(..)")
-    }
-}
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct DataKey([u8; 32]);
-impl fmt::Debug for DataKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("DataKey(..)")
-    }
-}
-impl DataKey {
-    pub fn from_bytes(b: [u8; 32]) -> Self {
-        DataKey(b)
-    }
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
-    pub fn derive(secret: &EpochSecret, key_id: KeyId, topic: &str) -> DataKey {
-        let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"kafka-e2ee/v1/data-key"), &secret.0);
-        let mut info = Vec::new();
-        info.extend_from_slice(&key_id.producer.0);
-        info.extend_from_slice(&key_id.epoch.to_be_bytes());
-        info.extend_from_slice(topic.as_bytes());
-        let mut out = [0u8; 32];
-        let _ = hk.expand(&info, &mut out);
-        DataKey(out)
-    }
-}
-#[derive(Debug, Clone, Copy)]
-pub enum KeyBinding<'a> {
+/// How the record key was bound into a sealed record, as recorded by the
+/// header flags. Carried by [`FormatError::KeyBindingMismatch`]; it never
+/// holds key bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum BindingKind {
+    /// The hook could not see the serialized record key; it is not bound.
     Unbound,
+    /// The record key was bound and was null.
     Null,
-    Bytes(&'a [u8]),
+    /// The record key was bound and had bytes.
+    Bytes,
 }
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordHeader {
-    pub version: u8,
-    pub flags: u8,
-    pub key_id: KeyId,
-    pub counter: u32,
-    pub tag: [u8; 16],
-}
-impl RecordHeader {
-    pub fn encode(&self) -> [u8; HEADER_LEN] {
-        let mut b = [0u8; HEADER_LEN];
-        b[0] = self.version;
-        b[1] = self.flags;
-        b[2..10].copy_from_slice(&self.key_id.producer.0);
-        b[10..14].copy_from_slice(&self.key_id.epoch.to_be_bytes());
-        b[14..18].copy_from_slice(&self.counter.to_be_bytes());
-        b[18..34].copy_from_slice(&self.tag);
-        b
-    }
-    pub fn decode(bytes: &[u8]) -> Result<RecordHeader, FormatError> {
-        if bytes.len() != HEADER_LEN || bytes[0] != 1 {
-            return Err(FormatError::Malformed);
-        }
-        Ok(RecordHeader {
-            version: 1,
-            flags: bytes[1],
-            key_id: KeyId {
-                producer: InstanceId(bytes[2..10].try_into().unwrap()),
-                epoch: u32::from_be_bytes(bytes[10..14].try_into().unwrap()),
-            },
-            counter: u32::from_be_bytes(bytes[14..18].try_into().unwrap()),
-            tag: bytes[18..34].try_into().unwrap(),
+
+impl fmt::Display for BindingKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BindingKind::Unbound => "not bound",
+            BindingKind::Null => "bound as null",
+            BindingKind::Bytes => "bound with bytes",
         })
     }
 }
-fn aad(h: &RecordHeader, topic: &str, binding: KeyBinding<'_>) -> Vec<u8> {
-    let mut a = b"kafka-e2ee/v1".to_vec();
-    a.extend_from_slice(&(topic.len() as u16).to_be_bytes());
-    a.extend_from_slice(topic.as_bytes());
-    a.extend_from_slice(&h.encode()[..18]);
-    if let KeyBinding::Bytes(k) = binding {
-        a.extend_from_slice(&(k.len() as u32).to_be_bytes());
-        a.extend_from_slice(k);
+
+/// Why a record header or record could not be decoded, sealed or opened.
+///
+/// No variant carries key material, plaintext or ciphertext: messages are
+/// safe to log.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormatError {
+    /// The header value does not have exactly [`HEADER_LEN`] bytes.
+    HeaderLength { actual: usize },
+    /// The header's format version is not one this build understands.
+    UnsupportedVersion(u8),
+    /// A reserved flag bit (bits 2-7) is set; `flags` is the whole flags byte.
+    ReservedFlags(u8),
+    /// KEY_NULL is set without KEY_BOUND.
+    KeyNullWithoutKeyBound,
+    /// The topic name is longer than the AAD's u16 length field allows.
+    TopicTooLong { len: usize },
+    /// The record key is longer than the AAD's u32 length field allows.
+    KeyTooLong { len: usize },
+    /// The value is longer than ChaCha20 can encrypt under one nonce (256 GiB).
+    ValueTooLong { len: usize },
+    /// The header says the record key was bound one way, the caller supplied
+    /// it another way (for example the header says KEY_BOUND but the hook
+    /// cannot see the record key).
+    KeyBindingMismatch {
+        sealed: BindingKind,
+        opened: BindingKind,
+    },
+    /// The authentication tag did not verify. The value is left unchanged.
+    Authentication,
+}
+
+impl fmt::Display for FormatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FormatError::HeaderLength { actual } => write!(
+                f,
+                "e2ee record header has {actual} bytes, expected exactly {HEADER_LEN}"
+            ),
+            FormatError::UnsupportedVersion(v) => write!(
+                f,
+                "e2ee record header has format version {v}, this build understands only version {VERSION}"
+            ),
+            FormatError::ReservedFlags(flags) => write!(
+                f,
+                "e2ee record header sets reserved flag bits (flags byte {flags:#04x}); bits 2-7 must be zero"
+            ),
+            FormatError::KeyNullWithoutKeyBound => f.write_str(
+                "e2ee record header sets KEY_NULL without KEY_BOUND",
+            ),
+            FormatError::TopicTooLong { len } => write!(
+                f,
+                "topic name has {len} bytes, at most {} are supported",
+                u16::MAX
+            ),
+            FormatError::KeyTooLong { len } => write!(
+                f,
+                "record key has {len} bytes, at most {} are supported",
+                u32::MAX
+            ),
+            FormatError::ValueTooLong { len } => write!(
+                f,
+                "record value has {len} bytes, more than ChaCha20-Poly1305 can encrypt under one nonce"
+            ),
+            FormatError::KeyBindingMismatch { sealed, opened } => write!(
+                f,
+                "record key binding mismatch: the record was sealed with the record key {sealed}, \
+                 but is being opened with the record key {opened}"
+            ),
+            FormatError::Authentication => f.write_str(
+                "record failed authentication: it was tampered with, moved to another topic, \
+                 or sealed under another key",
+            ),
+        }
     }
-    a
 }
-fn nonce(h: &RecordHeader) -> [u8; 12] {
-    let mut n = [0u8; 12];
-    n[4..8].copy_from_slice(&h.key_id.epoch.to_be_bytes());
-    n[8..12].copy_from_slice(&h.counter.to_be_bytes());
-    n
-}
-fn flags(b: KeyBinding<'_>) -> u8 {
-    match b {
-        KeyBinding::Unbound => 0,
-        KeyBinding::Null => 3,
-        KeyBinding::Bytes(_) => 1,
-    }
-}
-pub fn seal_in_place(
-    key: &DataKey,
-    key_id: KeyId,
-    counter: u32,
-    topic: &str,
-    binding: KeyBinding<'_>,
-    value: &mut [u8],
-) -> Result<RecordHeader, FormatError> {
-    let mut h = RecordHeader { version: 1, flags: flags(binding), key_id, counter, tag: [0; 16] };
-    let c = ChaCha20Poly1305::new((&key.0).into());
-    let tag = c
-        .encrypt_in_place_detached((&nonce(&h)).into(), &aad(&h, topic, binding), value)
-        .map_err(|_| FormatError::Malformed)?;
-    h.tag.copy_from_slice(&tag);
-    Ok(h)
-}
-pub fn open_in_place(
-    key: &DataKey,
-    header: &RecordHeader,
-    topic: &str,
-    binding: KeyBinding<'_>,
-    value: &mut [u8],
-) -> Result<(), FormatError> {
-    if header.flags != flags(binding) {
-        return Err(FormatError::Authentication);
-    }
-    let c = ChaCha20Poly1305::new((&key.0).into());
-    c.decrypt_in_place_detached(
-        (&nonce(header)).into(),
-        &aad(header, topic, binding),
-        value,
-        (&header.tag).into(),
-    )
-    .map_err(|_| FormatError::Authentication)
-}
+
+impl std::error::Error for FormatError {}

@@ -1,0 +1,253 @@
+//! Sealing and opening a record value in place.
+
+use chacha20poly1305::aead::AeadInPlace;
+use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce, Tag};
+
+use super::header::AUTHENTICATED_LEN;
+use super::{
+    BindingKind, DataKey, FormatError, KeyId, RecordHeader, FLAG_KEY_BOUND, FLAG_KEY_NULL, VERSION,
+};
+
+/// First bytes of every AAD: names the format and its version, so AADs of
+/// this format can never collide with another use of the same key.
+const AAD_LABEL: &[u8] = b"kafka-e2ee/v1";
+
+/// AADs up to this size are built on the stack. A Kafka topic name is at most
+/// 249 bytes, so this covers every topic with a record key up to ~220 bytes;
+/// longer keys fall back to one heap allocation.
+const AAD_STACK_LEN: usize = 512;
+
+/// ChaCha20 as used by the AEAD has a 32-bit block counter (block 0 keys
+/// Poly1305); chacha20poly1305 refuses buffers with len / 64 >= u32::MAX.
+const MAX_VALUE_BLOCKS: usize = u32::MAX as usize;
+const CHACHA_BLOCK_LEN: usize = 64;
+
+/// What the producer or consumer hook knows about the serialized record key.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum KeyBinding<'a> {
+    /// The hook cannot see the serialized record key (e.g. a Java serializer
+    /// wrapper for values); the key is not bound.
+    Unbound,
+    /// The hook sees the record key, and it is null.
+    Null,
+    /// The hook sees the record key's serialized bytes.
+    Bytes(&'a [u8]),
+}
+
+impl KeyBinding<'_> {
+    /// The kind of binding, without the key bytes.
+    pub fn kind(&self) -> BindingKind {
+        match self {
+            KeyBinding::Unbound => BindingKind::Unbound,
+            KeyBinding::Null => BindingKind::Null,
+            KeyBinding::Bytes(_) => BindingKind::Bytes,
+        }
+    }
+
+    fn flags(&self) -> u8 {
+        match self {
+            KeyBinding::Unbound => 0,
+            KeyBinding::Null => FLAG_KEY_BOUND | FLAG_KEY_NULL,
+            KeyBinding::Bytes(_) => FLAG_KEY_BOUND,
+        }
+    }
+}
+
+/// Encrypts `value` in place under `key` and returns the record header to
+/// attach as [`HEADER_NAME`](super::HEADER_NAME). The ciphertext has exactly
+/// the plaintext's length; a zero-length value stays zero-length and is still
+/// authenticated by the tag.
+///
+/// The caller (the key layer) guarantees that `(key_id, counter)` is never
+/// used twice with the same key: see "Nonce uniqueness" in docs/FORMAT.md.
+/// A null value (tombstone) is not sealed at all; the host passes it through.
+///
+/// On error the value is unchanged.
+pub fn seal_in_place(
+    key: &DataKey,
+    key_id: KeyId,
+    counter: u32,
+    topic: &str,
+    binding: KeyBinding<'_>,
+    value: &mut [u8],
+) -> Result<RecordHeader, FormatError> {
+    check_value_len(value)?;
+    let mut header = RecordHeader {
+        version: VERSION,
+        flags: binding.flags(),
+        key_id,
+        counter,
+        tag: [0; 16],
+    };
+    let nonce = nonce(key_id.epoch, counter);
+    let cipher = cipher(key);
+    let tag = with_aad(topic, &header.encode_authenticated(), binding, |aad| {
+        cipher.encrypt_in_place_detached(&nonce, aad, value)
+    })?
+    .map_err(|_| FormatError::ValueTooLong { len: value.len() })?;
+    header.tag = tag.into();
+    Ok(header)
+}
+
+/// Verifies and decrypts `value` in place. On any error the value is left
+/// unchanged: the tag is checked before a single byte is decrypted.
+///
+/// `binding` must describe the record key the same way the producer did:
+/// a header that says KEY_BOUND opened with [`KeyBinding::Unbound`] (or the
+/// reverse, or null against bytes) is [`FormatError::KeyBindingMismatch`].
+///
+/// Opening is not idempotent: a value already opened in place fails with
+/// [`FormatError::Authentication`] (and stays as it is), so a host whose hook
+/// may run twice on one message must remember what it opened.
+pub fn open_in_place(
+    key: &DataKey,
+    header: &RecordHeader,
+    topic: &str,
+    binding: KeyBinding<'_>,
+    value: &mut [u8],
+) -> Result<(), FormatError> {
+    header.validate()?;
+    let sealed = header.binding_kind();
+    let opened = binding.kind();
+    if sealed != opened {
+        return Err(FormatError::KeyBindingMismatch { sealed, opened });
+    }
+    check_value_len(value)?;
+    let nonce = nonce(header.key_id.epoch, header.counter);
+    let cipher = cipher(key);
+    let tag = Tag::from(header.tag);
+    // Verify-then-decrypt: chacha20poly1305 0.10.1 (src/cipher.rs,
+    // `Cipher::decrypt_in_place_detached`) feeds AAD and ciphertext to
+    // Poly1305, compares the tag in constant time, and only on success
+    // applies the keystream to the buffer. On failure the buffer is untouched.
+    with_aad(topic, &header.encode_authenticated(), binding, |aad| {
+        cipher.decrypt_in_place_detached(&nonce, aad, value, &tag)
+    })?
+    .map_err(|_| FormatError::Authentication)
+}
+
+fn cipher(key: &DataKey) -> ChaCha20Poly1305 {
+    // The cipher keeps its own copy of the key and zeroizes it on drop.
+    let key: &Key = key.as_bytes().into();
+    ChaCha20Poly1305::new(key)
+}
+
+/// 0x00000000 || epoch u32 BE || counter u32 BE.
+fn nonce(epoch: u32, counter: u32) -> Nonce {
+    let [e0, e1, e2, e3] = epoch.to_be_bytes();
+    let [c0, c1, c2, c3] = counter.to_be_bytes();
+    Nonce::from([0, 0, 0, 0, e0, e1, e2, e3, c0, c1, c2, c3])
+}
+
+fn check_value_len(value: &[u8]) -> Result<(), FormatError> {
+    if value.len() / CHACHA_BLOCK_LEN >= MAX_VALUE_BLOCKS {
+        return Err(FormatError::ValueTooLong { len: value.len() });
+    }
+    Ok(())
+}
+
+/// Builds the AAD and hands it to `f`:
+/// label || u16 BE topic length || topic || header bytes 0..18
+/// || (if the key is bound and not null) u32 BE key length || key.
+fn with_aad<R>(
+    topic: &str,
+    header_authenticated: &[u8; AUTHENTICATED_LEN],
+    binding: KeyBinding<'_>,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, FormatError> {
+    let topic = topic.as_bytes();
+    let topic_len = u16::try_from(topic.len())
+        .map_err(|_| FormatError::TopicTooLong { len: topic.len() })?
+        .to_be_bytes();
+    let key_len_be: [u8; 4];
+    let (key_len, key): (&[u8], &[u8]) = match binding {
+        KeyBinding::Bytes(key) => {
+            key_len_be = u32::try_from(key.len())
+                .map_err(|_| FormatError::KeyTooLong { len: key.len() })?
+                .to_be_bytes();
+            (&key_len_be, key)
+        }
+        KeyBinding::Unbound | KeyBinding::Null => (&[], &[]),
+    };
+    let parts: [&[u8]; 6] = [
+        AAD_LABEL,
+        &topic_len,
+        topic,
+        header_authenticated,
+        key_len,
+        key,
+    ];
+    let mut stack = [0u8; AAD_STACK_LEN];
+    if let Some(aad) = concat_into(&mut stack, &parts) {
+        return Ok(f(aad));
+    }
+    Ok(f(&parts.concat()))
+}
+
+/// Writes `parts` one after another into `buf`; `None` if they do not fit.
+fn concat_into<'b>(buf: &'b mut [u8], parts: &[&[u8]]) -> Option<&'b [u8]> {
+    let mut rest = &mut *buf;
+    let mut used = 0;
+    for part in parts {
+        let (dst, tail) = core::mem::take(&mut rest).split_at_mut_checked(part.len())?;
+        dst.copy_from_slice(part);
+        rest = tail;
+        used += part.len();
+    }
+    buf.get(..used)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::InstanceId;
+
+    fn aad_of(topic: &str, binding: KeyBinding<'_>) -> Vec<u8> {
+        let header = [9u8; AUTHENTICATED_LEN];
+        with_aad(topic, &header, binding, |aad| aad.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn aad_layout() {
+        let aad = aad_of("ab", KeyBinding::Bytes(b"xyz"));
+        let mut expected = b"kafka-e2ee/v1".to_vec();
+        expected.extend_from_slice(&[0, 2, b'a', b'b']);
+        expected.extend_from_slice(&[9; 18]);
+        expected.extend_from_slice(&[0, 0, 0, 3, b'x', b'y', b'z']);
+        assert_eq!(aad, expected);
+        assert_eq!(aad_of("ab", KeyBinding::Null), expected[..4 + 13 + 18]);
+        assert_eq!(aad_of("ab", KeyBinding::Unbound), expected[..4 + 13 + 18]);
+    }
+
+    #[test]
+    fn stack_and_heap_aad_agree() {
+        // Crosses AAD_STACK_LEN: the same layout whichever buffer holds it.
+        let topic = "t".repeat(300);
+        for key_len in [0usize, 100, 170, 171, 172, 180, 1000] {
+            let key = vec![0x5a; key_len];
+            let aad = aad_of(&topic, KeyBinding::Bytes(&key));
+            assert_eq!(aad.len(), 13 + 2 + 300 + 18 + 4 + key_len);
+            assert_eq!(&aad[aad.len() - key_len..], &key[..]);
+        }
+    }
+
+    #[test]
+    fn too_long_topic_is_an_error() {
+        let topic = "x".repeat(usize::from(u16::MAX) + 1);
+        let key = DataKey::from_bytes([1; 32]);
+        let id = KeyId {
+            producer: InstanceId([0; 8]),
+            epoch: 0,
+        };
+        let mut value = *b"abc";
+        assert_eq!(
+            seal_in_place(&key, id, 0, &topic, KeyBinding::Unbound, &mut value),
+            Err(FormatError::TopicTooLong { len: 65536 })
+        );
+        assert_eq!(&value, b"abc");
+        let max = "x".repeat(usize::from(u16::MAX));
+        let header = seal_in_place(&key, id, 0, &max, KeyBinding::Unbound, &mut value).unwrap();
+        open_in_place(&key, &header, &max, KeyBinding::Unbound, &mut value).unwrap();
+        assert_eq!(&value, b"abc");
+    }
+}

@@ -1,0 +1,485 @@
+//! Golden vectors for record format v1: tests/vectors/format-v1.json.
+//!
+//! The file was generated once by `bless_vectors` and is committed; every
+//! test run re-verifies it in both directions (sealing reproduces header and
+//! ciphertext, opening recovers the plaintext, negative vectors fail with the
+//! named error). The Java and C tests read the same file.
+//!
+//! Regenerate (only when the format changes, which means a new version):
+//! `KAFKA_E2EE_BLESS=1 cargo test -p kafka-e2ee-core --test format_vectors -- --ignored`
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use kafka_e2ee_core::format::{
+    open_in_place, seal_in_place, DataKey, EpochSecret, FormatError, InstanceId, KeyBinding, KeyId,
+    RecordHeader,
+};
+use serde_json::Value;
+
+fn vectors_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors/format-v1.json")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        write!(s, "{b:02x}").unwrap();
+    }
+    s
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    assert!(s.len() % 2 == 0, "odd hex length: {s}");
+    assert!(
+        s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')),
+        "hex must be lowercase: {s}"
+    );
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// The error kind names used in the vectors file (documented in docs/FORMAT.md).
+fn error_kind(e: &FormatError) -> &'static str {
+    match e {
+        FormatError::HeaderLength { .. } => "header_length",
+        FormatError::UnsupportedVersion(_) => "unsupported_version",
+        FormatError::ReservedFlags(_) => "reserved_flags",
+        FormatError::KeyNullWithoutKeyBound => "key_null_without_key_bound",
+        FormatError::TopicTooLong { .. } => "topic_too_long",
+        FormatError::KeyTooLong { .. } => "key_too_long",
+        FormatError::ValueTooLong { .. } => "value_too_long",
+        FormatError::KeyBindingMismatch { .. } => "key_binding_mismatch",
+        FormatError::Authentication => "authentication",
+        other => panic!("no vector name for {other:?}"),
+    }
+}
+
+#[derive(Clone)]
+enum Binding {
+    Unbound,
+    Null,
+    Bytes(Vec<u8>),
+}
+
+impl Binding {
+    fn as_binding(&self) -> KeyBinding<'_> {
+        match self {
+            Binding::Unbound => KeyBinding::Unbound,
+            Binding::Null => KeyBinding::Null,
+            Binding::Bytes(b) => KeyBinding::Bytes(b),
+        }
+    }
+    fn to_json(&self) -> String {
+        match self {
+            Binding::Unbound => "unbound".into(),
+            Binding::Null => "null".into(),
+            Binding::Bytes(b) => hex(b),
+        }
+    }
+    fn from_json(s: &str) -> Binding {
+        match s {
+            "unbound" => Binding::Unbound,
+            "null" => Binding::Null,
+            hexed => Binding::Bytes(unhex(hexed)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- generator
+
+struct Positive {
+    description: &'static str,
+    epoch_secret: [u8; 32],
+    producer: [u8; 8],
+    epoch: u32,
+    counter: u32,
+    topic: &'static str,
+    binding: Binding,
+    plaintext: Vec<u8>,
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn positives() -> Vec<Positive> {
+    let secret_a: [u8; 32] = core::array::from_fn(|i| i as u8);
+    let secret_b: [u8; 32] = core::array::from_fn(|i| 0xff - (i as u8) * 3);
+    let producer_a = *b"prod-001";
+    let producer_b = [0xde, 0xad, 0xbe, 0xef, 0x00, 0x11, 0x22, 0x33];
+    vec![
+        Positive {
+            description: "empty value, key unbound",
+            epoch_secret: secret_a,
+            producer: producer_a,
+            epoch: 1,
+            counter: 0,
+            topic: "orders",
+            binding: Binding::Unbound,
+            plaintext: vec![],
+        },
+        Positive {
+            description: "1-byte value, key bound",
+            epoch_secret: secret_a,
+            producer: producer_a,
+            epoch: 1,
+            counter: 1,
+            topic: "orders",
+            binding: Binding::Bytes(b"customer-42".to_vec()),
+            plaintext: vec![0x2a],
+        },
+        Positive {
+            description: "text value, key bound and null",
+            epoch_secret: secret_a,
+            producer: producer_a,
+            epoch: 1,
+            counter: 2,
+            topic: "orders",
+            binding: Binding::Null,
+            plaintext: b"{\"order\":1234,\"amount\":\"99.95\"}".to_vec(),
+        },
+        Positive {
+            description: "text value, key bound with zero bytes (not null)",
+            epoch_secret: secret_a,
+            producer: producer_a,
+            epoch: 1,
+            counter: 3,
+            topic: "orders",
+            binding: Binding::Bytes(vec![]),
+            plaintext: b"{\"order\":1234,\"amount\":\"99.95\"}".to_vec(),
+        },
+        Positive {
+            description: "1 KiB value, key bound",
+            epoch_secret: secret_b,
+            producer: producer_b,
+            epoch: 77,
+            counter: 1000,
+            topic: "payments.v2",
+            binding: Binding::Bytes(pattern(16, 5)),
+            plaintext: pattern(1024, 1),
+        },
+        Positive {
+            description: "unicode topic, key bound",
+            epoch_secret: secret_b,
+            producer: producer_b,
+            epoch: 77,
+            counter: 1001,
+            topic: "zahlungen-\u{20ac}-\u{65e5}\u{672c}",
+            binding: Binding::Bytes(b"k".to_vec()),
+            plaintext: b"hello".to_vec(),
+        },
+        Positive {
+            description: "maximum counter and epoch, key unbound",
+            epoch_secret: secret_b,
+            producer: producer_b,
+            epoch: u32::MAX,
+            counter: u32::MAX,
+            topic: "orders",
+            binding: Binding::Unbound,
+            plaintext: pattern(100, 9),
+        },
+    ]
+}
+
+struct Negative {
+    description: &'static str,
+    data_key: [u8; 32],
+    topic: String,
+    binding: Binding,
+    header: Vec<u8>,
+    ciphertext: Vec<u8>,
+    expected_error: &'static str,
+}
+
+/// A positive vector with its data key, encoded header and ciphertext.
+type Sealed = (Positive, [u8; 32], Vec<u8>, Vec<u8>);
+
+fn negatives(sealed: &[Sealed]) -> Vec<Negative> {
+    // Base: the 1-byte bound-key record and the text null-key record.
+    let (p, key, header, ct) = &sealed[1];
+    let base = |description, expected_error| Negative {
+        description,
+        data_key: *key,
+        topic: p.topic.to_string(),
+        binding: p.binding.clone(),
+        header: header.clone(),
+        ciphertext: ct.clone(),
+        expected_error,
+    };
+    let mut out = Vec::new();
+
+    let mut n = base("value bit 0 flipped", "authentication");
+    n.ciphertext[0] ^= 0x01;
+    out.push(n);
+
+    let mut n = base("tag byte 33 flipped", "authentication");
+    n.header[33] ^= 0x80;
+    out.push(n);
+
+    let mut n = base("counter changed (header splice)", "authentication");
+    n.header[17] ^= 0x01;
+    out.push(n);
+
+    let mut n = base("epoch changed", "authentication");
+    n.header[13] ^= 0x01;
+    out.push(n);
+
+    let mut n = base("moved to another topic", "authentication");
+    n.topic = "orders-archive".into();
+    out.push(n);
+
+    let mut n = base("record key changed", "authentication");
+    n.binding = Binding::Bytes(b"customer-43".to_vec());
+    out.push(n);
+
+    let mut n = base(
+        "KEY_BOUND in header, opened unbound",
+        "key_binding_mismatch",
+    );
+    n.binding = Binding::Unbound;
+    out.push(n);
+
+    let mut n = base(
+        "KEY_BOUND cleared in header, opened unbound",
+        "authentication",
+    );
+    n.header[1] = 0x00;
+    n.binding = Binding::Unbound;
+    out.push(n);
+
+    let mut n = base("wrong data key", "authentication");
+    n.data_key[0] ^= 0x01;
+    out.push(n);
+
+    let mut n = base("version 2", "unsupported_version");
+    n.header[0] = 2;
+    out.push(n);
+
+    let mut n = base("reserved flag bit 2 set", "reserved_flags");
+    n.header[1] |= 0x04;
+    out.push(n);
+
+    let mut n = base("KEY_NULL without KEY_BOUND", "key_null_without_key_bound");
+    n.header[1] = 0x02;
+    out.push(n);
+
+    let mut n = base("header truncated to 33 bytes", "header_length");
+    n.header.truncate(33);
+    out.push(n);
+
+    let (p, key, header, ct) = &sealed[2];
+    out.push(Negative {
+        description: "null key in header, opened with key bytes",
+        data_key: *key,
+        topic: p.topic.to_string(),
+        binding: Binding::Bytes(vec![]),
+        header: header.clone(),
+        ciphertext: ct.clone(),
+        expected_error: "key_binding_mismatch",
+    });
+    out
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap()
+}
+
+#[test]
+#[ignore = "regenerates tests/vectors/format-v1.json; needs KAFKA_E2EE_BLESS=1"]
+fn bless_vectors() {
+    if std::env::var("KAFKA_E2EE_BLESS").as_deref() != Ok("1") {
+        eprintln!("KAFKA_E2EE_BLESS=1 not set; not regenerating vectors");
+        return;
+    }
+    let mut sealed = Vec::new();
+    for p in positives() {
+        let key_id = KeyId {
+            producer: InstanceId(p.producer),
+            epoch: p.epoch,
+        };
+        let key = DataKey::derive(&EpochSecret::from_bytes(p.epoch_secret), key_id, p.topic);
+        let mut ct = p.plaintext.clone();
+        let header = seal_in_place(
+            &key,
+            key_id,
+            p.counter,
+            p.topic,
+            p.binding.as_binding(),
+            &mut ct,
+        )
+        .unwrap();
+        sealed.push((p, *key.as_bytes(), header.encode().to_vec(), ct));
+    }
+    let negs = negatives(&sealed);
+
+    let mut objects = Vec::new();
+    for (p, key, header, ct) in &sealed {
+        let fields = [
+            ("description", json_str(p.description)),
+            ("epoch_secret", json_str(&hex(&p.epoch_secret))),
+            ("producer", json_str(&hex(&p.producer))),
+            ("epoch", p.epoch.to_string()),
+            ("counter", p.counter.to_string()),
+            ("topic", json_str(p.topic)),
+            ("topic_hex", json_str(&hex(p.topic.as_bytes()))),
+            ("key_binding", json_str(&p.binding.to_json())),
+            ("plaintext", json_str(&hex(&p.plaintext))),
+            ("data_key", json_str(&hex(key))),
+            ("header", json_str(&hex(header))),
+            ("ciphertext", json_str(&hex(ct))),
+        ];
+        objects.push(fields.to_vec());
+    }
+    for n in &negs {
+        let fields = [
+            (
+                "description",
+                json_str(&format!("NEGATIVE: {}", n.description)),
+            ),
+            ("data_key", json_str(&hex(&n.data_key))),
+            ("topic", json_str(&n.topic)),
+            ("topic_hex", json_str(&hex(n.topic.as_bytes()))),
+            ("key_binding", json_str(&n.binding.to_json())),
+            ("header", json_str(&hex(&n.header))),
+            ("ciphertext", json_str(&hex(&n.ciphertext))),
+            ("expected_error", json_str(n.expected_error)),
+        ];
+        objects.push(fields.to_vec());
+    }
+    let mut out = String::from("[\n");
+    for (i, fields) in objects.iter().enumerate() {
+        out.push_str("  {\n");
+        for (j, (name, value)) in fields.iter().enumerate() {
+            let comma = if j + 1 < fields.len() { "," } else { "" };
+            writeln!(out, "    \"{name}\": {value}{comma}").unwrap();
+        }
+        out.push_str(if i + 1 < objects.len() {
+            "  },\n"
+        } else {
+            "  }\n"
+        });
+    }
+    out.push_str("]\n");
+    // Must parse as JSON before it is written.
+    let _: Value = serde_json::from_str(&out).unwrap();
+    let path = vectors_path();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, out).unwrap();
+}
+
+// ----------------------------------------------------------------- verifier
+
+fn field<'a>(v: &'a Value, name: &str) -> &'a str {
+    v.get(name)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("vector lacks string field {name}: {v}"))
+}
+
+fn num(v: &Value, name: &str) -> u32 {
+    let n = v
+        .get(name)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("vector lacks number field {name}: {v}"));
+    u32::try_from(n).unwrap()
+}
+
+fn topic_of(v: &Value) -> String {
+    let topic = field(v, "topic");
+    assert_eq!(hex(topic.as_bytes()), field(v, "topic_hex"), "{v}");
+    topic.to_string()
+}
+
+fn load() -> Vec<Value> {
+    let text = std::fs::read_to_string(vectors_path()).unwrap();
+    match serde_json::from_str(&text).unwrap() {
+        Value::Array(items) => items,
+        other => panic!("vectors file is not an array: {other}"),
+    }
+}
+
+#[test]
+fn positive_vectors_seal_and_open() {
+    let vectors = load();
+    let mut checked = 0;
+    for v in vectors.iter().filter(|v| v.get("expected_error").is_none()) {
+        let what = field(v, "description");
+        let secret: [u8; 32] = unhex(field(v, "epoch_secret")).try_into().unwrap();
+        let producer: [u8; 8] = unhex(field(v, "producer")).try_into().unwrap();
+        let key_id = KeyId {
+            producer: InstanceId(producer),
+            epoch: num(v, "epoch"),
+        };
+        let counter = num(v, "counter");
+        let topic = topic_of(v);
+        let binding = Binding::from_json(field(v, "key_binding"));
+        let plaintext = unhex(field(v, "plaintext"));
+        let expected_header = unhex(field(v, "header"));
+        let expected_ct = unhex(field(v, "ciphertext"));
+
+        let key = DataKey::derive(&EpochSecret::from_bytes(secret), key_id, &topic);
+        assert_eq!(
+            hex(key.as_bytes()),
+            field(v, "data_key"),
+            "{what}: data key"
+        );
+
+        let mut buf = plaintext.clone();
+        let header = seal_in_place(
+            &key,
+            key_id,
+            counter,
+            &topic,
+            binding.as_binding(),
+            &mut buf,
+        )
+        .unwrap();
+        assert_eq!(header.encode().to_vec(), expected_header, "{what}: header");
+        assert_eq!(buf, expected_ct, "{what}: ciphertext");
+        assert_eq!(buf.len(), plaintext.len(), "{what}: length preserved");
+
+        let decoded = RecordHeader::decode(&expected_header).unwrap();
+        assert_eq!(decoded, header, "{what}: decode");
+        let mut buf = expected_ct.clone();
+        open_in_place(&key, &decoded, &topic, binding.as_binding(), &mut buf).unwrap();
+        assert_eq!(buf, plaintext, "{what}: open");
+        checked += 1;
+    }
+    assert!(checked >= 7, "only {checked} positive vectors");
+}
+
+#[test]
+fn negative_vectors_fail_as_named() {
+    let vectors = load();
+    let mut checked = 0;
+    for v in vectors.iter().filter(|v| v.get("expected_error").is_some()) {
+        let what = field(v, "description");
+        let expected = field(v, "expected_error");
+        let key = DataKey::from_bytes(unhex(field(v, "data_key")).try_into().unwrap());
+        let topic = topic_of(v);
+        let binding = Binding::from_json(field(v, "key_binding"));
+        let ciphertext = unhex(field(v, "ciphertext"));
+        let mut buf = ciphertext.clone();
+        let result = RecordHeader::decode(&unhex(field(v, "header"))).and_then(|header| {
+            open_in_place(&key, &header, &topic, binding.as_binding(), &mut buf)
+        });
+        let err = result.expect_err(what);
+        assert_eq!(error_kind(&err), expected, "{what}: {err}");
+        assert_eq!(
+            buf, ciphertext,
+            "{what}: value must be unchanged on failure"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} negative vectors");
+}
