@@ -144,6 +144,25 @@ impl Credential {
         )
     }
 
+    /// A credential that grants nothing; the last resort of infallible
+    /// constructors.
+    pub(super) fn unsigned_empty(
+        public_key: [u8; 32],
+        not_before_ms: u64,
+        expires_ms: u64,
+    ) -> Self {
+        Self {
+            name: "unnamed".to_owned(),
+            public_key,
+            produce: Vec::new(),
+            consume: Vec::new(),
+            not_before_ms,
+            expires_ms,
+            issuer: [0; 32],
+            signature: [0; 64],
+        }
+    }
+
     pub(super) fn set_signature(&mut self, issuer: [u8; 32], signature: [u8; 64]) {
         self.issuer = issuer;
         self.signature = signature;
@@ -386,26 +405,5 @@ mod tests {
         let c = Credential::unsigned(&"n".repeat(255), [1; 32], p.clone(), p, 0, 1).unwrap();
         assert_eq!(c.encode().len(), MAX_ENCODED_LEN);
         assert_eq!(Credential::decode(&c.encode()).unwrap(), c);
-    }
-}
-
-impl Credential {
-    /// A credential that grants nothing; the last resort of infallible
-    /// constructors.
-    pub(super) fn unsigned_empty(
-        public_key: [u8; 32],
-        not_before_ms: u64,
-        expires_ms: u64,
-    ) -> Self {
-        Self {
-            name: "unnamed".to_owned(),
-            public_key,
-            produce: Vec::new(),
-            consume: Vec::new(),
-            not_before_ms,
-            expires_ms,
-            issuer: [0; 32],
-            signature: [0; 64],
-        }
     }
 }
