@@ -16,7 +16,9 @@ use zeroize::Zeroizing;
 use crate::error::{Error, KeyUnavailable};
 use crate::exchange::wire::{valid_topic, Reader};
 use crate::exchange::Exchange;
-use crate::format::{self, DataKey, EpochSecret, InstanceId, KeyBinding, KeyId, RecordHeader, HEADER_LEN};
+use crate::format::{
+    self, DataKey, EpochSecret, InstanceId, KeyBinding, KeyId, RecordHeader, HEADER_LEN,
+};
 use crate::keys::{HeldKey, KeyPolicy, Keyring, ProducerEpoch, ProducerKeys};
 use crate::trust::{Identity, TopicPattern, TrustAnchor};
 
@@ -46,7 +48,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             key: KeyPolicy::default(),
-            protected_topics: vec![TopicPattern::All],
+            protected_topics: vec![TopicPattern::all()],
             session_lifetime_ms: 60 * 60 * 1000,
             handshake_timeout_ms: 10_000,
             request_retry_ms: 500,
@@ -61,10 +63,14 @@ impl Default for EngineConfig {
 impl EngineConfig {
     fn validate(&self) -> Result<(), Error> {
         if self.key.rotation_ms == 0 {
-            return Err(Error::Config("e2ee.key.rotation.ms must be greater than 0".into()));
+            return Err(Error::Config(
+                "e2ee.key.rotation.ms must be greater than 0".into(),
+            ));
         }
         if self.key.rotation_records == 0 {
-            return Err(Error::Config("e2ee.key.rotation.records must be greater than 0".into()));
+            return Err(Error::Config(
+                "e2ee.key.rotation.records must be greater than 0".into(),
+            ));
         }
         if self.key.retention_ms < self.key.rotation_ms {
             return Err(Error::Config(
@@ -136,7 +142,8 @@ counters! {
 
 impl Metrics {
     pub(crate) fn add_keys_deleted(&self, n: usize) {
-        self.keys_deleted.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.keys_deleted
+            .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 }
 
@@ -177,7 +184,7 @@ impl core::fmt::Debug for Engine {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Engine")
             .field("instance", &self.shared.me)
-            .field("name", &self.shared.identity.credential().name)
+            .field("name", &self.shared.identity.credential().name())
             .finish_non_exhaustive()
     }
 }
@@ -217,7 +224,10 @@ impl Engine {
             }
         }
         let exchange = Exchange::new(rng, storage, now_ms, 0);
-        let engine = Engine { shared, exchange: Mutex::new(exchange) };
+        let engine = Engine {
+            shared,
+            exchange: Mutex::new(exchange),
+        };
         // Make (and persist) the first epoch now, so the first send never waits.
         engine.handle_timeout(now_ms)?;
         Ok(engine)
@@ -241,19 +251,34 @@ impl Engine {
 
     /// Whether records of `topic` must be encrypted.
     pub fn is_protected(&self, topic: &str) -> bool {
-        self.shared.config.protected_topics.iter().any(|p| p.matches(topic))
+        self.shared
+            .config
+            .protected_topics
+            .iter()
+            .any(|p| p.matches(topic))
     }
 
     /// Encrypts `value` in place and returns the record header to attach.
     /// Never waits on the network. On error the value is unchanged, and the
     /// host must not send the record.
-    pub fn seal(&self, topic: &str, binding: KeyBinding<'_>, value: &mut [u8]) -> Result<[u8; HEADER_LEN], Error> {
+    pub fn seal(
+        &self,
+        topic: &str,
+        binding: KeyBinding<'_>,
+        value: &mut [u8],
+    ) -> Result<[u8; HEADER_LEN], Error> {
         let sh = &self.shared;
         if !valid_topic(topic) || !sh.identity.credential().may_produce(topic) {
-            return Err(Error::NotAuthorized { topic: topic.to_owned(), operation: "produce" });
+            return Err(Error::NotAuthorized {
+                topic: topic.to_owned(),
+                operation: "produce",
+            });
         }
         let now = sh.last_now_ms.load(Ordering::Relaxed);
-        let k = sh.producer.sealing_key(topic, &sh.config.key, now).ok_or(Error::NoSealingKey)?;
+        let k = sh
+            .producer
+            .sealing_key(topic, &sh.config.key, now)
+            .ok_or(Error::NoSealingKey)?;
         let header = format::seal_in_place(&k.key, k.key_id, k.counter, topic, binding, value)?;
         sh.metrics.add_sealed();
         Ok(header.encode())
@@ -262,26 +287,40 @@ impl Engine {
     /// Verifies and decrypts `value` in place. `header` is the value of the
     /// record's e2ee header, if it has one. On error the value is unchanged
     /// and must not reach the application as data.
-    pub fn open(&self, topic: &str, header: Option<&[u8]>, binding: KeyBinding<'_>, value: &mut [u8]) -> Result<Opened, Error> {
+    pub fn open(
+        &self,
+        topic: &str,
+        header: Option<&[u8]>,
+        binding: KeyBinding<'_>,
+        value: &mut [u8],
+    ) -> Result<Opened, Error> {
         let sh = &self.shared;
         let Some(header) = header else {
             if self.is_protected(topic) {
                 sh.metrics.add_missing_header();
-                return Err(Error::MissingHeader { topic: topic.to_owned() });
+                return Err(Error::MissingHeader {
+                    topic: topic.to_owned(),
+                });
             }
             return Ok(Opened::Plaintext);
         };
         let header = RecordHeader::decode(header).inspect_err(|_| sh.metrics.add_rejected())?;
         let key = self.key_for(topic, header.key_id)?;
-        format::open_in_place(&key, &header, topic, binding, value).inspect_err(|_| sh.metrics.add_rejected())?;
+        format::open_in_place(&key, &header, topic, binding, value)
+            .inspect_err(|_| sh.metrics.add_rejected())?;
         sh.metrics.add_opened();
         Ok(Opened::Decrypted)
     }
 
     fn key_for(&self, topic: &str, key_id: KeyId) -> Result<Arc<DataKey>, Error> {
         let sh = &self.shared;
-        if !valid_topic(topic) || !sh.identity.credential().may_consume(topic) && !sh.is_mine(key_id.producer) {
-            return Err(Error::NotAuthorized { topic: topic.to_owned(), operation: "consume" });
+        if !valid_topic(topic)
+            || !sh.identity.credential().may_consume(topic) && !sh.is_mine(key_id.producer)
+        {
+            return Err(Error::NotAuthorized {
+                topic: topic.to_owned(),
+                operation: "consume",
+            });
         }
         if sh.is_mine(key_id.producer) {
             if let Some(epoch) = sh.producer.get(&key_id) {
@@ -303,7 +342,8 @@ impl Engine {
     /// Whether a key is held now, without asking for it.
     pub fn holds_key(&self, key_id: KeyId, topic: &str) -> bool {
         let sh = &self.shared;
-        sh.keyring.get(&key_id, topic).is_some() || (sh.is_mine(key_id.producer) && sh.producer.get(&key_id).is_some())
+        sh.keyring.get(&key_id, topic).is_some()
+            || (sh.is_mine(key_id.producer) && sh.producer.get(&key_id).is_some())
     }
 
     /// The state of a wanted key: `None` if not wanted (held, or never asked).
@@ -353,7 +393,8 @@ impl Engine {
         let sh = &self.shared;
         let now = sh.last_now_ms.load(Ordering::Relaxed);
         let mut ex = self.exchange();
-        let n = sh.producer.purge(now, &sh.config.key, Some(before_ms)) + sh.keyring.purge(now, Some(before_ms));
+        let n = sh.producer.purge(now, &sh.config.key, Some(before_ms))
+            + sh.keyring.purge(now, Some(before_ms));
         sh.metrics.add_keys_deleted(n);
         ex.mark_dirty();
         ex.persist(sh)?;
@@ -367,7 +408,10 @@ impl Engine {
     /// under its parent's epoch and counter. It gets a new instance id, new
     /// epochs, and no sessions; it keeps the keys it may read with.
     pub fn after_fork(&mut self, now_ms: u64) -> Result<(), Error> {
-        let ex = self.exchange.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let ex = self
+            .exchange
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
         ex.forget_sessions();
         let sh = &mut self.shared;
         sh.producer.abandon_sealing(now_ms);
@@ -437,7 +481,13 @@ const STATE_MAGIC: &[u8; 4] = b"KE2S";
 const STATE_VERSION: u8 = 1;
 
 fn state_aad() -> [u8; 5] {
-    [STATE_MAGIC[0], STATE_MAGIC[1], STATE_MAGIC[2], STATE_MAGIC[3], STATE_VERSION]
+    [
+        STATE_MAGIC[0],
+        STATE_MAGIC[1],
+        STATE_MAGIC[2],
+        STATE_MAGIC[3],
+        STATE_VERSION,
+    ]
 }
 
 /// The state blob: producer epochs and held keys, encrypted under a key
@@ -470,7 +520,10 @@ pub(crate) fn encode_state(sh: &Shared, rng: &mut dyn CryptoRngCore) -> Vec<u8> 
     let cipher = ChaCha20Poly1305::new((&*key).into());
     let mut nonce = [0u8; 12];
     rng.fill_bytes(&mut nonce);
-    let payload = chacha20poly1305::aead::Payload { msg: &plain, aad: &state_aad() };
+    let payload = chacha20poly1305::aead::Payload {
+        msg: &plain,
+        aad: &state_aad(),
+    };
     let sealed = cipher.encrypt((&nonce).into(), payload).unwrap_or_default();
     let mut out = Vec::with_capacity(5 + 12 + sealed.len());
     out.extend_from_slice(&state_aad());
@@ -480,7 +533,8 @@ pub(crate) fn encode_state(sh: &Shared, rng: &mut dyn CryptoRngCore) -> Vec<u8> 
 }
 
 fn decode_state(sh: &mut Shared, blob: &[u8], now_ms: u64) -> Result<(), Error> {
-    let bad = || Error::Storage("the state file is corrupt or belongs to another credential".into());
+    let bad =
+        || Error::Storage("the state file is corrupt or belongs to another credential".into());
     let mut r = Reader::new(blob);
     if r.take(5).map_err(|_| bad())? != state_aad() {
         return Err(bad());
@@ -488,12 +542,22 @@ fn decode_state(sh: &mut Shared, blob: &[u8], now_ms: u64) -> Result<(), Error> 
     let nonce: [u8; 12] = r.array().map_err(|_| bad())?;
     let key = sh.identity.state_key();
     let cipher = ChaCha20Poly1305::new((&*key).into());
-    let payload = chacha20poly1305::aead::Payload { msg: r.rest(), aad: &state_aad() };
-    let plain = Zeroizing::new(cipher.decrypt((&nonce).into(), payload).map_err(|_| bad())?);
+    let payload = chacha20poly1305::aead::Payload {
+        msg: r.rest(),
+        aad: &state_aad(),
+    };
+    let plain = Zeroizing::new(
+        cipher
+            .decrypt((&nonce).into(), payload)
+            .map_err(|_| bad())?,
+    );
     let mut r = Reader::new(&plain);
     let n = r.u32().map_err(|_| bad())?;
     for _ in 0..n {
-        let key_id = KeyId { producer: InstanceId(r.array().map_err(|_| bad())?), epoch: r.u32().map_err(|_| bad())? };
+        let key_id = KeyId {
+            producer: InstanceId(r.array().map_err(|_| bad())?),
+            epoch: r.u32().map_err(|_| bad())?,
+        };
         let started = r.u64().map_err(|_| bad())?;
         let delete_at = r.u64().map_err(|_| bad())?;
         let secret = EpochSecret::from_bytes(r.array().map_err(|_| bad())?);
@@ -502,20 +566,35 @@ fn decode_state(sh: &mut Shared, blob: &[u8], now_ms: u64) -> Result<(), Error> 
         }
         // Restored epochs are ended: a restarted instance never seals under
         // them again (their counters are lost), it only serves them.
-        let ended = delete_at.saturating_sub(sh.config.key.retention_ms).min(now_ms);
+        let ended = delete_at
+            .saturating_sub(sh.config.key.retention_ms)
+            .min(now_ms);
         sh.restored.insert(key_id.producer);
-        sh.producer.retain(Arc::new(ProducerEpoch::new(key_id, secret, started, ended)));
+        sh.producer
+            .retain(Arc::new(ProducerEpoch::new(key_id, secret, started, ended)));
     }
     let n = r.u32().map_err(|_| bad())?;
     for _ in 0..n {
-        let key_id = KeyId { producer: InstanceId(r.array().map_err(|_| bad())?), epoch: r.u32().map_err(|_| bad())? };
+        let key_id = KeyId {
+            producer: InstanceId(r.array().map_err(|_| bad())?),
+            epoch: r.u32().map_err(|_| bad())?,
+        };
         let len = usize::from(r.u16().map_err(|_| bad())?);
-        let topic = String::from_utf8(r.take(len).map_err(|_| bad())?.to_vec()).map_err(|_| bad())?;
+        let topic =
+            String::from_utf8(r.take(len).map_err(|_| bad())?.to_vec()).map_err(|_| bad())?;
         let epoch_started_ms = r.u64().map_err(|_| bad())?;
         let delete_at_ms = r.u64().map_err(|_| bad())?;
         let key = DataKey::from_bytes(r.array().map_err(|_| bad())?);
         if delete_at_ms > now_ms {
-            sh.keyring.insert(key_id, &topic, HeldKey { key: Arc::new(key), epoch_started_ms, delete_at_ms });
+            sh.keyring.insert(
+                key_id,
+                &topic,
+                HeldKey {
+                    key: Arc::new(key),
+                    epoch_started_ms,
+                    delete_at_ms,
+                },
+            );
         }
     }
     r.finish().map_err(|_| bad())?;

@@ -52,9 +52,15 @@ pub enum Error {
     /// injected by someone who does not hold a key.
     MissingHeader { topic: String },
     /// The key this record needs is not held.
-    KeyUnavailable { key_id: KeyId, reason: KeyUnavailable },
+    KeyUnavailable {
+        key_id: KeyId,
+        reason: KeyUnavailable,
+    },
     /// This participant's credential does not allow the operation on the topic.
-    NotAuthorized { topic: String, operation: &'static str },
+    NotAuthorized {
+        topic: String,
+        operation: &'static str,
+    },
     /// No fresh epoch key is ready to seal with (the record-count limit was
     /// reached faster than the host ticks, or the state directory cannot be
     /// written). The record was not sealed.

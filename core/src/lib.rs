@@ -3,14 +3,22 @@
 //! messages are outputs. Nothing here opens a socket, reads a clock or spawns a
 //! thread, which is what makes the deterministic simulation in `tests/` possible.
 #![forbid(unsafe_code)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
-pub mod format;
-pub mod trust;
 pub mod engine;
 pub mod error;
 pub mod exchange;
+pub mod format;
 pub mod keys;
+pub mod trust;
 
 pub use engine::{ControlMessage, Engine, EngineConfig, Metrics, MetricsSnapshot, Opened, Storage};
 pub use error::{ControlError, Error, KeyUnavailable};

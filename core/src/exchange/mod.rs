@@ -10,7 +10,7 @@
 pub mod session;
 pub mod wire;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use rand_core::CryptoRngCore;
@@ -46,6 +46,8 @@ struct Want {
     /// Last time a record asked for it; wants nobody asks about are dropped.
     last_asked_ms: u64,
     refused: Option<KeyUnavailable>,
+    /// The holder asked last (after a `Have`), and when.
+    holder: Option<(InstanceId, u64)>,
 }
 
 pub(crate) struct Exchange {
@@ -53,19 +55,23 @@ pub(crate) struct Exchange {
     storage: Option<Box<dyn Storage>>,
     pub(crate) now_ms: u64,
     next_epoch: u32,
-    outgoing: HashMap<SessionId, Handshake>,
-    incoming: HashMap<SessionId, Handshake>,
-    sessions: HashMap<SessionId, Session>,
-    by_peer: HashMap<InstanceId, SessionId>,
-    queued: HashMap<InstanceId, Vec<Outgoing>>,
-    wants: HashMap<(KeyId, String), Want>,
+    outgoing: BTreeMap<SessionId, Handshake>,
+    incoming: BTreeMap<SessionId, Handshake>,
+    sessions: BTreeMap<SessionId, Session>,
+    by_peer: BTreeMap<InstanceId, SessionId>,
+    /// Peers whose handshakes failed: (failures, no new handshake before).
+    /// A peer that never completes (down, or refusing our credential) costs
+    /// a handshake per backoff period, not one per request.
+    backoff: BTreeMap<InstanceId, (u32, u64)>,
+    queued: BTreeMap<InstanceId, Vec<Outgoing>>,
+    wants: BTreeMap<(KeyId, String), Want>,
     /// Producer side: (consumer, topic) pairs served, for pushing new epochs.
-    served: HashMap<(InstanceId, String), u64>,
+    served: BTreeMap<(InstanceId, String), u64>,
     /// Consumer side: (producer, topic) pairs it holds keys of, with the
     /// newest key id, so it can refresh its session before the old expires.
-    subscribed: HashMap<(InstanceId, String), (KeyId, u64)>,
+    subscribed: BTreeMap<(InstanceId, String), (KeyId, u64)>,
     /// Rate limit for answering broadcast wants.
-    offered: HashMap<(InstanceId, KeyId, String), u64>,
+    offered: BTreeMap<(InstanceId, KeyId, String), u64>,
     outbox: VecDeque<ControlMessage>,
     state_dirty: bool,
 }
@@ -82,15 +88,16 @@ impl Exchange {
             storage,
             now_ms,
             next_epoch,
-            outgoing: HashMap::new(),
-            incoming: HashMap::new(),
-            sessions: HashMap::new(),
-            by_peer: HashMap::new(),
-            queued: HashMap::new(),
-            wants: HashMap::new(),
-            served: HashMap::new(),
-            subscribed: HashMap::new(),
-            offered: HashMap::new(),
+            outgoing: BTreeMap::new(),
+            incoming: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            by_peer: BTreeMap::new(),
+            backoff: BTreeMap::new(),
+            queued: BTreeMap::new(),
+            wants: BTreeMap::new(),
+            served: BTreeMap::new(),
+            subscribed: BTreeMap::new(),
+            offered: BTreeMap::new(),
             outbox: VecDeque::new(),
             state_dirty: false,
         }
@@ -123,9 +130,17 @@ impl Exchange {
     pub(crate) fn new_epoch(&mut self, sh: &Shared, now_ms: u64) -> Arc<ProducerEpoch> {
         let mut secret = [0u8; 32];
         self.rng.fill_bytes(&mut secret);
-        let key_id = KeyId { producer: sh.me, epoch: self.next_epoch };
+        let key_id = KeyId {
+            producer: sh.me,
+            epoch: self.next_epoch,
+        };
         self.next_epoch = self.next_epoch.saturating_add(1);
-        Arc::new(ProducerEpoch::new(key_id, EpochSecret::from_bytes(secret), now_ms, u64::MAX))
+        Arc::new(ProducerEpoch::new(
+            key_id,
+            EpochSecret::from_bytes(secret),
+            now_ms,
+            u64::MAX,
+        ))
     }
 
     // ---- wants -----------------------------------------------------------
@@ -140,7 +155,13 @@ impl Exchange {
         if self.wants.len() < MAX_WANTS {
             self.wants.insert(
                 (key_id, topic.to_owned()),
-                Want { next_try_ms: now, attempts: 0, last_asked_ms: now, refused: None },
+                Want {
+                    next_try_ms: now,
+                    attempts: 0,
+                    last_asked_ms: now,
+                    refused: None,
+                    holder: None,
+                },
             );
         }
         KeyUnavailable::Pending
@@ -155,7 +176,8 @@ impl Exchange {
     fn retry_delay(&self, sh: &Shared, attempts: u32) -> u64 {
         let base = sh.config.request_retry_ms.max(1);
         let factor = 1u64 << attempts.min(16);
-        base.saturating_mul(factor).min(sh.config.max_retry_ms.max(base))
+        base.saturating_mul(factor)
+            .min(sh.config.max_retry_ms.max(base))
     }
 
     // ---- time --------------------------------------------------------------
@@ -167,13 +189,36 @@ impl Exchange {
         // Handshakes and sessions that outlived their time are dropped, which
         // deletes their ephemeral keys: that is the session forward secrecy.
         let hs_timeout = cfg.handshake_timeout_ms;
-        self.outgoing.retain(|_, h| h.started_ms.saturating_add(hs_timeout) > now_ms);
-        self.incoming.retain(|_, h| h.started_ms.saturating_add(hs_timeout) > now_ms);
+        let mut failed = Vec::new();
+        self.outgoing.retain(|_, h| {
+            let alive = h.started_ms.saturating_add(hs_timeout) > now_ms;
+            if !alive {
+                failed.push(h.peer);
+            }
+            alive
+        });
+        self.incoming
+            .retain(|_, h| h.started_ms.saturating_add(hs_timeout) > now_ms);
         let lifetime = cfg.session_lifetime_ms;
         self.sessions.retain(|_, s| {
-            s.established_ms.saturating_add(lifetime) > now_ms
-                && (s.confirmed || s.established_ms.saturating_add(hs_timeout) > now_ms)
+            let unconfirmed_too_long =
+                !s.confirmed && s.established_ms.saturating_add(hs_timeout) <= now_ms;
+            if unconfirmed_too_long {
+                failed.push(s.peer);
+            }
+            s.established_ms.saturating_add(lifetime) > now_ms && !unconfirmed_too_long
         });
+        for peer in failed {
+            let (failures, _) = self.backoff.get(&peer).copied().unwrap_or((0, 0));
+            let delay = self.retry_delay(sh, failures);
+            self.backoff.insert(
+                peer,
+                (failures.saturating_add(1), now_ms.saturating_add(delay)),
+            );
+        }
+        let horizon = cfg.max_retry_ms.saturating_mul(4);
+        self.backoff
+            .retain(|_, (_, until)| until.saturating_add(horizon) > now_ms);
         let sessions = &self.sessions;
         self.by_peer.retain(|_, id| sessions.contains_key(id));
 
@@ -195,7 +240,10 @@ impl Exchange {
         for (producer, key_id, topic) in refresh {
             if let Some(id) = self.by_peer.get(&producer).copied() {
                 // Start a fresh session; the old one stays usable meanwhile.
-                if self.sessions.get(&id).is_some_and(|s| now_ms.saturating_sub(s.established_ms) >= refresh_at)
+                if self
+                    .sessions
+                    .get(&id)
+                    .is_some_and(|s| now_ms.saturating_sub(s.established_ms) >= refresh_at)
                     && !self.outgoing.values().any(|h| h.peer == producer)
                 {
                     self.by_peer.remove(&producer);
@@ -204,14 +252,17 @@ impl Exchange {
             self.enqueue(producer, Outgoing::Request { key_id, topic });
         }
         let horizon = cfg.key.rotation_ms.saturating_mul(3);
-        self.subscribed.retain(|_, (_, last)| last.saturating_add(horizon) > now_ms);
+        self.subscribed
+            .retain(|_, (_, last)| last.saturating_add(horizon) > now_ms);
         let retention = cfg.key.retention_ms;
-        self.served.retain(|_, last| last.saturating_add(retention) > now_ms);
-        let retry = cfg.request_retry_ms;
-        self.offered.retain(|_, t| t.saturating_add(retry) > now_ms);
+        self.served
+            .retain(|_, last| last.saturating_add(retention) > now_ms);
+        let window = cfg.max_retry_ms;
+        self.offered
+            .retain(|_, t| t.saturating_add(window) > now_ms);
 
         // Producer role: rotate on time, always keep the next epoch ready.
-        if sh.identity.credential().produce.is_empty() {
+        if sh.identity.credential().produce().is_empty() {
             // Consumer-only credential: no epochs to make.
         } else {
             self.rotate(sh, now_ms)?;
@@ -243,11 +294,13 @@ impl Exchange {
                 w.next_try_ms = now_ms.saturating_add(delay);
             }
             if !sh.is_mine(key_id.producer) {
-                // A fresh handshake if an earlier attempt got no answer.
-                if attempts > 0 {
-                    self.drop_unconfirmed(key_id.producer);
-                }
-                self.enqueue(key_id.producer, Outgoing::Request { key_id, topic: topic.clone() });
+                self.enqueue(
+                    key_id.producer,
+                    Outgoing::Request {
+                        key_id,
+                        topic: topic.clone(),
+                    },
+                );
             }
             if attempts > 0 || sh.is_mine(key_id.producer) {
                 // The producer did not answer: any other holder may.
@@ -258,15 +311,6 @@ impl Exchange {
         self.flush_all(sh)?;
         self.persist(sh)?;
         Ok(())
-    }
-
-    fn drop_unconfirmed(&mut self, peer: InstanceId) {
-        if let Some(id) = self.by_peer.get(&peer).copied() {
-            if self.sessions.get(&id).is_some_and(|s| !s.confirmed) {
-                self.by_peer.remove(&peer);
-                self.sessions.remove(&id);
-            }
-        }
     }
 
     pub(crate) fn poll_timeout(&self, sh: &Shared) -> u64 {
@@ -311,10 +355,9 @@ impl Exchange {
             Some(_) => {}
         }
         if sh.producer.next().is_none() {
-            let start = sh
-                .producer
-                .current()
-                .map_or(now_ms, |c| c.started_ms.saturating_add(policy.rotation_ms).max(now_ms));
+            let start = sh.producer.current().map_or(now_ms, |c| {
+                c.started_ms.saturating_add(policy.rotation_ms).max(now_ms)
+            });
             let next = self.new_epoch(sh, start);
             sh.producer.retain(Arc::clone(&next));
             self.state_dirty = true;
@@ -327,11 +370,21 @@ impl Exchange {
             // serve, so steady-state consumers never wait for a key. Only over
             // live sessions: a consumer that went away re-asks when it is back.
             let by_peer = &self.by_peer;
-            self.served.retain(|(peer, _), _| by_peer.contains_key(peer));
+            self.served
+                .retain(|(peer, _), _| by_peer.contains_key(peer));
             let served: Vec<(InstanceId, String)> = self.served.keys().cloned().collect();
             for (peer, topic) in served {
-                for epoch in [sh.producer.current(), sh.producer.next()].into_iter().flatten() {
-                    self.enqueue(peer, Outgoing::Offer { key_id: epoch.key_id, topic: topic.clone() });
+                for epoch in [sh.producer.current(), sh.producer.next()]
+                    .into_iter()
+                    .flatten()
+                {
+                    self.enqueue(
+                        peer,
+                        Outgoing::Offer {
+                            key_id: epoch.key_id,
+                            topic: topic.clone(),
+                        },
+                    );
                 }
             }
         }
@@ -359,7 +412,10 @@ impl Exchange {
 
     fn push(&mut self, from: InstanceId, to: InstanceId, body: Body) {
         let payload = Envelope { from, to, body }.encode();
-        self.outbox.push_back(ControlMessage { to: (to != BROADCAST).then_some(to), payload });
+        self.outbox.push_back(ControlMessage {
+            to: (to != BROADCAST).then_some(to),
+            payload,
+        });
     }
 
     fn enqueue(&mut self, peer: InstanceId, item: Outgoing) {
@@ -388,7 +444,9 @@ impl Exchange {
         }
         if let Some(id) = self.by_peer.get(&peer).copied() {
             let items = self.queued.remove(&peer).unwrap_or_default();
-            let Some(session) = self.sessions.get(&id) else { return Ok(()) };
+            let Some(session) = self.sessions.get(&id) else {
+                return Ok(());
+            };
             let inner = self.materialize(sh, &session.peer_credential.clone(), peer, items);
             if !inner.is_empty() {
                 self.send_sealed(id, &inner)?;
@@ -398,28 +456,60 @@ impl Exchange {
         if self.outgoing.values().any(|h| h.peer == peer) {
             return Ok(()); // a handshake is under way
         }
+        if self
+            .backoff
+            .get(&peer)
+            .is_some_and(|(_, until)| *until > self.now_ms)
+        {
+            return Ok(()); // recent handshakes failed; the queue waits
+        }
         if self.outgoing.len() >= MAX_PENDING_HANDSHAKES {
             return Ok(());
         }
         let seed = self.seed();
         let mut hs = new_handshake(true, &sh.identity.private_key_bytes(), sh.me, peer, seed)?;
         let mut buf = vec![0u8; MAX_NOISE];
-        let n = hs.write_message(&[], &mut buf).map_err(|_| ControlError::Malformed)?;
+        let n = hs
+            .write_message(&[], &mut buf)
+            .map_err(|_| ControlError::Malformed)?;
         buf.truncate(n);
         let session = self.new_session_id();
-        self.outgoing.insert(session, Handshake { peer, local: sh.me, state: hs, started_ms: self.now_ms });
-        self.push(sh.me, peer, Body::Hello { session, noise: buf });
+        self.outgoing.insert(
+            session,
+            Handshake {
+                peer,
+                local: sh.me,
+                state: hs,
+                started_ms: self.now_ms,
+            },
+        );
+        self.push(
+            sh.me,
+            peer,
+            Body::Hello {
+                session,
+                noise: buf,
+            },
+        );
         sh.metrics.add_handshake();
         Ok(())
     }
 
     /// Turns queued items into inner messages for a peer whose credential is
     /// now known: offers become deliveries only if the peer may have the key.
-    fn materialize(&mut self, sh: &Shared, peer_cred: &Credential, peer: InstanceId, items: Vec<Outgoing>) -> Vec<Inner> {
+    fn materialize(
+        &mut self,
+        sh: &Shared,
+        peer_cred: &Credential,
+        peer: InstanceId,
+        items: Vec<Outgoing>,
+    ) -> Vec<Inner> {
         let mut out = Vec::new();
         for item in items {
             match item {
-                Outgoing::Request { key_id, topic } => out.push(Inner::KeyRequest { key_id, topic }),
+                Outgoing::Request { key_id, topic } => {
+                    out.push(Inner::KeyRequest { key_id, topic })
+                }
                 Outgoing::Offer { key_id, topic } => {
                     if let Some(d) = self.delivery_for(sh, peer_cred, &key_id, &topic) {
                         sh.metrics.add_key_served();
@@ -437,11 +527,20 @@ impl Exchange {
     /// allows consuming it and still verifies (expiry, deny list) — checked at
     /// every delivery, so revocation takes effect at the next rotation.
     fn may_receive(&self, sh: &Shared, peer_cred: &Credential, topic: &str) -> bool {
+        // The signature was verified at the handshake; expiry and the deny
+        // list can change during a session, so they are checked every time.
         peer_cred.may_consume(topic)
-            && sh.trust.verify(peer_cred, self.now_ms, sh.config.clock_skew_ms).is_ok()
+            && peer_cred.is_valid_at(self.now_ms, sh.config.clock_skew_ms)
+            && !sh.trust.is_denied(&peer_cred.public_key())
     }
 
-    fn delivery_for(&self, sh: &Shared, peer_cred: &Credential, key_id: &KeyId, topic: &str) -> Option<Delivery> {
+    fn delivery_for(
+        &self,
+        sh: &Shared,
+        peer_cred: &Credential,
+        key_id: &KeyId,
+        topic: &str,
+    ) -> Option<Delivery> {
         if !self.may_receive(sh, peer_cred, topic) {
             sh.metrics.add_refused();
             return None;
@@ -471,10 +570,20 @@ impl Exchange {
 
     fn send_sealed(&mut self, id: SessionId, items: &[Inner]) -> Result<(), Error> {
         let batch = wire::encode_batch(items);
-        let Some(session) = self.sessions.get_mut(&id) else { return Ok(()) };
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return Ok(());
+        };
         let (nonce, noise) = session.seal(&batch)?;
         let (from, to) = (session.local, session.peer);
-        self.push(from, to, Body::Sealed { session: id, nonce, noise });
+        self.push(
+            from,
+            to,
+            Body::Sealed {
+                session: id,
+                nonce,
+                noise,
+            },
+        );
         Ok(())
     }
 
@@ -490,17 +599,39 @@ impl Exchange {
         }
         match env.body {
             Body::Hello { session, noise } => self.on_hello(sh, env.from, env.to, session, &noise),
-            Body::HelloReply { session, noise } => self.on_hello_reply(sh, env.from, env.to, session, &noise),
-            Body::HelloFinish { session, noise } => self.on_hello_finish(sh, env.from, env.to, session, &noise),
-            Body::Sealed { session, nonce, noise } => self.on_sealed(sh, env.from, env.to, session, nonce, &noise),
+            Body::HelloReply { session, noise } => {
+                self.on_hello_reply(sh, env.from, env.to, session, &noise)
+            }
+            Body::HelloFinish { session, noise } => {
+                self.on_hello_finish(sh, env.from, env.to, session, &noise)
+            }
+            Body::Sealed {
+                session,
+                nonce,
+                noise,
+            } => self.on_sealed(sh, env.from, env.to, session, nonce, &noise),
             Body::Want { key_id, topic } => {
                 self.on_want(sh, env.from, env.to, key_id, topic);
+                Ok(())
+            }
+            Body::Have { key_id, topic } => {
+                if env.to == BROADCAST {
+                    return Err(ControlError::Malformed.into());
+                }
+                self.on_have(sh, env.from, key_id, topic);
                 Ok(())
             }
         }
     }
 
-    fn on_hello(&mut self, sh: &Shared, from: InstanceId, to: InstanceId, session: SessionId, noise: &[u8]) -> Result<(), Error> {
+    fn on_hello(
+        &mut self,
+        sh: &Shared,
+        from: InstanceId,
+        to: InstanceId,
+        session: SessionId,
+        noise: &[u8],
+    ) -> Result<(), Error> {
         if to == BROADCAST {
             return Err(ControlError::Malformed.into());
         }
@@ -509,29 +640,55 @@ impl Exchange {
         }
         if self.incoming.len() >= MAX_PENDING_HANDSHAKES {
             // Under a flood, the oldest half-open handshake goes first.
-            if let Some(oldest) = self.incoming.iter().min_by_key(|(_, h)| h.started_ms).map(|(k, _)| *k) {
+            if let Some(oldest) = self
+                .incoming
+                .iter()
+                .min_by_key(|(_, h)| h.started_ms)
+                .map(|(k, _)| *k)
+            {
                 self.incoming.remove(&oldest);
             }
         }
         let seed = self.seed();
         let mut hs = new_handshake(false, &sh.identity.private_key_bytes(), from, to, seed)?;
         let mut scratch = vec![0u8; MAX_NOISE];
-        hs.read_message(noise, &mut scratch).map_err(|_| ControlError::Decrypt)?;
+        hs.read_message(noise, &mut scratch)
+            .map_err(|_| ControlError::Decrypt)?;
         let mut reply = vec![0u8; MAX_NOISE];
         let n = hs
             .write_message(&sh.identity.credential().encode(), &mut reply)
             .map_err(|_| ControlError::Malformed)?;
         reply.truncate(n);
-        self.incoming.insert(session, Handshake { peer: from, local: to, state: hs, started_ms: self.now_ms });
-        self.push(to, from, Body::HelloReply { session, noise: reply });
+        self.incoming.insert(
+            session,
+            Handshake {
+                peer: from,
+                local: to,
+                state: hs,
+                started_ms: self.now_ms,
+            },
+        );
+        self.push(
+            to,
+            from,
+            Body::HelloReply {
+                session,
+                noise: reply,
+            },
+        );
         Ok(())
     }
 
     /// Checks a peer's credential: it must name the key the peer proved it
     /// holds in the handshake, and verify against the trust anchor.
-    fn check_peer(&self, sh: &Shared, remote_static: Option<&[u8]>, credential: &[u8]) -> Result<Credential, Error> {
-        let cred = Credential::decode(credential).map_err(|e| ControlError::Untrusted(e))?;
-        if remote_static != Some(&cred.public_key[..]) {
+    fn check_peer(
+        &self,
+        sh: &Shared,
+        remote_static: Option<&[u8]>,
+        credential: &[u8],
+    ) -> Result<Credential, Error> {
+        let cred = Credential::decode(credential).map_err(ControlError::Untrusted)?;
+        if remote_static != Some(&cred.public_key()[..]) {
             return Err(ControlError::Unauthorized.into());
         }
         sh.trust
@@ -540,7 +697,14 @@ impl Exchange {
         Ok(cred)
     }
 
-    fn on_hello_reply(&mut self, sh: &Shared, from: InstanceId, to: InstanceId, session: SessionId, noise: &[u8]) -> Result<(), Error> {
+    fn on_hello_reply(
+        &mut self,
+        sh: &Shared,
+        from: InstanceId,
+        to: InstanceId,
+        session: SessionId,
+        noise: &[u8],
+    ) -> Result<(), Error> {
         let Some(mut hs) = self.outgoing.remove(&session) else {
             return Err(ControlError::UnknownSession.into());
         };
@@ -549,16 +713,29 @@ impl Exchange {
             return Err(ControlError::UnknownSession.into());
         }
         let mut payload = Zeroizing::new(vec![0u8; MAX_NOISE]);
-        let n = hs.state.read_message(noise, &mut payload).map_err(|_| ControlError::Decrypt)?;
-        let cred = self.check_peer(sh, hs.state.get_remote_static(), payload.get(..n).unwrap_or_default())?;
+        let n = hs
+            .state
+            .read_message(noise, &mut payload)
+            .map_err(|_| ControlError::Decrypt)?;
+        let cred = self.check_peer(
+            sh,
+            hs.state.get_remote_static(),
+            payload.get(..n).unwrap_or_default(),
+        )?;
         let items = self.queued.remove(&from).unwrap_or_default();
         let inner = self.materialize(sh, &cred, from, items);
         let batch = wire::encode_batch(&inner);
         let finish = wire::encode_finish_payload(&sh.identity.credential().encode(), &batch);
         let mut msg = vec![0u8; MAX_NOISE];
-        let n = hs.state.write_message(&finish, &mut msg).map_err(|_| ControlError::Malformed)?;
+        let n = hs
+            .state
+            .write_message(&finish, &mut msg)
+            .map_err(|_| ControlError::Malformed)?;
         msg.truncate(n);
-        let transport = hs.state.into_stateless_transport_mode().map_err(|_| ControlError::Malformed)?;
+        let transport = hs
+            .state
+            .into_stateless_transport_mode()
+            .map_err(|_| ControlError::Malformed)?;
         self.sessions.insert(
             session,
             Session {
@@ -575,11 +752,25 @@ impl Exchange {
             },
         );
         self.by_peer.insert(from, session);
-        self.push(to, from, Body::HelloFinish { session, noise: msg });
+        self.push(
+            to,
+            from,
+            Body::HelloFinish {
+                session,
+                noise: msg,
+            },
+        );
         Ok(())
     }
 
-    fn on_hello_finish(&mut self, sh: &Shared, from: InstanceId, to: InstanceId, session: SessionId, noise: &[u8]) -> Result<(), Error> {
+    fn on_hello_finish(
+        &mut self,
+        sh: &Shared,
+        from: InstanceId,
+        to: InstanceId,
+        session: SessionId,
+        noise: &[u8],
+    ) -> Result<(), Error> {
         if self.sessions.contains_key(&session) {
             return Err(ControlError::Replay.into());
         }
@@ -591,11 +782,18 @@ impl Exchange {
             return Err(ControlError::UnknownSession.into());
         }
         let mut payload = Zeroizing::new(vec![0u8; MAX_NOISE]);
-        let n = hs.state.read_message(noise, &mut payload).map_err(|_| ControlError::Decrypt)?;
-        let (cred_bytes, batch) = wire::decode_finish_payload(payload.get(..n).unwrap_or_default())?;
+        let n = hs
+            .state
+            .read_message(noise, &mut payload)
+            .map_err(|_| ControlError::Decrypt)?;
+        let (cred_bytes, batch) =
+            wire::decode_finish_payload(payload.get(..n).unwrap_or_default())?;
         let cred = self.check_peer(sh, hs.state.get_remote_static(), cred_bytes)?;
         let items = wire::decode_batch(batch)?;
-        let transport = hs.state.into_stateless_transport_mode().map_err(|_| ControlError::Malformed)?;
+        let transport = hs
+            .state
+            .into_stateless_transport_mode()
+            .map_err(|_| ControlError::Malformed)?;
         self.sessions.insert(
             session,
             Session {
@@ -614,14 +812,26 @@ impl Exchange {
         self.by_peer.insert(from, session);
         let mut replies = self.process(sh, session, items);
         let queued = self.queued.remove(&from).unwrap_or_default();
-        if let Some(cred) = self.sessions.get(&session).map(|s| s.peer_credential.clone()) {
+        if let Some(cred) = self
+            .sessions
+            .get(&session)
+            .map(|s| s.peer_credential.clone())
+        {
             replies.extend(self.materialize(sh, &cred, from, queued));
         }
         // Always answer, even with an empty batch: it confirms the session.
         self.send_sealed(session, &replies)
     }
 
-    fn on_sealed(&mut self, sh: &Shared, from: InstanceId, to: InstanceId, id: SessionId, nonce: u64, noise: &[u8]) -> Result<(), Error> {
+    fn on_sealed(
+        &mut self,
+        sh: &Shared,
+        from: InstanceId,
+        to: InstanceId,
+        id: SessionId,
+        nonce: u64,
+        noise: &[u8],
+    ) -> Result<(), Error> {
         let Some(session) = self.sessions.get_mut(&id) else {
             return Err(ControlError::UnknownSession.into());
         };
@@ -629,7 +839,10 @@ impl Exchange {
             return Err(ControlError::UnknownSession.into());
         }
         let plaintext = session.open(nonce, noise)?;
-        session.confirmed = true;
+        if !session.confirmed {
+            session.confirmed = true;
+            self.backoff.remove(&from);
+        }
         let items = wire::decode_batch(&plaintext)?;
         let replies = self.process(sh, id, items);
         if !replies.is_empty() {
@@ -638,7 +851,14 @@ impl Exchange {
         Ok(())
     }
 
-    fn on_want(&mut self, sh: &Shared, from: InstanceId, to: InstanceId, key_id: KeyId, topic: String) {
+    fn on_want(
+        &mut self,
+        sh: &Shared,
+        from: InstanceId,
+        to: InstanceId,
+        key_id: KeyId,
+        topic: String,
+    ) {
         if to != BROADCAST && !sh.is_mine(to) {
             return;
         }
@@ -650,20 +870,41 @@ impl Exchange {
         if !holds {
             return;
         }
+        // At most one answer per requester and key per window, so replayed
+        // or forged wants cannot turn this instance into an amplifier.
         let k = (from, key_id, topic.clone());
         if self.offered.contains_key(&k) {
             return;
         }
         self.offered.insert(k, self.now_ms);
-        self.enqueue(from, Outgoing::Offer { key_id, topic });
-        // Sent at the next flush: tick, or right now if a session exists.
+        self.push(sh.me, from, Body::Have { key_id, topic });
+    }
+
+    /// A holder answered our want: ask it (one holder at a time). The
+    /// requester opens the session, so holders never do handshake work for
+    /// an unauthenticated broadcast.
+    fn on_have(&mut self, sh: &Shared, from: InstanceId, key_id: KeyId, topic: String) {
+        let now = self.now_ms;
+        let timeout = sh.config.handshake_timeout_ms;
+        let Some(w) = self.wants.get_mut(&(key_id, topic.clone())) else {
+            return;
+        };
+        if w.holder
+            .is_some_and(|(_, at)| at.saturating_add(timeout) > now)
+        {
+            return;
+        }
+        w.holder = Some((from, now));
+        self.enqueue(from, Outgoing::Request { key_id, topic });
         let _ = self.flush(sh, from);
     }
 
     /// Handles a batch of inner messages from an authenticated peer and
     /// returns the replies.
     fn process(&mut self, sh: &Shared, id: SessionId, items: Vec<Inner>) -> Vec<Inner> {
-        let Some(session) = self.sessions.get(&id) else { return Vec::new() };
+        let Some(session) = self.sessions.get(&id) else {
+            return Vec::new();
+        };
         let peer = session.peer;
         let peer_cred = session.peer_credential.clone();
         let mut replies = Vec::new();
@@ -673,7 +914,11 @@ impl Exchange {
                     self.on_key_request(sh, peer, &peer_cred, key_id, topic, &mut replies);
                 }
                 Inner::KeyDelivery(d) => self.on_delivery(sh, peer, &peer_cred, d),
-                Inner::KeyUnavailable { key_id, topic, reason } => {
+                Inner::KeyUnavailable {
+                    key_id,
+                    topic,
+                    reason,
+                } => {
                     if key_id.producer == peer {
                         if let Some(w) = self.wants.get_mut(&(key_id, topic)) {
                             w.refused = Some(match reason {
@@ -689,11 +934,25 @@ impl Exchange {
         replies
     }
 
-    fn on_key_request(&mut self, sh: &Shared, peer: InstanceId, peer_cred: &Credential, key_id: KeyId, topic: String, replies: &mut Vec<Inner>) {
+    fn on_key_request(
+        &mut self,
+        sh: &Shared,
+        peer: InstanceId,
+        peer_cred: &Credential,
+        key_id: KeyId,
+        topic: String,
+        replies: &mut Vec<Inner>,
+    ) {
         if sh.is_mine(key_id.producer) {
-            if !self.may_receive(sh, peer_cred, &topic) || !sh.identity.credential().may_produce(&topic) {
+            if !self.may_receive(sh, peer_cred, &topic)
+                || !sh.identity.credential().may_produce(&topic)
+            {
                 sh.metrics.add_refused();
-                replies.push(Inner::KeyUnavailable { key_id, topic, reason: Refusal::NotAuthorized });
+                replies.push(Inner::KeyUnavailable {
+                    key_id,
+                    topic,
+                    reason: Refusal::NotAuthorized,
+                });
                 return;
             }
             let Some(d) = self.delivery_for(sh, peer_cred, &key_id, &topic) else {
@@ -701,13 +960,20 @@ impl Exchange {
                     Some(max) if key_id.epoch <= max => Refusal::Expired,
                     _ => Refusal::Unknown,
                 };
-                replies.push(Inner::KeyUnavailable { key_id, topic, reason });
+                replies.push(Inner::KeyUnavailable {
+                    key_id,
+                    topic,
+                    reason,
+                });
                 return;
             };
             sh.metrics.add_key_served();
             replies.push(Inner::KeyDelivery(d));
             // Serve ahead: the current and next epochs for this topic too.
-            for epoch in [sh.producer.current(), sh.producer.next()].into_iter().flatten() {
+            for epoch in [sh.producer.current(), sh.producer.next()]
+                .into_iter()
+                .flatten()
+            {
                 if epoch.key_id != key_id {
                     if let Some(d) = self.delivery_for(sh, peer_cred, &epoch.key_id, &topic) {
                         sh.metrics.add_key_served();
@@ -738,7 +1004,9 @@ impl Exchange {
         }
         // Never keep a key longer than our own policy allows.
         let policy = &sh.config.key;
-        let cap = now.saturating_add(policy.retention_ms).saturating_add(policy.rotation_ms);
+        let cap = now
+            .saturating_add(policy.retention_ms)
+            .saturating_add(policy.rotation_ms);
         let held = HeldKey {
             key: Arc::new(d.key),
             epoch_started_ms: d.epoch_started_ms,
@@ -749,7 +1017,10 @@ impl Exchange {
             self.state_dirty = true;
             sh.notify_key_arrived();
         }
-        let sub = self.subscribed.entry((d.key_id.producer, d.topic.clone())).or_insert((d.key_id, now));
+        let sub = self
+            .subscribed
+            .entry((d.key_id.producer, d.topic.clone()))
+            .or_insert((d.key_id, now));
         if d.key_id.epoch >= sub.0.epoch {
             sub.0 = d.key_id;
         }

@@ -44,7 +44,10 @@ struct Resolver {
 
 impl CryptoResolver for Resolver {
     fn resolve_rng(&self) -> Option<Box<dyn Random>> {
-        Some(Box::new(DrawnRandom { bytes: self.seed.clone(), used: 0 }))
+        Some(Box::new(DrawnRandom {
+            bytes: self.seed.clone(),
+            used: 0,
+        }))
     }
     fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
         DefaultResolver.resolve_dh(choice)
@@ -80,7 +83,11 @@ pub fn new_handshake(
         .local_private_key(local_private)
         .and_then(|b| b.prologue(&prologue))
         .map_err(|_| ControlError::Malformed)?;
-    let state = if initiator { builder.build_initiator() } else { builder.build_responder() };
+    let state = if initiator {
+        builder.build_initiator()
+    } else {
+        builder.build_responder()
+    };
     state.map_err(|_| ControlError::Malformed)
 }
 
@@ -161,7 +168,11 @@ impl Session {
         Ok((nonce, out))
     }
 
-    pub fn open(&mut self, nonce: u64, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, ControlError> {
+    pub fn open(
+        &mut self,
+        nonce: u64,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, ControlError> {
         let mut out = Zeroizing::new(vec![0u8; ciphertext.len()]);
         let n = self
             .transport

@@ -34,10 +34,18 @@ pub enum Body {
     /// Noise XX message 3 (initiator static, credential, first inner batch).
     HelloFinish { session: SessionId, noise: Vec<u8> },
     /// A Noise transport message with its explicit nonce.
-    Sealed { session: SessionId, nonce: u64, noise: Vec<u8> },
-    /// Broadcast: "whoever holds this key, please offer it to me". Carries no
+    Sealed {
+        session: SessionId,
+        nonce: u64,
+        noise: Vec<u8>,
+    },
+    /// Broadcast: "whoever holds this key, please tell me". Carries no
     /// secret: the broker already sees topics and key ids in record headers.
     Want { key_id: KeyId, topic: String },
+    /// A holder's answer to a want. The requester then opens a session to
+    /// the holder itself, so a forged want costs holders one small message,
+    /// never a handshake.
+    Have { key_id: KeyId, topic: String },
 }
 
 impl Body {
@@ -48,6 +56,7 @@ impl Body {
             Body::HelloFinish { .. } => 3,
             Body::Sealed { .. } => 4,
             Body::Want { .. } => 5,
+            Body::Have { .. } => 6,
         }
     }
 }
@@ -55,9 +64,16 @@ impl Body {
 /// Messages that only ever travel inside a Noise session.
 #[derive(Debug, Clone)]
 pub enum Inner {
-    KeyRequest { key_id: KeyId, topic: String },
+    KeyRequest {
+        key_id: KeyId,
+        topic: String,
+    },
     KeyDelivery(Delivery),
-    KeyUnavailable { key_id: KeyId, topic: String, reason: Refusal },
+    KeyUnavailable {
+        key_id: KeyId,
+        topic: String,
+        reason: Refusal,
+    },
 }
 
 /// One topic key handed to an authorized peer.
@@ -96,7 +112,9 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
     pub fn array<const N: usize>(&mut self) -> Result<[u8; N], ControlError> {
-        self.take(N)?.try_into().map_err(|_| ControlError::Malformed)
+        self.take(N)?
+            .try_into()
+            .map_err(|_| ControlError::Malformed)
     }
     pub fn u8(&mut self) -> Result<u8, ControlError> {
         Ok(self.array::<1>()?[0])
@@ -121,7 +139,10 @@ impl<'a> Reader<'a> {
         }
     }
     fn key_id(&mut self) -> Result<KeyId, ControlError> {
-        Ok(KeyId { producer: InstanceId(self.array()?), epoch: self.u32()? })
+        Ok(KeyId {
+            producer: InstanceId(self.array()?),
+            epoch: self.u32()?,
+        })
     }
     fn topic(&mut self) -> Result<String, ControlError> {
         let len = usize::from(self.u16()?);
@@ -164,12 +185,16 @@ impl Envelope {
                 out.extend_from_slice(session);
                 out.extend_from_slice(noise);
             }
-            Body::Sealed { session, nonce, noise } => {
+            Body::Sealed {
+                session,
+                nonce,
+                noise,
+            } => {
                 out.extend_from_slice(session);
                 out.extend_from_slice(&nonce.to_be_bytes());
                 out.extend_from_slice(noise);
             }
-            Body::Want { key_id, topic } => {
+            Body::Want { key_id, topic } | Body::Have { key_id, topic } => {
                 put_key_id(&mut out, key_id);
                 put_topic(&mut out, topic);
             }
@@ -205,13 +230,21 @@ impl Envelope {
                 let session = r.array()?;
                 let nonce = r.u64()?;
                 let noise = r.rest().to_vec();
-                Body::Sealed { session, nonce, noise }
+                Body::Sealed {
+                    session,
+                    nonce,
+                    noise,
+                }
             }
-            5 => {
+            5 | 6 => {
                 let key_id = r.key_id()?;
                 let topic = r.topic()?;
                 r.finish()?;
-                Body::Want { key_id, topic }
+                if kind == 5 {
+                    Body::Want { key_id, topic }
+                } else {
+                    Body::Have { key_id, topic }
+                }
             }
             _ => return Err(ControlError::Malformed),
         };
@@ -240,7 +273,11 @@ pub fn encode_batch(items: &[Inner]) -> Zeroizing<Vec<u8>> {
                 out.extend_from_slice(&d.epoch_started_ms.to_be_bytes());
                 out.extend_from_slice(&d.delete_at_ms.to_be_bytes());
             }
-            Inner::KeyUnavailable { key_id, topic, reason } => {
+            Inner::KeyUnavailable {
+                key_id,
+                topic,
+                reason,
+            } => {
                 out.push(3);
                 put_key_id(&mut out, key_id);
                 put_topic(&mut out, topic);
@@ -257,7 +294,10 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Inner>, ControlError> {
     let mut items = Vec::with_capacity(usize::from(count));
     for _ in 0..count {
         let item = match r.u8()? {
-            1 => Inner::KeyRequest { key_id: r.key_id()?, topic: r.topic()? },
+            1 => Inner::KeyRequest {
+                key_id: r.key_id()?,
+                topic: r.topic()?,
+            },
             2 => {
                 let key_id = r.key_id()?;
                 let topic = r.topic()?;
@@ -279,7 +319,11 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Inner>, ControlError> {
                     3 => Refusal::Unknown,
                     _ => return Err(ControlError::Malformed),
                 };
-                Inner::KeyUnavailable { key_id, topic, reason }
+                Inner::KeyUnavailable {
+                    key_id,
+                    topic,
+                    reason,
+                }
             }
             _ => return Err(ControlError::Malformed),
         };

@@ -97,11 +97,19 @@ impl ProducerEpoch {
 
     /// The topic key, derived once per topic and cached for the epoch.
     pub fn topic_key(&self, topic: &str) -> Arc<DataKey> {
-        if let Some(k) = self.topic_keys.read().unwrap_or_else(PoisonError::into_inner).get(topic) {
+        if let Some(k) = self
+            .topic_keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(topic)
+        {
             return Arc::clone(k);
         }
         let key = Arc::new(DataKey::derive(&self.secret, self.key_id, topic));
-        let mut map = self.topic_keys.write().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .topic_keys
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         Arc::clone(map.entry(topic.to_owned()).or_insert(key))
     }
 
@@ -146,11 +154,17 @@ pub struct SealingKey {
 
 impl ProducerKeys {
     pub fn current(&self) -> Option<Arc<ProducerEpoch>> {
-        self.current.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn next(&self) -> Option<Arc<ProducerEpoch>> {
-        self.next.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.next
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The key and counter for one record. Rotates to the prepared next epoch
@@ -159,7 +173,11 @@ impl ProducerKeys {
         for _ in 0..2 {
             let epoch = self.current()?;
             if let Some(counter) = epoch.next_counter(policy.rotation_records) {
-                return Some(SealingKey { key_id: epoch.key_id, counter, key: epoch.topic_key(topic) });
+                return Some(SealingKey {
+                    key_id: epoch.key_id,
+                    counter,
+                    key: epoch.topic_key(topic),
+                });
             }
             self.promote_next(&epoch, now_ms)?;
         }
@@ -168,7 +186,11 @@ impl ProducerKeys {
 
     /// Ends `expected` (if it is still current) and makes the prepared next
     /// epoch current. Returns the new current epoch, or `None` if none was ready.
-    pub fn promote_next(&self, expected: &Arc<ProducerEpoch>, now_ms: u64) -> Option<Arc<ProducerEpoch>> {
+    pub fn promote_next(
+        &self,
+        expected: &Arc<ProducerEpoch>,
+        now_ms: u64,
+    ) -> Option<Arc<ProducerEpoch>> {
         let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(cur) = current.as_ref() {
             if !Arc::ptr_eq(cur, expected) {
@@ -176,7 +198,11 @@ impl ProducerKeys {
                 return Some(Arc::clone(cur));
             }
         }
-        let next = self.next.write().unwrap_or_else(PoisonError::into_inner).take();
+        let next = self
+            .next
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(cur) = current.as_ref() {
             cur.end(now_ms);
         }
@@ -201,10 +227,20 @@ impl ProducerKeys {
     /// Forgets the sealing epochs, e.g. in a forked child, which must never
     /// seal under its parent's keys and counters.
     pub fn abandon_sealing(&self, now_ms: u64) {
-        if let Some(cur) = self.current.write().unwrap_or_else(PoisonError::into_inner).take() {
+        if let Some(cur) = self
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             cur.end(now_ms);
         }
-        if let Some(next) = self.next.write().unwrap_or_else(PoisonError::into_inner).take() {
+        if let Some(next) = self
+            .next
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             next.end(now_ms);
         }
     }
@@ -217,11 +253,20 @@ impl ProducerKeys {
     }
 
     pub fn get(&self, key_id: &KeyId) -> Option<Arc<ProducerEpoch>> {
-        self.retained.read().unwrap_or_else(PoisonError::into_inner).get(key_id).cloned()
+        self.retained
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key_id)
+            .cloned()
     }
 
     pub fn all(&self) -> Vec<Arc<ProducerEpoch>> {
-        self.retained.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
+        self.retained
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// The newest epoch number used under `producer`, so a restored instance
@@ -243,17 +288,20 @@ impl ProducerKeys {
         let current = self.current().map(|c| c.key_id);
         let next = self.next().map(|c| c.key_id);
         let mut removed = Vec::new();
-        self.retained.write().unwrap_or_else(PoisonError::into_inner).retain(|id, e| {
-            let sealing = Some(*id) == current || Some(*id) == next;
-            let expired = !sealing && e.delete_at_ms(policy) <= now_ms;
-            let shredded = shred_before_ms.is_some_and(|t| e.started_ms < t);
-            if expired || shredded {
-                removed.push(*id);
-                false
-            } else {
-                true
-            }
-        });
+        self.retained
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|id, e| {
+                let sealing = Some(*id) == current || Some(*id) == next;
+                let expired = !sealing && e.delete_at_ms(policy) <= now_ms;
+                let shredded = shred_before_ms.is_some_and(|t| e.started_ms < t);
+                if expired || shredded {
+                    removed.push(*id);
+                    false
+                } else {
+                    true
+                }
+            });
         if let Some(t) = shred_before_ms {
             // A shredded sealing epoch must not seal again.
             if let Some(cur) = self.current() {
@@ -309,7 +357,12 @@ impl Keyring {
     }
 
     pub fn len(&self) -> usize {
-        self.keys.read().unwrap_or_else(PoisonError::into_inner).values().map(HashMap::len).sum()
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(HashMap::len)
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -324,7 +377,7 @@ impl Keyring {
         keys.retain(|_, per_topic| {
             per_topic.retain(|_, h| {
                 let keep = h.delete_at_ms > now_ms
-                    && !shred_before_ms.is_some_and(|t| h.epoch_started_ms < t);
+                    && shred_before_ms.is_none_or(|t| h.epoch_started_ms >= t);
                 if !keep {
                     removed += 1;
                 }

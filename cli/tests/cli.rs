@@ -1,0 +1,350 @@
+//! Runs the built `kafka-e2ee` binary in a scratch directory.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use kafka_e2ee_core::trust::{Identity, TrustAnchor, DEFAULT_SKEW_MS};
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "kafka-e2ee-cli-test-{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kafka-e2ee"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+fn init(t: &Scratch) -> PathBuf {
+    let dir = t.path("authority");
+    let o = run(&["authority", "init", "--out", s(&dir)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    dir
+}
+
+#[test]
+fn init_issue_verify() {
+    let t = Scratch::new();
+    let dir = init(&t);
+    let cred = t.path("writer.cred");
+    let o = run(&[
+        "credential",
+        "issue",
+        "--authority",
+        s(&dir),
+        "--name",
+        "orders-writer",
+        "--produce",
+        "orders.*",
+        "--consume",
+        "audit",
+        "--expires",
+        "30d",
+        "--out",
+        s(&cred),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let identity = Identity::from_file_bytes(&std::fs::read(&cred).unwrap()).unwrap();
+    let anchor = TrustAnchor::from_file_bytes(&std::fs::read(dir.join("trust")).unwrap()).unwrap();
+    let now = now_ms();
+    anchor
+        .verify(identity.credential(), now, DEFAULT_SKEW_MS)
+        .unwrap();
+    let c = identity.credential();
+    assert_eq!(c.name(), "orders-writer");
+    assert!(c.may_produce("orders.eu") && !c.may_produce("audit"));
+    assert!(c.may_consume("audit") && !c.may_consume("orders.eu"));
+    let days = (c.expires_ms() - c.not_before_ms()) / 86_400_000;
+    assert_eq!(days, 30);
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&cred), 0o600);
+        assert_eq!(mode(&dir.join("authority.key")), 0o600);
+    }
+
+    // `show` prints the public parts and never the private key.
+    let o = run(&[
+        "credential",
+        "show",
+        s(&cred),
+        "--trust",
+        s(&dir.join("trust")),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        out.contains("\"name\":\"orders-writer\"") && out.contains("\"trusted\":true"),
+        "{out}"
+    );
+    let file = std::fs::read_to_string(&cred).unwrap();
+    let key = file
+        .lines()
+        .find_map(|l| l.strip_prefix("private-key: "))
+        .unwrap();
+    assert!(!out.contains(key));
+}
+
+#[test]
+fn json_output_of_init() {
+    let t = Scratch::new();
+    let dir = t.path("a");
+    let o = run(&["--json", "authority", "init", "--out", s(&dir)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        out.trim_start().starts_with('{') && out.contains("\"fingerprint\":"),
+        "{out}"
+    );
+}
+
+#[test]
+fn missing_authority_dir() {
+    let t = Scratch::new();
+    let o = run(&[
+        "credential",
+        "issue",
+        "--authority",
+        s(&t.path("nope")),
+        "--name",
+        "x",
+        "--produce",
+        "t",
+        "--out",
+        s(&t.path("x.cred")),
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("does not exist") && e.contains("authority init"),
+        "{e}"
+    );
+    assert!(!t.path("x.cred").exists());
+}
+
+#[test]
+fn bad_pattern_names_the_flag() {
+    let t = Scratch::new();
+    let dir = init(&t);
+    for (flag, pattern) in [("--produce", "orders/eu"), ("--consume", "a*b")] {
+        let o = run(&[
+            "credential",
+            "issue",
+            "--authority",
+            s(&dir),
+            "--name",
+            "x",
+            flag,
+            pattern,
+            "--out",
+            s(&t.path("x.cred")),
+        ]);
+        assert!(!o.status.success());
+        let e = stderr(&o);
+        assert!(
+            e.contains(flag) && e.contains("invalid topic pattern"),
+            "{e}"
+        );
+    }
+    assert!(!t.path("x.cred").exists());
+}
+
+#[test]
+fn topics_required_and_bad_durations() {
+    let t = Scratch::new();
+    let dir = init(&t);
+    let out = t.path("x.cred");
+    let o = run(&[
+        "credential",
+        "issue",
+        "--authority",
+        s(&dir),
+        "--name",
+        "x",
+        "--out",
+        s(&out),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--produce or --consume"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&[
+        "credential",
+        "issue",
+        "--authority",
+        s(&dir),
+        "--name",
+        "x",
+        "--produce",
+        "t",
+        "--expires",
+        "3 weeks",
+        "--out",
+        s(&out),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--expires"), "{}", stderr(&o));
+    let o = run(&[
+        "credential",
+        "issue",
+        "--authority",
+        s(&dir),
+        "--name",
+        "x",
+        "--produce",
+        "t",
+        "--not-before",
+        "tomorrow",
+        "--out",
+        s(&out),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--not-before"), "{}", stderr(&o));
+    assert!(!out.exists());
+}
+
+#[test]
+fn existing_files_need_force() {
+    let t = Scratch::new();
+    let dir = init(&t);
+    let key_before = std::fs::read(dir.join("authority.key")).unwrap();
+    let o = run(&["authority", "init", "--out", s(&dir)]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("already exists") && stderr(&o).contains("--force"));
+    assert_eq!(
+        std::fs::read(dir.join("authority.key")).unwrap(),
+        key_before
+    );
+
+    let cred = t.path("c.cred");
+    std::fs::write(&cred, b"keep me").unwrap();
+    let issue = |force: bool| {
+        let mut args = vec![
+            "credential",
+            "issue",
+            "--authority",
+            s(&dir),
+            "--name",
+            "x",
+            "--consume",
+            "*",
+            "--out",
+            s(&cred),
+        ];
+        if force {
+            args.push("--force");
+        }
+        run(&args)
+    };
+    let o = issue(false);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("already exists") && stderr(&o).contains("--force"));
+    assert_eq!(std::fs::read(&cred).unwrap(), b"keep me");
+    let o = issue(true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    Identity::from_file_bytes(&std::fs::read(&cred).unwrap()).unwrap();
+
+    let o = run(&["authority", "init", "--out", s(&dir), "--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_ne!(
+        std::fs::read(dir.join("authority.key")).unwrap(),
+        key_before
+    );
+}
+
+#[test]
+fn show_rejects_untrusted_and_garbage() {
+    let t = Scratch::new();
+    let dir = init(&t);
+    let other = t.path("other");
+    let o = run(&["authority", "init", "--out", s(&other)]);
+    assert!(o.status.success());
+    let cred = t.path("c.cred");
+    let o = run(&[
+        "credential",
+        "issue",
+        "--authority",
+        s(&dir),
+        "--name",
+        "x",
+        "--consume",
+        "*",
+        "--out",
+        s(&cred),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&[
+        "credential",
+        "show",
+        s(&cred),
+        "--trust",
+        s(&other.join("trust")),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not trusted"), "{}", stderr(&o));
+
+    let o = run(&["credential", "show", s(&dir.join("trust"))]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("this is a trust file"),
+        "{}",
+        stderr(&o)
+    );
+}
