@@ -2,3 +2,4 @@
 //! This is the only crate of the workspace with `unsafe` code.
 
 pub mod c_api;
+pub mod host;
