@@ -195,7 +195,7 @@ impl Sim {
             {
                 let at = T0 + sim.rng.next_u64() % (sim.p.duration_ms / 2).max(1);
                 // Some producers never come back: other holders must serve their keys.
-                let back = if sim.nodes[i].kind == Kind::Producer && sim.rng.next_u64() % 2 == 0 {
+                let back = if sim.nodes[i].kind == Kind::Producer && sim.rng.next_u64().is_multiple_of(2) {
                     None
                 } else {
                     Some(at + SEC + sim.rng.next_u64() % (30 * SEC))
@@ -363,7 +363,7 @@ impl Sim {
             _ => {
                 let len = 1 + self.rng.next_u64() as usize % 200;
                 msg = (0..len).map(|_| self.rng.next_u64() as u8).collect();
-                if self.rng.next_u64() % 2 == 0 && len > 22 {
+                if self.rng.next_u64().is_multiple_of(2) && len > 22 {
                     msg[..4].copy_from_slice(b"KE2X");
                     msg[4] = 1;
                 }
