@@ -36,7 +36,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd hex length: {s}");
+    assert!(s.len().is_multiple_of(2), "odd hex length: {s}");
     assert!(
         s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')),
         "hex must be lowercase: {s}"
