@@ -1,0 +1,105 @@
+//! Two engines on a perfect in-memory control channel, for tests that are
+//! about engine behaviour rather than network faults (those are in
+//! simulation.rs).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::{Arc, Mutex};
+
+use kafka_e2ee_core::trust::{Authority, Identity, TopicPattern, TrustAnchor};
+use kafka_e2ee_core::{Engine, EngineConfig, Storage};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+pub const T0: u64 = 1_790_000_000_000;
+
+#[derive(Clone, Default)]
+pub struct MemStorage(pub Arc<Mutex<Option<Vec<u8>>>>);
+
+impl Storage for MemStorage {
+    fn load(&mut self) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.0.lock().unwrap().clone())
+    }
+    fn store(&mut self, blob: &[u8]) -> Result<(), String> {
+        *self.0.lock().unwrap() = Some(blob.to_vec());
+        Ok(())
+    }
+}
+
+pub struct World {
+    pub authority: Authority,
+    pub trust: TrustAnchor,
+    pub rng: ChaCha20Rng,
+}
+
+impl World {
+    pub fn new(seed: u64) -> World {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let authority = Authority::generate(&mut rng);
+        let trust = TrustAnchor::from_authorities(vec![authority.public_key()]);
+        World {
+            authority,
+            trust,
+            rng,
+        }
+    }
+
+    pub fn identity(&mut self, name: &str, produce: &[&str], consume: &[&str]) -> Identity {
+        let pats = |v: &[&str]| {
+            v.iter()
+                .map(|t| TopicPattern::parse(t).unwrap())
+                .collect::<Vec<_>>()
+        };
+        Identity::generate(
+            name,
+            pats(produce),
+            pats(consume),
+            T0 - 60_000,
+            T0 + 86_400_000 * 365,
+            &self.authority,
+            &mut self.rng,
+        )
+    }
+
+    pub fn engine(&mut self, identity: Identity, storage: Option<MemStorage>) -> Engine {
+        self.engine_with(EngineConfig::default(), identity, storage, T0)
+    }
+
+    pub fn engine_with(
+        &mut self,
+        config: EngineConfig,
+        identity: Identity,
+        storage: Option<MemStorage>,
+        now: u64,
+    ) -> Engine {
+        let rng = Box::new(ChaCha20Rng::from_rng(&mut self.rng).unwrap());
+        let storage = storage.map(|s| Box::new(s) as Box<dyn Storage>);
+        Engine::new(config, identity, self.trust.clone(), now, rng, storage).unwrap()
+    }
+}
+
+/// Delivers every control message to every other engine until all are quiet.
+/// Returns the messages carried, for corpus generation.
+pub fn pump(engines: &[&Engine], now: u64) -> Vec<Vec<u8>> {
+    let mut carried = Vec::new();
+    for _ in 0..100 {
+        let mut moved = false;
+        for (i, from) in engines.iter().enumerate() {
+            while let Some(msg) = from.poll_transmit() {
+                moved = true;
+                carried.push(msg.payload.clone());
+                for (j, to) in engines.iter().enumerate() {
+                    if i != j {
+                        let _ = to.handle_control(now, &msg.payload);
+                    }
+                }
+            }
+        }
+        for e in engines {
+            e.handle_timeout(now).unwrap();
+        }
+        if !moved {
+            return carried;
+        }
+    }
+    panic!("control traffic did not settle");
+}

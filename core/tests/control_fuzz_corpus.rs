@@ -1,0 +1,88 @@
+//! Replays the committed cargo-fuzz corpus of the `control_message` and
+//! `engine_control` targets on stable, with the same checks. The corpus is
+//! real control traffic of a key exchange (regenerate with
+//! `KAFKA_E2EE_BLESS=1 cargo test -p kafka-e2ee-core --test control_fuzz_corpus -- --ignored`)
+//! plus whatever the fuzzer found worth keeping.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{pump, World, T0};
+use kafka_e2ee_core::exchange::wire::{decode_batch, Envelope};
+use kafka_e2ee_core::format::KeyBinding;
+
+fn corpus_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/control_message")
+}
+
+#[test]
+fn control_corpus_round_trips_and_never_panics_an_engine() {
+    let mut w = World::new(99);
+    let id = w.identity("fuzz", &["*"], &["*"]);
+    let engine = w.engine(id, None);
+    let mut files = 0;
+    let mut decoded = 0;
+    for entry in std::fs::read_dir(corpus_dir()).unwrap() {
+        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        if let Ok(env) = Envelope::decode(&data) {
+            assert_eq!(env.encode(), data);
+            decoded += 1;
+        }
+        let _ = decode_batch(&data);
+        let _ = engine.handle_control(T0, &data);
+        while engine.poll_transmit().is_some() {}
+        files += 1;
+    }
+    assert!(
+        files >= 5 && decoded >= 5,
+        "expected a corpus of real control messages"
+    );
+}
+
+#[test]
+#[ignore = "writes the seed corpus; run with KAFKA_E2EE_BLESS=1"]
+fn generate_control_corpus() {
+    if std::env::var("KAFKA_E2EE_BLESS").is_err() {
+        return;
+    }
+    let mut w = World::new(5);
+    let p = w.identity("p", &["orders"], &[]);
+    let c = w.identity("c", &[], &["orders"]);
+    let (p, c) = (w.engine(p, None), w.engine(c, None));
+    let mut v = b"corpus".to_vec();
+    let h = p.seal("orders", KeyBinding::Unbound, &mut v).unwrap();
+    let _ = c.open("orders", Some(&h), KeyBinding::Unbound, &mut v.clone());
+    c.handle_timeout(T0).unwrap();
+    let mut carried = pump(&[&p, &c], T0);
+    // A want broadcast and a holder's answer, and truncated messages.
+    use kafka_e2ee_core::exchange::wire::{Body, BROADCAST};
+    use kafka_e2ee_core::format::RecordHeader;
+    let key_id = RecordHeader::decode(&h).unwrap().key_id;
+    let want = Envelope {
+        from: c.instance_id(),
+        to: BROADCAST,
+        body: Body::Want {
+            key_id,
+            topic: "orders".into(),
+        },
+    };
+    let have = Envelope {
+        from: p.instance_id(),
+        to: c.instance_id(),
+        body: Body::Have {
+            key_id,
+            topic: "orders".into(),
+        },
+    };
+    carried.push(want.encode());
+    carried.push(have.encode());
+    let truncated: Vec<Vec<u8>> = carried.iter().map(|m| m[..m.len() / 2].to_vec()).collect();
+    carried.extend(truncated);
+    std::fs::create_dir_all(corpus_dir()).unwrap();
+    for (i, m) in carried.iter().enumerate() {
+        std::fs::write(corpus_dir().join(format!("exchange-{i:02}")), m).unwrap();
+    }
+    assert!(carried.len() >= 4);
+}

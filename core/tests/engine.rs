@@ -1,0 +1,343 @@
+//! Engine behaviour on a perfect channel: what hosts rely on.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use common::{pump, MemStorage, World, T0};
+use kafka_e2ee_core::format::{KeyBinding, RecordHeader, HEADER_LEN};
+use kafka_e2ee_core::keys::KeyPolicy;
+use kafka_e2ee_core::{EngineConfig, Error, KeyUnavailable, Opened};
+
+fn seal(e: &kafka_e2ee_core::Engine, topic: &str, plain: &[u8]) -> ([u8; HEADER_LEN], Vec<u8>) {
+    let mut v = plain.to_vec();
+    let h = e.seal(topic, KeyBinding::Bytes(b"k"), &mut v).unwrap();
+    (h, v)
+}
+
+#[test]
+fn consumer_gets_key_and_opens() {
+    let mut w = World::new(1);
+    let p = w.identity("p", &["orders"], &[]);
+    let c = w.identity("c", &[], &["orders"]);
+    let (p, c) = (w.engine(p, None), w.engine(c, None));
+    let (h, ct) = seal(&p, "orders", b"hello world");
+    assert_ne!(ct, b"hello world");
+    let mut v = ct.clone();
+    let err = c
+        .open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::KeyUnavailable {
+            reason: KeyUnavailable::Pending,
+            ..
+        }
+    ));
+    assert_eq!(v, ct, "a failed open must not change the value");
+    c.handle_timeout(T0).unwrap();
+    pump(&[&p, &c], T0);
+    assert_eq!(
+        c.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v)
+            .unwrap(),
+        Opened::Decrypted
+    );
+    assert_eq!(v, b"hello world");
+    // The key of the next epoch was pushed ahead of use: after rotation the
+    // consumer opens at once, without asking again.
+    let later = T0 + KeyPolicy::default().rotation_ms;
+    p.handle_timeout(later).unwrap();
+    let (h2, ct2) = seal(&p, "orders", b"next epoch");
+    assert_ne!(
+        RecordHeader::decode(&h2).unwrap().key_id,
+        RecordHeader::decode(&h).unwrap().key_id
+    );
+    let mut v2 = ct2.clone();
+    assert_eq!(
+        c.open("orders", Some(&h2), KeyBinding::Bytes(b"k"), &mut v2)
+            .unwrap(),
+        Opened::Decrypted
+    );
+    assert_eq!(v2, b"next epoch");
+}
+
+#[test]
+fn missing_header_on_protected_topic_is_rejected() {
+    let mut w = World::new(2);
+    let c = w.identity("c", &[], &["*"]);
+    let c = w.engine(c, None);
+    let mut v = b"injected plaintext".to_vec();
+    assert!(matches!(
+        c.open("orders", None, KeyBinding::Unbound, &mut v),
+        Err(Error::MissingHeader { .. })
+    ));
+    assert_eq!(c.metrics().records_missing_header, 1);
+    // An unprotected topic passes through.
+    let mut w2 = World::new(3);
+    let id = w2.identity("c", &[], &["*"]);
+    let cfg = EngineConfig {
+        protected_topics: vec![kafka_e2ee_core::trust::TopicPattern::parse("secure.*").unwrap()],
+        ..EngineConfig::default()
+    };
+    let c2 = w2.engine_with(cfg, id, None, T0);
+    assert_eq!(
+        c2.open("public", None, KeyBinding::Unbound, &mut v)
+            .unwrap(),
+        Opened::Plaintext
+    );
+    assert!(matches!(
+        c2.open("secure.x", None, KeyBinding::Unbound, &mut v),
+        Err(Error::MissingHeader { .. })
+    ));
+}
+
+#[test]
+fn unauthorized_consumer_is_refused_and_cannot_seal() {
+    let mut w = World::new(4);
+    let p = w.identity("p", &["orders"], &[]);
+    let c = w.identity("c", &[], &["payments"]);
+    let (p, c) = (w.engine(p, None), w.engine(c, None));
+    let (h, ct) = seal(&p, "orders", b"secret");
+    let mut v = ct.clone();
+    assert!(matches!(
+        c.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v),
+        Err(Error::NotAuthorized { .. })
+    ));
+    assert!(matches!(
+        c.seal("orders", KeyBinding::Unbound, &mut v),
+        Err(Error::NotAuthorized { .. })
+    ));
+    pump(&[&p, &c], T0);
+    assert_eq!(v, ct);
+}
+
+#[test]
+fn tampering_fails_and_leaves_value_unchanged() {
+    let mut w = World::new(5);
+    let p = w.identity("p", &["*"], &["*"]);
+    let p = w.engine(p, None);
+    let (h, ct) = seal(&p, "orders", b"0123456789");
+    for i in 0..ct.len() * 8 {
+        let mut v = ct.clone();
+        v[i / 8] ^= 1 << (i % 8);
+        let before = v.clone();
+        assert!(p
+            .open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v)
+            .is_err());
+        assert_eq!(v, before);
+    }
+    let mut v = ct.clone();
+    assert!(
+        p.open("payments", Some(&h), KeyBinding::Bytes(b"k"), &mut v)
+            .is_err(),
+        "moved to another topic"
+    );
+    assert!(
+        p.open("orders", Some(&h), KeyBinding::Bytes(b"other"), &mut v)
+            .is_err(),
+        "spliced onto another key"
+    );
+    assert!(p
+        .open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v)
+        .is_ok());
+    assert!(p.metrics().records_rejected >= 80);
+}
+
+#[test]
+fn restarted_producer_serves_keys_from_its_state_directory() {
+    let mut w = World::new(6);
+    let storage = MemStorage::default();
+    let p_id = w.identity("p", &["orders"], &[]);
+    let p_secret_file = p_id.to_file_bytes();
+    let p = w.engine(p_id, Some(storage.clone()));
+    let (h, ct) = seal(&p, "orders", b"written before the crash");
+    drop(p); // crash
+    let p2 = w.engine(
+        kafka_e2ee_core::trust::Identity::from_file_bytes(&p_secret_file).unwrap(),
+        Some(storage.clone()),
+    );
+    let c = w.identity("c", &[], &["orders"]);
+    let c = w.engine(c, None);
+    let mut v = ct.clone();
+    assert!(c
+        .open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v)
+        .is_err());
+    c.handle_timeout(T0).unwrap();
+    pump(&[&p2, &c], T0);
+    assert_eq!(
+        c.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v)
+            .unwrap(),
+        Opened::Decrypted
+    );
+    assert_eq!(v, b"written before the crash");
+    // The restarted producer never seals under the old epoch again.
+    let (h2, _) = seal(&p2, "orders", b"after");
+    assert_ne!(
+        RecordHeader::decode(&h2).unwrap().key_id.producer,
+        RecordHeader::decode(&h).unwrap().key_id.producer
+    );
+    // The state blob holds no plaintext secret and is useless to another credential.
+    let blob = storage.0.lock().unwrap().clone().unwrap();
+    let other = w.identity("p", &["orders"], &[]);
+    let cfg = EngineConfig::default();
+    let r = kafka_e2ee_core::Engine::new(
+        cfg,
+        other,
+        w.trust.clone(),
+        T0,
+        Box::new(rand_core::OsRng),
+        Some(Box::new(MemStorage(std::sync::Arc::new(
+            std::sync::Mutex::new(Some(blob)),
+        )))),
+    );
+    assert!(matches!(r, Err(Error::Storage(_))));
+}
+
+#[test]
+fn a_holder_serves_when_the_producer_is_gone() {
+    let mut w = World::new(7);
+    let p = w.identity("p", &["orders"], &[]);
+    let c1 = w.identity("c1", &[], &["orders"]);
+    let c2 = w.identity("c2", &[], &["orders"]);
+    let (p, c1, c2) = (w.engine(p, None), w.engine(c1, None), w.engine(c2, None));
+    let (h, ct) = seal(&p, "orders", b"kept alive by holders");
+    let mut v = ct.clone();
+    let _ = c1.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v);
+    c1.handle_timeout(T0).unwrap();
+    pump(&[&p, &c1], T0);
+    assert!(c1
+        .open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v)
+        .is_ok());
+    drop(p); // every producer gone
+    let mut v = ct.clone();
+    let _ = c2.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v);
+    let mut now = T0;
+    for _ in 0..20 {
+        now += 1000;
+        c1.handle_timeout(now).unwrap();
+        c2.handle_timeout(now).unwrap();
+        pump(&[&c1, &c2], now);
+        if c2.holds_key(RecordHeader::decode(&h).unwrap().key_id, "orders") {
+            break;
+        }
+    }
+    assert_eq!(
+        c2.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v)
+            .unwrap(),
+        Opened::Decrypted
+    );
+}
+
+#[test]
+fn retention_and_shred_delete_keys() {
+    let mut w = World::new(8);
+    let p = w.identity("p", &["orders"], &[]);
+    let c = w.identity("c", &[], &["orders"]);
+    let (p, c) = (w.engine(p, None), w.engine(c, None));
+    let (h, ct) = seal(&p, "orders", b"x");
+    let key_id = RecordHeader::decode(&h).unwrap().key_id;
+    let mut v = ct.clone();
+    let _ = c.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v);
+    c.handle_timeout(T0).unwrap();
+    pump(&[&p, &c], T0);
+    assert!(c.holds_key(key_id, "orders"));
+    // Shredding deletes early, on both sides.
+    assert!(c.shred(T0 + 1).unwrap() >= 1);
+    assert!(p.shred(T0 + 1).unwrap() >= 1);
+    assert!(!c.holds_key(key_id, "orders") && !p.holds_key(key_id, "orders"));
+    let mut v = ct.clone();
+    let err = c
+        .open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v)
+        .unwrap_err();
+    assert!(matches!(err, Error::KeyUnavailable { .. }));
+    c.handle_timeout(T0 + 10).unwrap();
+    pump(&[&p, &c], T0 + 10);
+    assert!(
+        c.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v)
+            .is_err(),
+        "shredded keys are gone everywhere"
+    );
+    assert!(matches!(
+        c.want_status(key_id, "orders"),
+        Some(KeyUnavailable::Expired | KeyUnavailable::Unknown)
+    ));
+}
+
+#[test]
+fn after_fork_the_child_never_reuses_the_parents_epoch() {
+    let mut w = World::new(9);
+    let id = w.identity("p", &["orders"], &[]);
+    let mut e = w.engine(id, None);
+    let (h1, _) = seal(&e, "orders", b"parent");
+    e.after_fork(T0).unwrap();
+    let (h2, _) = seal(&e, "orders", b"child");
+    let (k1, k2) = (
+        RecordHeader::decode(&h1).unwrap(),
+        RecordHeader::decode(&h2).unwrap(),
+    );
+    assert_ne!(k1.key_id, k2.key_id);
+    assert_ne!(k1.key_id.producer, k2.key_id.producer);
+}
+
+#[test]
+fn rotation_by_record_count_never_repeats_a_counter() {
+    let mut w = World::new(10);
+    let id = w.identity("p", &["orders"], &[]);
+    let cfg = EngineConfig {
+        key: KeyPolicy {
+            rotation_records: 10,
+            ..KeyPolicy::default()
+        },
+        ..EngineConfig::default()
+    };
+    let e = w.engine_with(cfg, id, None, T0);
+    let mut seen = std::collections::HashSet::new();
+    let mut sealed = 0;
+    for i in 0..200u64 {
+        let mut v = vec![0u8; 8];
+        match e.seal("orders", KeyBinding::Unbound, &mut v) {
+            Ok(h) => {
+                let h = RecordHeader::decode(&h).unwrap();
+                assert!(seen.insert((h.key_id, h.counter)), "nonce reused");
+                assert!(h.counter < 10);
+                sealed += 1;
+            }
+            Err(Error::NoSealingKey) => e.handle_timeout(T0 + i).unwrap(),
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert!(sealed > 150);
+}
+
+#[test]
+fn no_secret_in_debug_output() {
+    let mut w = World::new(11);
+    let id = w.identity("p", &["orders"], &[]);
+    let secret_hex: String = id
+        .private_key_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let e = w.engine(id, None);
+    let dbg = format!("{e:?} {:?}", e.identity());
+    assert!(!dbg.contains(&secret_hex));
+    assert!(!dbg.contains(&format!("{:?}", &e.identity().private_key_bytes()[..8])));
+}
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_control_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+        let mut w = World::new(12);
+        let id = w.identity("c", &["*"], &["*"]);
+        let e = w.engine(id, None);
+        let _ = e.handle_control(T0, &bytes);
+        let mut framed = b"KE2X\x01".to_vec();
+        framed.extend_from_slice(&bytes);
+        let _ = e.handle_control(T0, &framed);
+        e.handle_timeout(T0 + 1).unwrap();
+    }
+}
