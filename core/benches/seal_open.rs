@@ -208,6 +208,92 @@ fn print_ratios() {
     }
 }
 
+/// The path hosts call: `Engine::seal` and `Engine::open` (key lookup,
+/// counter, locks) on a producer and a consumer that exchanged keys, at 1 KiB,
+/// against the raw AEAD in the same run.
+fn print_engine_ratio() {
+    use kafka_e2ee_core::trust::{Authority, Identity, TopicPattern, TrustAnchor};
+    use kafka_e2ee_core::{Engine, EngineConfig};
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+
+    let now = 1_790_000_000_000;
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let authority = Authority::generate(&mut rng);
+    let trust = TrustAnchor::from_authorities(vec![authority.public_key()]);
+    let t = || vec![TopicPattern::parse(TOPIC).unwrap()];
+    let mut engine = |produce, consume| {
+        let id = Identity::generate(
+            "bench",
+            produce,
+            consume,
+            now - 1,
+            now + 1_000_000_000,
+            &authority,
+            &mut rng,
+        );
+        let r = Box::new(ChaCha20Rng::seed_from_u64(rand_core::RngCore::next_u64(
+            &mut rng,
+        )));
+        Engine::new(EngineConfig::default(), id, trust.clone(), now, r, None).unwrap()
+    };
+    let (p, c) = (engine(t(), vec![]), engine(vec![], t()));
+    let mut buf = vec![0x5au8; 1024];
+    let h = p
+        .seal(TOPIC, KeyBinding::Bytes(RECORD_KEY), &mut buf)
+        .unwrap();
+    let _ = c.open(
+        TOPIC,
+        Some(&h),
+        KeyBinding::Bytes(RECORD_KEY),
+        &mut buf.clone(),
+    );
+    c.handle_timeout(now).unwrap();
+    for _ in 0..10 {
+        for (from, to) in [(&p, &c), (&c, &p)] {
+            while let Some(m) = from.poll_transmit() {
+                let _ = to.handle_control(now, &m.payload);
+            }
+        }
+    }
+    c.open(TOPIC, Some(&h), KeyBinding::Bytes(RECORD_KEY), &mut buf)
+        .unwrap();
+    let f = fixture();
+    let iters = 50_000;
+    let (mut raw_time, mut engine_time) = (Duration::MAX, Duration::MAX);
+    for _ in 0..7 {
+        raw_time = raw_time.min(best_of(1, iters, || {
+            let tag = f
+                .raw
+                .encrypt_in_place_detached(&f.nonce, b"", black_box(&mut buf))
+                .unwrap();
+            f.raw
+                .decrypt_in_place_detached(&f.nonce, b"", black_box(&mut buf), &tag)
+                .unwrap();
+        }));
+        engine_time = engine_time.min(best_of(1, iters, || {
+            let h = p
+                .seal(TOPIC, KeyBinding::Bytes(RECORD_KEY), black_box(&mut buf))
+                .unwrap();
+            c.open(
+                TOPIC,
+                Some(&h),
+                KeyBinding::Bytes(RECORD_KEY),
+                black_box(&mut buf),
+            )
+            .unwrap();
+        }));
+    }
+    println!();
+    println!("Engine::seal + Engine::open vs raw encrypt+decrypt, 1 KiB, best of 7 rounds");
+    println!(
+        "   1 KiB  {:>14?}  {:>14?}  {:>6.3}x",
+        raw_time,
+        engine_time,
+        engine_time.as_secs_f64() / raw_time.as_secs_f64()
+    );
+}
+
 criterion_group!(benches, bench);
 
 fn main() {
@@ -216,5 +302,6 @@ fn main() {
     // Only under `cargo bench`, not when the bench is smoke-run as a test.
     if std::env::args().any(|a| a == "--bench") {
         print_ratios();
+        print_engine_ratio();
     }
 }

@@ -3,7 +3,12 @@
 //! real control traffic of a key exchange (regenerate with
 //! `KAFKA_E2EE_BLESS=1 cargo test -p kafka-e2ee-core --test control_fuzz_corpus -- --ignored`)
 //! plus whatever the fuzzer found worth keeping.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
