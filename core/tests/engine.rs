@@ -341,3 +341,71 @@ proptest::proptest! {
         e.handle_timeout(T0 + 1).unwrap();
     }
 }
+
+#[test]
+fn many_threads_seal_with_unique_nonces_and_rotate_safely() {
+    let mut w = World::new(13);
+    let id = w.identity("p", &["orders"], &["orders"]);
+    let cfg = EngineConfig {
+        key: KeyPolicy {
+            rotation_records: 1000,
+            ..KeyPolicy::default()
+        },
+        ..EngineConfig::default()
+    };
+    let e = std::sync::Arc::new(w.engine_with(cfg, id, None, T0));
+    let ticker = {
+        let e = e.clone();
+        std::thread::spawn(move || {
+            for i in 0..400 {
+                e.handle_timeout(T0 + i).unwrap();
+                std::thread::yield_now();
+            }
+        })
+    };
+    let workers: Vec<_> = (0..4)
+        .map(|t| {
+            let e = e.clone();
+            std::thread::spawn(move || {
+                let mut out = Vec::new();
+                for i in 0..2000u32 {
+                    let plain = format!("t{t}-{i}").into_bytes();
+                    let mut v = plain.clone();
+                    match e.seal("orders", KeyBinding::Unbound, &mut v) {
+                        Ok(h) => out.push((h, v, plain)),
+                        Err(Error::NoSealingKey) => std::thread::yield_now(),
+                        Err(other) => panic!("{other}"),
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+    let sealed: Vec<_> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    ticker.join().unwrap();
+    let mut nonces = std::collections::HashSet::new();
+    for (h, ct, plain) in &sealed {
+        let hd = RecordHeader::decode(h).unwrap();
+        assert!(
+            nonces.insert((hd.key_id, hd.counter)),
+            "a nonce repeated across threads"
+        );
+        let mut v = ct.clone();
+        e.open("orders", Some(h), KeyBinding::Unbound, &mut v)
+            .unwrap();
+        assert_eq!(&v, plain);
+    }
+    assert!(sealed.len() > 4000, "only {} of 8000 sealed", sealed.len());
+    assert!(
+        e.metrics().rotations > 0
+            || nonces
+                .iter()
+                .map(|(k, _)| k)
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                > 1
+    );
+}
