@@ -38,6 +38,19 @@ pub enum ControlError {
     UnknownSession,
 }
 
+impl fmt::Display for ControlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlError::Malformed => f.write_str("not a well-formed kafka-e2ee v1 control message"),
+            ControlError::Decrypt => f.write_str("a Noise message failed to authenticate (tampered or misdirected)"),
+            ControlError::Replay => f.write_str("a message seen before (network duplicate or replay)"),
+            ControlError::Untrusted(e) => write!(f, "the peer's credential was rejected: {e}"),
+            ControlError::Unauthorized => f.write_str("the peer's credential does not match the key it proved, or does not allow what it sent"),
+            ControlError::UnknownSession => f.write_str("no such session or handshake (expired, duplicate, or forged)"),
+        }
+    }
+}
+
 /// Everything that can go wrong between a host and the engine.
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +89,7 @@ impl fmt::Display for Error {
         match self {
             Error::Format(e) => write!(f, "record rejected: {e}"),
             Error::Trust(e) => write!(f, "{e}"),
-            Error::Control(e) => write!(f, "control message rejected: {e:?}"),
+            Error::Control(e) => write!(f, "control message rejected: {e}"),
             Error::MissingHeader { topic } => write!(
                 f,
                 "record on protected topic '{topic}' has no e2ee header: plaintext was \
