@@ -635,7 +635,10 @@ impl Exchange {
         if to == BROADCAST {
             return Err(ControlError::Malformed.into());
         }
-        if self.incoming.contains_key(&session) || self.sessions.contains_key(&session) {
+        if self.incoming.contains_key(&session)
+            || self.outgoing.contains_key(&session)
+            || self.sessions.contains_key(&session)
+        {
             return Err(ControlError::Replay.into());
         }
         if self.incoming.len() >= MAX_PENDING_HANDSHAKES {
