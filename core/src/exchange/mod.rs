@@ -735,26 +735,7 @@ impl Exchange {
             .write_message(&finish, &mut msg)
             .map_err(|_| ControlError::Malformed)?;
         msg.truncate(n);
-        let transport = hs
-            .state
-            .into_stateless_transport_mode()
-            .map_err(|_| ControlError::Malformed)?;
-        self.sessions.insert(
-            session,
-            Session {
-                id: session,
-                peer: from,
-                local: to,
-                peer_credential: cred,
-                transport,
-                established_ms: self.now_ms,
-                initiator: true,
-                confirmed: false,
-                send_nonce: 0,
-                replay: Default::default(),
-            },
-        );
-        self.by_peer.insert(from, session);
+        self.establish(hs, session, cred, true)?;
         self.push(
             to,
             from,
@@ -763,6 +744,39 @@ impl Exchange {
                 noise: msg,
             },
         );
+        Ok(())
+    }
+
+    /// Turns a finished handshake into a session. The responder's session
+    /// is confirmed at once (message 3 arrived); the initiator's when the
+    /// first transport message comes back.
+    fn establish(
+        &mut self,
+        hs: Handshake,
+        session: SessionId,
+        cred: Credential,
+        initiator: bool,
+    ) -> Result<(), Error> {
+        let transport = hs
+            .state
+            .into_stateless_transport_mode()
+            .map_err(|_| ControlError::Malformed)?;
+        self.sessions.insert(
+            session,
+            Session {
+                id: session,
+                peer: hs.peer,
+                local: hs.local,
+                peer_credential: cred,
+                transport,
+                established_ms: self.now_ms,
+                initiator,
+                confirmed: !initiator,
+                send_nonce: 0,
+                replay: Default::default(),
+            },
+        );
+        self.by_peer.insert(hs.peer, session);
         Ok(())
     }
 
@@ -793,26 +807,7 @@ impl Exchange {
             wire::decode_finish_payload(payload.get(..n).unwrap_or_default())?;
         let cred = self.check_peer(sh, hs.state.get_remote_static(), cred_bytes)?;
         let items = wire::decode_batch(batch)?;
-        let transport = hs
-            .state
-            .into_stateless_transport_mode()
-            .map_err(|_| ControlError::Malformed)?;
-        self.sessions.insert(
-            session,
-            Session {
-                id: session,
-                peer: from,
-                local: to,
-                peer_credential: cred,
-                transport,
-                established_ms: self.now_ms,
-                initiator: false,
-                confirmed: true,
-                send_nonce: 0,
-                replay: Default::default(),
-            },
-        );
-        self.by_peer.insert(from, session);
+        self.establish(hs, session, cred, false)?;
         let mut replies = self.process(sh, session, items);
         let queued = self.queued.remove(&from).unwrap_or_default();
         if let Some(cred) = self
