@@ -196,3 +196,41 @@ def test_confluent_kafka_group_of_three_joining_and_leaving_with_rotation(broker
                 p.kill()
     disk = segment_bytes(broker, topic)
     assert b"v1-x" not in disk and b"xxxxxxxxxx" not in disk
+
+
+def test_plaintext_injection_is_an_error_and_is_not_committed_past(broker, creds):
+    """A record without the e2ee header on a protected topic reaches the app
+    as an error (never as data), and the group's committed offset stays at
+    it: librdkafka's auto offset store would otherwise store offset + 1."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    topic = "injected"
+    broker.create_topic(topic)
+    plain = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(3):
+        plain.produce(topic, value=f"injected-plaintext-{i}".encode())
+    plain.flush(10)
+    c = Consumer({
+        "bootstrap.servers": broker.bootstrap, "plugin.library.paths": str(PLUGIN),
+        "e2ee.credential": str(creds["reader"]), "e2ee.trust": str(creds["trust"]),
+        "group.id": "inj", "auto.offset.reset": "earliest", "auto.commit.interval.ms": 200,
+    })
+    c.subscribe([topic])
+    errors, data = [], []
+    deadline = time.time() + 15
+    while time.time() < deadline and len(errors) < 3:
+        m = c.poll(0.5)
+        if m is None:
+            continue
+        (errors if m.error() else data).append(m)
+    assert data == []
+    assert len(errors) >= 3, "the same record is reported again until the app seeks past it"
+    for m in errors:
+        assert "rejected" in str(m.error()) or m.value() is None or b"injected" not in (m.value() or b"")
+        assert b"injected-plaintext" not in (m.value() or b"")
+    time.sleep(1)  # let an auto commit run
+    c.close()
+    check = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "inj"})
+    committed = check.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
+    check.close()
+    assert committed <= 0, f"committed past the rejected record: {committed}"

@@ -91,6 +91,10 @@ fn guard<T>(fallback: T, f: impl FnOnce() -> T) -> T {
 /// The plugin entry point librdkafka looks up. Naked so that it can hand the
 /// caller's return address (an address inside the loading librdkafka) to
 /// [`conf_init_impl`], which resolves every function it needs from there.
+///
+/// # Safety
+/// Called by librdkafka's plugin loader only, with a live configuration and
+/// an error buffer of `errstr_size` bytes.
 #[cfg(target_arch = "x86_64")]
 #[unsafe(naked)]
 #[no_mangle]
@@ -105,6 +109,8 @@ pub unsafe extern "C" fn conf_init(
     core::arch::naked_asm!("mov r8, [rsp]", "jmp {f}", f = sym conf_init_impl)
 }
 
+/// # Safety
+/// As on x86_64.
 #[cfg(target_arch = "aarch64")]
 #[unsafe(naked)]
 #[no_mangle]
@@ -117,6 +123,8 @@ pub unsafe extern "C" fn conf_init(
     core::arch::naked_asm!("mov x4, x30", "b {f}", f = sym conf_init_impl)
 }
 
+/// # Safety
+/// As on x86_64.
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 #[no_mangle]
 pub unsafe extern "C" fn conf_init(
