@@ -296,8 +296,11 @@ fn registry() -> &'static Registry {
 /// share the engine (and its keys and sessions). `cluster` is the client's
 /// bootstrap servers string.
 pub fn shared_engine(cluster: &str, cfg: &HostConfig) -> Result<(Arc<Engine>, bool), ConfigError> {
+    // The pid keeps a forked child from reusing its parent's engine (and
+    // so its epoch keys and nonce counters).
     let key = format!(
-        "{cluster}\u{0}{}\u{0}{}",
+        "{}\u{0}{cluster}\u{0}{}\u{0}{}",
+        std::process::id(),
         cfg.credential.display(),
         cfg.control_topic
     );

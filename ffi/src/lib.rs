@@ -3,3 +3,6 @@
 
 pub mod c_api;
 pub mod host;
+/// The librdkafka plugin (`conf_init`): not part of the C ABI header.
+/// cbindgen:ignore
+pub mod rdkafka;

@@ -1,0 +1,445 @@
+//! The data path: seal in `on_send`, restore in `on_acknowledgement`,
+//! verify and decrypt in `on_consume`.
+
+use std::collections::HashMap;
+use std::ffi::{c_void, CStr};
+use std::sync::{OnceLock, PoisonError};
+
+use hmac::{Hmac, Mac};
+use kafka_e2ee_core::format::KeyBinding;
+use kafka_e2ee_core::{Error, KeyUnavailable, Opened};
+use rand_core::RngCore;
+use sha2::Sha256;
+
+use super::api::{self, Api, Headers, Kafka, Message};
+use super::{fork_generation, guard, state, ConfState};
+use crate::host::now_ms;
+
+const HEADER: &CStr = c"e2ee";
+/// Added by `on_consume` after a successful decrypt, so that a second run
+/// for the same message recognises it. Its value is a MAC under a key that
+/// never leaves this process over the record's position and plaintext: a
+/// broker cannot forge it to pass a plaintext injection off as decrypted.
+const OPENED: &CStr = c"e2ee.opened";
+const RD_KAFKA_MSG_F_FREE: i32 = 0x1;
+const RD_KAFKA_MSG_F_PRODUCER: i32 = 0x40000;
+
+/// A ciphertext buffer swapped in for a payload by `on_send`.
+#[derive(Debug)]
+struct Swap {
+    original: usize,
+    ours: usize,
+    len: usize,
+    /// Whether librdkafka will free() the message's payload (the app gave it
+    /// RD_KAFKA_MSG_F_FREE); None if that could not be told.
+    payload_freed_by_librdkafka: Option<bool>,
+}
+
+/// The swaps of one client that have not been acknowledged yet.
+#[derive(Debug, Default)]
+pub(crate) struct Swaps(HashMap<usize, Swap>);
+
+impl Swaps {
+    /// Called once librdkafka has destroyed every message of the client
+    /// (destroy without flush: purged messages never reach on_ack).
+    pub(crate) fn release_all(&mut self) {
+        for (_, s) in self.0.drain() {
+            match s.payload_freed_by_librdkafka {
+                // librdkafka freed our buffer as the payload; the original,
+                // which it owned, is ours to free now.
+                // SAFETY: the app passed ownership with F_FREE (malloc'd).
+                Some(true) => unsafe { libc::free(s.original as *mut c_void) },
+                // SAFETY: ours, allocated with malloc in on_send.
+                Some(false) => unsafe { scrub_free(s.ours as *mut u8, s.len) },
+                // Unknown: leak rather than risk a double free.
+                None => {}
+            }
+        }
+    }
+}
+
+unsafe fn scrub_free(p: *mut u8, len: usize) {
+    // SAFETY: p has len bytes (caller).
+    unsafe {
+        std::ptr::write_bytes(p, 0, len);
+        libc::free(p.cast());
+    }
+}
+
+/// The flags of the message that embeds `rkm` (librdkafka's private
+/// rd_kafka_msg_t: `rkm_rkmessage; TAILQ_ENTRY rkm_link; int rkm_flags`,
+/// unchanged from 2.0 to 2.16), checked for the producer bit.
+unsafe fn private_flags(rkm: *const Message) -> Option<i32> {
+    let off = std::mem::size_of::<Message>() + 2 * std::mem::size_of::<usize>();
+    // SAFETY: producer messages are rd_kafka_msg_t; read-only peek.
+    let flags = unsafe { std::ptr::read_unaligned(rkm.cast::<u8>().add(off).cast::<i32>()) };
+    (flags & RD_KAFKA_MSG_F_PRODUCER != 0 && flags & !0xF_FFFF == 0).then_some(flags)
+}
+
+fn topic_of(api: &Api, m: &Message) -> Option<String> {
+    if m.rkt.is_null() {
+        return None;
+    }
+    // SAFETY: rkt is the message's live topic handle.
+    let p = unsafe { (api.topic_name)(m.rkt) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: NUL-terminated, owned by the topic.
+    Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+}
+
+fn binding(m: &Message) -> KeyBinding<'_> {
+    if m.key.is_null() {
+        KeyBinding::Null
+    } else {
+        // SAFETY: key has key_len bytes for the life of the message.
+        KeyBinding::Bytes(unsafe { std::slice::from_raw_parts(m.key.cast::<u8>(), m.key_len) })
+    }
+}
+
+/// The message's header list, created and attached if it has none.
+unsafe fn headers_for_append(api: &Api, m: *mut Message) -> *mut Headers {
+    let mut h: *mut Headers = std::ptr::null_mut();
+    // SAFETY: m is live.
+    if unsafe { (api.message_headers)(m, &mut h) } == api::ERR_NO_ERROR && !h.is_null() {
+        return h;
+    }
+    // SAFETY: a new list, owned by the message once set.
+    unsafe {
+        let h = (api.headers_new)(2);
+        if !h.is_null() {
+            (api.message_set_headers)(m, h);
+        }
+        h
+    }
+}
+
+pub(crate) unsafe extern "C" fn on_send(
+    _rk: *mut Kafka,
+    m: *mut Message,
+    ic_opaque: *mut c_void,
+) -> api::Err {
+    guard(api::ERR_NO_ERROR, || {
+        // SAFETY: registered by attach; m is the message being produced.
+        let (Some(st), Some(msg)) = (unsafe { state(ic_opaque) }, unsafe { m.as_mut() }) else {
+            return api::ERR_NO_ERROR;
+        };
+        if msg.payload.is_null() {
+            return api::ERR_NO_ERROR; // a tombstone stays null
+        }
+        // SAFETY: as above.
+        unsafe { send(st, m) };
+        api::ERR_NO_ERROR
+    })
+}
+
+unsafe fn send(st: &ConfState, m: *mut Message) {
+    let api = &*st.api;
+    // SAFETY: caller.
+    let msg = unsafe { &mut *m };
+    let Some(topic) = topic_of(api, msg) else {
+        return;
+    };
+    let client = st.client.get();
+    let engine = client.and_then(|c| c.engine.as_ref());
+    if let Some(e) = engine {
+        if !e.is_protected(&topic) {
+            return;
+        }
+    }
+    let len = msg.len;
+    // Our own buffer: never write into the app's (it may be shared or
+    // read-only, and the delivery report must see the original).
+    let ours = if len == 0 {
+        std::ptr::null_mut()
+    } else {
+        // SAFETY: plain allocation, checked below.
+        unsafe { libc::malloc(len) }.cast::<u8>()
+    };
+    if len != 0 && ours.is_null() {
+        fail_closed(msg);
+        return;
+    }
+    let usable =
+        client.is_some_and(|c| c.broken.is_none() && c.fork_generation == fork_generation());
+    let sealed = match (engine, usable) {
+        (Some(engine), true) => {
+            let value: &mut [u8] = if len == 0 {
+                &mut []
+            } else {
+                // SAFETY: both buffers have len bytes and do not overlap.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(msg.payload.cast::<u8>(), ours, len);
+                    std::slice::from_raw_parts_mut(ours, len)
+                }
+            };
+            match engine.seal(&topic, binding(msg), value) {
+                Ok(header) => {
+                    // SAFETY: m is live.
+                    let h = unsafe { headers_for_append(api, m) };
+                    !h.is_null()
+                        // SAFETY: h is the message's list; header is 34 bytes.
+                        && unsafe {
+                            (api.header_add)(
+                                h,
+                                HEADER.as_ptr(),
+                                -1,
+                                header.as_ptr().cast(),
+                                header.len() as isize,
+                            )
+                        } == api::ERR_NO_ERROR
+                }
+                Err(_) => false,
+            }
+        }
+        _ => false,
+    };
+    if len != 0 {
+        if !sealed {
+            // SAFETY: ours has len bytes. The plaintext copy is wiped.
+            unsafe { std::ptr::write_bytes(ours, 0, len) };
+        }
+        // SAFETY: m is live.
+        let freed = unsafe { private_flags(m) }.map(|f| f & RD_KAFKA_MSG_F_FREE != 0);
+        let swap = Swap {
+            original: msg.payload as usize,
+            ours: ours as usize,
+            len,
+            payload_freed_by_librdkafka: freed,
+        };
+        st.swaps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .insert(ours as usize, swap);
+        msg.payload = ours.cast();
+    }
+    if !sealed {
+        fail_closed(msg);
+    }
+}
+
+/// on_send cannot veto a message. Instead the message is pointed at a
+/// partition that cannot exist, so librdkafka's partitioner fails it
+/// (UNKNOWN_PARTITION, from produce() or in the delivery report) before it
+/// is ever queued for a broker; its payload is already zeros.
+fn fail_closed(msg: &mut Message) {
+    msg.partition = i32::MAX;
+}
+
+pub(crate) unsafe extern "C" fn on_acknowledgement(
+    _rk: *mut Kafka,
+    m: *mut Message,
+    ic_opaque: *mut c_void,
+) -> api::Err {
+    guard(api::ERR_NO_ERROR, || {
+        // SAFETY: registered by attach; m is the acknowledged message.
+        let (Some(st), Some(msg)) = (unsafe { state(ic_opaque) }, unsafe { m.as_mut() }) else {
+            return api::ERR_NO_ERROR;
+        };
+        let swap = st
+            .swaps
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .remove(&(msg.payload as usize));
+        if let Some(s) = swap {
+            // The delivery report sees the app's original payload.
+            msg.payload = s.original as *mut c_void;
+            // SAFETY: ours, from malloc in on_send, no longer referenced.
+            unsafe { scrub_free(s.ours as *mut u8, s.len) };
+        }
+        api::ERR_NO_ERROR
+    })
+}
+
+fn marker_key() -> &'static [u8; 32] {
+    static KEY: OnceLock<[u8; 32]> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let mut k = [0u8; 32];
+        rand_core::OsRng.fill_bytes(&mut k);
+        k
+    })
+}
+
+fn marker(topic: &str, m: &Message, value: &[u8]) -> [u8; 16] {
+    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(marker_key()) {
+        Ok(m) => m,
+        Err(_) => return [0; 16],
+    };
+    mac.update(&(topic.len() as u64).to_be_bytes());
+    mac.update(topic.as_bytes());
+    mac.update(&m.partition.to_be_bytes());
+    mac.update(&m.offset.to_be_bytes());
+    mac.update(value);
+    let full = mac.finalize().into_bytes();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(full.get(..16).unwrap_or(&[0; 16]));
+    out
+}
+
+unsafe fn header_value(api: &Api, h: *mut Headers, name: &CStr) -> Option<Vec<u8>> {
+    if h.is_null() {
+        return None;
+    }
+    let mut v: *const c_void = std::ptr::null();
+    let mut n: usize = 0;
+    // SAFETY: h is live; outputs written on success.
+    if unsafe { (api.header_get_last)(h, name.as_ptr(), &mut v, &mut n) } != api::ERR_NO_ERROR {
+        return None;
+    }
+    if v.is_null() {
+        return Some(Vec::new());
+    }
+    // SAFETY: v has n bytes while the list is unchanged; copied out.
+    Some(unsafe { std::slice::from_raw_parts(v.cast::<u8>(), n) }.to_vec())
+}
+
+pub(crate) unsafe extern "C" fn on_consume(
+    rk: *mut Kafka,
+    m: *mut Message,
+    ic_opaque: *mut c_void,
+) -> api::Err {
+    guard(api::ERR_NO_ERROR, || {
+        // SAFETY: registered by attach; m is the message about to reach the app.
+        let (Some(st), Some(msg)) = (unsafe { state(ic_opaque) }, unsafe { m.as_mut() }) else {
+            return api::ERR_NO_ERROR;
+        };
+        if msg.err != api::ERR_NO_ERROR {
+            return api::ERR_NO_ERROR;
+        }
+        // SAFETY: as above.
+        if let Err(reason) = unsafe { consume(st, m) } {
+            // SAFETY: as above.
+            unsafe { reject(st, rk, m, &reason) };
+        }
+        api::ERR_NO_ERROR
+    })
+}
+
+unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
+    let api = &*st.api;
+    // SAFETY: caller.
+    let msg = unsafe { &mut *m };
+    let Some(topic) = topic_of(api, msg) else {
+        return Ok(());
+    };
+    let Some(client) = st.client.get() else {
+        return Err("the plugin has no client state".into());
+    };
+    let Some(engine) = client.engine.as_ref() else {
+        return Err(client.broken.clone().unwrap_or_default());
+    };
+    if msg.payload.is_null() {
+        return Ok(()); // a tombstone is never encrypted
+    }
+    let mut h: *mut Headers = std::ptr::null_mut();
+    // SAFETY: m is live; h stays owned by the message.
+    if unsafe { (api.message_headers)(m, &mut h) } != api::ERR_NO_ERROR {
+        h = std::ptr::null_mut();
+    }
+    // SAFETY: h is the message's list or null.
+    let header = unsafe { header_value(api, h, HEADER) };
+    let len = msg.len;
+    let value: &mut [u8] = if len == 0 {
+        &mut []
+    } else {
+        // SAFETY: each message's slice of the fetch buffer is its own.
+        unsafe { std::slice::from_raw_parts_mut(msg.payload.cast::<u8>(), len) }
+    };
+    if header.is_none() {
+        // Second run for a message already decrypted here?
+        // SAFETY: h is the message's list or null.
+        if let Some(mark) = unsafe { header_value(api, h, OPENED) } {
+            if mark.as_slice() == marker(&topic, msg, value).as_slice() {
+                return Ok(());
+            }
+        }
+    }
+    let deadline = now_ms().saturating_add(client.wait_ms);
+    loop {
+        let generation = engine.key_generation();
+        match engine.open(&topic, header.as_deref(), binding(msg), value) {
+            Ok(Opened::Plaintext) => return Ok(()),
+            Ok(Opened::Decrypted) => {
+                let mark = marker(&topic, msg, value);
+                // SAFETY: h is the message's list (it held the header).
+                unsafe {
+                    (api.header_remove)(h, HEADER.as_ptr());
+                    (api.header_add)(h, OPENED.as_ptr(), -1, mark.as_ptr().cast(), 16);
+                }
+                return Ok(());
+            }
+            Err(Error::KeyUnavailable {
+                reason: KeyUnavailable::Pending,
+                ..
+            }) if now_ms() < deadline => {
+                let waited = client.keys.as_ref().is_some_and(|k| {
+                    k.wait_until(deadline, || engine.key_generation() != generation)
+                });
+                if !waited && now_ms() >= deadline {
+                    continue; // one last try, then fail below
+                }
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// A record that cannot be decrypted reaches the app as an error message
+/// with no ciphertext left in it, and is not committed past: librdkafka
+/// stores `offset + 1` of every message it hands out (it checks the op's
+/// error, not the one set here), so the message's offset is moved back by
+/// one for that store and the partition is sought back to the record, which
+/// is fetched (and waited for) again, as Java's consumer does with a
+/// record that fails to deserialize.
+unsafe fn reject(st: &ConfState, rk: *mut Kafka, m: *mut Message, reason: &str) {
+    let api = &*st.api;
+    // SAFETY: caller.
+    let msg = unsafe { &mut *m };
+    let offset = msg.offset;
+    let text = format!("kafka-e2ee: record at offset {offset} rejected: {reason}");
+    if !msg.payload.is_null() && msg.len > 0 {
+        // SAFETY: the message's own writable slice; zeroed, then the reason
+        // as a NUL-terminated string (rd_kafka_message_errstr reads it).
+        unsafe {
+            let p = msg.payload.cast::<u8>();
+            std::ptr::write_bytes(p, 0, msg.len);
+            let n = text.len().min(msg.len - 1);
+            std::ptr::copy_nonoverlapping(text.as_ptr(), p, n);
+        }
+    }
+    msg.err = api::ERR_VALUE_DESERIALIZATION;
+    if offset >= 0 && !msg.rkt.is_null() {
+        if let Some(topic) = topic_of(api, msg) {
+            if let Ok(ct) = std::ffi::CString::new(topic) {
+                // SAFETY: rk is the consuming client; list is ours.
+                unsafe {
+                    let list = (api.tpl_new)(1);
+                    let tp = (api.tpl_add)(list, ct.as_ptr(), msg.partition);
+                    if !tp.is_null() {
+                        (*tp).offset = offset;
+                    }
+                    let e = (api.seek_partitions)(rk, list, 0);
+                    if !e.is_null() {
+                        (api.error_destroy)(e);
+                    }
+                    (api.tpl_destroy)(list);
+                }
+            }
+        }
+        msg.offset = offset - 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn header_name_is_the_formats() {
+        assert_eq!(
+            super::HEADER.to_str(),
+            Ok(kafka_e2ee_core::format::HEADER_NAME)
+        );
+    }
+}
