@@ -106,6 +106,16 @@ def test_kcat_1000_records_round_trip_and_no_plaintext_on_disk(broker, creds):
     assert b"secret-value" not in plain.stdout
     sizes = [l.split(b" ")[0] for l in plain.stdout.split(b"\n") if l.split(b" ")[0].isdigit()]
     assert sizes.count(str(len(values[0])).encode()) >= 1000  # length-preserving
+    # The plugin created the control topic itself (admin API), with the
+    # settings of the shared contract, not the broker's auto-create defaults.
+    from confluent_kafka.admin import AdminClient, ConfigResource
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    md = admin.list_topics(timeout=10)
+    assert len(md.topics["_e2ee_control"].partitions) == 1
+    res = ConfigResource(ConfigResource.Type.TOPIC, "_e2ee_control")
+    cfg = admin.describe_configs([res])[res].result(timeout=10)
+    assert cfg["retention.ms"].value == "3600000"
+    assert cfg["cleanup.policy"].value == "delete"
 
 
 def test_bad_config_fails_client_creation_naming_the_property(broker, creds, tmp_path):

@@ -20,6 +20,12 @@ pub enum Headers {}
 pub enum KafkaError {}
 #[derive(Debug)]
 pub enum TopicConf {}
+#[derive(Debug)]
+pub enum NewTopic {}
+#[derive(Debug)]
+pub enum Queue {}
+#[derive(Debug)]
+pub enum Event {}
 
 pub type Err = c_int;
 pub const ERR_NO_ERROR: Err = 0;
@@ -196,6 +202,14 @@ api! {
     seek_partitions: "rd_kafka_seek_partitions" => unsafe extern "C" fn(*mut Kafka, *mut TopicPartitionList, c_int) -> *mut KafkaError,
     error_destroy: "rd_kafka_error_destroy" => unsafe extern "C" fn(*mut KafkaError),
     err2str: "rd_kafka_err2str" => unsafe extern "C" fn(Err) -> *const c_char,
+    new_topic_new: "rd_kafka_NewTopic_new" => unsafe extern "C" fn(*const c_char, c_int, c_int, *mut c_char, usize) -> *mut NewTopic,
+    new_topic_set_config: "rd_kafka_NewTopic_set_config" => unsafe extern "C" fn(*mut NewTopic, *const c_char, *const c_char) -> Err,
+    new_topic_destroy: "rd_kafka_NewTopic_destroy" => unsafe extern "C" fn(*mut NewTopic),
+    create_topics: "rd_kafka_CreateTopics" => unsafe extern "C" fn(*mut Kafka, *mut *mut NewTopic, usize, *const c_void, *mut Queue),
+    queue_new: "rd_kafka_queue_new" => unsafe extern "C" fn(*mut Kafka) -> *mut Queue,
+    queue_poll: "rd_kafka_queue_poll" => unsafe extern "C" fn(*mut Queue, c_int) -> *mut Event,
+    queue_destroy: "rd_kafka_queue_destroy" => unsafe extern "C" fn(*mut Queue),
+    event_destroy: "rd_kafka_event_destroy" => unsafe extern "C" fn(*mut Event),
 }
 
 /// One resolved table per loading library, kept for the life of the process

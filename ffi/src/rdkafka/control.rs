@@ -243,9 +243,46 @@ unsafe fn new_client(api: &Api, kind: c_int, conf: *mut Conf) -> Result<*mut Kaf
     Ok(rk)
 }
 
-/// Finds the control topic's partitions (the producer's metadata request
-/// auto-creates it where the broker allows) and assigns them all from their
-/// end offsets as of now.
+/// Creates the control topic if it is missing — one partition, one hour of
+/// retention, delete policy, the broker's default replication — through the
+/// admin API of the host's librdkafka (the same as the Java host does). An
+/// existing topic, or a cluster that refuses (no ACL), is not an error: the
+/// metadata loop below waits for the topic either way.
+unsafe fn create_control_topic(api: &Api, producer: *mut Kafka, topic: &CString) {
+    let mut err = [0 as std::ffi::c_char; 256];
+    // SAFETY: topic is NUL-terminated; err is a writable buffer.
+    let nt = unsafe { (api.new_topic_new)(topic.as_ptr(), 1, -1, err.as_mut_ptr(), err.len()) };
+    if nt.is_null() {
+        return;
+    }
+    for (k, v) in [("retention.ms", "3600000"), ("cleanup.policy", "delete")] {
+        let (Ok(k), Ok(v)) = (CString::new(k), CString::new(v)) else {
+            continue;
+        };
+        // SAFETY: nt is ours; strings are NUL-terminated and copied.
+        let _ = unsafe { (api.new_topic_set_config)(nt, k.as_ptr(), v.as_ptr()) };
+    }
+    // SAFETY: producer is live; the queue is ours until destroyed.
+    let queue = unsafe { (api.queue_new)(producer) };
+    if !queue.is_null() {
+        let mut topics = [nt];
+        // SAFETY: topics holds one live NewTopic; null options = defaults.
+        unsafe { (api.create_topics)(producer, topics.as_mut_ptr(), 1, std::ptr::null(), queue) };
+        // SAFETY: the result event, if any, is ours to destroy.
+        let ev = unsafe { (api.queue_poll)(queue, 10_000) };
+        if !ev.is_null() {
+            // SAFETY: as above.
+            unsafe { (api.event_destroy)(ev) };
+        }
+        // SAFETY: ours.
+        unsafe { (api.queue_destroy)(queue) };
+    }
+    // SAFETY: ours (CreateTopics copied what it needed).
+    unsafe { (api.new_topic_destroy)(nt) };
+}
+
+/// Finds the control topic's partitions (creating the topic first if it is
+/// missing) and assigns them all from their end offsets as of now.
 unsafe fn assign_from_end(
     api: &Api,
     producer: *mut Kafka,
@@ -330,6 +367,10 @@ unsafe fn run(h: &Handles, engine: &Engine, stop: &AtomicBool, keys: &KeySignal,
         }
     };
     let ctopic = CString::new(topic).unwrap_or_default();
+    // Before the topic handle exists, so the producer's metadata requests do
+    // not auto-create it with the broker's defaults first.
+    // SAFETY: producer is live.
+    unsafe { create_control_topic(api, producer, &ctopic) };
     // SAFETY: producer is live.
     let rkt = unsafe { (api.topic_new)(producer, ctopic.as_ptr(), std::ptr::null_mut()) };
     // SAFETY: all live.
