@@ -3,3 +3,4 @@
 
 pub mod c_api;
 pub mod host;
+pub mod jni;
