@@ -195,7 +195,9 @@ impl Sim {
             {
                 let at = T0 + sim.rng.next_u64() % (sim.p.duration_ms / 2).max(1);
                 // Some producers never come back: other holders must serve their keys.
-                let back = if sim.nodes[i].kind == Kind::Producer && sim.rng.next_u64().is_multiple_of(2) {
+                let back = if sim.nodes[i].kind == Kind::Producer
+                    && sim.rng.next_u64().is_multiple_of(2)
+                {
                     None
                 } else {
                     Some(at + SEC + sim.rng.next_u64() % (30 * SEC))
