@@ -38,12 +38,12 @@ public final class E2eeConfig extends AbstractConfig {
             KEY_WAIT_MS, STATE_DIR, CONTROL_TOPIC);
 
     public static final ConfigDef CONFIG_DEF = new ConfigDef()
-            .define(CREDENTIAL, Type.STRING, "", new ReadableFile(
+            .define(CREDENTIAL, Type.STRING, null, new ReadableFile(
                             "this client's credential file (kafka-e2ee credential issue ... --out FILE)"),
                     Importance.HIGH,
                     "Path of this client's credential file, issued by the authority with `kafka-e2ee "
                             + "credential issue`. It names the topics the client may produce and consume. Required.")
-            .define(TRUST, Type.STRING, "", new ReadableFile(
+            .define(TRUST, Type.STRING, null, new ReadableFile(
                             "the trust file of your authority (kafka-e2ee authority init writes DIR/trust)"),
                     Importance.HIGH,
                     "Path of the trust file (`kafka-e2ee authority init` writes one): the authority whose "
@@ -85,9 +85,18 @@ public final class E2eeConfig extends AbstractConfig {
 
     public E2eeConfig(Map<?, ?> originals) {
         super(CONFIG_DEF, checkNames(originals), false);
+        requirePath(CREDENTIAL, "this client's credential file (kafka-e2ee credential issue ... --out FILE)");
+        requirePath(TRUST, "the trust file of your authority (kafka-e2ee authority init writes DIR/trust)");
         if (getLong(KEY_RETENTION_MS) < getLong(KEY_ROTATION_MS)) {
             throw new ConfigException(KEY_RETENTION_MS, getLong(KEY_RETENTION_MS),
                     "must be at least " + KEY_ROTATION_MS + " (" + getLong(KEY_ROTATION_MS) + ")");
+        }
+    }
+
+    private void requirePath(String name, String what) {
+        String v = getString(name);
+        if (v == null || v.trim().isEmpty()) {
+            throw new ConfigException(name + " is required: set it to the path of " + what);
         }
     }
 
@@ -146,7 +155,10 @@ public final class E2eeConfig extends AbstractConfig {
 
         @Override
         public void ensureValid(String name, Object value) {
-            String path = value == null ? "" : String.valueOf(value).trim();
+            if (value == null) {
+                return; // unset: the E2eeConfig constructor says it is required
+            }
+            String path = String.valueOf(value).trim();
             if (path.isEmpty()) {
                 throw new ConfigException(name + " is required: set it to the path of " + what);
             }
