@@ -373,3 +373,85 @@ def test_bad_configuration_fails_construction_naming_the_property(built, kafka, 
     assert r.returncode != 0
     assert "Failed to construct kafka producer" in r.stderr
     assert expect in r.stderr, r.stderr[-3000:]
+
+
+def test_two_producers_two_groups_with_members_joining_and_leaving_under_key_rotation(
+    built, kafka, creds, tmp_path
+):
+    """e2ee.key.rotation.ms=2000 while two producers write for ~15 s; group A
+    (classic protocol, one member) and group B (consumer protocol, three
+    members that join and leave) each receive every record, exactly as
+    produced."""
+    import time
+
+    topic, n, interval = "rotating-orders", 500, 30
+    kafka.create_topic(topic, partitions=6)
+    prefixes = [prefix(), prefix()]
+    want = {f"{p}-{i:05d}-\u00e9\u4e2d" for p in prefixes for i in range(n)}
+
+    def consumer_props(name, group, protocol):
+        return props(tmp_path / f"{name}.properties", kafka.bootstrap, **e2ee(creds, "reader"),
+                     key_deserializer=STRING_DE, value_deserializer="dev.kafkae2ee.DecryptingDeserializer",
+                     e2ee_inner_value_deserializer=STRING_DE, group_id=group, group_protocol=protocol,
+                     auto_offset_reset="earliest", enable_auto_commit="false")
+
+    def member(name, group, protocol):
+        out = tmp_path / f"{name}.out"
+        return Running(built, "dev.kafkae2ee.it.E2eeApp", "member", str(consumer_props(name, group, protocol)),
+                       topic, str(out)), out
+
+    def received(files):
+        got = []
+        for f in files:
+            if f.exists():
+                got += f.read_text(encoding="utf-8").splitlines()
+        return got
+
+    prod = props(tmp_path / "p.properties", kafka.bootstrap, **e2ee(creds, "writer"), e2ee_key_rotation_ms=2000,
+                 key_serializer=STRING_SER, value_serializer="dev.kafkae2ee.EncryptingSerializer",
+                 e2ee_inner_value_serializer=STRING_SER)
+    procs = []
+    try:
+        a, a_out = member("a1", "group-a", "classic")
+        b1, b1_out = member("b1", "group-b", "consumer")
+        procs += [a, b1]
+        producers = [Running(built, "dev.kafkae2ee.it.E2eeApp", "paced", str(prod), topic, p, str(n), str(interval))
+                     for p in prefixes]
+        procs += producers
+        time.sleep(3)
+        b2, b2_out = member("b2", "group-b", "consumer")
+        procs.append(b2)
+        time.sleep(3)
+        b3, b3_out = member("b3", "group-b", "consumer")
+        procs.append(b3)
+        time.sleep(3)
+        assert b2.close().returncode == 0  # leaves mid-run
+        time.sleep(3)
+        assert b3.close().returncode == 0
+        for p in producers:
+            p.wait_line("SENT", timeout=120)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if want <= set(received([a_out])) and want <= set(received([b1_out, b2_out, b3_out])):
+                break
+            time.sleep(0.5)
+        for proc in [a, b1]:
+            done = proc.close()
+            assert done.returncode == 0, done.stdout + done.stderr
+        for p in producers:
+            done = p.close()
+            assert "SEND-FAILED" not in done.stdout, done.stdout
+        got_a, got_b = received([a_out]), received([b1_out, b2_out, b3_out])
+        assert set(got_a) == want, f"group A: missing {len(want - set(got_a))}, extra {set(got_a) - want}"
+        assert set(got_b) == want, f"group B: missing {len(want - set(got_b))}, extra {set(got_b) - want}"
+        assert len(got_a) == len(want), "group A has duplicates"  # one member, no rebalance after start
+    finally:
+        for proc in procs:
+            proc.__exit__(None, None, None)
+    assert_no_plaintext(kafka, sorted(want), topic)
+    # The keys did rotate: the e2ee headers on disk name several epochs per producer.
+    epochs = {}
+    for producer, epoch in re.findall(rb"e2ee\x44\x01[\x00-\x03](.{8})(.{4})", segments(kafka, topic), re.S):
+        epochs.setdefault(producer, set()).add(epoch)
+    assert len(epochs) == 2 and all(len(e) >= 4 for e in epochs.values()), {
+        k.hex(): len(v) for k, v in epochs.items()}

@@ -24,6 +24,9 @@ import org.apache.kafka.common.errors.RecordDeserializationException;
  *   produce PROPS TOPIC PREFIX COUNT TYPE     TYPE: json | string | bytes; after SENT, keeps
  *                                             running (serving its keys) until stdin closes
  *   consume PROPS TOPIC COUNT TIMEOUT_MS TYPE prints one value per line
+ *   paced PROPS TOPIC PREFIX COUNT INTERVAL_MS  produce string values at a pace, then hold
+ *   member PROPS TOPIC OUTFILE                 a group member: appends each value to OUTFILE,
+ *                                              commits after each poll, leaves when stdin closes
  * </pre>
  *
  * Exit codes: 0 ok, 3 a send failed (SEND-FAILED line), 4 poll threw
@@ -42,6 +45,12 @@ public final class E2eeApp {
                 break;
             case "consume":
                 System.exit(consume(props, args[2], Integer.parseInt(args[3]), Long.parseLong(args[4]), args[5]));
+                break;
+            case "paced":
+                System.exit(paced(props, args[2], args[3], Integer.parseInt(args[4]), Long.parseLong(args[5])));
+                break;
+            case "member":
+                System.exit(member(props, args[2], args[3]));
                 break;
             default:
                 throw new IllegalArgumentException("unknown command " + args[0]);
@@ -127,6 +136,66 @@ public final class E2eeApp {
         }
         System.out.flush();
         return got < count ? 5 : 0;
+    }
+
+    private static void holdUntilStdinCloses() {
+        try {
+            while (System.in.read() >= 0) {
+                // until EOF
+            }
+        } catch (IOException e) {
+            // stdin gone: done
+        }
+    }
+
+    private static int paced(Properties props, String topic, String prefix, int count, long intervalMs)
+            throws InterruptedException {
+        try (KafkaProducer<String, Object> producer = new KafkaProducer<>(props)) {
+            for (int i = 0; i < count; i++) {
+                producer.send(new ProducerRecord<>(topic, "key-" + i, value(prefix, i, "string")), (md, e) -> {
+                    if (e != null) {
+                        System.out.println("SEND-FAILED " + chain(e));
+                    }
+                });
+                Thread.sleep(intervalMs);
+            }
+            producer.flush();
+            System.out.println("SENT " + count);
+            System.out.flush();
+            holdUntilStdinCloses();
+        }
+        return 0;
+    }
+
+    private static int member(Properties props, String topic, String outFile) throws Exception {
+        java.util.concurrent.atomic.AtomicBoolean stop = new java.util.concurrent.atomic.AtomicBoolean();
+        Thread watcher = new Thread(() -> {
+            holdUntilStdinCloses();
+            stop.set(true);
+        });
+        watcher.setDaemon(true);
+        watcher.start();
+        try (KafkaConsumer<String, Object> consumer = new KafkaConsumer<>(props);
+                java.io.PrintStream out = new java.io.PrintStream(
+                        new java.io.FileOutputStream(outFile, true), true, StandardCharsets.UTF_8)) {
+            consumer.subscribe(List.of(topic));
+            while (!stop.get()) {
+                try {
+                    var records = consumer.poll(Duration.ofMillis(200));
+                    for (ConsumerRecord<String, Object> r : records) {
+                        out.println(show(r.value()));
+                    }
+                    if (!records.isEmpty()) {
+                        consumer.commitSync();
+                    }
+                } catch (RecordDeserializationException e) {
+                    System.out.println("DESERIALIZATION-FAILED partition=" + e.topicPartition().partition()
+                            + " offset=" + e.offset() + " " + chain(e));
+                    return 4;
+                }
+            }
+        }
+        return 0;
     }
 
     private static String chain(Throwable t) {
