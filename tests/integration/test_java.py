@@ -455,3 +455,35 @@ def test_two_producers_two_groups_with_members_joining_and_leaving_under_key_rot
         epochs.setdefault(producer, set()).add(epoch)
     assert len(epochs) == 2 and all(len(e) >= 4 for e in epochs.values()), {
         k.hex(): len(v) for k, v in epochs.items()}
+
+
+@pytest.mark.parametrize("clients", ["4.0.0", "4.4.0"])
+def test_oldest_and_newest_kafka_clients(built, kafka, creds, tmp_path, clients):
+    """The jar is built against kafka-clients 4.4.0; the oldest version it
+    claims, 4.0.0, runs the serde wrappers and both interceptors too."""
+    jar = Path.home() / ".m2/repository/org/apache/kafka/kafka-clients" / clients / f"kafka-clients-{clients}.jar"
+    if not jar.exists():
+        subprocess.run(["mvn", "-B", "-q", "dependency:get", f"-Dartifact=org.apache.kafka:kafka-clients:{clients}"],
+                       check=True, capture_output=True)
+    cp = ":".join(str(jar) if re.search(r"/kafka-clients-[^/]*\.jar$", e) else e for e in built.split(":"))
+    assert str(jar) in cp.split(":")
+    topic, p, n = f"clients-{clients}", prefix(), 100
+    kafka.create_topic(topic)
+    prod = props(tmp_path / "p.properties", kafka.bootstrap, **e2ee(creds, "writer"),
+                 key_serializer=STRING_SER, value_serializer="dev.kafkae2ee.EncryptingSerializer",
+                 e2ee_inner_value_serializer=STRING_SER)
+    cons = props(tmp_path / "c.properties", kafka.bootstrap, **e2ee(creds, "reader"),
+                 key_deserializer=STRING_DE, value_deserializer="dev.kafkae2ee.DecryptingDeserializer",
+                 e2ee_inner_value_deserializer=STRING_DE, group_id="g-serde", auto_offset_reset="earliest")
+    cons_i = props(tmp_path / "ci.properties", kafka.bootstrap, **e2ee(creds, "reader"),
+                   interceptor_classes="dev.kafkae2ee.E2eeConsumerInterceptor", key_deserializer=STRING_DE,
+                   value_deserializer="org.apache.kafka.common.serialization.ByteArrayDeserializer",
+                   group_id="g-interceptor", auto_offset_reset="earliest")
+    want = sorted(f"{p}-{i:05d}-\u00e9\u4e2d" for i in range(n))
+    with producing(cp, prod, topic, p, n, "string") as producer:
+        for c, type in [(cons, "string"), (cons_i, "bytes")]:
+            r = app(cp, "consume", str(c), topic, str(n), "60000", type)
+            assert r.returncode == 0, r.stdout + r.stderr
+            assert sorted(r.stdout.splitlines()) == want
+        assert producer.close().returncode == 0
+    assert_no_plaintext(kafka, want, topic)
