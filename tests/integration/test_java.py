@@ -197,6 +197,10 @@ def test_serde_json_round_trip_and_broker_holds_only_ciphertext(built, kafka, cr
         r = app(built, "consume", str(cons), topic, str(n), "60000", "json")
         assert r.returncode == 0, r.stdout + r.stderr
         assert producer.close().returncode == 0
+    # Metrics are visible over JMX (read in the consumer's JVM just before it closed).
+    metrics = dict(re.findall(r"^METRIC ([\w-]+)=(\d+)$", r.stderr, re.M))
+    assert int(metrics["records-opened"]) == n and int(metrics["keys-received"]) >= 1, r.stderr[-2000:]
+    assert "CONTROL-THREADS 0" in r.stderr  # shut down with the last client
     got = sorted(r.stdout.split())
     want = sorted(f'{{"id":{i},"note":"{p}-{i:05d}"}}' for i in range(n))
     assert got == want
@@ -457,10 +461,11 @@ def test_two_producers_two_groups_with_members_joining_and_leaving_under_key_rot
         k.hex(): len(v) for k, v in epochs.items()}
 
 
-@pytest.mark.parametrize("clients", ["4.0.0", "4.4.0"])
-def test_oldest_and_newest_kafka_clients(built, kafka, creds, tmp_path, clients):
+@pytest.mark.parametrize("clients", ["3.0.0", "3.9.1", "4.0.0", "4.4.0"])
+def test_kafka_clients_versions(built, kafka, creds, tmp_path, clients):
     """The jar is built against kafka-clients 4.4.0; the oldest version it
-    claims, 4.0.0, runs the serde wrappers and both interceptors too."""
+    claims, 3.0.0, the newest 3.x and the first 4.x run the serde wrappers and
+    the consumer interceptor too (fetched from Maven Central when missing)."""
     jar = Path.home() / ".m2/repository/org/apache/kafka/kafka-clients" / clients / f"kafka-clients-{clients}.jar"
     if not jar.exists():
         subprocess.run(["mvn", "-B", "-q", "dependency:get", f"-Dartifact=org.apache.kafka:kafka-clients:{clients}"],

@@ -47,7 +47,7 @@ public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> 
     public ConsumerRecords<K, V> onConsume(ConsumerRecords<K, V> records) {
         Map<TopicPartition, OffsetAndMetadata> next = Map.of();
         try {
-            next = records.nextOffsets();
+            next = Batches.nextOffsets(records);
             Map<TopicPartition, List<ConsumerRecord<K, V>>> out = new HashMap<>();
             Set<String> keysGivenUp = new HashSet<>();
             for (TopicPartition tp : records.partitions()) {
@@ -60,7 +60,7 @@ public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> 
                 }
                 out.put(tp, kept);
             }
-            return new ConsumerRecords<>(out, next);
+            return Batches.of(out, next);
         } catch (Throwable t) {
             // Never return the input: it holds ciphertext.
             try {
@@ -69,7 +69,11 @@ public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> 
             } catch (Throwable ignored) {
                 // nothing more to do
             }
-            return new ConsumerRecords<>(Map.of(), next);
+            try {
+                return Batches.of(Map.of(), next);
+            } catch (Throwable impossible) {
+                return ConsumerRecords.empty(); // loses nextOffsets, never leaks
+            }
         }
     }
 

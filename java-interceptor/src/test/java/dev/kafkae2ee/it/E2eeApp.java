@@ -133,9 +133,30 @@ public final class E2eeApp {
                     return 4;
                 }
             }
+            printMetrics(); // while the consumer (and its engine) is open
         }
+        // The last client closed: the engine's control thread is gone.
+        long control = Thread.getAllStackTraces().keySet().stream()
+                .filter(t -> t.isAlive() && t.getName().startsWith("kafka-e2ee-control-"))
+                .count();
+        System.err.println("CONTROL-THREADS " + control);
         System.out.flush();
         return got < count ? 5 : 0;
+    }
+
+    /** kafka-e2ee's metrics as JMX shows them, on stderr: "METRIC name=value". */
+    private static void printMetrics() {
+        try {
+            javax.management.MBeanServer jmx = java.lang.management.ManagementFactory.getPlatformMBeanServer();
+            for (javax.management.ObjectName n : jmx.queryNames(
+                    new javax.management.ObjectName("kafka.e2ee:type=e2ee-metrics,*"), null)) {
+                for (String a : new String[] {"records-opened", "keys-received", "consumer-key-waits"}) {
+                    System.err.println("METRIC " + a + "=" + jmx.getAttribute(n, a));
+                }
+            }
+        } catch (Exception e) {
+            System.err.println("METRIC unavailable: " + e);
+        }
     }
 
     private static void holdUntilStdinCloses() {
