@@ -492,3 +492,50 @@ def test_kafka_clients_versions(built, kafka, creds, tmp_path, clients):
             assert sorted(r.stdout.splitlines()) == want
         assert producer.close().returncode == 0
     assert_no_plaintext(kafka, want, topic)
+
+
+@pytest.mark.parametrize("path", ["serde", "interceptor"])
+def test_tombstones_and_empty_values_round_trip(built, kafka, creds, tmp_path, path):
+    topic, p, n = f"edge-{path}", prefix(), 30
+    if path == "serde":
+        prod_kv = dict(value_serializer="dev.kafkae2ee.EncryptingSerializer", e2ee_inner_value_serializer=STRING_SER)
+        cons_kv = dict(value_deserializer="dev.kafkae2ee.DecryptingDeserializer",
+                       e2ee_inner_value_deserializer=STRING_DE)
+        type = "edge-string"
+    else:
+        prod_kv = dict(interceptor_classes="dev.kafkae2ee.E2eeProducerInterceptor",
+                       value_serializer="org.apache.kafka.common.serialization.ByteArraySerializer")
+        cons_kv = dict(interceptor_classes="dev.kafkae2ee.E2eeConsumerInterceptor",
+                       value_deserializer="org.apache.kafka.common.serialization.ByteArrayDeserializer")
+        type = "edge-bytes"
+    prod = props(tmp_path / "p.properties", kafka.bootstrap, **e2ee(creds, "writer"), key_serializer=STRING_SER,
+                 **prod_kv)
+    cons = props(tmp_path / "c.properties", kafka.bootstrap, **e2ee(creds, "reader"), key_deserializer=STRING_DE,
+                 group_id="g-edge", auto_offset_reset="earliest", **cons_kv)
+    with producing(built, prod, topic, p, n, type) as producer:
+        r = app(built, "consume", str(cons), topic, str(n), "60000", type)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert producer.close().returncode == 0
+    want = ["null" if i % 3 == 0 else "" if i % 3 == 1 else f"{p}-{i:05d}" for i in range(n)]
+    assert r.stdout.split("\n")[:-1] == want
+    assert "dropped" not in r.stderr
+
+
+def test_a_key_that_never_comes_fails_the_record_after_key_wait_ms(built, kafka, creds, tmp_path):
+    import time
+
+    topic, p = "orphaned-orders", prefix()
+    prod = props(tmp_path / "p.properties", kafka.bootstrap, **e2ee(creds, "writer"), key_serializer=STRING_SER,
+                 value_serializer="dev.kafkae2ee.EncryptingSerializer", e2ee_inner_value_serializer=STRING_SER)
+    with producing(built, prod, topic, p, 2, "string") as producer:
+        assert producer.close().returncode == 0  # gone: nobody holds the key any more
+    cons = props(tmp_path / "c.properties", kafka.bootstrap, **e2ee(creds, "reader"), key_deserializer=STRING_DE,
+                 value_deserializer="dev.kafkae2ee.DecryptingDeserializer", e2ee_inner_value_deserializer=STRING_DE,
+                 group_id="g-orphan", auto_offset_reset="earliest", e2ee_key_wait_ms=3000)
+    t0 = time.monotonic()
+    r = app(built, "consume", str(cons), topic, "2", "60000", "string")
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert "DESERIALIZATION-FAILED partition=0 offset=0" in r.stdout
+    assert "KEY_PENDING" in r.stdout and "e2ee.key.wait.ms=3000" in r.stdout
+    assert p not in r.stdout
+    assert time.monotonic() - t0 < 30

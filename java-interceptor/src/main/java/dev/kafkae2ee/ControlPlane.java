@@ -158,41 +158,56 @@ final class ControlPlane implements AutoCloseable {
 
     private void loop(KafkaConsumer<byte[], byte[]> c, KafkaProducer<byte[], byte[]> producer) {
         while (running) {
-            long wait = Math.max(0, Math.min(MAX_POLL_MS, engine.pollTimeout() - System.currentTimeMillis()));
-            long generation = engine.keyGeneration();
             try {
-                for (ConsumerRecord<byte[], byte[]> r : c.poll(Duration.ofMillis(wait))) {
-                    if (r.value() == null) {
-                        continue;
-                    }
-                    String rejected = engine.handleControl(System.currentTimeMillis(), r.value());
-                    if (rejected != null) {
-                        log.debug("control message at {}-{}@{} rejected: {}", r.topic(), r.partition(),
-                                r.offset(), rejected);
-                    }
-                }
+                step(c, producer);
             } catch (WakeupException e) {
-                // nudged: fall through to the transmit queue
+                // nudged outside poll: go round again
+            } catch (RuntimeException e) {
+                if (!running) {
+                    return;
+                }
+                // One bad round (a broker hiccup, a producer error) must not end key exchange.
+                log.warn("kafka-e2ee control plane: {}; continuing", e.toString());
+                sleep(MAX_POLL_MS);
             }
-            long now = System.currentTimeMillis();
-            if (now >= engine.pollTimeout()) {
-                String problem = engine.handleTimeout(now);
-                if (problem != null) {
-                    log.warn("kafka-e2ee engine timer: {}", problem);
+        }
+    }
+
+    private void step(KafkaConsumer<byte[], byte[]> c, KafkaProducer<byte[], byte[]> producer) {
+        long wait = Math.max(0, Math.min(MAX_POLL_MS, engine.pollTimeout() - System.currentTimeMillis()));
+        long generation = engine.keyGeneration();
+        try {
+            for (ConsumerRecord<byte[], byte[]> r : c.poll(Duration.ofMillis(wait))) {
+                if (r.value() == null) {
+                    continue;
+                }
+                String rejected = engine.handleControl(System.currentTimeMillis(), r.value());
+                if (rejected != null) {
+                    log.debug("control message at {}-{}@{} rejected: {}", r.topic(), r.partition(), r.offset(),
+                            rejected);
                 }
             }
-            byte[][] message;
-            while ((message = engine.pollTransmit()) != null) {
-                producer.send(new ProducerRecord<>(topic, message[0], message[1]), (md, e) -> {
-                    if (e != null) {
-                        metrics.controlSendFailed();
-                        log.warn("kafka-e2ee control message not delivered to {}: {}", topic, e.toString());
-                    }
-                });
+        } catch (WakeupException e) {
+            // nudged: fall through to the transmit queue
+        }
+        long now = System.currentTimeMillis();
+        if (now >= engine.pollTimeout()) {
+            String problem = engine.handleTimeout(now);
+            if (problem != null) {
+                log.warn("kafka-e2ee engine timer: {}", problem);
             }
-            if (engine.keyGeneration() != generation) {
-                engine.signalKeyArrival();
-            }
+        }
+        byte[][] message;
+        while ((message = engine.pollTransmit()) != null) {
+            producer.send(new ProducerRecord<>(topic, message[0], message[1]), (md, e) -> {
+                if (e != null) {
+                    metrics.controlSendFailed();
+                    log.warn("kafka-e2ee control message not delivered to {}: {}", topic, e.toString());
+                }
+            });
+        }
+        if (engine.keyGeneration() != generation) {
+            engine.signalKeyArrival();
         }
     }
 

@@ -75,6 +75,11 @@ public final class E2eeApp {
                 return node;
             case "string":
                 return text + "-\u00e9\u4e2d"; // non-ASCII survives the round trip
+            case "edge-string":
+            case "edge-bytes":
+                // tombstones, empty values and ordinary ones
+                String v = i % 3 == 0 ? null : i % 3 == 1 ? "" : text;
+                return v == null || type.equals("edge-string") ? v : v.getBytes(StandardCharsets.UTF_8);
             default:
                 return text.getBytes(StandardCharsets.UTF_8);
         }
