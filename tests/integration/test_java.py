@@ -491,7 +491,13 @@ def test_kafka_clients_versions(built, kafka, creds, tmp_path, clients):
             assert r.returncode == 0, r.stdout + r.stderr
             assert sorted(r.stdout.splitlines()) == want
         assert producer.close().returncode == 0
-    assert_no_plaintext(kafka, want, topic)
+    # The producer interceptor's refusal fails the send on this version too.
+    refused = props(tmp_path / "r.properties", kafka.bootstrap, **e2ee(creds, "noproduce"),
+                    interceptor_classes="dev.kafkae2ee.E2eeProducerInterceptor", key_serializer=STRING_SER,
+                    value_serializer="org.apache.kafka.common.serialization.ByteArraySerializer")
+    r = app(cp, "produce", str(refused), topic, p + "-refused", "1", "bytes")
+    assert r.returncode == 3 and "SerializationException" in r.stdout, r.stdout + r.stderr
+    assert_no_plaintext(kafka, want + [p + "-refused"])
 
 
 @pytest.mark.parametrize("path", ["serde", "interceptor"])
