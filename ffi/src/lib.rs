@@ -3,6 +3,7 @@
 
 pub mod c_api;
 pub mod host;
+pub mod jni;
 /// The librdkafka plugin (`conf_init`): not part of the C ABI header.
 /// cbindgen:ignore
 pub mod rdkafka;

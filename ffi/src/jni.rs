@@ -1,0 +1,503 @@
+//! The JNI exports behind `dev.kafkae2ee.Engine` (java-interceptor/).
+//!
+//! Conventions (after zstd-jni and libsignal):
+//! - An engine is an opaque `long`: the raw pointer of an `Arc<Engine>`. The
+//!   Java `Engine` object owns it and refuses to close it while a call is in
+//!   flight, so every entry may borrow it for the duration of the call.
+//! - Java validates arguments; the natives stay a few lines each.
+//! - Every entry runs inside [`entry`], which catches panics and turns every
+//!   error into one Java exception type, `dev.kafkae2ee.E2eeException`, with
+//!   a kind code (the `KIND_*` constants mirror `E2eeException.Kind`).
+//! - `seal` and `open` work in place on the Java `byte[]` the caller owns,
+//!   pinned with `GetPrimitiveArrayCritical` (no copy on HotSpot).
+//! - No message carries key material, plaintext or ciphertext.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use jni::objects::{JByteArray, JClass, JObject, JObjectArray, JString, JValue, ReleaseMode};
+use jni::sys::{jboolean, jbyteArray, jint, jlong, jlongArray, jobjectArray, jstring};
+use jni::JNIEnv;
+use kafka_e2ee_core::format::{KeyBinding, KeyId, RecordHeader};
+use kafka_e2ee_core::{Engine, Error, KeyUnavailable, Opened};
+
+use crate::host::{self, ConfigError, HostConfig};
+
+const EXCEPTION: &str = "dev/kafkae2ee/E2eeException";
+
+// Kinds of E2eeException; the same numbers as E2eeException.Kind.
+const KIND_INTERNAL: jint = 0;
+const KIND_CONFIG: jint = 1;
+const KIND_KEY_PENDING: jint = 2;
+const KIND_KEY_EXPIRED: jint = 3;
+const KIND_KEY_REFUSED: jint = 4;
+const KIND_KEY_UNKNOWN: jint = 5;
+const KIND_MISSING_HEADER: jint = 6;
+const KIND_NOT_AUTHORIZED: jint = 7;
+const KIND_BAD_RECORD: jint = 8;
+const KIND_NO_SEALING_KEY: jint = 9;
+const KIND_STORAGE: jint = 10;
+const KIND_CONTROL: jint = 11;
+
+// Record-key binding codes (E2eeException-independent; see Engine.java).
+const BIND_UNBOUND: jint = 0;
+const BIND_NULL: jint = 1;
+const BIND_BYTES: jint = 2;
+
+/// What an entry reports to Java.
+enum Failure {
+    /// A Java exception is already pending (a JNI call failed); leave it.
+    Pending,
+    /// Throw `E2eeException(kind, property, message)`.
+    Throw {
+        kind: jint,
+        property: Option<String>,
+        message: String,
+    },
+}
+
+impl Failure {
+    fn new(kind: jint, message: impl Into<String>) -> Failure {
+        Failure::Throw {
+            kind,
+            property: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<jni::errors::Error> for Failure {
+    fn from(e: jni::errors::Error) -> Failure {
+        match e {
+            jni::errors::Error::JavaException => Failure::Pending,
+            other => Failure::new(KIND_INTERNAL, format!("JNI call failed: {other}")),
+        }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Failure {
+        Failure::Throw {
+            kind: KIND_CONFIG,
+            property: Some(e.property),
+            message: e.message,
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        let kind = match &e {
+            Error::KeyUnavailable { reason, .. } => match reason {
+                KeyUnavailable::Pending => KIND_KEY_PENDING,
+                KeyUnavailable::Expired => KIND_KEY_EXPIRED,
+                KeyUnavailable::Refused => KIND_KEY_REFUSED,
+                _ => KIND_KEY_UNKNOWN,
+            },
+            Error::MissingHeader { .. } => KIND_MISSING_HEADER,
+            Error::NotAuthorized { .. } => KIND_NOT_AUTHORIZED,
+            Error::Format(_) => KIND_BAD_RECORD,
+            Error::NoSealingKey => KIND_NO_SEALING_KEY,
+            Error::Storage(_) => KIND_STORAGE,
+            Error::Control(_) => KIND_CONTROL,
+            Error::Config(_) => KIND_CONFIG,
+            _ => KIND_INTERNAL,
+        };
+        Failure::new(kind, e.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, Failure>;
+
+/// The one wrapper of every JNI entry: runs `f`, catches a panic, and turns
+/// a failure into a pending `E2eeException`; then returns `R::default()`
+/// (which Java never sees, as an exception is pending).
+fn entry<'l, R: Default>(env: &mut JNIEnv<'l>, f: impl FnOnce(&mut JNIEnv<'l>) -> Result<R>) -> R {
+    let outcome = catch_unwind(AssertUnwindSafe(|| f(env)));
+    let failure = match outcome {
+        Ok(Ok(value)) => return value,
+        Ok(Err(failure)) => failure,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Failure::new(
+                KIND_INTERNAL,
+                format!("internal error in libkafka_e2ee (a bug; please report it): {what}"),
+            )
+        }
+    };
+    if let Failure::Throw {
+        kind,
+        property,
+        message,
+    } = failure
+    {
+        throw(env, kind, property.as_deref(), &message);
+    }
+    R::default()
+}
+
+fn throw(env: &mut JNIEnv<'_>, kind: jint, property: Option<&str>, message: &str) {
+    if env.exception_check().unwrap_or(true) {
+        return;
+    }
+    let made = (|| -> jni::errors::Result<()> {
+        let property = match property {
+            Some(p) => JObject::from(env.new_string(p)?),
+            None => JObject::null(),
+        };
+        let message = JObject::from(env.new_string(message)?);
+        let exception = env.new_object(
+            EXCEPTION,
+            "(ILjava/lang/String;Ljava/lang/String;)V",
+            &[
+                JValue::Int(kind),
+                JValue::Object(&property),
+                JValue::Object(&message),
+            ],
+        )?;
+        env.throw(jni::objects::JThrowable::from(exception))
+    })();
+    if made.is_err() && !env.exception_check().unwrap_or(true) {
+        // The exception class itself is unusable; fall back to a JDK class.
+        let _ = env.throw_new("java/lang/IllegalStateException", message);
+    }
+}
+
+/// Borrows the engine behind a handle. Java keeps the handle alive for the
+/// duration of every call (Engine.java refuses close while in use).
+fn engine<'a>(handle: jlong) -> Result<&'a Engine> {
+    if handle == 0 {
+        return Err(Failure::new(KIND_INTERNAL, "the engine is closed"));
+    }
+    // SAFETY: a non-zero handle is a pointer from Arc::into_raw in create0
+    // whose strong count destroy0 has not yet released (Engine.java's
+    // in-use guard orders every call before destroy0).
+    Ok(unsafe { &*(handle as *const Engine) })
+}
+
+fn string(env: &mut JNIEnv<'_>, s: &JString<'_>) -> Result<String> {
+    if s.is_null() {
+        return Err(Failure::new(KIND_INTERNAL, "a required string is null"));
+    }
+    Ok(env.get_string(s)?.into())
+}
+
+fn binding_bytes(
+    env: &mut JNIEnv<'_>,
+    binding: jint,
+    key: &JByteArray<'_>,
+) -> Result<Option<Vec<u8>>> {
+    match binding {
+        BIND_UNBOUND | BIND_NULL => Ok(None),
+        BIND_BYTES if !key.is_null() => Ok(Some(env.convert_byte_array(key)?)),
+        _ => Err(Failure::new(KIND_INTERNAL, "invalid record-key binding")),
+    }
+}
+
+fn key_binding(binding: jint, key: Option<&[u8]>) -> KeyBinding<'_> {
+    match (binding, key) {
+        (BIND_NULL, _) => KeyBinding::Null,
+        (_, Some(bytes)) => KeyBinding::Bytes(bytes),
+        _ => KeyBinding::Unbound,
+    }
+}
+
+/// Runs `f` on the bytes of a Java `byte[]`, pinned in place; what `f` writes
+/// is what Java sees afterwards.
+fn with_bytes<'l, T>(
+    env: &mut JNIEnv<'l>,
+    array: &JByteArray<'_>,
+    f: impl FnOnce(&mut [u8]) -> T,
+) -> Result<T> {
+    if array.is_null() {
+        return Err(Failure::new(KIND_INTERNAL, "the value is null"));
+    }
+    // SAFETY: no other JNI call is made while the critical region is held
+    // (f only touches the slice).
+    let mut elements = unsafe { env.get_array_elements_critical(array, ReleaseMode::CopyBack)? };
+    let signed: &mut [i8] = &mut elements;
+    // SAFETY: i8 and u8 have the same size and alignment; the slice stays
+    // within the pinned array.
+    let bytes =
+        unsafe { std::slice::from_raw_parts_mut(signed.as_mut_ptr().cast::<u8>(), signed.len()) };
+    Ok(f(bytes))
+}
+
+/// `static native String version0()`: the native library's version.
+#[no_mangle]
+pub extern "system" fn Java_dev_kafkae2ee_Engine_version0<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+) -> jstring {
+    entry(&mut env, |env| {
+        Ok(env.new_string(env!("CARGO_PKG_VERSION"))?.into_raw())
+    })
+}
+
+/// `static native long create0(String cluster, String[] keysAndValues)`: the
+/// shared engine for this cluster and credential (see host::shared_engine).
+#[no_mangle]
+pub extern "system" fn Java_dev_kafkae2ee_Engine_create0<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    cluster: JString<'l>,
+    props: JObjectArray<'l>,
+) -> jlong {
+    entry(&mut env, |env| {
+        let cluster = string(env, &cluster)?;
+        let n = env.get_array_length(&props)?;
+        let mut pairs = Vec::new();
+        for i in (0..n.saturating_sub(1)).step_by(2) {
+            let k = JString::from(env.get_object_array_element(&props, i)?);
+            let v = JString::from(env.get_object_array_element(&props, i + 1)?);
+            pairs.push((string(env, &k)?, string(env, &v)?));
+        }
+        let cfg = HostConfig::from_properties(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        let (engine, _new) = host::shared_engine(&cluster, &cfg)?;
+        Ok(Arc::into_raw(engine) as jlong)
+    })
+}
+
+/// `static native void destroy0(long handle)`: releases this handle's share.
+#[no_mangle]
+pub extern "system" fn Java_dev_kafkae2ee_Engine_destroy0<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    handle: jlong,
+) {
+    entry(&mut env, |_| {
+        if handle != 0 {
+            // SAFETY: the handle came from Arc::into_raw in create0, and Java
+            // calls destroy0 once, after the last call that uses it.
+            drop(unsafe { Arc::from_raw(handle as *const Engine) });
+        }
+        Ok(())
+    })
+}
+
+/// `static native byte[] seal0(long, String topic, int binding, byte[] key,
+/// byte[] value)`: encrypts `value` in place; returns the `e2ee` header value.
+#[no_mangle]
+pub extern "system" fn Java_dev_kafkae2ee_Engine_seal0<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    handle: jlong,
+    topic: JString<'l>,
+    binding: jint,
+    key: JByteArray<'l>,
+    value: JByteArray<'l>,
+) -> jbyteArray {
+    entry(&mut env, |env| {
+        let engine = engine(handle)?;
+        let topic = string(env, &topic)?;
+        let key = binding_bytes(env, binding, &key)?;
+        let bind = key_binding(binding, key.as_deref());
+        let header = with_bytes(env, &value, |v| engine.seal(&topic, bind, v))??;
+        Ok(env.byte_array_from_slice(&header)?.into_raw())
+    })
+}
+
+/// `static native boolean open0(long, String topic, byte[] header, int
+/// binding, byte[] key, byte[] value)`: decrypts `value` in place; true if
+/// it was decrypted, false if it is plaintext of an unprotected topic.
+#[no_mangle]
+pub extern "system" fn Java_dev_kafkae2ee_Engine_open0<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    handle: jlong,
+    topic: JString<'l>,
+    header: JByteArray<'l>,
+    binding: jint,
+    key: JByteArray<'l>,
+    value: JByteArray<'l>,
+) -> jboolean {
+    entry(&mut env, |env| {
+        let engine = engine(handle)?;
+        let topic = string(env, &topic)?;
+        let header = if header.is_null() {
+            None
+        } else {
+            Some(env.convert_byte_array(&header)?)
+        };
+        let key = binding_bytes(env, binding, &key)?;
+        let bind = key_binding(binding, key.as_deref());
+        let opened = with_bytes(env, &value, |v| {
+            engine.open(&topic, header.as_deref(), bind, v)
+        })??;
+        Ok(u8::from(opened == Opened::Decrypted))
+    })
+}
+
+/// `static native int wantStatus0(long, String topic, byte[] header)`: -1 if
+/// the record's key is held or not asked for, else the E2eeException kind
+/// of why it is missing (KEY_PENDING, KEY_REFUSED, ...).
+#[no_mangle]
+pub extern "system" fn Java_dev_kafkae2ee_Engine_wantStatus0<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    handle: jlong,
+    topic: JString<'l>,
+    header: JByteArray<'l>,
+) -> jint {
+    entry(&mut env, |env| {
+        let engine = engine(handle)?;
+        let topic = string(env, &topic)?;
+        let header = env.convert_byte_array(&header)?;
+        let key_id: KeyId = RecordHeader::decode(&header).map_err(Error::Format)?.key_id;
+        Ok(match engine.want_status(key_id, &topic) {
+            None => -1,
+            Some(KeyUnavailable::Pending) => KIND_KEY_PENDING,
+            Some(KeyUnavailable::Expired) => KIND_KEY_EXPIRED,
+            Some(KeyUnavailable::Refused) => KIND_KEY_REFUSED,
+            Some(_) => KIND_KEY_UNKNOWN,
+        })
+    })
+}
+
+/// `static native boolean isProtected0(long, String topic)`.
+#[no_mangle]
+pub extern "system" fn Java_dev_kafkae2ee_Engine_isProtected0<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    handle: jlong,
+    topic: JString<'l>,
+) -> jboolean {
+    entry(&mut env, |env| {
+        let engine = engine(handle)?;
+        let topic = string(env, &topic)?;
+        Ok(u8::from(engine.is_protected(&topic)))
+    })
+}
+
+/// `static native long keyGeneration0(long)`: changes whenever a key arrives.
+#[no_mangle]
+pub extern "system" fn Java_dev_kafkae2ee_Engine_keyGeneration0<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    handle: jlong,
+) -> jlong {
+    entry(&mut env, |_| Ok(engine(handle)?.key_generation() as jlong))
+}
+
+/// `static native String handleControl0(long, long nowMs, byte[] message)`:
+/// null if accepted, else why it was rejected (safe to log).
+#[no_mangle]
+pub extern "system" fn Java_dev_kafkae2ee_Engine_handleControl0<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    handle: jlong,
+    now_ms: jlong,
+    message: JByteArray<'l>,
+) -> jstring {
+    entry(&mut env, |env| {
+        let engine = engine(handle)?;
+        let message = env.convert_byte_array(&message)?;
+        match engine.handle_control(u64::try_from(now_ms).unwrap_or(0), &message) {
+            Ok(()) => Ok(std::ptr::null_mut()),
+            Err(e) => Ok(env.new_string(e.to_string())?.into_raw()),
+        }
+    })
+}
+
+/// `static native String handleTimeout0(long, long nowMs)`: null if all is
+/// well, else what went wrong (safe to log).
+#[no_mangle]
+pub extern "system" fn Java_dev_kafkae2ee_Engine_handleTimeout0<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    handle: jlong,
+    now_ms: jlong,
+) -> jstring {
+    entry(&mut env, |env| {
+        let engine = engine(handle)?;
+        match engine.handle_timeout(u64::try_from(now_ms).unwrap_or(0)) {
+            Ok(()) => Ok(std::ptr::null_mut()),
+            Err(e) => Ok(env.new_string(e.to_string())?.into_raw()),
+        }
+    })
+}
+
+/// `static native long pollTimeout0(long)`: Unix ms of the next needed tick.
+#[no_mangle]
+pub extern "system" fn Java_dev_kafkae2ee_Engine_pollTimeout0<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    handle: jlong,
+) -> jlong {
+    entry(&mut env, |_| {
+        Ok(i64::try_from(engine(handle)?.poll_timeout()).unwrap_or(i64::MAX))
+    })
+}
+
+/// `static native byte[][] pollTransmit0(long)`: the next control message as
+/// {recipient instance id (8 bytes) or null for a broadcast, payload}, or
+/// null if there is none.
+#[no_mangle]
+pub extern "system" fn Java_dev_kafkae2ee_Engine_pollTransmit0<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    handle: jlong,
+) -> jobjectArray {
+    entry(&mut env, |env| {
+        let Some(message) = engine(handle)?.poll_transmit() else {
+            return Ok(std::ptr::null_mut());
+        };
+        let pair = env.new_object_array(2, "[B", JObject::null())?;
+        if let Some(to) = message.to {
+            let to = env.byte_array_from_slice(&to.0)?;
+            env.set_object_array_element(&pair, 0, to)?;
+        }
+        let payload = env.byte_array_from_slice(&message.payload)?;
+        env.set_object_array_element(&pair, 1, payload)?;
+        Ok(pair.into_raw())
+    })
+}
+
+/// `static native String instanceId0(long)`: this engine's instance id, hex.
+#[no_mangle]
+pub extern "system" fn Java_dev_kafkae2ee_Engine_instanceId0<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    handle: jlong,
+) -> jstring {
+    entry(&mut env, |env| {
+        let id = engine(handle)?.instance_id().to_string();
+        Ok(env.new_string(id)?.into_raw())
+    })
+}
+
+/// `static native long[] metrics0(long)`: the engine's counters, in the
+/// order of Engine.METRIC_NAMES.
+#[no_mangle]
+pub extern "system" fn Java_dev_kafkae2ee_Engine_metrics0<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    handle: jlong,
+) -> jlongArray {
+    entry(&mut env, |env| {
+        let m = engine(handle)?.metrics();
+        let values = [
+            m.records_sealed,
+            m.records_opened,
+            m.records_rejected,
+            m.records_missing_header,
+            m.records_key_unavailable,
+            m.control_rejected,
+            m.keys_served,
+            m.keys_received,
+            m.keys_refused,
+            m.keys_deleted,
+            m.rotations,
+            m.handshakes,
+        ]
+        .map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+        let len = i32::try_from(values.len()).unwrap_or(0);
+        let array = env.new_long_array(len)?;
+        env.set_long_array_region(&array, 0, &values)?;
+        Ok(array.into_raw())
+    })
+}

@@ -1,0 +1,113 @@
+package dev.kafkae2ee;
+
+import java.nio.ByteBuffer;
+import java.util.Map;
+import org.apache.kafka.common.config.ConfigException;
+import org.apache.kafka.common.errors.SerializationException;
+import org.apache.kafka.common.header.Headers;
+import org.apache.kafka.common.serialization.Deserializer;
+import org.apache.kafka.common.utils.Utils;
+
+/**
+ * The recommended consumer hook: {@code value.deserializer=dev.kafkae2ee.DecryptingDeserializer}
+ * decrypts a record's value, strips the {@code e2ee} header and hands the plaintext to the
+ * deserializer named by {@code e2ee.inner.value.deserializer}. A record it cannot decrypt (no key
+ * after {@code e2ee.key.wait.ms}, a credential that may not read the topic, a missing header on a
+ * protected topic, a forged or damaged record) fails: {@code poll()} throws
+ * RecordDeserializationException naming its partition and offset. Ciphertext never reaches the
+ * inner deserializer or the app.
+ */
+public class DecryptingDeserializer<T> implements Deserializer<T> {
+    private Deserializer<T> inner;
+    private Engines.Lease lease;
+
+    @Override
+    @SuppressWarnings("unchecked")
+    public void configure(Map<String, ?> configs, boolean isKey) {
+        if (isKey) {
+            throw new ConfigException("key.deserializer", DecryptingDeserializer.class.getName(),
+                    "kafka-e2ee encrypts record values only; set it as value.deserializer");
+        }
+        E2eeConfig config = new E2eeConfig(configs);
+        Class<?> innerClass = config.getClass(E2eeConfig.INNER_VALUE_DESERIALIZER);
+        if (innerClass == null) {
+            throw new ConfigException(E2eeConfig.INNER_VALUE_DESERIALIZER + " is required with "
+                    + "value.deserializer=" + DecryptingDeserializer.class.getName()
+                    + ": set it to the deserializer of your values, e.g. "
+                    + "org.apache.kafka.common.serialization.StringDeserializer");
+        }
+        if (!Deserializer.class.isAssignableFrom(innerClass) || innerClass == DecryptingDeserializer.class) {
+            throw new ConfigException(E2eeConfig.INNER_VALUE_DESERIALIZER, innerClass.getName(),
+                    "is not a Deserializer (or is this class itself); name the deserializer of your values");
+        }
+        Deserializer<T> created = Utils.newInstance(innerClass, Deserializer.class);
+        created.configure(configs, false);
+        try {
+            lease = Engines.acquire(configs, config);
+        } catch (RuntimeException e) {
+            Utils.closeQuietly(created, "inner deserializer");
+            throw e;
+        }
+        inner = created;
+    }
+
+    @Override
+    public T deserialize(String topic, byte[] data) {
+        if (data != null && lease.engine.isProtected(topic)) {
+            throw new SerializationException("kafka-e2ee: a record of protected topic '" + topic
+                    + "' must be deserialized with its headers");
+        }
+        return inner.deserialize(topic, data);
+    }
+
+    /** Decrypts {@code data} in place (the consumer hands each call its own array). */
+    @Override
+    public T deserialize(String topic, Headers headers, byte[] data) {
+        if (data == null) {
+            return inner.deserialize(topic, headers, (byte[]) null);
+        }
+        open(topic, headers, data);
+        return inner.deserialize(topic, headers, data);
+    }
+
+    /** What the consumer calls: one copy out of the fetch buffer, decrypted in place. */
+    @Override
+    public T deserialize(String topic, Headers headers, ByteBuffer data) {
+        if (data == null) {
+            return inner.deserialize(topic, headers, (ByteBuffer) null);
+        }
+        byte[] value = new byte[data.remaining()];
+        data.duplicate().get(value);
+        open(topic, headers, value);
+        return inner.deserialize(topic, headers, value);
+    }
+
+    private void open(String topic, Headers headers, byte[] value) {
+        byte[] header = RecordCrypto.header(headers);
+        try {
+            // The deserializer cannot see the record key: a key-bound record fails here with
+            // the engine's "bound vs not bound" reason (use the consumer interceptor for those).
+            RecordCrypto.open(lease, topic, header, Engine.BIND_UNBOUND, null, value, lease.keyWaitMs);
+        } catch (E2eeException e) {
+            lease.metrics.recordFailed();
+            throw new SerializationException("kafka-e2ee could not decrypt a record of topic '" + topic
+                    + "' (" + e.kind() + "): " + e.getMessage(), e);
+        }
+        if (header != null) {
+            RecordCrypto.strip(headers);
+        }
+    }
+
+    @Override
+    public void close() {
+        try {
+            if (inner != null) {
+                inner.close();
+            }
+        } finally {
+            if (lease != null) {
+                lease.close();
+            }
+        }
+    }
+}

@@ -1,0 +1,180 @@
+package dev.kafkae2ee;
+
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeSet;
+import org.apache.kafka.common.config.AbstractConfig;
+import org.apache.kafka.common.config.ConfigDef;
+import org.apache.kafka.common.config.ConfigDef.Importance;
+import org.apache.kafka.common.config.ConfigDef.Range;
+import org.apache.kafka.common.config.ConfigDef.Type;
+import org.apache.kafka.common.config.ConfigException;
+
+/**
+ * Every {@code e2ee.*} property, documented, defaulted and validated with Kafka's {@link
+ * ConfigDef}. A client that names an unknown {@code e2ee.*} property fails to construct (a typo
+ * must not silently turn a setting off).
+ */
+public final class E2eeConfig extends AbstractConfig {
+    public static final String PREFIX = "e2ee.";
+    public static final String CREDENTIAL = "e2ee.credential";
+    public static final String TRUST = "e2ee.trust";
+    public static final String INNER_VALUE_SERIALIZER = "e2ee.inner.value.serializer";
+    public static final String INNER_VALUE_DESERIALIZER = "e2ee.inner.value.deserializer";
+    public static final String TOPICS = "e2ee.topics";
+    public static final String KEY_ROTATION_MS = "e2ee.key.rotation.ms";
+    public static final String KEY_ROTATION_RECORDS = "e2ee.key.rotation.records";
+    public static final String KEY_RETENTION_MS = "e2ee.key.retention.ms";
+    public static final String KEY_WAIT_MS = "e2ee.key.wait.ms";
+    public static final String STATE_DIR = "e2ee.state.dir";
+    public static final String CONTROL_TOPIC = "e2ee.control.topic";
+
+    /** The properties the native engine reads (everything but the Java-only inner serdes). */
+    static final List<String> NATIVE = List.of(
+            CREDENTIAL, TRUST, TOPICS, KEY_ROTATION_MS, KEY_ROTATION_RECORDS, KEY_RETENTION_MS,
+            KEY_WAIT_MS, STATE_DIR, CONTROL_TOPIC);
+
+    public static final ConfigDef CONFIG_DEF = new ConfigDef()
+            .define(CREDENTIAL, Type.STRING, null, new ReadableFile(
+                            "this client's credential file (kafka-e2ee credential issue ... --out FILE)"),
+                    Importance.HIGH,
+                    "Path of this client's credential file, issued by the authority with `kafka-e2ee "
+                            + "credential issue`. It names the topics the client may produce and consume. Required.")
+            .define(TRUST, Type.STRING, null, new ReadableFile(
+                            "the trust file of your authority (kafka-e2ee authority init writes DIR/trust)"),
+                    Importance.HIGH,
+                    "Path of the trust file (`kafka-e2ee authority init` writes one): the authority whose "
+                            + "credentials this client accepts from its peers. Required.")
+            .define(INNER_VALUE_SERIALIZER, Type.CLASS, null, Importance.HIGH,
+                    "For value.serializer=dev.kafkae2ee.EncryptingSerializer: the serializer that turns "
+                            + "values into bytes before they are encrypted (any Serializer class, e.g. "
+                            + "org.apache.kafka.common.serialization.StringSerializer). Configured and closed "
+                            + "with the producer's settings.")
+            .define(INNER_VALUE_DESERIALIZER, Type.CLASS, null, Importance.HIGH,
+                    "For value.deserializer=dev.kafkae2ee.DecryptingDeserializer: the deserializer that "
+                            + "turns decrypted bytes into values. Configured and closed with the consumer's settings.")
+            .define(TOPICS, Type.LIST, "*", (name, value) -> {
+                        if (value instanceof List && ((List<?>) value).isEmpty()) {
+                            throw new ConfigException(name, value,
+                                    "list at least one topic pattern (use * for all topics)");
+                        }
+                    }, Importance.MEDIUM,
+                    "Comma-separated patterns of the topics whose records are encrypted: `*` is every "
+                            + "topic, `prefix.*` a prefix. A consumer rejects records without the e2ee "
+                            + "header on these topics.")
+            .define(KEY_ROTATION_MS, Type.LONG, 900_000L, Range.atLeast(1), Importance.MEDIUM,
+                    "A producer moves to a new epoch key after this many milliseconds.")
+            .define(KEY_ROTATION_RECORDS, Type.LONG, 100_000_000L, Range.between(1, 4_294_967_295L),
+                    Importance.LOW, "... or after sealing this many records, whichever comes first.")
+            .define(KEY_RETENTION_MS, Type.LONG, 604_800_000L, Range.atLeast(1), Importance.MEDIUM,
+                    "Epoch keys are deleted everywhere this many milliseconds after their epoch ended; "
+                            + "records older than that can no longer be decrypted (crypto-shredding). "
+                            + "At least e2ee.key.rotation.ms.")
+            .define(KEY_WAIT_MS, Type.LONG, 30_000L, Range.atLeast(0), Importance.MEDIUM,
+                    "How long a consumer waits for a key it lacks before it fails the record.")
+            .define(STATE_DIR, Type.STRING, "", Importance.LOW,
+                    "Directory for this client's encrypted key state, so that keys survive a restart; "
+                            + "one per process. Empty: keys are kept in memory only.")
+            .define(CONTROL_TOPIC, Type.STRING, "_e2ee_control", new ConfigDef.NonEmptyString(),
+                    Importance.LOW,
+                    "The topic that carries the key exchange. Created when missing (1 partition, "
+                            + "retention 1 hour). All clients of one deployment must use the same one.");
+
+    public E2eeConfig(Map<?, ?> originals) {
+        super(CONFIG_DEF, checkNames(originals), false);
+        requirePath(CREDENTIAL, "this client's credential file (kafka-e2ee credential issue ... --out FILE)");
+        requirePath(TRUST, "the trust file of your authority (kafka-e2ee authority init writes DIR/trust)");
+        if (getLong(KEY_RETENTION_MS) < getLong(KEY_ROTATION_MS)) {
+            throw new ConfigException(KEY_RETENTION_MS, getLong(KEY_RETENTION_MS),
+                    "must be at least " + KEY_ROTATION_MS + " (" + getLong(KEY_ROTATION_MS) + ")");
+        }
+    }
+
+    private void requirePath(String name, String what) {
+        String v = getString(name);
+        if (v == null || v.trim().isEmpty()) {
+            throw new ConfigException(name + " is required: set it to the path of " + what);
+        }
+    }
+
+    private static Map<?, ?> checkNames(Map<?, ?> originals) {
+        for (Object k : originals.keySet()) {
+            String key = String.valueOf(k);
+            if (key.startsWith(PREFIX) && !CONFIG_DEF.names().contains(key)) {
+                throw new ConfigException(key, originals.get(k),
+                        "unknown kafka-e2ee property (a typo?); the e2ee.* properties are: "
+                                + String.join(", ", new TreeSet<>(CONFIG_DEF.names())));
+            }
+        }
+        return originals;
+    }
+
+    /** The settings the native engine reads, as strings. */
+    Map<String, String> nativeProperties() {
+        Map<String, String> out = new LinkedHashMap<>();
+        for (String name : NATIVE) {
+            Object v = get(name);
+            out.put(name, v instanceof List ? String.join(",", getList(name)) : String.valueOf(v));
+        }
+        return out;
+    }
+
+    /** The cluster this client talks to: its bootstrap servers, as one string. */
+    static String cluster(Map<?, ?> originals) {
+        Object v = originals.get("bootstrap.servers");
+        if (v instanceof List) {
+            StringBuilder b = new StringBuilder();
+            for (Object o : (List<?>) v) {
+                if (b.length() > 0) {
+                    b.append(',');
+                }
+                b.append(String.valueOf(o).trim());
+            }
+            return b.toString();
+        }
+        return v == null ? "" : String.valueOf(v).trim();
+    }
+
+    /** Turns a native configuration failure into Kafka's ConfigException naming the property. */
+    ConfigException configException(E2eeException e) {
+        String property = e.property() == null ? "e2ee" : e.property();
+        Object value = originals().get(property);
+        return new ConfigException(property, value == null ? "(default)" : value, e.getMessage());
+    }
+
+    /** A path property that must name a readable file. */
+    private static final class ReadableFile implements ConfigDef.Validator {
+        private final String what;
+
+        ReadableFile(String what) {
+            this.what = what;
+        }
+
+        @Override
+        public void ensureValid(String name, Object value) {
+            if (value == null) {
+                return; // unset: the E2eeConfig constructor says it is required
+            }
+            String path = String.valueOf(value).trim();
+            if (path.isEmpty()) {
+                throw new ConfigException(name + " is required: set it to the path of " + what);
+            }
+            Path p = Path.of(path);
+            if (!Files.isRegularFile(p)) {
+                throw new ConfigException(name, path, "no such file; set it to the path of " + what);
+            }
+            if (!Files.isReadable(p)) {
+                throw new ConfigException(name, path,
+                        "the file is not readable by this process; fix its permissions or the path");
+            }
+        }
+
+        @Override
+        public String toString() {
+            return "path of a readable file";
+        }
+    }
+}

@@ -1,0 +1,142 @@
+package dev.kafkae2ee;
+
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.HashSet;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import org.apache.kafka.clients.consumer.ConsumerInterceptor;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.ConsumerRecords;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.header.internals.RecordHeaders;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The consumer hook for clients whose deserializers are fixed (Kafka's console and perf tools):
+ * {@code interceptor.classes=dev.kafkae2ee.E2eeConsumerInterceptor}. Decrypts byte[] and String
+ * values and strips the {@code e2ee} header.
+ *
+ * <p>The interceptor API has no error channel (Kafka swallows its exceptions and hands the app the
+ * records as they were, i.e. ciphertext). So it never throws, and a record it cannot decrypt after
+ * waiting up to {@code e2ee.key.wait.ms} for its key is <b>dropped</b>: logged at ERROR with topic,
+ * partition and offset, counted in {@code records-dropped}, and left out of what {@code poll()}
+ * returns, while the batch's next offsets are kept so the consumer moves on. Loss instead of leak:
+ * use the DecryptingDeserializer where a record must fail visibly.
+ */
+public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> {
+    private static final Logger log = LoggerFactory.getLogger(E2eeConsumerInterceptor.class);
+
+    private Engines.Lease lease;
+    private InterceptorValues values;
+
+    @Override
+    public void configure(Map<String, ?> configs) {
+        values = InterceptorValues.of(configs, "value.deserializer",
+                "org.apache.kafka.common.serialization.StringDeserializer",
+                "org.apache.kafka.common.serialization.ByteArrayDeserializer",
+                "value.deserializer=dev.kafkae2ee.DecryptingDeserializer");
+        lease = Engines.acquire(configs, new E2eeConfig(configs));
+    }
+
+    @Override
+    public ConsumerRecords<K, V> onConsume(ConsumerRecords<K, V> records) {
+        Map<TopicPartition, OffsetAndMetadata> next = Map.of();
+        try {
+            next = Batches.nextOffsets(records);
+            Map<TopicPartition, List<ConsumerRecord<K, V>>> out = new HashMap<>();
+            Set<String> keysGivenUp = new HashSet<>();
+            for (TopicPartition tp : records.partitions()) {
+                List<ConsumerRecord<K, V>> kept = new ArrayList<>();
+                for (ConsumerRecord<K, V> r : records.records(tp)) {
+                    ConsumerRecord<K, V> opened = open(r, keysGivenUp);
+                    if (opened != null) {
+                        kept.add(opened);
+                    }
+                }
+                out.put(tp, kept);
+            }
+            return Batches.of(out, next);
+        } catch (Throwable t) {
+            // Never return the input: it holds ciphertext.
+            try {
+                log.error("kafka-e2ee dropped a whole batch of {} records after an unexpected error", records.count(), t);
+                lease.metrics.recordDropped();
+            } catch (Throwable ignored) {
+                // nothing more to do
+            }
+            try {
+                return Batches.of(Map.of(), next);
+            } catch (Throwable impossible) {
+                return ConsumerRecords.empty(); // loses nextOffsets, never leaks
+            }
+        }
+    }
+
+    /** The decrypted record, the record itself if it needs no decryption, or null to drop it. */
+    @SuppressWarnings("unchecked")
+    private ConsumerRecord<K, V> open(ConsumerRecord<K, V> r, Set<String> keysGivenUp) {
+        try {
+            Object value = r.value();
+            byte[] header = RecordCrypto.header(r.headers());
+            if (value == null || (header == null && !lease.engine.isProtected(r.topic()))) {
+                return r;
+            }
+            byte[] bytes;
+            if (value instanceof byte[]) {
+                bytes = (byte[]) value; // the consumer's own fresh array: decrypted in place
+            } else if (value instanceof String && values == InterceptorValues.STRING) {
+                bytes = ((String) value).getBytes(StandardCharsets.ISO_8859_1);
+            } else {
+                return drop(r, "a value of type " + value.getClass().getName() + " cannot be decrypted here");
+            }
+            int binding = RecordCrypto.binding(header);
+            byte[] key = binding == Engine.BIND_BYTES ? RecordCrypto.keyBytes(r.key()) : null;
+            if (binding == Engine.BIND_BYTES && key == null) {
+                binding = Engine.BIND_NULL; // the engine names the mismatch
+            }
+            String keyId = RecordCrypto.keyId(header);
+            long wait = keysGivenUp.contains(keyId) ? 0 : lease.keyWaitMs;
+            try {
+                RecordCrypto.open(lease, r.topic(), header, binding, key, bytes, wait);
+            } catch (E2eeException e) {
+                if (e.kind() == E2eeException.Kind.KEY_PENDING) {
+                    keysGivenUp.add(keyId);
+                }
+                return drop(r, e.kind() + ": " + e.getMessage());
+            }
+            RecordHeaders headers = new RecordHeaders(r.headers().toArray());
+            headers.remove(RecordCrypto.HEADER);
+            Object plain = value instanceof byte[] ? bytes : new String(bytes, StandardCharsets.UTF_8);
+            return new ConsumerRecord<>(r.topic(), r.partition(), r.offset(), r.timestamp(), r.timestampType(),
+                    r.serializedKeySize(), r.serializedValueSize(), r.key(), (V) plain, headers, r.leaderEpoch());
+        } catch (Throwable t) {
+            return drop(r, t.toString());
+        }
+    }
+
+    private ConsumerRecord<K, V> drop(ConsumerRecord<K, V> r, String reason) {
+        try {
+            lease.metrics.recordDropped();
+            log.error("kafka-e2ee dropped the record at {}-{} offset {}: it could not be decrypted ({}); "
+                    + "the consumer moves past it", r.topic(), r.partition(), r.offset(), reason);
+        } catch (Throwable ignored) {
+            // logging must not make onConsume throw
+        }
+        return null;
+    }
+
+    @Override
+    public void onCommit(Map<TopicPartition, OffsetAndMetadata> offsets) {}
+
+    @Override
+    public void close() {
+        if (lease != null) {
+            lease.close();
+        }
+    }
+}

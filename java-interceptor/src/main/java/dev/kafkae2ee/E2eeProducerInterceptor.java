@@ -1,0 +1,103 @@
+package dev.kafkae2ee;
+
+import java.nio.charset.StandardCharsets;
+import java.util.Map;
+import org.apache.kafka.clients.producer.ProducerInterceptor;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.clients.producer.RecordMetadata;
+import org.apache.kafka.common.header.internals.RecordHeaders;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The producer hook for clients whose serializers are fixed (Kafka's console and perf tools):
+ * {@code interceptor.classes=dev.kafkae2ee.E2eeProducerInterceptor}. Encrypts byte[] and String
+ * values of protected topics and adds the {@code e2ee} header.
+ *
+ * <p>It never throws: Kafka would log the exception and send the record unencrypted. When it
+ * cannot encrypt, it returns a record whose value is a {@link NotEncrypted} marker instead of the
+ * plaintext; no value serializer accepts it, so {@code send()} fails with SerializationException
+ * and the plaintext never leaves the process.
+ */
+public class E2eeProducerInterceptor<K, V> implements ProducerInterceptor<K, V> {
+    private static final Logger log = LoggerFactory.getLogger(E2eeProducerInterceptor.class);
+
+    /** Stands in for a value that could not be encrypted; holds nothing of it. */
+    public static final class NotEncrypted {
+        private final String reason;
+
+        NotEncrypted(String reason) {
+            this.reason = reason;
+        }
+
+        @Override
+        public String toString() {
+            return "kafka-e2ee: record not encrypted, not sent (" + reason + ")";
+        }
+    }
+
+    private Engines.Lease lease;
+    private InterceptorValues values;
+
+    @Override
+    public void configure(Map<String, ?> configs) {
+        values = InterceptorValues.of(configs, "value.serializer",
+                "org.apache.kafka.common.serialization.StringSerializer",
+                "org.apache.kafka.common.serialization.ByteArraySerializer",
+                "value.serializer=dev.kafkae2ee.EncryptingSerializer");
+        lease = Engines.acquire(configs, new E2eeConfig(configs));
+    }
+
+    @Override
+    @SuppressWarnings("unchecked")
+    public ProducerRecord<K, V> onSend(ProducerRecord<K, V> record) {
+        try {
+            Object value = record.value();
+            if (value == null || !lease.engine.isProtected(record.topic())) {
+                return record; // tombstones stay tombstones; unprotected topics pass
+            }
+            byte[] bytes;
+            if (value instanceof byte[]) {
+                bytes = ((byte[]) value).clone(); // the app still owns its array
+            } else if (value instanceof String && values == InterceptorValues.STRING) {
+                bytes = ((String) value).getBytes(StandardCharsets.UTF_8);
+            } else {
+                return refuse(record, "a value of type " + value.getClass().getName() + " with this value serializer");
+            }
+            byte[] header = lease.engine.seal(record.topic(), Engine.BIND_UNBOUND, null, bytes);
+            RecordHeaders headers = new RecordHeaders(record.headers().toArray());
+            headers.remove(RecordCrypto.HEADER);
+            headers.add(RecordCrypto.HEADER, header);
+            Object sealed = value instanceof byte[] ? bytes : new String(bytes, StandardCharsets.ISO_8859_1);
+            return new ProducerRecord<>(record.topic(), record.partition(), record.timestamp(), record.key(),
+                    (V) sealed, headers);
+        } catch (Throwable t) {
+            return refuse(record, t instanceof E2eeException ? t.getMessage() : t.toString());
+        }
+    }
+
+    @SuppressWarnings("unchecked")
+    private ProducerRecord<K, V> refuse(ProducerRecord<K, V> record, String reason) {
+        try {
+            if (lease != null) {
+                lease.metrics.sendRefused();
+            }
+            log.error("kafka-e2ee could not encrypt a record for topic '{}'; its send fails and nothing of it "
+                    + "is sent: {}", record.topic(), reason);
+        } catch (Throwable ignored) {
+            // logging must not make onSend throw
+        }
+        return new ProducerRecord<>(record.topic(), record.partition(), record.timestamp(), record.key(),
+                (V) new NotEncrypted(reason), new RecordHeaders());
+    }
+
+    @Override
+    public void onAcknowledgement(RecordMetadata metadata, Exception exception) {}
+
+    @Override
+    public void close() {
+        if (lease != null) {
+            lease.close();
+        }
+    }
+}

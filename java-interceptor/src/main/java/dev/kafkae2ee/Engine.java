@@ -1,0 +1,240 @@
+package dev.kafkae2ee;
+
+import java.util.Map;
+import java.util.concurrent.atomic.AtomicInteger;
+
+/**
+ * The native engine of one process, cluster and credential: an opaque handle owned by this
+ * object. {@link #close()} refuses while a call is in flight, so no native call ever sees a
+ * released handle.
+ */
+final class Engine implements AutoCloseable {
+    /** Record-key binding: not bound (the hook cannot see the serialized key). */
+    static final int BIND_UNBOUND = 0;
+    /** Record-key binding: bound, and the key is null. */
+    static final int BIND_NULL = 1;
+    /** Record-key binding: bound to these key bytes. */
+    static final int BIND_BYTES = 2;
+
+    /** The native counters, in the order metrics0 returns them. */
+    static final String[] METRIC_NAMES = {
+        "records-sealed",
+        "records-opened",
+        "records-rejected",
+        "records-missing-header",
+        "records-key-unavailable",
+        "control-messages-rejected",
+        "keys-served",
+        "keys-received",
+        "keys-refused",
+        "keys-deleted",
+        "key-rotations",
+        "handshakes",
+    };
+
+    private final long handle;
+    /** Calls in flight; -1 once closed. */
+    private final AtomicInteger users = new AtomicInteger();
+    private final Object keyArrival = new Object();
+
+    private Engine(long handle) {
+        this.handle = handle;
+    }
+
+    /** The shared native engine for this cluster and these (native) e2ee.* settings. */
+    static Engine create(String cluster, Map<String, String> e2eeProperties) {
+        NativeLibrary.load();
+        String[] pairs = new String[e2eeProperties.size() * 2];
+        int i = 0;
+        for (Map.Entry<String, String> e : e2eeProperties.entrySet()) {
+            pairs[i++] = e.getKey();
+            pairs[i++] = e.getValue();
+        }
+        return new Engine(create0(cluster, pairs));
+    }
+
+    static String nativeVersion() {
+        return version0();
+    }
+
+    private long acquire() {
+        while (true) {
+            int n = users.get();
+            if (n < 0) {
+                throw new E2eeException(E2eeException.Kind.INTERNAL, null, "the kafka-e2ee engine is closed");
+            }
+            if (users.compareAndSet(n, n + 1)) {
+                return handle;
+            }
+        }
+    }
+
+    private void release() {
+        users.decrementAndGet();
+    }
+
+    /** Encrypts {@code value} in place; returns the e2ee header value. */
+    byte[] seal(String topic, int binding, byte[] key, byte[] value) {
+        long h = acquire();
+        try {
+            return seal0(h, topic, binding, key, value);
+        } finally {
+            release();
+        }
+    }
+
+    /** Decrypts {@code value} in place; false if it is plaintext of an unprotected topic. */
+    boolean open(String topic, byte[] header, int binding, byte[] key, byte[] value) {
+        long h = acquire();
+        try {
+            return open0(h, topic, header, binding, key, value);
+        } finally {
+            release();
+        }
+    }
+
+    /** Null if the record's key is held or not asked for, else why it is missing. */
+    E2eeException.Kind wantStatus(String topic, byte[] header) {
+        long h = acquire();
+        try {
+            int code = wantStatus0(h, topic, header);
+            return code < 0 ? null : E2eeException.Kind.of(code);
+        } finally {
+            release();
+        }
+    }
+
+    boolean isProtected(String topic) {
+        long h = acquire();
+        try {
+            return isProtected0(h, topic);
+        } finally {
+            release();
+        }
+    }
+
+    long keyGeneration() {
+        long h = acquire();
+        try {
+            return keyGeneration0(h);
+        } finally {
+            release();
+        }
+    }
+
+    /** Null if the control message was accepted, else why not (safe to log). */
+    String handleControl(long nowMs, byte[] message) {
+        long h = acquire();
+        try {
+            return handleControl0(h, nowMs, message);
+        } finally {
+            release();
+        }
+    }
+
+    /** Null if all is well, else what went wrong (safe to log). */
+    String handleTimeout(long nowMs) {
+        long h = acquire();
+        try {
+            return handleTimeout0(h, nowMs);
+        } finally {
+            release();
+        }
+    }
+
+    long pollTimeout() {
+        long h = acquire();
+        try {
+            return pollTimeout0(h);
+        } finally {
+            release();
+        }
+    }
+
+    /** {recipient (8 bytes) or null for a broadcast, payload}, or null if none is queued. */
+    byte[][] pollTransmit() {
+        long h = acquire();
+        try {
+            return pollTransmit0(h);
+        } finally {
+            release();
+        }
+    }
+
+    String instanceId() {
+        long h = acquire();
+        try {
+            return instanceId0(h);
+        } finally {
+            release();
+        }
+    }
+
+    long[] metrics() {
+        long h = acquire();
+        try {
+            return metrics0(h);
+        } finally {
+            release();
+        }
+    }
+
+    /** Wakes the threads waiting in {@link #awaitKeyArrival}. */
+    void signalKeyArrival() {
+        synchronized (keyArrival) {
+            keyArrival.notifyAll();
+        }
+    }
+
+    /** Waits up to {@code maxMs} for the key generation to move past {@code seen}. */
+    void awaitKeyArrival(long seen, long maxMs) throws InterruptedException {
+        if (maxMs <= 0) {
+            return;
+        }
+        synchronized (keyArrival) {
+            if (keyGeneration() == seen) {
+                keyArrival.wait(maxMs);
+            }
+        }
+    }
+
+    @Override
+    public void close() {
+        if (!users.compareAndSet(0, -1)) {
+            if (users.get() < 0) {
+                return;
+            }
+            throw new IllegalStateException("the kafka-e2ee engine is in use; close it after the last call returns");
+        }
+        destroy0(handle);
+    }
+
+    private static native String version0();
+
+    private static native long create0(String cluster, String[] keysAndValues);
+
+    private static native void destroy0(long handle);
+
+    private static native byte[] seal0(long handle, String topic, int binding, byte[] key, byte[] value);
+
+    private static native boolean open0(
+            long handle, String topic, byte[] header, int binding, byte[] key, byte[] value);
+
+    private static native int wantStatus0(long handle, String topic, byte[] header);
+
+    private static native boolean isProtected0(long handle, String topic);
+
+    private static native long keyGeneration0(long handle);
+
+    private static native String handleControl0(long handle, long nowMs, byte[] message);
+
+    private static native String handleTimeout0(long handle, long nowMs);
+
+    private static native long pollTimeout0(long handle);
+
+    private static native byte[][] pollTransmit0(long handle);
+
+    private static native String instanceId0(long handle);
+
+    private static native long[] metrics0(long handle);
+}

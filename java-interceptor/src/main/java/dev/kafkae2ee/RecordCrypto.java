@@ -1,0 +1,122 @@
+package dev.kafkae2ee;
+
+import java.nio.charset.StandardCharsets;
+import org.apache.kafka.common.header.Header;
+import org.apache.kafka.common.header.Headers;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/** What the serde wrappers and the interceptors share: the header, and opening with a bounded wait. */
+final class RecordCrypto {
+    private static final Logger log = LoggerFactory.getLogger(RecordCrypto.class);
+    /** The record header that carries a sealed record's key id, counter and tag. */
+    static final String HEADER = "e2ee";
+    private static final int HEADER_LEN = 34;
+    private static final int FLAG_KEY_BOUND = 1;
+    private static final int FLAG_KEY_NULL = 2;
+    /** Longest single sleep while waiting for a key; the engine may also answer "refused". */
+    private static final long WAIT_SLICE_MS = 100;
+
+    private RecordCrypto() {}
+
+    /** The e2ee header value, or null; the last one counts, as in librdkafka. */
+    static byte[] header(Headers headers) {
+        if (headers == null) {
+            return null;
+        }
+        Header h = headers.lastHeader(HEADER);
+        return h == null ? null : h.value();
+    }
+
+    /** Removes every e2ee header (a no-op on read-only headers). */
+    static void strip(Headers headers) {
+        try {
+            headers.remove(HEADER);
+        } catch (IllegalStateException readOnly) {
+            // the record's headers are frozen; the header stays visible
+        }
+    }
+
+    /** How a sealed record bound its key, from the header's flags byte. */
+    static int binding(byte[] header) {
+        if (header == null || header.length != HEADER_LEN) {
+            return Engine.BIND_UNBOUND; // the engine rejects it with the precise reason
+        }
+        int flags = header[1];
+        if ((flags & FLAG_KEY_BOUND) == 0) {
+            return Engine.BIND_UNBOUND;
+        }
+        return (flags & FLAG_KEY_NULL) != 0 ? Engine.BIND_NULL : Engine.BIND_BYTES;
+    }
+
+    /** The record-key bytes for a bound key as a hook sees it (byte[] or UTF-8 String). */
+    static byte[] keyBytes(Object key) {
+        if (key instanceof byte[]) {
+            return (byte[]) key;
+        }
+        if (key instanceof String) {
+            return ((String) key).getBytes(StandardCharsets.UTF_8);
+        }
+        return null;
+    }
+
+    /** The key id part of a header (producer instance and epoch), for logs. */
+    static String keyId(byte[] header) {
+        if (header == null || header.length != HEADER_LEN) {
+            return "?";
+        }
+        StringBuilder b = new StringBuilder();
+        for (int i = 2; i < 10; i++) {
+            b.append(String.format("%02x", header[i] & 0xff));
+        }
+        long epoch = ((header[10] & 0xffL) << 24) | ((header[11] & 0xff) << 16) | ((header[12] & 0xff) << 8)
+                | (header[13] & 0xff);
+        return b.append('/').append(epoch).toString();
+    }
+
+    /**
+     * Decrypts {@code value} in place. If its key has not arrived, waits for it up to {@code
+     * waitMs} (the control plane is nudged to ask at once). Throws E2eeException, value unchanged,
+     * if it cannot be opened; false if it is plaintext of an unprotected topic.
+     */
+    static boolean open(Engines.Lease lease, String topic, byte[] header, int binding, byte[] key,
+            byte[] value, long waitMs) {
+        Engine engine = lease.engine;
+        long deadline = 0;
+        while (true) {
+            long generation = engine.keyGeneration();
+            try {
+                return engine.open(topic, header, binding, key, value);
+            } catch (E2eeException e) {
+                if (e.kind() != E2eeException.Kind.KEY_PENDING) {
+                    throw e;
+                }
+                long now = System.currentTimeMillis();
+                if (deadline == 0) {
+                    deadline = now + waitMs;
+                    lease.metrics.consumerWaited();
+                    lease.control.nudge();
+                    log.debug("waiting up to {} ms for key {} of topic {}", waitMs, keyId(header), topic);
+                }
+                if (now >= deadline) {
+                    lease.metrics.keyWaitTimedOut();
+                    throw new E2eeException(E2eeException.Kind.KEY_PENDING, null, e.getMessage()
+                            + "; gave up after waiting " + E2eeConfig.KEY_WAIT_MS + "=" + waitMs + " ms");
+                }
+                try {
+                    E2eeException.Kind status = engine.wantStatus(topic, header);
+                    while (status == E2eeException.Kind.KEY_PENDING && engine.keyGeneration() == generation
+                            && System.currentTimeMillis() < deadline) {
+                        engine.awaitKeyArrival(generation,
+                                Math.min(WAIT_SLICE_MS, deadline - System.currentTimeMillis()));
+                        status = engine.wantStatus(topic, header);
+                    }
+                } catch (InterruptedException ie) {
+                    Thread.currentThread().interrupt();
+                    throw new E2eeException(E2eeException.Kind.KEY_PENDING, null,
+                            e.getMessage() + "; interrupted while waiting for it");
+                }
+            }
+        }
+    }
+}

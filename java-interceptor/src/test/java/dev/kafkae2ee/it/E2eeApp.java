@@ -1,0 +1,234 @@
+package dev.kafkae2ee.it;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.FileInputStream;
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.List;
+import java.util.Properties;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.errors.RecordDeserializationException;
+
+/**
+ * A Java app for the integration tests (tests/integration/test_java.py): produces or consumes
+ * with nothing but a properties file, so the test decides serdes, interceptors and e2ee.*.
+ *
+ * <pre>
+ *   produce PROPS TOPIC PREFIX COUNT TYPE     TYPE: json | string | bytes; after SENT, keeps
+ *                                             running (serving its keys) until stdin closes
+ *   consume PROPS TOPIC COUNT TIMEOUT_MS TYPE prints one value per line
+ *   paced PROPS TOPIC PREFIX COUNT INTERVAL_MS  produce string values at a pace, then hold
+ *   member PROPS TOPIC OUTFILE                 a group member: appends each value to OUTFILE,
+ *                                              commits after each poll, leaves when stdin closes
+ * </pre>
+ *
+ * Exit codes: 0 ok, 3 a send failed (SEND-FAILED line), 4 poll threw
+ * RecordDeserializationException (DESERIALIZATION-FAILED line), 5 timed out.
+ */
+public final class E2eeApp {
+    private static final ObjectMapper JSON = new ObjectMapper();
+
+    private E2eeApp() {}
+
+    public static void main(String[] args) throws Exception {
+        Properties props = load(args[1]);
+        switch (args[0]) {
+            case "produce":
+                System.exit(produce(props, args[2], args[3], Integer.parseInt(args[4]), args[5]));
+                break;
+            case "consume":
+                System.exit(consume(props, args[2], Integer.parseInt(args[3]), Long.parseLong(args[4]), args[5]));
+                break;
+            case "paced":
+                System.exit(paced(props, args[2], args[3], Integer.parseInt(args[4]), Long.parseLong(args[5])));
+                break;
+            case "member":
+                System.exit(member(props, args[2], args[3]));
+                break;
+            default:
+                throw new IllegalArgumentException("unknown command " + args[0]);
+        }
+    }
+
+    private static Properties load(String file) throws IOException {
+        Properties p = new Properties();
+        try (InputStream in = new FileInputStream(file)) {
+            p.load(in);
+        }
+        return p;
+    }
+
+    static Object value(String prefix, int i, String type) {
+        String text = prefix + "-" + String.format("%05d", i);
+        switch (type) {
+            case "json":
+                ObjectNode node = JSON.createObjectNode();
+                node.put("id", i);
+                node.put("note", text);
+                return node;
+            case "string":
+                return text + "-\u00e9\u4e2d"; // non-ASCII survives the round trip
+            case "edge-string":
+            case "edge-bytes":
+                // tombstones, empty values and ordinary ones
+                String v = i % 3 == 0 ? null : i % 3 == 1 ? "" : text;
+                return v == null || type.equals("edge-string") ? v : v.getBytes(StandardCharsets.UTF_8);
+            default:
+                return text.getBytes(StandardCharsets.UTF_8);
+        }
+    }
+
+    static String show(Object v) {
+        if (v instanceof byte[]) {
+            return new String((byte[]) v, StandardCharsets.UTF_8);
+        }
+        if (v instanceof JsonNode) {
+            return v.toString();
+        }
+        return String.valueOf(v);
+    }
+
+    private static int produce(Properties props, String topic, String prefix, int count, String type) {
+        try (KafkaProducer<String, Object> producer = new KafkaProducer<>(props)) {
+            for (int i = 0; i < count; i++) {
+                Object v = value(prefix, i, type);
+                try {
+                    producer.send(new ProducerRecord<>(topic, "key-" + i, v)).get();
+                } catch (Exception e) {
+                    System.out.println("SEND-FAILED " + chain(e));
+                    return 3;
+                }
+            }
+            producer.flush();
+            System.out.println("SENT " + count);
+            System.out.flush();
+            // A producer serves the keys of what it sealed: stay up while consumers read.
+            try {
+                while (System.in.read() >= 0) {
+                    // until EOF
+                }
+            } catch (IOException e) {
+                // stdin gone: done
+            }
+        }
+        return 0;
+    }
+
+    private static int consume(Properties props, String topic, int count, long timeoutMs, String type) {
+        int got = 0;
+        long deadline = System.currentTimeMillis() + timeoutMs;
+        try (KafkaConsumer<String, Object> consumer = new KafkaConsumer<>(props)) {
+            consumer.subscribe(List.of(topic));
+            while (got < count && System.currentTimeMillis() < deadline) {
+                try {
+                    for (ConsumerRecord<String, Object> r : consumer.poll(Duration.ofMillis(200))) {
+                        System.out.println(show(r.value()));
+                        got++;
+                    }
+                } catch (RecordDeserializationException e) {
+                    System.out.println("DESERIALIZATION-FAILED partition=" + e.topicPartition().partition()
+                            + " offset=" + e.offset() + " " + chain(e));
+                    return 4;
+                }
+            }
+            printMetrics(); // while the consumer (and its engine) is open
+        }
+        // The last client closed: the engine's control thread is gone.
+        long control = Thread.getAllStackTraces().keySet().stream()
+                .filter(t -> t.isAlive() && t.getName().startsWith("kafka-e2ee-control-"))
+                .count();
+        System.err.println("CONTROL-THREADS " + control);
+        System.out.flush();
+        return got < count ? 5 : 0;
+    }
+
+    /** kafka-e2ee's metrics as JMX shows them, on stderr: "METRIC name=value". */
+    private static void printMetrics() {
+        try {
+            javax.management.MBeanServer jmx = java.lang.management.ManagementFactory.getPlatformMBeanServer();
+            for (javax.management.ObjectName n : jmx.queryNames(
+                    new javax.management.ObjectName("kafka.e2ee:type=e2ee-metrics,*"), null)) {
+                for (String a : new String[] {"records-opened", "keys-received", "consumer-key-waits"}) {
+                    System.err.println("METRIC " + a + "=" + jmx.getAttribute(n, a));
+                }
+            }
+        } catch (Exception e) {
+            System.err.println("METRIC unavailable: " + e);
+        }
+    }
+
+    private static void holdUntilStdinCloses() {
+        try {
+            while (System.in.read() >= 0) {
+                // until EOF
+            }
+        } catch (IOException e) {
+            // stdin gone: done
+        }
+    }
+
+    private static int paced(Properties props, String topic, String prefix, int count, long intervalMs)
+            throws InterruptedException {
+        try (KafkaProducer<String, Object> producer = new KafkaProducer<>(props)) {
+            for (int i = 0; i < count; i++) {
+                producer.send(new ProducerRecord<>(topic, "key-" + i, value(prefix, i, "string")), (md, e) -> {
+                    if (e != null) {
+                        System.out.println("SEND-FAILED " + chain(e));
+                    }
+                });
+                Thread.sleep(intervalMs);
+            }
+            producer.flush();
+            System.out.println("SENT " + count);
+            System.out.flush();
+            holdUntilStdinCloses();
+        }
+        return 0;
+    }
+
+    private static int member(Properties props, String topic, String outFile) throws Exception {
+        java.util.concurrent.atomic.AtomicBoolean stop = new java.util.concurrent.atomic.AtomicBoolean();
+        Thread watcher = new Thread(() -> {
+            holdUntilStdinCloses();
+            stop.set(true);
+        });
+        watcher.setDaemon(true);
+        watcher.start();
+        try (KafkaConsumer<String, Object> consumer = new KafkaConsumer<>(props);
+                java.io.PrintStream out = new java.io.PrintStream(
+                        new java.io.FileOutputStream(outFile, true), true, StandardCharsets.UTF_8)) {
+            consumer.subscribe(List.of(topic));
+            while (!stop.get()) {
+                try {
+                    var records = consumer.poll(Duration.ofMillis(200));
+                    for (ConsumerRecord<String, Object> r : records) {
+                        out.println(show(r.value()));
+                    }
+                    if (!records.isEmpty()) {
+                        consumer.commitSync();
+                    }
+                } catch (RecordDeserializationException e) {
+                    System.out.println("DESERIALIZATION-FAILED partition=" + e.topicPartition().partition()
+                            + " offset=" + e.offset() + " " + chain(e));
+                    return 4;
+                }
+            }
+        }
+        return 0;
+    }
+
+    private static String chain(Throwable t) {
+        StringBuilder b = new StringBuilder();
+        for (Throwable c = t; c != null; c = c.getCause()) {
+            b.append(c.getClass().getName()).append(": ").append(c.getMessage()).append(" | ");
+        }
+        return b.toString().replace('\n', ' ');
+    }
+}
