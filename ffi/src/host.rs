@@ -56,6 +56,7 @@ pub const PROPERTIES: &[(&str, &str, &str)] = &[
     ("e2ee.key.wait.ms", "30000", "How long a consumer waits for a key it lacks before failing the record."),
     ("e2ee.state.dir", "", "Directory for this client's encrypted key state; empty = keys in memory only."),
     ("e2ee.control.topic", "_e2ee_control", "The topic that carries the key exchange."),
+    ("e2ee.bind.key", "true", "librdkafka producers bind the record key into each record's authentication, so a broker cannot move a value to another key; consumers that cannot see keys (Java's DecryptingDeserializer) cannot open such records: set false where they read."),
 ];
 
 /// The parsed `e2ee.*` settings.
@@ -70,6 +71,7 @@ pub struct HostConfig {
     pub wait_ms: u64,
     pub state_dir: Option<PathBuf>,
     pub control_topic: String,
+    pub bind_key: bool,
 }
 
 impl HostConfig {
@@ -129,6 +131,16 @@ impl HostConfig {
         }
         let rotation_records = u32::try_from(number("e2ee.key.rotation.records")?)
             .map_err(|_| bad("e2ee.key.rotation.records", "must be at most 4294967295"))?;
+        let bind_key = match get("e2ee.bind.key").trim() {
+            "true" => true,
+            "false" => false,
+            other => {
+                return Err(bad(
+                    "e2ee.bind.key",
+                    format!("must be true or false, got '{other}'"),
+                ))
+            }
+        };
         let state_dir = get("e2ee.state.dir").trim();
         let control_topic = get("e2ee.control.topic").trim().to_owned();
         if control_topic.is_empty() {
@@ -150,6 +162,7 @@ impl HostConfig {
             wait_ms: number("e2ee.key.wait.ms")?,
             state_dir: (!state_dir.is_empty()).then(|| PathBuf::from(state_dir)),
             control_topic,
+            bind_key,
         })
     }
 

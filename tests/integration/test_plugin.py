@@ -19,10 +19,12 @@ PLUGIN = ROOT / "target" / "release" / "libkafka_e2ee.so"
 CLI = ROOT / "target" / "release" / "kafka-e2ee"
 CLIENTS = Path(__file__).with_name("plugin_clients.py")
 
-pytestmark = pytest.mark.skipif(
-    not PLUGIN.exists() or not CLI.exists(),
-    reason="needs cargo build --release -p kafka-e2ee-ffi -p kafka-e2ee-cli",
-)
+@pytest.fixture(scope="module", autouse=True)
+def built():
+    """The plugin and the CLI, built if missing: a missing build fails, never skips."""
+    if not PLUGIN.exists() or not CLI.exists():
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "kafka-e2ee-ffi", "-p", "kafka-e2ee-cli"],
+                       cwd=Path(__file__).resolve().parents[2], check=True)
 
 
 def cli(*args: str) -> None:

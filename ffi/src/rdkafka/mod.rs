@@ -50,6 +50,8 @@ pub(crate) struct Client {
     /// `on_new`, which cannot fail client creation): fail closed.
     pub broken: Option<String>,
     pub wait_ms: u64,
+    /// Bind the record key into the AAD when sealing (`e2ee.bind.key`).
+    pub bind_key: bool,
     pub fork_generation: u64,
     pub keys: Option<Arc<control::KeySignal>>,
 }
@@ -368,6 +370,7 @@ unsafe extern "C" fn on_new(
                     engine: None,
                     broken: Some(e.to_string()),
                     wait_ms: 0,
+                    bind_key: true,
                     fork_generation: FORK_GENERATION.load(Ordering::SeqCst),
                     keys: None,
                 }
@@ -415,6 +418,7 @@ unsafe fn start(st: &ConfState, conf: *const Conf) -> Result<Client, ConfigError
         engine: Some(engine),
         broken: None,
         wait_ms: cfg.wait_ms,
+        bind_key: cfg.bind_key,
         fork_generation: FORK_GENERATION.load(Ordering::SeqCst),
         keys: Some(keys),
     })

@@ -84,9 +84,16 @@ public class DecryptingDeserializer<T> implements Deserializer<T> {
 
     private void open(String topic, Headers headers, byte[] value) {
         byte[] header = RecordCrypto.header(headers);
+        if (header != null && RecordCrypto.binding(header) != Engine.BIND_UNBOUND) {
+            // A deserializer never sees the record key, so it cannot check a key-bound record.
+            lease.metrics.recordFailed();
+            throw new SerializationException("kafka-e2ee could not decrypt a record of topic '" + topic
+                    + "': its producer bound the record key (a librdkafka client with e2ee.bind.key=true), "
+                    + "and a deserializer cannot see keys. Read this topic with "
+                    + "interceptor.classes=dev.kafkae2ee.E2eeConsumerInterceptor, or set e2ee.bind.key=false "
+                    + "on its librdkafka producers.");
+        }
         try {
-            // The deserializer cannot see the record key: a key-bound record fails here with
-            // the engine's "bound vs not bound" reason (use the consumer interceptor for those).
             RecordCrypto.open(lease, topic, header, Engine.BIND_UNBOUND, null, value, lease.keyWaitMs);
         } catch (E2eeException e) {
             lease.metrics.recordFailed();

@@ -31,11 +31,12 @@ public final class E2eeConfig extends AbstractConfig {
     public static final String KEY_WAIT_MS = "e2ee.key.wait.ms";
     public static final String STATE_DIR = "e2ee.state.dir";
     public static final String CONTROL_TOPIC = "e2ee.control.topic";
+    public static final String BIND_KEY = "e2ee.bind.key";
 
     /** The properties the native engine reads (everything but the Java-only inner serdes). */
     static final List<String> NATIVE = List.of(
             CREDENTIAL, TRUST, TOPICS, KEY_ROTATION_MS, KEY_ROTATION_RECORDS, KEY_RETENTION_MS,
-            KEY_WAIT_MS, STATE_DIR, CONTROL_TOPIC);
+            KEY_WAIT_MS, STATE_DIR, CONTROL_TOPIC, BIND_KEY);
 
     public static final ConfigDef CONFIG_DEF = new ConfigDef()
             .define(CREDENTIAL, Type.STRING, null, new ReadableFile(
@@ -81,7 +82,13 @@ public final class E2eeConfig extends AbstractConfig {
             .define(CONTROL_TOPIC, Type.STRING, "_e2ee_control", new ConfigDef.NonEmptyString(),
                     Importance.LOW,
                     "The topic that carries the key exchange. Created when missing (1 partition, "
-                            + "retention 1 hour). All clients of one deployment must use the same one.");
+                            + "retention 1 hour). All clients of one deployment must use the same one.")
+            .define(BIND_KEY, Type.BOOLEAN, true, Importance.LOW,
+                    "Whether producers bind the record key into each record's authentication, so a broker "
+                            + "cannot move a value to another key. librdkafka producers honour it; Java producers "
+                            + "never bind (their hooks do not see the serialized key). Java's DecryptingDeserializer "
+                            + "cannot open key-bound records (it does not see the key): set false on librdkafka "
+                            + "producers whose topics it reads; E2eeConsumerInterceptor opens both.");
 
     public E2eeConfig(Map<?, ?> originals) {
         super(CONFIG_DEF, checkNames(originals), false);
