@@ -5,20 +5,26 @@
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{pump, World, T0};
 use kafka_e2ee_core::format::KeyBinding;
 
 struct Counting;
 
-static COUNTING: AtomicBool = AtomicBool::new(false);
+// Only this test thread's allocations count: the data path runs entirely on
+// the caller's thread (the engine has no threads), and other threads of the
+// test harness must not make the count flaky.
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: forwards to the system allocator unchanged; only counts calls.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
+        if COUNTING.with(Cell::get) {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
         // SAFETY: same contract as the caller's.
@@ -63,7 +69,7 @@ fn seal_and_open_allocate_nothing_per_record() {
     let mut buffers: Vec<(Vec<u8>, [u8; 34])> =
         (0..1000).map(|_| (vec![1u8; 1024], [0u8; 34])).collect();
     ALLOCATIONS.store(0, Ordering::Relaxed);
-    COUNTING.store(true, Ordering::Relaxed);
+    COUNTING.with(|c| c.set(true));
     for (buf, h) in buffers.iter_mut() {
         *h = p.seal("orders", KeyBinding::Bytes(b"key"), buf).unwrap();
     }
@@ -71,7 +77,7 @@ fn seal_and_open_allocate_nothing_per_record() {
         c.open("orders", Some(h), KeyBinding::Bytes(b"key"), buf)
             .unwrap();
     }
-    COUNTING.store(false, Ordering::Relaxed);
+    COUNTING.with(|c| c.set(false));
     assert_eq!(
         ALLOCATIONS.load(Ordering::Relaxed),
         0,
