@@ -16,7 +16,7 @@ use kafka_e2ee_core::format::{KeyBinding, RecordHeader, HEADER_NAME};
 use kafka_e2ee_core::keys::KeyPolicy;
 use kafka_e2ee_core::trust::{Identity, TopicPattern, TrustAnchor};
 use kafka_e2ee_core::{Engine, EngineConfig};
-use rskafka::chrono::Utc;
+use rskafka::chrono::DateTime;
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::client::ClientBuilder;
 use rskafka::record::Record;
@@ -73,7 +73,8 @@ fn main() {
             key: Some(key),
             value: Some(value),
             headers: BTreeMap::from([(HEADER_NAME.to_owned(), header.to_vec())]),
-            timestamp: Utc::now(),
+            // The record time: wall clock, plus the simulated rotations.
+            timestamp: DateTime::from_timestamp_millis(i64::try_from(now).unwrap()).unwrap(),
         });
     }
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -262,7 +262,7 @@ mod tests {
         let store = Mem::default();
         let engine = Engine::new(
             config(),
-            id.clone(),
+            Identity::from_file_bytes(&id.to_file_bytes()).unwrap(),
             trust.clone(),
             T0,
             Box::new(ChaCha20Rng::seed_from_u64(1)),
@@ -295,7 +295,7 @@ mod tests {
         drop(engine);
         let restored = Engine::new(
             config(),
-            id.clone(),
+            Identity::from_file_bytes(&id.to_file_bytes()).unwrap(),
             trust,
             T0 + 5000,
             Box::new(ChaCha20Rng::seed_from_u64(2)),
