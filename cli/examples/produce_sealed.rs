@@ -90,7 +90,9 @@ fn main() {
             .partition_client(topic.clone(), 0, UnknownTopicHandling::Retry)
             .await
             .unwrap();
-        pc.produce(records, Compression::NoCompression).await.unwrap()
+        pc.produce(records, Compression::NoCompression)
+            .await
+            .unwrap()
     });
     for (id, off) in ids.iter().zip(offsets) {
         println!("{id} {off}");

@@ -169,7 +169,10 @@ fn check_hook(props: &[Property], r: &mut Report) -> (Role, bool) {
             Role::Consumer => "Java consumer",
             Role::Unknown => "Java producer and consumer",
         };
-        r.ok("hook", format!("{what} with the kafka-e2ee serde or interceptor"));
+        r.ok(
+            "hook",
+            format!("{what} with the kafka-e2ee serde or interceptor"),
+        );
         if has("value.serializer", &["EncryptingSerializer"])
             && props::get(props, "e2ee.inner.value.serializer").is_none()
         {
@@ -268,8 +271,7 @@ struct Values {
 /// between them (as the native hosts apply them).
 fn check_properties(props: &[Property], java: bool, r: &mut Report) -> Values {
     for p in props.iter().filter(|p| p.key.starts_with("e2ee.")) {
-        if settings::is_known(&p.key) || (java && settings::JAVA_ONLY.contains(&p.key.as_str()))
-        {
+        if settings::is_known(&p.key) || (java && settings::JAVA_ONLY.contains(&p.key.as_str())) {
             continue;
         }
         let fix = match settings::closest(&p.key) {
@@ -278,7 +280,10 @@ fn check_properties(props: &[Property], java: bool, r: &mut Report) -> Values {
         };
         r.problem(
             &p.key,
-            format!("unknown property (line {}); the client refuses to start", p.line),
+            format!(
+                "unknown property (line {}); the client refuses to start",
+                p.line
+            ),
             fix,
         );
     }
@@ -287,13 +292,18 @@ fn check_properties(props: &[Property], java: bool, r: &mut Report) -> Values {
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
     };
-    let value = |k: &str| get(k).unwrap_or_else(|| settings::default_of(k).unwrap_or("").to_owned());
+    let value =
+        |k: &str| get(k).unwrap_or_else(|| settings::default_of(k).unwrap_or("").to_owned());
     let number = |k: &str, r: &mut Report| -> Option<u64> {
         let v = value(k);
         match v.parse::<u64>() {
             Ok(n) => Some(n),
             Err(_) => {
-                r.problem(k, format!("'{v}' is not a whole number"), "give a number of milliseconds (or records)");
+                r.problem(
+                    k,
+                    format!("'{v}' is not a whole number"),
+                    "give a number of milliseconds (or records)",
+                );
                 None
             }
         }
@@ -303,10 +313,18 @@ fn check_properties(props: &[Property], java: bool, r: &mut Report) -> Values {
     let retention = number("e2ee.key.retention.ms", r);
     let wait = number("e2ee.key.wait.ms", r);
     if rotation == Some(0) {
-        r.problem("e2ee.key.rotation.ms", "must be greater than 0", "use e.g. 900000 (15 min)");
+        r.problem(
+            "e2ee.key.rotation.ms",
+            "must be greater than 0",
+            "use e.g. 900000 (15 min)",
+        );
     }
     match records {
-        Some(0) => r.problem("e2ee.key.rotation.records", "must be greater than 0", "use e.g. 100000000"),
+        Some(0) => r.problem(
+            "e2ee.key.rotation.records",
+            "must be greater than 0",
+            "use e.g. 100000000",
+        ),
         Some(n) if n > u64::from(u32::MAX) => r.problem(
             "e2ee.key.rotation.records",
             "must be at most 4294967295",
@@ -340,21 +358,44 @@ fn check_properties(props: &[Property], java: bool, r: &mut Report) -> Values {
         );
     }
     let mut topics = Vec::new();
-    for t in value("e2ee.topics").split(',').map(str::trim).filter(|t| !t.is_empty()) {
+    for t in value("e2ee.topics")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
         match TopicPattern::parse(t) {
             Ok(p) => topics.push(p),
-            Err(e) => r.problem("e2ee.topics", format!("'{t}': {e}"), "use a topic name, `prefix.*` or `*`"),
+            Err(e) => r.problem(
+                "e2ee.topics",
+                format!("'{t}': {e}"),
+                "use a topic name, `prefix.*` or `*`",
+            ),
         }
     }
-    if topics.is_empty() && !value("e2ee.topics").split(',').any(|t| !t.trim().is_empty()) {
-        r.problem("e2ee.topics", "lists no topic", "list the protected topics, or `*` for all");
+    if topics.is_empty()
+        && !value("e2ee.topics")
+            .split(',')
+            .any(|t| !t.trim().is_empty())
+    {
+        r.problem(
+            "e2ee.topics",
+            "lists no topic",
+            "list the protected topics, or `*` for all",
+        );
     }
     let control_topic = value("e2ee.control.topic");
     if control_topic.is_empty() {
-        r.problem("e2ee.control.topic", "is empty", "remove it to use _e2ee_control");
+        r.problem(
+            "e2ee.control.topic",
+            "is empty",
+            "remove it to use _e2ee_control",
+        );
     }
     if topics.iter().any(|p| p.matches(&control_topic)) && !control_topic.is_empty() {
-        r.ok("e2ee.topics", "the control topic is exempt (its messages are sealed by the protocol)");
+        r.ok(
+            "e2ee.topics",
+            "the control topic is exempt (its messages are sealed by the protocol)",
+        );
     }
     Values {
         credential: get("e2ee.credential"),
@@ -400,7 +441,11 @@ fn check_credential(v: &Values, base: &Path, r: &mut Report) -> Option<Identity>
     let bytes = match files::read_secret(&path) {
         Ok(b) => b,
         Err(e) => {
-            r.problem("e2ee.credential", e, "check the path; the file must be readable by the client's user");
+            r.problem(
+                "e2ee.credential",
+                e,
+                "check the path; the file must be readable by the client's user",
+            );
             return None;
         }
     };
@@ -418,14 +463,22 @@ fn check_credential(v: &Values, base: &Path, r: &mut Report) -> Option<Identity>
     if let Some(mode) = files::readable_by_others(&path) {
         r.warn(
             "e2ee.credential",
-            format!("{} has mode {mode:03o}: others may read this client's private key", path.display()),
+            format!(
+                "{} has mode {mode:03o}: others may read this client's private key",
+                path.display()
+            ),
             format!("chmod 600 {}", path.display()),
         );
     }
     let c = id.credential();
     r.ok(
         "e2ee.credential",
-        format!("{} ({}), expires {}", c.name(), c.fingerprint(), timefmt::format_instant(c.expires_ms())),
+        format!(
+            "{} ({}), expires {}",
+            c.name(),
+            c.fingerprint(),
+            timefmt::format_instant(c.expires_ms())
+        ),
     );
     Some(id)
 }
@@ -443,7 +496,11 @@ fn check_trust(v: &Values, base: &Path, r: &mut Report) -> Option<TrustAnchor> {
     let bytes = match files::read(&path) {
         Ok(b) => b,
         Err(e) => {
-            r.problem("e2ee.trust", e, "copy the deployment's trust file to this host and give its path");
+            r.problem(
+                "e2ee.trust",
+                e,
+                "copy the deployment's trust file to this host and give its path",
+            );
             return None;
         }
     };
@@ -509,13 +566,24 @@ fn check_topics(id: &Identity, topics: &[TopicPattern], role: Role, r: &mut Repo
         let p = c.produce().iter().any(|g| covers(g, t));
         let q = c.consume().iter().any(|g| covers(g, t));
         let subject = format!("topic {t}");
-        let fix = format!(
-            "issue a credential with --produce '{t}' and/or --consume '{t}', or narrow e2ee.topics"
-        );
+        let flags = match role {
+            Role::Producer => format!("--produce '{t}'"),
+            Role::Consumer => format!("--consume '{t}'"),
+            Role::Unknown => format!("--produce '{t}' and/or --consume '{t}'"),
+        };
+        let fix = format!("issue a credential with {flags}, or narrow e2ee.topics");
         match (role, p, q) {
-            (Role::Producer, false, _) => r.problem(&subject, "the credential may not produce to it", fix),
-            (Role::Consumer, _, false) => r.problem(&subject, "the credential may not consume from it", fix),
-            (Role::Unknown, false, false) => r.problem(&subject, "the credential may neither produce to nor consume from it", fix),
+            (Role::Producer, false, _) => {
+                r.problem(&subject, "the credential may not produce to it", fix)
+            }
+            (Role::Consumer, _, false) => {
+                r.problem(&subject, "the credential may not consume from it", fix)
+            }
+            (Role::Unknown, false, false) => r.problem(
+                &subject,
+                "the credential may neither produce to nor consume from it",
+                fix,
+            ),
             _ => r.ok(
                 &subject,
                 match (p, q) {
@@ -540,11 +608,18 @@ fn check_state_dir(id: &Identity, dir: Option<&str>, base: &Path, r: &mut Report
     };
     let path = resolve(dir, base);
     if !path.exists() {
-        r.ok("e2ee.state.dir", format!("{} will be created on first start", path.display()));
+        r.ok(
+            "e2ee.state.dir",
+            format!("{} will be created on first start", path.display()),
+        );
         return;
     }
     if !path.is_dir() {
-        r.problem("e2ee.state.dir", format!("{} is not a directory", path.display()), "give a directory path");
+        r.problem(
+            "e2ee.state.dir",
+            format!("{} is not a directory", path.display()),
+            "give a directory path",
+        );
         return;
     }
     match fs::read(path.join("state")) {
@@ -564,7 +639,11 @@ fn check_broker(props: &[Property], control_topic: &str, timeout: Duration, r: &
     let conn = match kafka::Connection::from_config(None, props, timeout) {
         Ok(c) => c,
         Err(e) => {
-            r.problem("broker", e, "fix the connection settings, or pass --offline to skip this check");
+            r.problem(
+                "broker",
+                e,
+                "fix the connection settings, or pass --offline to skip this check",
+            );
             return;
         }
     };
@@ -572,13 +651,24 @@ fn check_broker(props: &[Property], control_topic: &str, timeout: Duration, r: &
     let client = match conn.connect() {
         Ok(c) => c,
         Err(e) => {
-            r.problem("broker", e, "start the broker or fix bootstrap.servers / the network path");
+            r.problem(
+                "broker",
+                e,
+                "start the broker or fix bootstrap.servers / the network path",
+            );
             return;
         }
     };
     match kafka::topics(&conn, &client) {
         Ok(list) => {
-            r.ok("broker", format!("{} answers ({} topics)", conn.bootstrap.join(","), list.len()));
+            r.ok(
+                "broker",
+                format!(
+                    "{} answers ({} topics)",
+                    conn.bootstrap.join(","),
+                    list.len()
+                ),
+            );
             match list.iter().find(|(n, _)| n == control_topic) {
                 Some((_, parts)) => r.ok("control topic", format!("{control_topic} exists ({parts} partition(s))")),
                 None => r.warn(
@@ -591,6 +681,10 @@ fn check_broker(props: &[Property], control_topic: &str, timeout: Duration, r: &
                 ),
             }
         }
-        Err(e) => r.problem("broker", format!("cannot list topics: {e}"), "check the client's ACLs allow Describe on topics"),
+        Err(e) => r.problem(
+            "broker",
+            format!("cannot list topics: {e}"),
+            "check the client's ACLs allow Describe on topics",
+        ),
     }
 }

@@ -120,7 +120,9 @@ fn classify(t: &mut Tally, partition: i32, r: &rskafka::record::RecordAndOffset)
         }
         (Some(_), None) => {
             t.malformed += 1;
-            *t.malformed_reasons.entry("e2ee header on a null value".into()).or_default() += 1;
+            *t.malformed_reasons
+                .entry("e2ee header on a null value".into())
+                .or_default() += 1;
             note(t, "e2ee header on a null value");
         }
         (Some(h), Some(_)) => match RecordHeader::decode(h) {
@@ -245,7 +247,10 @@ fn render(
     let json = json::object(&[
         ("topic", Value::Str(opts.topic.to_owned())),
         ("partitions", Value::Num(samples.len() as u64)),
-        ("records_on_broker", Value::Num(u64::try_from(on_broker).unwrap_or(0))),
+        (
+            "records_on_broker",
+            Value::Num(u64::try_from(on_broker).unwrap_or(0)),
+        ),
         ("sampled", Value::Num(total)),
         ("encrypted", Value::Num(t.encrypted)),
         ("plaintext", Value::Num(t.plaintext)),

@@ -130,7 +130,9 @@ pub fn list(dir: &Path, credential: &Path, now: u64) -> Result<Output, String> {
         ),
     };
     if busy {
-        text.push_str("note: a running client holds this directory; its keys in memory may differ\n");
+        text.push_str(
+            "note: a running client holds this directory; its keys in memory may differ\n",
+        );
     }
     let json = json::object(&[
         ("state_dir", Value::Str(dir.display().to_string())),

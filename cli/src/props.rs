@@ -70,9 +70,7 @@ fn split_key_value(line: &str) -> (String, &str) {
             '=' | ':' => return (key, line.get(i + 1..).unwrap_or("").trim_start()),
             c if c.is_whitespace() => {
                 let rest = line.get(i..).unwrap_or("").trim_start();
-                let rest = rest
-                    .strip_prefix(['=', ':'])
-                    .map_or(rest, str::trim_start);
+                let rest = rest.strip_prefix(['=', ':']).map_or(rest, str::trim_start);
                 return (key, rest);
             }
             c => key.push(c),

@@ -20,7 +20,10 @@ pub const PROPERTIES: &[(&str, &str, &str)] = &[
 ];
 
 /// `e2ee.*` names only the Java serde wrappers take (the inner serde).
-pub const JAVA_ONLY: &[&str] = &["e2ee.inner.value.serializer", "e2ee.inner.value.deserializer"];
+pub const JAVA_ONLY: &[&str] = &[
+    "e2ee.inner.value.serializer",
+    "e2ee.inner.value.deserializer",
+];
 
 pub fn default_of(name: &str) -> Option<&'static str> {
     PROPERTIES.iter().find(|p| p.0 == name).map(|p| p.1)
@@ -81,7 +84,10 @@ pub fn markdown() -> String {
         } else {
             format!("`{default}`")
         };
-        out.push_str(&format!("| `{name}` | {default} | {} |\n", doc.replace('|', "\\|")));
+        out.push_str(&format!(
+            "| `{name}` | {default} | {} |\n",
+            doc.replace('|', "\\|")
+        ));
     }
     out.push_str(
         "\nThe Java client (serde wrappers and interceptors) takes the same `e2ee.*`\n\

@@ -10,7 +10,8 @@ use crate::json::{self, Value};
 use crate::{files, Output};
 
 fn read_anchor(path: &Path) -> Result<TrustAnchor, String> {
-    TrustAnchor::from_file_bytes(&files::read(path)?).map_err(|e| format!("{}: {e}", path.display()))
+    TrustAnchor::from_file_bytes(&files::read(path)?)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn read_credential(path: &Path) -> Result<Credential, String> {
@@ -20,7 +21,12 @@ fn read_credential(path: &Path) -> Result<Credential, String> {
 }
 
 /// Builds (or, with `append`, extends) a trust file that pins credentials.
-pub fn pin(out: &Path, credentials: &[PathBuf], append: bool, force: bool) -> Result<Output, String> {
+pub fn pin(
+    out: &Path,
+    credentials: &[PathBuf],
+    append: bool,
+    force: bool,
+) -> Result<Output, String> {
     if credentials.is_empty() {
         return Err("name at least one credential file to pin".into());
     }
@@ -67,14 +73,21 @@ pub fn pin(out: &Path, credentials: &[PathBuf], append: bool, force: bool) -> Re
         json: json::object(&[
             ("trust", Value::Str(out.display().to_string())),
             ("pinned", Value::List(names)),
-            ("pinned_total", Value::Num(anchor.pinned_credentials().len() as u64)),
+            (
+                "pinned_total",
+                Value::Num(anchor.pinned_credentials().len() as u64),
+            ),
         ]),
         failed: false,
     })
 }
 
 /// Adds X25519 public keys to the deny list of a trust file.
-pub fn deny(trust: &Path, credentials: &[PathBuf], public_keys: &[String]) -> Result<Output, String> {
+pub fn deny(
+    trust: &Path,
+    credentials: &[PathBuf],
+    public_keys: &[String],
+) -> Result<Output, String> {
     if credentials.is_empty() && public_keys.is_empty() {
         return Err("give --credential FILE or --public-key BASE64 (repeatable)".into());
     }

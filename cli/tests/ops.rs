@@ -85,7 +85,13 @@ fn ok(o: &Output) {
 }
 
 fn fails(o: &Output, needle: &str) {
-    assert_eq!(o.status.code(), Some(1), "stdout: {}\nstderr: {}", out(o), err(o));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "stdout: {}\nstderr: {}",
+        out(o),
+        err(o)
+    );
     let all = format!("{}{}", out(o), err(o));
     assert!(all.contains(needle), "expected '{needle}' in:\n{all}");
 }
@@ -184,7 +190,14 @@ fn pin_builds_a_trust_file_that_accepts_exactly_the_pinned() {
         &run(&["trust", "pin", "--out", s(&trust), s(&c)]),
         "already exists",
     );
-    ok(&run(&["trust", "pin", "--append", "--out", s(&trust), s(&c)]));
+    ok(&run(&[
+        "trust",
+        "pin",
+        "--append",
+        "--out",
+        s(&trust),
+        s(&c),
+    ]));
     assert_eq!(anchor(&trust).pinned_credentials().len(), 3);
     let o = run(&["trust", "show", s(&trust), "--json"]);
     ok(&o);
@@ -202,7 +215,10 @@ fn pin_builds_a_trust_file_that_accepts_exactly_the_pinned() {
     ]));
     let merged = anchor(&auth.join("trust"));
     assert_eq!(
-        (merged.authorities().len(), merged.pinned_credentials().len()),
+        (
+            merged.authorities().len(),
+            merged.pinned_credentials().len()
+        ),
         (1, 1)
     );
 }
@@ -212,7 +228,13 @@ fn pin_bad_input() {
     let t = Scratch::new();
     let trust = t.path("trust");
     fails(
-        &run(&["trust", "pin", "--out", s(&trust), s(&t.path("missing.cred"))]),
+        &run(&[
+            "trust",
+            "pin",
+            "--out",
+            s(&trust),
+            s(&t.path("missing.cred")),
+        ]),
         "cannot read",
     );
     // A trust file is not a credential.
@@ -281,13 +303,23 @@ fn deny_bad_input() {
     let auth = authority(&t, "auth");
     let trust = auth.join("trust");
     let before = std::fs::read(&trust).unwrap();
-    fails(&run(&["trust", "deny", "--trust", s(&trust)]), "--credential");
+    fails(
+        &run(&["trust", "deny", "--trust", s(&trust)]),
+        "--credential",
+    );
     fails(
         &run(&["trust", "deny", "--trust", s(&trust), "--public-key", "!!"]),
         "not base64",
     );
     fails(
-        &run(&["trust", "deny", "--trust", s(&trust), "--public-key", "AAAA"]),
+        &run(&[
+            "trust",
+            "deny",
+            "--trust",
+            s(&trust),
+            "--public-key",
+            "AAAA",
+        ]),
         "not 32 bytes",
     );
     fails(
@@ -301,7 +333,11 @@ fn deny_bad_input() {
         ]),
         "cannot read",
     );
-    assert_eq!(std::fs::read(&trust).unwrap(), before, "unchanged on failure");
+    assert_eq!(
+        std::fs::read(&trust).unwrap(),
+        before,
+        "unchanged on failure"
+    );
 }
 
 // ---- keys -------------------------------------------------------------------
@@ -373,7 +409,10 @@ fn keys_list_and_shred() {
     ]);
     ok(&o);
     let listed = out(&o);
-    assert_eq!(listed.matches("\"origin\":\"produced\"").count(), keys.len());
+    assert_eq!(
+        listed.matches("\"origin\":\"produced\"").count(),
+        keys.len()
+    );
     for k in &keys {
         assert!(listed.contains(&k.key_id.to_string()), "{listed}");
     }
@@ -385,7 +424,10 @@ fn keys_list_and_shred() {
         "--credential",
         s(&cred),
     ]));
-    assert!(text.contains(&format!("{} stored key(s)", keys.len())), "{text}");
+    assert!(
+        text.contains(&format!("{} stored key(s)", keys.len())),
+        "{text}"
+    );
 
     // Shred without --yes asks; anything but "yes" aborts and changes nothing.
     let base = [
@@ -420,7 +462,11 @@ fn keys_list_and_shred() {
     all.extend_from_slice(&["--yes", "--json"]);
     let o = run(&all);
     ok(&o);
-    assert!(out(&o).contains(&format!("\"shredded\":{}", keys.len() - 1)), "{}", out(&o));
+    assert!(
+        out(&o).contains(&format!("\"shredded\":{}", keys.len() - 1)),
+        "{}",
+        out(&o)
+    );
     let left = StateBlob::decode(&identity(&cred), &std::fs::read(dir.join("state")).unwrap())
         .unwrap()
         .keys();
@@ -434,7 +480,12 @@ fn keys_list_and_shred() {
 fn shredded_keys_no_longer_open_records() {
     let t = Scratch::new();
     let auth = authority(&t, "auth");
-    let cred = issue(&t, &auth, "writer", &["--produce", "orders", "--consume", "orders"]);
+    let cred = issue(
+        &t,
+        &auth,
+        "writer",
+        &["--produce", "orders", "--consume", "orders"],
+    );
     let trust = auth.join("trust");
     let dir = t.path("state");
     let sealed = client_state(&cred, &trust, &dir);
@@ -474,9 +525,8 @@ fn keys_bad_input() {
     let other = issue(&t, &auth, "other", &["--produce", "orders"]);
     let dir = t.path("state");
     client_state(&cred, &auth.join("trust"), &dir);
-    let list = |d: &Path, c: &Path| {
-        run(&["keys", "list", "--state-dir", s(d), "--credential", s(c)])
-    };
+    let list =
+        |d: &Path, c: &Path| run(&["keys", "list", "--state-dir", s(d), "--credential", s(c)]);
     fails(&list(&t.path("nope"), &cred), "does not exist");
     fails(&list(&dir, &t.path("nope.cred")), "cannot read");
     // Another credential's file cannot open the state (wrong key).
@@ -535,7 +585,14 @@ fn shred_refuses_a_directory_a_running_client_holds() {
     fails(&o, "in use by a running client");
     assert_eq!(std::fs::read(dir.join("state")).unwrap(), before);
     // list still works, and says so.
-    let o = run(&["keys", "list", "--state-dir", s(&dir), "--credential", s(&cred)]);
+    let o = run(&[
+        "keys",
+        "list",
+        "--state-dir",
+        s(&dir),
+        "--credential",
+        s(&cred),
+    ]);
     ok(&o);
     assert!(out(&o).contains("running client"), "{}", out(&o));
     drop(lock);
@@ -674,7 +731,11 @@ fn doctor_reports_an_unreachable_broker() {
     assert!(started.elapsed().as_secs() < 20);
     fails(&o, "cannot reach the cluster");
     assert!(out(&o).contains("1 problem(s)"), "{}", out(&o));
-    assert!(err(&o).contains("connecting to"), "progress on stderr: {}", err(&o));
+    assert!(
+        err(&o).contains("connecting to"),
+        "progress on stderr: {}",
+        err(&o)
+    );
     // inspect says the same.
     let o = run(&[
         "inspect",
@@ -701,7 +762,10 @@ fn doctor_reports_an_unreachable_broker() {
 // ---- config docs ------------------------------------------------------------
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 #[test]

@@ -274,23 +274,25 @@ mod tests {
         for step in 0..3u64 {
             engine.handle_timeout(T0 + step * 1500).unwrap();
             let mut v = b"hello".to_vec();
-            let h = engine
-                .seal("t", KeyBinding::Bytes(b"k"), &mut v)
-                .unwrap();
+            let h = engine.seal("t", KeyBinding::Bytes(b"k"), &mut v).unwrap();
             sealed.push((h, v));
         }
         let blob = store.0.lock().unwrap().clone().unwrap();
         let mut state = StateBlob::decode(&id, &blob).unwrap();
         let keys = state.keys();
         assert!(keys.len() >= 3, "{keys:?}");
-        assert!(keys.iter().all(|k| k.origin == KeyOrigin::Produced
-            && k.key_id.producer == engine.instance_id()));
+        assert!(keys
+            .iter()
+            .all(|k| k.origin == KeyOrigin::Produced && k.key_id.producer == engine.instance_id()));
 
         // Shred the first epoch; a new engine restores only the rest.
         let first = keys.iter().map(|k| k.epoch_started_ms).min().unwrap();
         assert_eq!(state.shred_before(first + 1), 1);
         let blob2 = state.encode(&id, &mut rng);
-        assert_eq!(StateBlob::decode(&id, &blob2).unwrap().keys().len(), keys.len() - 1);
+        assert_eq!(
+            StateBlob::decode(&id, &blob2).unwrap().keys().len(),
+            keys.len() - 1
+        );
         *store.0.lock().unwrap() = Some(blob2);
         drop(engine);
         let restored = Engine::new(
@@ -322,7 +324,10 @@ mod tests {
         let authority = Authority::generate(&mut rng);
         let a = identity(&mut rng, &authority);
         let b = identity(&mut rng, &authority);
-        let blob = StateBlob { entries: Vec::new() }.encode(&a, &mut rng);
+        let blob = StateBlob {
+            entries: Vec::new(),
+        }
+        .encode(&a, &mut rng);
         assert!(StateBlob::decode(&a, &blob).unwrap().keys().is_empty());
         assert!(StateBlob::decode(&b, &blob).is_err());
         assert!(StateBlob::decode(&a, b"").is_err());
