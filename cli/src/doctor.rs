@@ -407,14 +407,17 @@ fn check_properties(props: &[Property], java: bool, r: &mut Report) -> Values {
 }
 
 fn human_ms(ms: u64) -> String {
-    let s = ms / 1000;
-    match s {
-        _ if ms % 86_400_000 == 0 => format!("{} d", ms / 86_400_000),
-        _ if ms % 3_600_000 == 0 => format!("{} h", ms / 3_600_000),
-        _ if ms % 60_000 == 0 => format!("{} min", ms / 60_000),
-        _ if ms % 1000 == 0 => format!("{s} s"),
-        _ => format!("{ms} ms"),
+    for (unit, name) in [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "min"),
+        (1000, "s"),
+    ] {
+        if ms >= unit && ms.is_multiple_of(unit) {
+            return format!("{} {name}", ms / unit);
+        }
     }
+    format!("{ms} ms")
 }
 
 /// Relative paths are resolved as the client would (its working
