@@ -1,11 +1,19 @@
 //! Talking to the cluster for `doctor` and `inspect`, with rskafka (pure
-//! Rust). Connection settings come from the client's own configuration, Java
-//! or librdkafka style. Supported: PLAINTEXT and SASL_PLAINTEXT with PLAIN,
-//! SCRAM-SHA-256 and SCRAM-SHA-512. Not (yet): SSL / SASL_SSL, OAUTHBEARER,
-//! GSSAPI, AWS_MSK_IAM; those are refused with a plain message.
+//! Rust, TLS by rustls). Connection settings come from the client's own
+//! configuration, Java or librdkafka style. Supported: PLAINTEXT, SSL,
+//! SASL_PLAINTEXT and SASL_SSL; SASL PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512;
+//! server certificates checked against a PEM CA file or the system CAs, with
+//! hostname verification always on. Not supported, and refused with a plain
+//! message: client certificates (mutual TLS), JKS/PKCS12 truststores,
+//! OAUTHBEARER, GSSAPI, AWS_MSK_IAM.
 
 use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::CertificateDer;
 
 use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
@@ -21,6 +29,7 @@ use crate::props::{self, Property};
 pub struct Connection {
     pub bootstrap: Vec<String>,
     sasl: Option<SaslConfig>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     pub timeout: Duration,
     rt: tokio::runtime::Runtime,
 }
@@ -59,16 +68,11 @@ impl Connection {
             .unwrap_or("PLAINTEXT")
             .trim()
             .to_ascii_uppercase();
-        let sasl = match protocol.as_str() {
-            "PLAINTEXT" => None,
-            "SASL_PLAINTEXT" => Some(sasl_config(config)?),
-            "SSL" | "SASL_SSL" => {
-                return Err(format!(
-                    "security.protocol={protocol} is not supported by this kafka-e2ee build \
-                     (PLAINTEXT and SASL_PLAINTEXT are); run the check from a host that reaches \
-                     a PLAINTEXT listener, or use Kafka's own tools for this step"
-                ))
-            }
+        let (sasl, tls) = match protocol.as_str() {
+            "PLAINTEXT" => (None, None),
+            "SASL_PLAINTEXT" => (Some(sasl_config(config)?), None),
+            "SSL" => (None, Some(tls_config(config)?)),
+            "SASL_SSL" => (Some(sasl_config(config)?), Some(tls_config(config)?)),
             other => {
                 return Err(format!(
                     "security.protocol={other} is not a Kafka security protocol; use PLAINTEXT, \
@@ -83,6 +87,7 @@ impl Connection {
         Ok(Connection {
             bootstrap,
             sasl,
+            tls,
             timeout,
             rt,
         })
@@ -100,6 +105,9 @@ impl Connection {
             });
         if let Some(sasl) = &self.sasl {
             builder = builder.sasl_config(sasl.clone());
+        }
+        if let Some(tls) = &self.tls {
+            builder = builder.tls_config(Arc::clone(tls));
         }
         self.run(builder.build()).map_err(|e| {
             format!(
@@ -125,12 +133,105 @@ impl Connection {
     }
 }
 
+/// System CA bundles, Debian/Ubuntu first.
+const SYSTEM_CAS: [&str; 3] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+fn tls_config(config: &[Property]) -> Result<Arc<rustls::ClientConfig>, String> {
+    for key in [
+        "ssl.certificate.location",
+        "ssl.certificate.pem",
+        "ssl.keystore.location",
+        "ssl.keystore.certificate.chain",
+    ] {
+        if props::get(config, key).is_some_and(|v| !v.trim().is_empty()) {
+            return Err(format!(
+                "{key} is set: client certificates (mutual TLS) are not supported by this \
+                 kafka-e2ee build; run doctor with --offline for the local checks"
+            ));
+        }
+    }
+    if let Some(v) = props::get(config, "ssl.endpoint.identification.algorithm")
+        .filter(|v| !v.trim().eq_ignore_ascii_case("https"))
+    {
+        return Err(format!(
+            "ssl.endpoint.identification.algorithm='{}': kafka-e2ee always verifies the \
+             broker's host name; remove the setting",
+            v.trim()
+        ));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let mut add = |certs: Vec<CertificateDer<'static>>, from: &str| -> Result<(), String> {
+        if certs.is_empty() {
+            return Err(format!("{from} holds no PEM certificate"));
+        }
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| format!("{from}: a certificate cannot be used: {e}"))?;
+        }
+        Ok(())
+    };
+    let pem_file = |path: &str| -> Result<Vec<CertificateDer<'static>>, String> {
+        CertificateDer::pem_file_iter(path)
+            .and_then(Iterator::collect)
+            .map_err(|e| format!("cannot read PEM certificates from {path}: {e}"))
+    };
+    let truststore_type = props::get(config, "ssl.truststore.type").map(str::trim);
+    if let Some(ca) = props::get(config, "ssl.ca.location").map(str::trim) {
+        add(pem_file(ca)?, ca)?;
+    } else if let Some(pem) = props::get(config, "ssl.truststore.certificates") {
+        let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("ssl.truststore.certificates: {e}"))?;
+        add(certs, "ssl.truststore.certificates")?;
+    } else if let Some(store) = props::get(config, "ssl.truststore.location").map(str::trim) {
+        if !truststore_type.is_some_and(|t| t.eq_ignore_ascii_case("PEM")) {
+            return Err(format!(
+                "ssl.truststore.location={store} is a {} truststore, which kafka-e2ee cannot \
+                 read: export its CA to PEM (keytool -exportcert -rfc) and use that file with \
+                 ssl.truststore.type=PEM, or remove the setting to use the system CAs",
+                truststore_type.unwrap_or("JKS")
+            ));
+        }
+        add(pem_file(store)?, store)?;
+    } else {
+        let bundle = SYSTEM_CAS
+            .iter()
+            .find(|p| Path::new(p).is_file())
+            .ok_or("no system CA bundle found: set ssl.ca.location to a PEM file of CAs")?;
+        add(pem_file(bundle)?, bundle)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 fn sasl_config(config: &[Property]) -> Result<SaslConfig, String> {
     let mechanism = props::get(config, "sasl.mechanism")
         .or_else(|| props::get(config, "sasl.mechanisms"))
         .unwrap_or("GSSAPI")
         .trim()
         .to_ascii_uppercase();
+    let make: fn(Credentials) -> SaslConfig = match mechanism.as_str() {
+        "PLAIN" => SaslConfig::Plain,
+        "SCRAM-SHA-256" => SaslConfig::ScramSha256,
+        "SCRAM-SHA-512" => SaslConfig::ScramSha512,
+        other => {
+            return Err(format!(
+                "sasl.mechanism={other} is not supported by this kafka-e2ee build (PLAIN, \
+                 SCRAM-SHA-256 and SCRAM-SHA-512 are); run doctor with --offline for the \
+                 local checks"
+            ))
+        }
+    };
     let (user, pass) = match (
         props::get(config, "sasl.username"),
         props::get(config, "sasl.password"),
@@ -143,16 +244,7 @@ fn sasl_config(config: &[Property]) -> Result<SaslConfig, String> {
                  (librdkafka) or sasl.jaas.config with username=\"...\" password=\"...\" (Java)",
             )?,
     };
-    let creds = Credentials::new(user, pass);
-    match mechanism.as_str() {
-        "PLAIN" => Ok(SaslConfig::Plain(creds)),
-        "SCRAM-SHA-256" => Ok(SaslConfig::ScramSha256(creds)),
-        "SCRAM-SHA-512" => Ok(SaslConfig::ScramSha512(creds)),
-        other => Err(format!(
-            "sasl.mechanism={other} is not supported by this kafka-e2ee build (PLAIN, \
-             SCRAM-SHA-256 and SCRAM-SHA-512 are)"
-        )),
-    }
+    Ok(make(Credentials::new(user, pass)))
 }
 
 /// `username="u" password="p"` out of a JAAS line.
@@ -242,10 +334,52 @@ mod tests {
         assert_eq!(jaas_user_password("x required;"), None);
     }
 
+    fn conn(text: &str) -> Result<Connection, String> {
+        Connection::from_config(None, &props::parse(text), Duration::from_secs(1))
+    }
+
+    #[test]
+    fn tls_settings() {
+        // System CAs (present on this kind of machine) with SASL over TLS.
+        let c = conn(
+            "bootstrap.servers=h:9093\nsecurity.protocol=SASL_SSL\nsasl.mechanism=PLAIN\n\
+             sasl.username=k\nsasl.password=s\n",
+        );
+        if SYSTEM_CAS.iter().any(|p| Path::new(p).is_file()) {
+            assert!(c.unwrap().tls.is_some());
+        }
+        // An explicit PEM CA file: librdkafka and Java (PEM truststore) names.
+        let bundle = SYSTEM_CAS.iter().find(|p| Path::new(p).is_file());
+        if let Some(b) = bundle {
+            assert!(conn(&format!(
+                "bootstrap.servers=h:1\nsecurity.protocol=SSL\nssl.ca.location={b}\n"
+            ))
+            .is_ok());
+            assert!(conn(&format!(
+                "bootstrap.servers=h:1\nsecurity.protocol=SSL\nssl.truststore.type=PEM\n\
+                 ssl.truststore.location={b}\n"
+            ))
+            .is_ok());
+        }
+        let e =
+            conn("bootstrap.servers=h:1\nsecurity.protocol=SSL\nssl.truststore.location=/x.jks\n")
+                .unwrap_err();
+        assert!(e.contains("JKS truststore"), "{e}");
+        let e =
+            conn("bootstrap.servers=h:1\nsecurity.protocol=SSL\nssl.ca.location=/no/such.pem\n")
+                .unwrap_err();
+        assert!(e.contains("/no/such.pem"), "{e}");
+        let e = conn("bootstrap.servers=h:1\nsecurity.protocol=SSL\nssl.key.location=k\nssl.certificate.location=c\n")
+            .unwrap_err();
+        assert!(e.contains("mutual TLS"), "{e}");
+        let e = conn("bootstrap.servers=h:1\nsecurity.protocol=SSL\nssl.endpoint.identification.algorithm=\n")
+            .unwrap_err();
+        assert!(e.contains("host name"), "{e}");
+    }
+
     #[test]
     fn refuses_what_it_cannot_do() {
-        let cfg = props::parse("bootstrap.servers=h:1\nsecurity.protocol=SASL_SSL\n");
-        let e = Connection::from_config(None, &cfg, Duration::from_secs(1)).unwrap_err();
+        let e = conn("bootstrap.servers=h:1\nsecurity.protocol=SASL_SSL\nsasl.mechanism=GSSAPI\nsasl.username=a\nsasl.password=b\n").unwrap_err();
         assert!(e.contains("not supported"), "{e}");
         let cfg = props::parse("bootstrap.servers=h\n");
         assert!(Connection::from_config(None, &cfg, Duration::from_secs(1)).is_err());

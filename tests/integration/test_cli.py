@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -155,3 +158,56 @@ def test_doctor_against_a_live_broker(broker, tmp_path):
     assert control[0]["level"] == "ok", control
     broker_check = [c for c in r["checks"] if c["subject"] == "broker"]
     assert broker_check[0]["level"] == "ok"
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_tls_is_verified_against_the_configured_ca(tmp_path):
+    """No TLS listener on the test broker: a TLS server that is not Kafka
+    shows the handshake succeeds with the right CA (the failure comes after,
+    from the Kafka protocol) and fails on the certificate with the wrong one."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+             "-subj", "/CN=test-ca", cwd=tmp_path)
+    _openssl("req", *ec, "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=localhost",
+             cwd=tmp_path)
+    (tmp_path / "ext").write_text("subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n")
+    _openssl("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+             "-CAcreateserial", "-out", "leaf.pem", "-days", "1", "-extfile", "ext",
+             cwd=tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", "leaf.pem",
+         "-key", "leaf.key", "-quiet"],
+        cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "openssl s_server did not start"
+                time.sleep(0.1)
+        good = tmp_path / "good.properties"
+        good.write_text(f"bootstrap.servers=localhost:{port}\nsecurity.protocol=SSL\n"
+                        f"ssl.ca.location={tmp_path / 'ca.pem'}\n")
+        p = cli("inspect", "--config", str(good), "--topic", "t", "--timeout", "3",
+                check=False)
+        assert p.returncode == 1
+        assert "certificate" not in p.stderr and "cannot sync versions" in p.stderr, p.stderr
+        bad = tmp_path / "bad.properties"
+        bad.write_text(f"bootstrap.servers=localhost:{port}\nsecurity.protocol=SSL\n")
+        p = cli("inspect", "--config", str(bad), "--topic", "t", "--timeout", "3",
+                check=False)
+        assert p.returncode == 1 and "invalid peer certificate" in p.stderr, p.stderr
+    finally:
+        server.kill()
+        server.wait(timeout=10)
