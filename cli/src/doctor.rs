@@ -391,12 +391,6 @@ fn check_properties(props: &[Property], java: bool, r: &mut Report) -> Values {
             "remove it to use _e2ee_control",
         );
     }
-    if topics.iter().any(|p| p.matches(&control_topic)) && !control_topic.is_empty() {
-        r.ok(
-            "e2ee.topics",
-            "the control topic is exempt (its messages are sealed by the protocol)",
-        );
-    }
     Values {
         credential: get("e2ee.credential"),
         trust: get("e2ee.trust"),
@@ -420,11 +414,20 @@ fn human_ms(ms: u64) -> String {
     format!("{ms} ms")
 }
 
-/// Relative paths are resolved as the client would (its working
-/// directory), but we say so when the file is only found next to the config.
-fn resolve(value: &str, base: &Path) -> PathBuf {
+/// The client resolves a relative path against its own working directory,
+/// which doctor cannot know; it looks here and next to the configuration,
+/// and warns that the client may not find it.
+fn resolve(property: &str, value: &str, base: &Path, r: &mut Report) -> PathBuf {
     let p = PathBuf::from(value);
-    if p.is_absolute() || p.exists() {
+    if p.is_absolute() {
+        return p;
+    }
+    r.warn(
+        property,
+        format!("'{value}' is a relative path: the client resolves it against its own working directory"),
+        "use an absolute path",
+    );
+    if p.exists() {
         p
     } else {
         base.join(p)
@@ -440,7 +443,7 @@ fn check_credential(v: &Values, base: &Path, r: &mut Report) -> Option<Identity>
         );
         return None;
     };
-    let path = resolve(value, base);
+    let path = resolve("e2ee.credential", value, base, r);
     let bytes = match files::read_secret(&path) {
         Ok(b) => b,
         Err(e) => {
@@ -495,7 +498,7 @@ fn check_trust(v: &Values, base: &Path, r: &mut Report) -> Option<TrustAnchor> {
         );
         return None;
     };
-    let path = resolve(value, base);
+    let path = resolve("e2ee.trust", value, base, r);
     let bytes = match files::read(&path) {
         Ok(b) => b,
         Err(e) => {
@@ -609,7 +612,7 @@ fn check_state_dir(id: &Identity, dir: Option<&str>, base: &Path, r: &mut Report
         );
         return;
     };
-    let path = resolve(dir, base);
+    let path = resolve("e2ee.state.dir", dir, base, r);
     if !path.exists() {
         r.ok(
             "e2ee.state.dir",
