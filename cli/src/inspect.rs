@@ -232,8 +232,13 @@ fn render(
     } else if is_protected {
         format!(
             "NOT PROTECTED: {exposed} sampled record(s) are plaintext or malformed on a topic \
-             e2ee.topics protects; consumers will reject them. Find the producer that writes \
-             without kafka-e2ee (`kafka-e2ee doctor --config` on its configuration)"
+             e2ee.topics protects{}; consumers will reject them. Find the producer that writes \
+             without kafka-e2ee (`kafka-e2ee doctor --config` on its configuration)",
+            if opts.config.is_none() {
+                " (without --config every topic counts, the e2ee.topics default)"
+            } else {
+                ""
+            }
         )
     } else {
         format!("{exposed} plaintext or malformed record(s); this topic is not in e2ee.topics")
