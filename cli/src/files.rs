@@ -78,3 +78,45 @@ pub fn read(path: &Path) -> Result<Vec<u8>, String> {
 pub fn read_secret(path: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
     read(path).map(Zeroizing::new)
 }
+
+/// Replaces `path` atomically: a temporary file beside it, synced, then
+/// renamed over it, then the directory synced. A crash leaves either the old
+/// file or the new one, never a torn one.
+pub fn replace_atomic(path: &Path, bytes: &[u8], mode: Mode) -> Result<(), String> {
+    let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(fail(e)),
+    }
+    write(&tmp, bytes, mode, false)?;
+    fs::rename(&tmp, path).map_err(fail)?;
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        // Best effort: some filesystems refuse to open a directory for sync.
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Whether group or others may read the file (a secret should be 0600).
+#[cfg(unix)]
+pub fn readable_by_others(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then_some(mode)
+}
+
+#[cfg(not(unix))]
+pub fn readable_by_others(_path: &Path) -> Option<u32> {
+    None
+}

@@ -8,6 +8,19 @@ pub enum Value {
     Num(u64),
     Bool(bool),
     List(Vec<String>),
+    /// Already-encoded JSON (a nested object or array).
+    Raw(String),
+    Null,
+}
+
+/// A JSON array of already-encoded values.
+pub fn array(items: &[String]) -> String {
+    format!("[{}]", items.join(","))
+}
+
+/// A string, or null.
+pub fn opt_str(s: Option<&str>) -> Value {
+    s.map_or(Value::Null, |s| Value::Str(s.to_owned()))
 }
 
 pub fn object(fields: &[(&str, Value)]) -> String {
@@ -22,6 +35,8 @@ pub fn object(fields: &[(&str, Value)]) -> String {
             Value::Str(s) => out.push_str(&string(s)),
             Value::Num(n) => out.push_str(&n.to_string()),
             Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Raw(raw) => out.push_str(raw),
+            Value::Null => out.push_str("null"),
             Value::List(items) => {
                 out.push('[');
                 let items: Vec<String> = items.iter().map(|s| string(s)).collect();

@@ -1,5 +1,7 @@
-//! `kafka-e2ee`: create an offline authority, issue and inspect credentials.
-//! Formats are in docs/TRUST.md; all cryptography is in kafka-e2ee-core.
+//! `kafka-e2ee`: set up trust (authority, credentials, pinned keys, deny
+//! lists), check client configurations, look at a topic from the broker's
+//! side, and shred stored keys. File formats are in docs/TRUST.md; all
+//! cryptography is in kafka-e2ee-core.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(
@@ -11,13 +13,20 @@
         clippy::indexing_slicing
     )
 )]
+mod doctor;
 mod files;
+mod inspect;
 mod json;
+mod kafka;
+mod keys;
+mod props;
+mod settings;
 mod timefmt;
+mod trustcmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 use json::Value;
@@ -32,7 +41,7 @@ const TRUST_FILE: &str = "trust";
 #[command(
     name = "kafka-e2ee",
     version,
-    about = "End-to-end encryption for Kafka clients: authorities and credentials"
+    about = "End-to-end encryption for Kafka clients: trust, credentials, checks, key shredding"
 )]
 struct Cli {
     /// Print machine-readable JSON instead of text.
@@ -50,6 +59,114 @@ enum Command {
     /// Issue and inspect credentials.
     #[command(subcommand)]
     Credential(CredentialCommand),
+    /// Trust files: pin credentials, deny (revoke) keys, show.
+    #[command(subcommand)]
+    Trust(TrustCommand),
+    /// The keys a client's state directory holds; crypto-shredding.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Check a client configuration (Java or librdkafka properties) end to end.
+    Doctor {
+        /// The client's configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Skip the broker checks.
+        #[arg(long)]
+        offline: bool,
+        /// Seconds to wait for the broker.
+        #[arg(long, value_name = "SECS", default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Read a sample of a topic's records without keys and report what is encrypted.
+    Inspect {
+        /// Broker address (default: bootstrap.servers of --config).
+        #[arg(long, value_name = "HOST:PORT")]
+        bootstrap: Option<String>,
+        /// The topic to look at.
+        #[arg(long)]
+        topic: String,
+        /// A client configuration: connection settings and e2ee.topics.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// How many of the newest records to read (split over partitions).
+        #[arg(long, value_name = "N", default_value_t = 1000)]
+        max: usize,
+        /// Seconds to wait for the broker.
+        #[arg(long, value_name = "SECS", default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Client configuration reference.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum TrustCommand {
+    /// Write a trust file that pins these credentials (no authority needed).
+    Pin {
+        /// The trust file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Add to an existing trust file (keeps its authorities, pins and denies).
+        #[arg(long)]
+        append: bool,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+        /// Credential files to pin (only their public part is written).
+        #[arg(value_name = "CREDENTIAL", required = true)]
+        credentials: Vec<PathBuf>,
+    },
+    /// Add keys to a trust file's deny list (revocation).
+    Deny {
+        /// The trust file to update.
+        #[arg(long, value_name = "FILE")]
+        trust: PathBuf,
+        /// Deny the key of this credential file. Repeatable.
+        #[arg(long, value_name = "FILE")]
+        credential: Vec<PathBuf>,
+        /// Deny this X25519 public key (base64). Repeatable.
+        #[arg(long, value_name = "BASE64")]
+        public_key: Vec<String>,
+    },
+    /// List a trust file's authorities, pinned credentials and denied keys.
+    Show {
+        /// The trust file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// List the stored keys (never their bytes).
+    List(KeysArgs),
+    /// Delete stored keys for good (asks first unless --yes).
+    Shred {
+        #[command(flatten)]
+        args: KeysArgs,
+        /// Only keys of epochs that started before this TIME (default: all).
+        #[arg(long, value_name = "TIME")]
+        before: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Args)]
+struct KeysArgs {
+    /// The client's e2ee.state.dir.
+    #[arg(long, value_name = "DIR")]
+    state_dir: PathBuf,
+    /// The client's credential file (the state is encrypted under its key).
+    #[arg(long, value_name = "FILE")]
+    credential: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the e2ee.* property reference as markdown (docs/CONFIGURATION.md).
+    Docs,
 }
 
 #[derive(Subcommand)]
@@ -82,8 +199,11 @@ enum CredentialCommand {
 #[derive(Args)]
 struct IssueArgs {
     /// The authority directory made by `kafka-e2ee authority init`.
-    #[arg(long, value_name = "DIR")]
-    authority: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "unsigned")]
+    authority: Option<PathBuf>,
+    /// Issue an unsigned credential, for pinned trust (`kafka-e2ee trust pin`).
+    #[arg(long, conflicts_with = "authority")]
+    unsigned: bool,
     /// The participant's name (shown in logs and `credential show`).
     #[arg(long)]
     name: String,
@@ -118,10 +238,21 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// What a command prints on success: text for people, JSON for machines.
-struct Output {
+/// What a command prints: text for people, JSON for machines. `failed`
+/// makes the exit code 1 (e.g. doctor found problems) with output printed.
+pub(crate) struct Output {
     text: String,
     json: String,
+    failed: bool,
+}
+
+/// Progress on stderr, for anything that may take more than a second.
+pub(crate) fn progress(msg: &str) {
+    eprintln!("... {msg}");
+}
+
+fn timeout(secs: u64) -> Duration {
+    Duration::from_secs(secs.max(1))
 }
 
 fn main() -> ExitCode {
@@ -132,6 +263,58 @@ fn main() -> ExitCode {
         Command::Credential(CredentialCommand::Show { file, trust }) => {
             credential_show(&file, trust.as_deref())
         }
+        Command::Trust(TrustCommand::Pin {
+            out,
+            append,
+            force,
+            credentials,
+        }) => trustcmd::pin(&out, &credentials, append, force),
+        Command::Trust(TrustCommand::Deny {
+            trust,
+            credential,
+            public_key,
+        }) => trustcmd::deny(&trust, &credential, &public_key),
+        Command::Trust(TrustCommand::Show { file }) => trustcmd::show(&file),
+        Command::Keys(KeysCommand::List(a)) => keys::list(&a.state_dir, &a.credential, now_ms()),
+        Command::Keys(KeysCommand::Shred { args, before, yes }) => {
+            let now = now_ms();
+            before
+                .map(|b| timefmt::parse_instant(&b, now).map_err(|e| format!("--before: {e}")))
+                .transpose()
+                .and_then(|before| keys::shred(&args.state_dir, &args.credential, before, yes, now))
+        }
+        Command::Doctor {
+            config,
+            offline,
+            timeout: secs,
+        } => doctor::run(&doctor::Options {
+            config: &config,
+            offline,
+            timeout: timeout(secs),
+            now: now_ms(),
+        }),
+        Command::Inspect {
+            bootstrap,
+            topic,
+            config,
+            max,
+            timeout: secs,
+        } => inspect::run(&inspect::Options {
+            bootstrap: bootstrap.as_deref(),
+            topic: &topic,
+            config: config.as_deref(),
+            max: max.max(1),
+            timeout: timeout(secs),
+            now: now_ms(),
+        }),
+        Command::Config(ConfigCommand::Docs) => {
+            let md = settings::markdown();
+            Ok(Output {
+                json: json::object(&[("markdown", Value::Str(md.clone()))]),
+                text: md,
+                failed: false,
+            })
+        }
     };
     match result {
         Ok(out) => {
@@ -140,7 +323,11 @@ fn main() -> ExitCode {
             } else {
                 print!("{}", out.text);
             }
-            ExitCode::SUCCESS
+            if out.failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(msg) => {
             if cli.json {
@@ -191,7 +378,11 @@ fn authority_init(dir: &Path, force: bool) -> Result<Output, String> {
         ("authority_key", Value::Str(k.to_string())),
         ("trust", Value::Str(t.to_string())),
     ]);
-    Ok(Output { text, json })
+    Ok(Output {
+        text,
+        json,
+        failed: false,
+    })
 }
 
 fn credential_issue(args: &IssueArgs) -> Result<Output, String> {
@@ -211,7 +402,56 @@ fn credential_issue(args: &IssueArgs) -> Result<Output, String> {
     if !args.force {
         files::refuse_existing(&args.out)?;
     }
-    let dir = &args.authority;
+    let (identity, trust_hint) = match &args.authority {
+        None => {
+            let identity = Identity::try_generate_unsigned(
+                &args.name,
+                args.produce.clone(),
+                args.consume.clone(),
+                not_before,
+                expires,
+                &mut rand_core::OsRng,
+            )
+            .map_err(|e| format!("--name/--produce/--consume: {e}"))?;
+            (identity, None)
+        }
+        Some(dir) => {
+            let identity = issue_signed(args, dir, not_before, expires)?;
+            (identity, Some(dir.join(TRUST_FILE)))
+        }
+    };
+    files::write(
+        &args.out,
+        &identity.to_file_bytes(),
+        files::Mode::Secret,
+        args.force,
+    )?;
+    let mut out = describe(&identity, None, now);
+    let next = match &trust_hint {
+        Some(t) => format!(
+            "Set on the client: e2ee.credential={}  e2ee.trust={}",
+            args.out.display(),
+            t.display()
+        ),
+        None => format!(
+            "Unsigned: trusted only where pinned. Pin it with: kafka-e2ee trust pin --out trust {}",
+            args.out.display()
+        ),
+    };
+    out.text = format!(
+        "Wrote {} (secret: it holds the private key; mode 0600)\n{}\n{next}\n",
+        args.out.display(),
+        out.text,
+    );
+    Ok(out)
+}
+
+fn issue_signed(
+    args: &IssueArgs,
+    dir: &Path,
+    not_before: u64,
+    expires: u64,
+) -> Result<Identity, String> {
     if !dir.is_dir() {
         return Err(format!(
             "authority directory {} does not exist; create one with \
@@ -245,22 +485,7 @@ fn credential_issue(args: &IssueArgs) -> Result<Output, String> {
             ));
         }
     }
-    files::write(
-        &args.out,
-        &identity.to_file_bytes(),
-        files::Mode::Secret,
-        args.force,
-    )?;
-    let mut out = describe(&identity, None, now);
-    out.text = format!(
-        "Wrote {} (secret: it holds the private key; mode 0600)\n{}\
-         \nSet on the client: e2ee.credential={}  e2ee.trust={}\n",
-        args.out.display(),
-        out.text,
-        args.out.display(),
-        trust_path.display()
-    );
-    Ok(out)
+    Ok(identity)
 }
 
 fn credential_show(file: &Path, trust: Option<&Path>) -> Result<Output, String> {
@@ -339,5 +564,6 @@ fn describe(
     Output {
         text,
         json: json::object(&fields),
+        failed: false,
     }
 }

@@ -18,6 +18,8 @@ pub mod error;
 pub mod exchange;
 pub mod format;
 pub mod keys;
+pub mod settings;
+pub mod state;
 pub mod trust;
 
 pub use engine::{ControlMessage, Engine, EngineConfig, Metrics, MetricsSnapshot, Opened, Storage};

@@ -72,6 +72,30 @@ impl Identity {
         Ok(Self { secret, credential })
     }
 
+    /// A new key pair with an unsigned credential, for pinned trust (the
+    /// trust file lists the credential itself); fails on a name or pattern
+    /// list that [`Credential::new_unsigned`] rejects.
+    pub fn try_generate_unsigned(
+        name: &str,
+        produce: Vec<TopicPattern>,
+        consume: Vec<TopicPattern>,
+        not_before_ms: u64,
+        expires_ms: u64,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<Identity, TrustError> {
+        let secret = StaticSecret::random_from_rng(rng);
+        let public_key = PublicKey::from(&secret).to_bytes();
+        let credential = Credential::new_unsigned(
+            name,
+            public_key,
+            produce,
+            consume,
+            not_before_ms,
+            expires_ms,
+        )?;
+        Ok(Self { secret, credential })
+    }
+
     /// Pairs a private key with its credential; fails with
     /// [`TrustError::KeyMismatch`] if the credential is for another key.
     pub fn from_parts(

@@ -1,0 +1,18 @@
+//! The `e2ee.*` client settings the native hosts understand: one table,
+//! shared by the librdkafka plugin and JNI host (which parse it), and by the
+//! CLI (which checks configurations and generates docs/CONFIGURATION.md).
+//! The Java ConfigDef defines the same names on the Java side.
+
+/// (name, default, documentation); an empty default means "none".
+pub const PROPERTIES: &[(&str, &str, &str)] = &[
+    ("e2ee.credential", "", "Path of this client's credential file (kafka-e2ee credential issue). Required."),
+    ("e2ee.trust", "", "Path of the trust file (kafka-e2ee authority init). Required."),
+    ("e2ee.topics", "*", "Comma-separated topic patterns whose records are encrypted; `*` = all, `prefix.*` = a prefix."),
+    ("e2ee.key.rotation.ms", "900000", "A producer moves to a new epoch key after this long."),
+    ("e2ee.key.rotation.records", "100000000", "... or after this many records, whichever comes first."),
+    ("e2ee.key.retention.ms", "604800000", "Keys are deleted everywhere this long after their epoch ended."),
+    ("e2ee.key.wait.ms", "30000", "How long a consumer waits for a key it lacks before failing the record."),
+    ("e2ee.state.dir", "", "Directory for this client's encrypted key state; empty = keys in memory only."),
+    ("e2ee.control.topic", "_e2ee_control", "The topic that carries the key exchange."),
+    ("e2ee.bind.key", "true", "librdkafka producers bind the record key into each record's authentication, so a broker cannot move a value to another key; consumers that cannot see keys (Java's DecryptingDeserializer) cannot open such records: set false where they read."),
+];
