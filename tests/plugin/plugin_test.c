@@ -1,8 +1,10 @@
-/* The plugin in a C program on the system's librdkafka, against librdkafka's
- * in-process mock cluster: produce, producev (app headers kept), produce_batch,
- * null and empty values, F_FREE payloads, delivery reports that read the
- * payload, purge, a fail-closed send, a consumer group that decrypts, and
- * destroy without flush. Built with ASan/LSan and run under valgrind by
+/* The plugin in a C program, against librdkafka's in-process mock cluster:
+ * produce, producev (app headers kept), produce_batch, null and empty values,
+ * F_FREE payloads, retried produce requests, delivery reports that read the
+ * payload, purge, a fail-closed send, a consumer group that decrypts while a
+ * second member joins and leaves (two rebalances), and destroy without flush.
+ * tests/plugin/run builds it against the system librdkafka and against the
+ * current one bundled in confluent-kafka's wheel. Built with ASan/LSan and run under valgrind by
  * tests/plugin/run. Environment: E2EE_PLUGIN, E2EE_TRUST, E2EE_WRITER,
  * E2EE_READER, E2EE_NARROW (a credential that may produce only "allowed.*"). */
 #include <librdkafka/rdkafka.h>
@@ -159,8 +161,38 @@ static void consume_all(void) {
         CHECK(!rd_kafka_subscribe(rk, t), "subscribe");
         rd_kafka_topic_partition_list_destroy(t);
         int seen[N_PRODUCE] = {0}, tombstones = 0, got = 0, errors = 0;
-        for (int tries = 0; tries < 300 && got < N_PRODUCE; tries++) {
-                rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        /* A second member joins once records flow and leaves a little later:
+         * two rebalances while records are being decrypted. */
+        rd_kafka_t *second = NULL;
+        int second_polls = 0;
+        int distinct = 0; /* values seen at least once, and the tombstone */
+        for (int tries = 0; tries < 600 && distinct < N_PRODUCE; tries++) {
+                if (got >= 3 && !second && second_polls == 0) {
+                        rd_kafka_conf_t *c2 = conf_for(env("E2EE_READER"));
+                        rd_kafka_conf_set(c2, "group.id", "c-test", err, sizeof(err));
+                        rd_kafka_conf_set(c2, "auto.offset.reset", "earliest", err, sizeof(err));
+                        second = rd_kafka_new(RD_KAFKA_CONSUMER, c2, err, sizeof(err));
+                        CHECK(second != NULL, "second consumer: %s", err);
+                        if (second) {
+                                rd_kafka_poll_set_consumer(second);
+                                rd_kafka_topic_partition_list_t *t2 = rd_kafka_topic_partition_list_new(1);
+                                rd_kafka_topic_partition_list_add(t2, TOPIC, RD_KAFKA_PARTITION_UA);
+                                CHECK(!rd_kafka_subscribe(second, t2), "subscribe second");
+                                rd_kafka_topic_partition_list_destroy(t2);
+                        }
+                }
+                rd_kafka_t *from = rk;
+                if (second && (tries % 2)) {
+                        from = second;
+                        if (++second_polls >= 40) {
+                                /* Leave the group; its partitions go back. */
+                                rd_kafka_consumer_close(second);
+                                rd_kafka_destroy(second);
+                                second = NULL;
+                                continue;
+                        }
+                }
+                rd_kafka_message_t *m = rd_kafka_consumer_poll(from, 100);
                 if (!m)
                         continue;
                 if (m->err) {
@@ -173,12 +205,14 @@ static void consume_all(void) {
                 }
                 got++;
                 if (!m->payload) {
-                        tombstones++;
+                        if (tombstones++ == 0)
+                                distinct++;
                 } else {
                         int found = 0;
                         for (int i = 0; i < N_PRODUCE - 1; i++)
                                 if (strlen(values[i]) == m->len && !memcmp(values[i], m->payload, m->len)) {
-                                        seen[i]++;
+                                        if (seen[i]++ == 0)
+                                                distinct++;
                                         found = 1;
                                 }
                         CHECK(found, "unexpected value of %zu bytes", m->len);
@@ -197,8 +231,13 @@ static void consume_all(void) {
                 }
                 rd_kafka_message_destroy(m);
         }
-        CHECK(got == N_PRODUCE, "consumed %d of %d", got, N_PRODUCE);
-        CHECK(tombstones == 1, "tombstones %d", tombstones);
+        if (second) {
+                rd_kafka_consumer_close(second);
+                rd_kafka_destroy(second);
+        }
+        CHECK(second_polls > 0, "the second member never joined");
+        CHECK(got >= N_PRODUCE, "consumed %d of %d", got, N_PRODUCE);
+        CHECK(tombstones >= 1, "tombstones %d", tombstones); /* a rebalance may redeliver */
         CHECK(errors == 0, "%d consume errors", errors);
         for (int i = 0; i < N_PRODUCE - 1; i++)
                 CHECK(seen[i] >= 1, "value %d not seen", i);
@@ -206,8 +245,12 @@ static void consume_all(void) {
         rd_kafka_destroy(rk);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
         char err[512];
+        if (argc > 1 && !strcmp(argv[1], "--version")) {
+                printf("%s\n", rd_kafka_version_str());
+                return 0;
+        }
         /* A mock cluster owned by a plugin-less handle, shared by all clients. */
         rd_kafka_conf_t *mc = rd_kafka_conf_new();
         rd_kafka_conf_set(mc, "log_level", "3", err, sizeof(err));
@@ -218,8 +261,14 @@ int main(void) {
         rd_kafka_mock_topic_create(mock, "_e2ee_control", 1, 1);
         rd_kafka_mock_topic_create(mock, "other", 1, 1);
 
-        /* 1. Produce every kind of message; the writer stays up to serve keys. */
+        /* 1. Produce every kind of message; the writer stays up to serve keys.
+         * The first produce requests fail with retriable errors, so messages
+         * are retried: the same sealed payload is sent again. */
         rd_kafka_t *p = producer(env("E2EE_WRITER"));
+        rd_kafka_mock_push_request_errors(mock, 0 /* Produce */, 3,
+                                          RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                                          RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+                                          RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS);
         produce_all(p);
         CHECK(rd_kafka_flush(p, 10000) == 0, "flush");
         CHECK(dr_ok == N_PRODUCE && dr_failed == 0, "dr ok %d failed %d", dr_ok, dr_failed);
