@@ -29,12 +29,24 @@ def test_docs_have_tested_blocks():
         assert len(blocks(doc)) >= 3, f"{doc.name}: expected at least 3 `sh test` blocks"
 
 
+JAR = ROOT / "java-interceptor" / "target" / "kafka-e2ee-0.1.0.jar"
+PLUGIN = ROOT / "target" / "release" / "libkafka_e2ee.so"
+
+
 @pytest.fixture(scope="module")
 def built():
+    """The CLI, and the two encryption hosts the QUICKSTART runs: the jar
+    (with its native library) and the librdkafka plugin."""
     subprocess.run(
         ["cargo", "build", "-q", "-p", "kafka-e2ee-cli", "--bin", "kafka-e2ee"],
         cwd=ROOT, check=True, timeout=1800,
     )
+    if not PLUGIN.exists():
+        subprocess.run(["cargo", "build", "-q", "--release", "-p", "kafka-e2ee-ffi"], cwd=ROOT, check=True)
+    if not JAR.exists():
+        subprocess.run([str(ROOT / "scripts" / "build-native")], cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(["mvn", "-B", "-q", "-f", str(ROOT / "java-interceptor" / "pom.xml"), "package",
+                        "-DskipTests"], cwd=ROOT, check=True)
 
 
 def shims(bin_dir: Path) -> None:
@@ -52,7 +64,8 @@ def test_quickstart_and_operations_commands_run(built, broker, tmp_path):
     shims(bin_dir)
     work = tmp_path / "work"
     work.mkdir()
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "BOOTSTRAP": broker.bootstrap}
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "BOOTSTRAP": broker.bootstrap,
+           "KAFKA_E2EE_JAR": str(JAR), "KAFKA_E2EE_PLUGIN": str(PLUGIN)}
     ran = 0
     for doc in DOCS:
         for i, (want, script) in enumerate(blocks(doc)):
@@ -73,3 +86,8 @@ def test_quickstart_and_operations_commands_run(built, broker, tmp_path):
         [str(TARGET / "kafka-e2ee"), "trust", "show", "authority/trust"],
         cwd=work, capture_output=True, text=True, check=True).stdout
     assert '"plaintext":1' in (work / "orders.eu.json").read_text()
+    # The Java producer's records reached the librdkafka consumer decrypted,
+    # and the broker holds none of them in plaintext.
+    assert (work / "received.txt").read_text().splitlines() == ["order 1", "order 2", "order 3"]
+    disk = b"".join(p.read_bytes() for p in broker.data_dir.glob("orders.us-*/*.log"))
+    assert disk and b"order 1" not in disk and b"e2ee" in disk
