@@ -6,71 +6,18 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
+use common::*;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use kafka_e2ee_core::trust::{Identity, TrustAnchor, DEFAULT_SKEW_MS};
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "kafka-e2ee-cli-test-{}-{}-{nanos}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kafka-e2ee"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
-}
 
 fn init(t: &Scratch) -> PathBuf {
     let dir = t.path("authority");
     let o = run(&["authority", "init", "--out", s(&dir)]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", err(&o));
     dir
 }
 
@@ -95,7 +42,7 @@ fn init_issue_verify() {
         "--out",
         s(&cred),
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", err(&o));
     let identity = Identity::from_file_bytes(&std::fs::read(&cred).unwrap()).unwrap();
     let anchor = TrustAnchor::from_file_bytes(&std::fs::read(dir.join("trust")).unwrap()).unwrap();
     let now = now_ms();
@@ -126,7 +73,7 @@ fn init_issue_verify() {
         s(&dir.join("trust")),
         "--json",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", err(&o));
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(
         out.contains("\"name\":\"orders-writer\"") && out.contains("\"trusted\":true"),
@@ -145,7 +92,7 @@ fn json_output_of_init() {
     let t = Scratch::new();
     let dir = t.path("a");
     let o = run(&["--json", "authority", "init", "--out", s(&dir)]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", err(&o));
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(
         out.trim_start().starts_with('{') && out.contains("\"fingerprint\":"),
@@ -169,7 +116,7 @@ fn missing_authority_dir() {
         s(&t.path("x.cred")),
     ]);
     assert!(!o.status.success());
-    let e = stderr(&o);
+    let e = err(&o);
     assert!(
         e.contains("does not exist") && e.contains("authority init"),
         "{e}"
@@ -195,7 +142,7 @@ fn bad_pattern_names_the_flag() {
             s(&t.path("x.cred")),
         ]);
         assert!(!o.status.success());
-        let e = stderr(&o);
+        let e = err(&o);
         assert!(
             e.contains(flag) && e.contains("invalid topic pattern"),
             "{e}"
@@ -220,11 +167,7 @@ fn topics_required_and_bad_durations() {
         s(&out),
     ]);
     assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("--produce or --consume"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(err(&o).contains("--produce or --consume"), "{}", err(&o));
     let o = run(&[
         "credential",
         "issue",
@@ -240,7 +183,7 @@ fn topics_required_and_bad_durations() {
         s(&out),
     ]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("--expires"), "{}", stderr(&o));
+    assert!(err(&o).contains("--expires"), "{}", err(&o));
     let o = run(&[
         "credential",
         "issue",
@@ -256,7 +199,7 @@ fn topics_required_and_bad_durations() {
         s(&out),
     ]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("--not-before"), "{}", stderr(&o));
+    assert!(err(&o).contains("--not-before"), "{}", err(&o));
     assert!(!out.exists());
 }
 
@@ -267,7 +210,7 @@ fn existing_files_need_force() {
     let key_before = std::fs::read(dir.join("authority.key")).unwrap();
     let o = run(&["authority", "init", "--out", s(&dir)]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("already exists") && stderr(&o).contains("--force"));
+    assert!(err(&o).contains("already exists") && err(&o).contains("--force"));
     assert_eq!(
         std::fs::read(dir.join("authority.key")).unwrap(),
         key_before
@@ -295,14 +238,14 @@ fn existing_files_need_force() {
     };
     let o = issue(false);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("already exists") && stderr(&o).contains("--force"));
+    assert!(err(&o).contains("already exists") && err(&o).contains("--force"));
     assert_eq!(std::fs::read(&cred).unwrap(), b"keep me");
     let o = issue(true);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", err(&o));
     Identity::from_file_bytes(&std::fs::read(&cred).unwrap()).unwrap();
 
     let o = run(&["authority", "init", "--out", s(&dir), "--force"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", err(&o));
     assert_ne!(
         std::fs::read(dir.join("authority.key")).unwrap(),
         key_before
@@ -329,7 +272,7 @@ fn show_rejects_untrusted_and_garbage() {
         "--out",
         s(&cred),
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", err(&o));
     let o = run(&[
         "credential",
         "show",
@@ -338,13 +281,9 @@ fn show_rejects_untrusted_and_garbage() {
         s(&other.join("trust")),
     ]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("not trusted"), "{}", stderr(&o));
+    assert!(err(&o).contains("not trusted"), "{}", err(&o));
 
     let o = run(&["credential", "show", s(&dir.join("trust"))]);
     assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("this is a trust file"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(err(&o).contains("this is a trust file"), "{}", err(&o));
 }
