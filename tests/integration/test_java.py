@@ -466,10 +466,12 @@ def test_kafka_clients_versions(built, kafka, creds, tmp_path, clients):
     """The jar is built against kafka-clients 4.4.0; the oldest version it
     claims, 3.0.0, the newest 3.x and the first 4.x run the serde wrappers and
     the consumer interceptor too (fetched from Maven Central when missing)."""
-    jar = Path.home() / ".m2/repository/org/apache/kafka/kafka-clients" / clients / f"kafka-clients-{clients}.jar"
-    if not jar.exists():
-        subprocess.run(["mvn", "-B", "-q", "dependency:get", f"-Dartifact=org.apache.kafka:kafka-clients:{clients}"],
-                       check=True, capture_output=True)
+    # Maven copies the jar where we can name it (its local repository may not
+    # be under $HOME: Java takes user.home from the password database).
+    subprocess.run(["mvn", "-B", "-q", "dependency:copy", f"-Dartifact=org.apache.kafka:kafka-clients:{clients}",
+                    f"-DoutputDirectory={tmp_path}"], check=True, capture_output=True, cwd=tmp_path)
+    jar = tmp_path / f"kafka-clients-{clients}.jar"
+    assert jar.exists(), f"mvn dependency:copy did not produce {jar}"
     cp = ":".join(str(jar) if re.search(r"/kafka-clients-[^/]*\.jar$", e) else e for e in built.split(":"))
     assert str(jar) in cp.split(":")
     topic, p, n = f"clients-{clients}", prefix(), 100
