@@ -285,7 +285,8 @@ impl Engine {
     }
 
     /// Verifies and decrypts `value` in place. `header` is the value of the
-    /// record's e2ee header, if it has one. On error the value is unchanged
+    /// record's e2ee header, if it has one; `binding` is the record key as the
+    /// hook sees it (`Unbound` if it cannot see keys). On error the value is unchanged
     /// and must not reach the application as data.
     pub fn open(
         &self,
@@ -306,6 +307,13 @@ impl Engine {
         };
         let header = RecordHeader::decode(header).inspect_err(|_| sh.metrics.add_rejected())?;
         let key = self.key_for(topic, header.key_id)?;
+        // The producer's choice (its authenticated flags) decides whether the
+        // record key was bound: a hook that sees the key opens both kinds; a
+        // hook that cannot see it (Unbound) fails on a key-bound record.
+        let binding = match header.binding_kind() {
+            format::BindingKind::Unbound => KeyBinding::Unbound,
+            _ => binding,
+        };
         format::open_in_place(&key, &header, topic, binding, value)
             .inspect_err(|_| sh.metrics.add_rejected())?;
         sh.metrics.add_opened();

@@ -409,3 +409,30 @@ fn many_threads_seal_with_unique_nonces_and_rotate_safely() {
                 > 1
     );
 }
+
+#[test]
+fn the_producers_binding_flag_decides_how_a_record_opens() {
+    let mut w = World::new(14);
+    let id = w.identity("p", &["orders"], &["orders"]);
+    let e = w.engine(id, None);
+    // Sealed without the key: a hook that sees the key still opens it.
+    let mut v = b"unbound".to_vec();
+    let h = e.seal("orders", KeyBinding::Unbound, &mut v).unwrap();
+    e.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v)
+        .unwrap();
+    assert_eq!(v, b"unbound");
+    // Sealed with the key: a hook that cannot see keys fails, value unchanged.
+    let mut v = b"bound".to_vec();
+    let h = e.seal("orders", KeyBinding::Bytes(b"k"), &mut v).unwrap();
+    let ct = v.clone();
+    assert!(e
+        .open("orders", Some(&h), KeyBinding::Unbound, &mut v)
+        .is_err());
+    assert_eq!(v, ct);
+    assert!(e
+        .open("orders", Some(&h), KeyBinding::Null, &mut v)
+        .is_err());
+    e.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v)
+        .unwrap();
+    assert_eq!(v, b"bound");
+}

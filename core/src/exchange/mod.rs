@@ -708,23 +708,8 @@ impl Exchange {
         session: SessionId,
         noise: &[u8],
     ) -> Result<(), Error> {
-        let Some(mut hs) = self.outgoing.remove(&session) else {
-            return Err(ControlError::UnknownSession.into());
-        };
-        if hs.peer != from || hs.local != to {
-            self.outgoing.insert(session, hs);
-            return Err(ControlError::UnknownSession.into());
-        }
-        let mut payload = Zeroizing::new(vec![0u8; MAX_NOISE]);
-        let n = hs
-            .state
-            .read_message(noise, &mut payload)
-            .map_err(|_| ControlError::Decrypt)?;
-        let cred = self.check_peer(
-            sh,
-            hs.state.get_remote_static(),
-            payload.get(..n).unwrap_or_default(),
-        )?;
+        let (mut hs, payload) = read_handshake(&mut self.outgoing, session, from, to, noise)?;
+        let cred = self.check_peer(sh, hs.state.get_remote_static(), &payload)?;
         let items = self.queued.remove(&from).unwrap_or_default();
         let inner = self.materialize(sh, &cred, from, items);
         let batch = wire::encode_batch(&inner);
@@ -791,20 +776,8 @@ impl Exchange {
         if self.sessions.contains_key(&session) {
             return Err(ControlError::Replay.into());
         }
-        let Some(mut hs) = self.incoming.remove(&session) else {
-            return Err(ControlError::UnknownSession.into());
-        };
-        if hs.peer != from || hs.local != to {
-            self.incoming.insert(session, hs);
-            return Err(ControlError::UnknownSession.into());
-        }
-        let mut payload = Zeroizing::new(vec![0u8; MAX_NOISE]);
-        let n = hs
-            .state
-            .read_message(noise, &mut payload)
-            .map_err(|_| ControlError::Decrypt)?;
-        let (cred_bytes, batch) =
-            wire::decode_finish_payload(payload.get(..n).unwrap_or_default())?;
+        let (hs, payload) = read_handshake(&mut self.incoming, session, from, to, noise)?;
+        let (cred_bytes, batch) = wire::decode_finish_payload(&payload)?;
         let cred = self.check_peer(sh, hs.state.get_remote_static(), cred_bytes)?;
         let items = wire::decode_batch(batch)?;
         self.establish(hs, session, cred, false)?;
@@ -1036,4 +1009,29 @@ impl Exchange {
     pub(crate) fn peers(&self) -> HashSet<InstanceId> {
         self.sessions.values().map(|s| s.peer).collect()
     }
+}
+
+/// Takes the pending handshake `session` (it must be with `from`, addressed
+/// to `to`; otherwise it stays pending) and reads the peer's next message.
+fn read_handshake(
+    pending: &mut BTreeMap<SessionId, Handshake>,
+    session: SessionId,
+    from: InstanceId,
+    to: InstanceId,
+    noise: &[u8],
+) -> Result<(Handshake, Zeroizing<Vec<u8>>), Error> {
+    let Some(mut hs) = pending.remove(&session) else {
+        return Err(ControlError::UnknownSession.into());
+    };
+    if hs.peer != from || hs.local != to {
+        pending.insert(session, hs);
+        return Err(ControlError::UnknownSession.into());
+    }
+    let mut payload = Zeroizing::new(vec![0u8; MAX_NOISE]);
+    let n = hs
+        .state
+        .read_message(noise, &mut payload)
+        .map_err(|_| ControlError::Decrypt)?;
+    payload.truncate(n);
+    Ok((hs, payload))
 }

@@ -6,7 +6,7 @@ use std::ffi::{c_void, CStr};
 use std::sync::{OnceLock, PoisonError};
 
 use hmac::{Hmac, Mac};
-use kafka_e2ee_core::format::{BindingKind, KeyBinding, RecordHeader};
+use kafka_e2ee_core::format::KeyBinding;
 use kafka_e2ee_core::{Error, KeyUnavailable, Opened};
 use rand_core::RngCore;
 use sha2::Sha256;
@@ -365,18 +365,7 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
     let deadline = now_ms().saturating_add(client.wait_ms);
     loop {
         let generation = engine.key_generation();
-        // The producer's choice, recorded in the header's flags, decides
-        // whether the key was bound (Java producers never bind it).
-        let bound = header
-            .as_deref()
-            .and_then(|h| RecordHeader::decode(h).ok())
-            .is_some_and(|h| h.binding_kind() != BindingKind::Unbound);
-        let bind = if bound {
-            binding(msg)
-        } else {
-            KeyBinding::Unbound
-        };
-        match engine.open(&topic, header.as_deref(), bind, value) {
+        match engine.open(&topic, header.as_deref(), binding(msg), value) {
             Ok(Opened::Plaintext) => return Ok(()),
             Ok(Opened::Decrypted) => {
                 let mark = marker(&topic, msg, value);
