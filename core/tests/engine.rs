@@ -354,11 +354,16 @@ fn many_threads_seal_with_unique_nonces_and_rotate_safely() {
         ..EngineConfig::default()
     };
     let e = std::sync::Arc::new(w.engine_with(cfg, id, None, T0));
+    // The host's background thread: ticks until the workers are done, so a
+    // used-up epoch is always followed by a prepared one.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let ticker = {
-        let e = e.clone();
+        let (e, done) = (e.clone(), done.clone());
         std::thread::spawn(move || {
-            for i in 0..400 {
+            let mut i = 0;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
                 e.handle_timeout(T0 + i).unwrap();
+                i += 1;
                 std::thread::yield_now();
             }
         })
@@ -385,6 +390,7 @@ fn many_threads_seal_with_unique_nonces_and_rotate_safely() {
         .into_iter()
         .flat_map(|w| w.join().unwrap())
         .collect();
+    done.store(true, std::sync::atomic::Ordering::Release);
     ticker.join().unwrap();
     let mut nonces = std::collections::HashSet::new();
     for (h, ct, plain) in &sealed {
