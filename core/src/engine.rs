@@ -17,7 +17,7 @@ use crate::error::{Error, KeyUnavailable};
 use crate::exchange::wire::{valid_topic, Reader};
 use crate::exchange::Exchange;
 use crate::format::{
-    self, DataKey, EpochSecret, InstanceId, KeyBinding, KeyId, RecordHeader, HEADER_LEN,
+    self, DataKey, EpochSecret, InstanceId, KeyBinding, KeyId, RecordHeader, Sealing, HEADER_LEN,
 };
 use crate::keys::{HeldKey, KeyPolicy, Keyring, ProducerEpoch, ProducerKeys};
 use crate::trust::{Identity, TopicPattern, TrustAnchor};
@@ -28,6 +28,9 @@ pub struct EngineConfig {
     pub key: KeyPolicy,
     /// Topics whose records must be encrypted (`e2ee.topics`); default all.
     pub protected_topics: Vec<TopicPattern>,
+    /// How this engine seals (`e2ee.cipher`, `e2ee.compression`). Opening
+    /// follows each record's header, whatever this says.
+    pub sealing: Sealing,
     /// Sessions are re-handshaken after this long, which replaces their
     /// ephemeral keys.
     pub session_lifetime_ms: u64,
@@ -49,6 +52,7 @@ impl Default for EngineConfig {
         EngineConfig {
             key: KeyPolicy::default(),
             protected_topics: vec![TopicPattern::all()],
+            sealing: Sealing::default(),
             session_lifetime_ms: 60 * 60 * 1000,
             handshake_timeout_ms: 10_000,
             request_retry_ms: 500,
@@ -279,7 +283,15 @@ impl Engine {
             .producer
             .sealing_key(topic, &sh.config.key, now)
             .ok_or(Error::NoSealingKey)?;
-        let header = format::seal_in_place(&k.key, k.key_id, k.counter, topic, binding, value)?;
+        let header = format::seal_in_place_with(
+            &k.key,
+            k.key_id,
+            k.counter,
+            topic,
+            binding,
+            sh.config.sealing,
+            value,
+        )?;
         sh.metrics.add_sealed();
         Ok(header.encode())
     }

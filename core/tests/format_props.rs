@@ -1,5 +1,6 @@
 //! Property tests of record format v1: round trips, tamper detection (any
-//! single bit of value, header, topic or bound key), strict header decoding.
+//! single bit of value, header, topic or bound key), strict header decoding;
+//! for both ciphers, with and without compression.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -8,8 +9,9 @@
 )]
 
 use kafka_e2ee_core::format::{
-    open_in_place, seal_in_place, DataKey, EpochSecret, FormatError, InstanceId, KeyBinding, KeyId,
-    RecordHeader, FLAG_KEY_BOUND, FLAG_KEY_NULL, HEADER_LEN, VERSION,
+    open_in_place, seal_in_place, seal_in_place_with, Cipher, Compression, DataKey, EpochSecret,
+    FormatError, InstanceId, KeyBinding, KeyId, RecordHeader, Sealing, COMPRESSION_MASK,
+    FLAG_AES_256_GCM, FLAG_KEY_BOUND, FLAG_KEY_NULL, HEADER_LEN, VERSION,
 };
 use proptest::prelude::*;
 
@@ -60,35 +62,73 @@ fn sealed_case(
     topic: impl Strategy<Value = String>,
     binding: impl Strategy<Value = Binding>,
 ) -> impl Strategy<Value = Case> {
+    sealed_case_with(
+        topic,
+        binding,
+        Just(Sealing::default()),
+        proptest::collection::vec(any::<u8>(), 0..2048),
+    )
+}
+
+fn sealing() -> impl Strategy<Value = Sealing> {
+    (
+        prop::sample::select(Cipher::ALL.to_vec()),
+        prop::sample::select(Compression::ALL.to_vec()),
+    )
+        .prop_map(|(cipher, compression)| Sealing {
+            cipher,
+            compression,
+        })
+}
+
+/// Values that are sometimes compressible (runs from a small alphabet) and
+/// sometimes not.
+fn value() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..512),
+        proptest::collection::vec(prop::sample::select(b"ab{}\":,0 ".to_vec()), 0..2048),
+    ]
+}
+
+fn sealed_case_with(
+    topic: impl Strategy<Value = String>,
+    binding: impl Strategy<Value = Binding>,
+    sealing: impl Strategy<Value = Sealing>,
+    plaintext: impl Strategy<Value = Vec<u8>>,
+) -> impl Strategy<Value = Case> {
     (
         any::<[u8; 32]>(),
         key_id(),
         any::<u32>(),
         topic,
         binding,
-        proptest::collection::vec(any::<u8>(), 0..2048),
+        sealing,
+        plaintext,
     )
-        .prop_map(|(secret, key_id, counter, topic, binding, plaintext)| {
-            let key = DataKey::derive(&EpochSecret::from_bytes(secret), key_id, &topic);
-            let mut ciphertext = plaintext.clone();
-            let header = seal_in_place(
-                &key,
-                key_id,
-                counter,
-                &topic,
-                binding.as_binding(),
-                &mut ciphertext,
-            )
-            .unwrap();
-            Case {
-                key,
-                topic,
-                binding,
-                plaintext,
-                header,
-                ciphertext,
-            }
-        })
+        .prop_map(
+            |(secret, key_id, counter, topic, binding, sealing, plaintext)| {
+                let key = DataKey::derive(&EpochSecret::from_bytes(secret), key_id, &topic);
+                let mut ciphertext = plaintext.clone();
+                let header = seal_in_place_with(
+                    &key,
+                    key_id,
+                    counter,
+                    &topic,
+                    binding.as_binding(),
+                    sealing,
+                    &mut ciphertext,
+                )
+                .unwrap();
+                Case {
+                    key,
+                    topic,
+                    binding,
+                    plaintext,
+                    header,
+                    ciphertext,
+                }
+            },
+        )
 }
 
 fn open_bytes(
@@ -195,6 +235,89 @@ proptest! {
     }
 
     #[test]
+    fn every_sealing_round_trips_and_keeps_the_length(
+        case in sealed_case_with("[a-z.]{1,40}", binding(), sealing(), value()),
+    ) {
+        prop_assert_eq!(case.ciphertext.len(), case.plaintext.len());
+        let mut value = case.ciphertext.clone();
+        open_bytes(&case.key, &case.header.encode(), &case.topic, case.binding.as_binding(), &mut value).unwrap();
+        prop_assert_eq!(value, case.plaintext);
+    }
+
+    #[test]
+    fn every_sealing_detects_any_value_bit_flip(
+        case in sealed_case_with("[a-z.]{1,40}", binding(), sealing(), value()),
+        pick in any::<prop::sample::Index>(),
+        bit in 0u8..8,
+    ) {
+        // For a compressed record this covers the ciphertext, the marker and
+        // the zero padding after it.
+        prop_assume!(!case.ciphertext.is_empty());
+        let mut value = case.ciphertext.clone();
+        let at = pick.index(value.len());
+        value[at] ^= 1 << bit;
+        let tampered = value.clone();
+        let err = open_bytes(&case.key, &case.header.encode(), &case.topic, case.binding.as_binding(), &mut value);
+        prop_assert_eq!(err, Err(FormatError::Authentication));
+        prop_assert_eq!(value, tampered, "value must be unchanged on failure");
+    }
+
+    #[test]
+    fn every_sealing_detects_any_header_bit_flip(
+        case in sealed_case_with("[a-z.]{1,40}", binding(), sealing(), value()),
+        byte in 0..HEADER_LEN,
+        bit in 0u8..8,
+    ) {
+        let mut header = case.header.encode();
+        header[byte] ^= 1 << bit;
+        let mut value = case.ciphertext.clone();
+        let result = open_bytes(&case.key, &header, &case.topic, case.binding.as_binding(), &mut value);
+        prop_assert!(result.is_err(), "flip of header byte {} bit {} opened", byte, bit);
+        prop_assert_eq!(value, case.ciphertext);
+    }
+
+    #[test]
+    fn a_compressed_record_cut_or_extended_fails(
+        case in sealed_case_with(
+            "[a-z.]{1,40}",
+            binding(),
+            sealing(),
+            proptest::collection::vec(prop::sample::select(b"ab".to_vec()), 64..1024),
+        ),
+        zeros in 1usize..16,
+    ) {
+        // The broker adds or strips zero padding: the marker is still found,
+        // but the value's length is bound into the AAD.
+        prop_assume!(case.header.compression() != Compression::None);
+        let mut longer = case.ciphertext.clone();
+        longer.resize(longer.len() + zeros, 0);
+        let err = open_bytes(&case.key, &case.header.encode(), &case.topic, case.binding.as_binding(), &mut longer);
+        prop_assert_eq!(err, Err(FormatError::Authentication));
+        let mut shorter = case.ciphertext.clone();
+        if shorter.ends_with(&[0]) {
+            shorter.pop();
+            let err = open_bytes(&case.key, &case.header.encode(), &case.topic, case.binding.as_binding(), &mut shorter);
+            prop_assert_eq!(err, Err(FormatError::Authentication));
+        }
+    }
+
+    #[test]
+    fn opening_any_bytes_under_any_flags_never_panics(
+        mut header in any::<[u8; HEADER_LEN]>(),
+        flags in prop::sample::select(valid_flags()),
+        mut value in proptest::collection::vec(any::<u8>(), 0..300),
+        key in any::<[u8; 32]>(),
+    ) {
+        header[0] = VERSION;
+        header[1] = flags;
+        let binding = match flags & 3 { 0 => KeyBinding::Unbound, 1 => KeyBinding::Bytes(b"k"), _ => KeyBinding::Null };
+        let before = value.clone();
+        let result = open_bytes(&DataKey::from_bytes(key), &header, "t", binding, &mut value);
+        prop_assert_eq!(result, Err(FormatError::Authentication));
+        prop_assert_eq!(value, before);
+    }
+
+    #[test]
     fn decode_never_panics_and_accepts_only_canonical(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
         if let Ok(header) = RecordHeader::decode(&bytes) {
             let encoded = header.encode();
@@ -256,16 +379,36 @@ fn decode_rejects_every_other_version() {
     }
 }
 
+/// Every flags byte a header may carry: a key binding (0x00, 0x01, 0x03),
+/// optionally AES-256-GCM (0x08), and no, zstd (0x10) or lz4 (0x20)
+/// compression.
+fn valid_flags() -> Vec<u8> {
+    let mut out = Vec::new();
+    for binding in [0x00, FLAG_KEY_BOUND, FLAG_KEY_BOUND | FLAG_KEY_NULL] {
+        for cipher in [0x00, FLAG_AES_256_GCM] {
+            for compression in [0x00, 0x10, 0x20] {
+                out.push(binding | cipher | compression);
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn decode_checks_every_flags_byte() {
     let mut bytes = valid_header_bytes();
+    let valid = valid_flags();
+    assert_eq!(valid.len(), 18);
     for flags in 0..=u8::MAX {
         bytes[1] = flags;
         let result = RecordHeader::decode(&bytes);
-        match flags {
-            0 | 1 | 3 => assert_eq!(result.unwrap().flags, flags),
-            2 => assert_eq!(result, Err(FormatError::KeyNullWithoutKeyBound)),
-            _ => assert_eq!(result, Err(FormatError::ReservedFlags(flags))),
+        if valid.contains(&flags) {
+            assert_eq!(result.unwrap().flags, flags);
+        } else if flags & 0b1100_0100 != 0 || flags & COMPRESSION_MASK == COMPRESSION_MASK {
+            assert_eq!(result, Err(FormatError::ReservedFlags(flags)));
+        } else {
+            assert_eq!(flags & 3, FLAG_KEY_NULL, "{flags:#04x}");
+            assert_eq!(result, Err(FormatError::KeyNullWithoutKeyBound));
         }
     }
 }

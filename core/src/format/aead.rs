@@ -1,11 +1,15 @@
 //! Sealing and opening a record value in place.
 
+// aes-gcm and chacha20poly1305 share this trait (the `aead` crate).
 use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce, Tag};
+use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit};
+use zeroize::Zeroizing;
 
+use super::compress::{self, compress, decompress_exact};
 use super::header::AUTHENTICATED_LEN;
 use super::{
-    BindingKind, DataKey, FormatError, KeyId, RecordHeader, FLAG_KEY_BOUND, FLAG_KEY_NULL, VERSION,
+    BindingKind, Cipher, Compression, DataKey, FormatError, KeyId, RecordHeader, Sealing,
+    COMPRESSION_LZ4, COMPRESSION_ZSTD, FLAG_AES_256_GCM, FLAG_KEY_BOUND, FLAG_KEY_NULL, VERSION,
 };
 
 /// First bytes of every AAD: names the format and its version, so AADs of
@@ -19,8 +23,9 @@ const AAD_STACK_LEN: usize = 512;
 
 /// ChaCha20 as used by the AEAD has a 32-bit block counter (block 0 keys
 /// Poly1305); chacha20poly1305 refuses buffers with len / 64 >= u32::MAX.
-const MAX_VALUE_BLOCKS: usize = u32::MAX as usize;
-const CHACHA_BLOCK_LEN: usize = 64;
+const CHACHA_MAX_LEN: u64 = (u32::MAX as u64 - 1) * 64 + 63;
+/// GCM's limit (NIST SP 800-38D): 2^39 - 256 bits; aes-gcm refuses more.
+const GCM_MAX_LEN: u64 = (1 << 36) - 32;
 
 /// What the producer or consumer hook knows about the serialized record key.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -53,10 +58,10 @@ impl KeyBinding<'_> {
     }
 }
 
-/// Encrypts `value` in place under `key` and returns the record header to
-/// attach as [`HEADER_NAME`](super::HEADER_NAME). The ciphertext has exactly
-/// the plaintext's length; a zero-length value stays zero-length and is still
-/// authenticated by the tag.
+/// Encrypts `value` in place with ChaCha20-Poly1305 under `key` and returns
+/// the record header to attach as [`HEADER_NAME`](super::HEADER_NAME). The
+/// ciphertext has exactly the plaintext's length; a zero-length value stays
+/// zero-length and is still authenticated by the tag.
 ///
 /// The caller (the key layer) guarantees that `(key_id, counter)` is never
 /// used twice with the same key: see "Nonce uniqueness" in docs/FORMAT.md.
@@ -71,26 +76,80 @@ pub fn seal_in_place(
     binding: KeyBinding<'_>,
     value: &mut [u8],
 ) -> Result<RecordHeader, FormatError> {
-    check_value_len(value)?;
+    seal_in_place_with(
+        key,
+        key_id,
+        counter,
+        topic,
+        binding,
+        Sealing::default(),
+        value,
+    )
+}
+
+/// [`seal_in_place`] with a choice of cipher and compression. The value
+/// keeps its length either way. With compression, a value that shrinks
+/// becomes `ciphertext of the compressed value || 0x80 || zeros` (see
+/// docs/FORMAT.md, "Compression"); one that does not is sealed uncompressed.
+///
+/// On error the value is unchanged.
+pub fn seal_in_place_with(
+    key: &DataKey,
+    key_id: KeyId,
+    counter: u32,
+    topic: &str,
+    binding: KeyBinding<'_>,
+    sealing: Sealing,
+    value: &mut [u8],
+) -> Result<RecordHeader, FormatError> {
+    check_value_len(sealing.cipher, value)?;
+    let compressed = compress(sealing.compression, value);
+    let mut flags = binding.flags();
+    if sealing.cipher == Cipher::Aes256Gcm {
+        flags |= FLAG_AES_256_GCM;
+    }
+    if compressed.is_some() {
+        flags |= match sealing.compression {
+            Compression::Zstd => COMPRESSION_ZSTD,
+            Compression::Lz4 => COMPRESSION_LZ4,
+            Compression::None => 0,
+        };
+    }
     let mut header = RecordHeader {
         version: VERSION,
-        flags: binding.flags(),
+        flags,
         key_id,
         counter,
         tag: [0; 16],
     };
     let nonce = nonce(key_id.epoch, counter);
-    let cipher = cipher(key);
-    let tag = with_aad(topic, &header.encode_authenticated(), binding, |aad| {
-        cipher.encrypt_in_place_detached(&nonce, aad, value)
-    })?
-    .map_err(|_| FormatError::ValueTooLong { len: value.len() })?;
-    header.tag = tag.into();
+    let authenticated = header.encode_authenticated();
+    let len = value.len();
+    let too_long = || FormatError::ValueTooLong { len };
+    header.tag = match compressed {
+        None => with_aad(topic, &authenticated, None, binding, |aad| {
+            encrypt(key, sealing.cipher, &nonce, aad, value)
+        })?
+        .ok_or_else(too_long)?,
+        Some(mut packed) => {
+            // Sealed in the scratch buffer first, so the value is unchanged
+            // unless everything succeeded.
+            let tag = with_aad(topic, &authenticated, Some(value.len()), binding, |aad| {
+                encrypt(key, sealing.cipher, &nonce, aad, &mut packed)
+            })?
+            .ok_or_else(too_long)?;
+            let (head, _) = value.split_at_mut(packed.len());
+            head.copy_from_slice(&packed);
+            compress::pad(value, packed.len());
+            tag
+        }
+    };
     Ok(header)
 }
 
-/// Verifies and decrypts `value` in place. On any error the value is left
-/// unchanged: the tag is checked before a single byte is decrypted.
+/// Verifies and decrypts `value` in place, whichever cipher and compression
+/// the header names. On any error the value is left unchanged: the tag is
+/// checked before a single byte is decrypted.
 ///
 /// `binding` must describe the record key the same way the producer did:
 /// a header that says KEY_BOUND opened with [`KeyBinding::Unbound`] (or the
@@ -112,35 +171,100 @@ pub fn open_in_place(
     if sealed != opened {
         return Err(FormatError::KeyBindingMismatch { sealed, opened });
     }
-    check_value_len(value)?;
+    let cipher = header.cipher();
+    check_value_len(cipher, value)?;
     let nonce = nonce(header.key_id.epoch, header.counter);
-    let cipher = cipher(key);
-    let tag = Tag::from(header.tag);
-    // Verify-then-decrypt: chacha20poly1305 0.10.1 (src/cipher.rs,
-    // `Cipher::decrypt_in_place_detached`) feeds AAD and ciphertext to
-    // Poly1305, compares the tag in constant time, and only on success
-    // applies the keystream to the buffer. On failure the buffer is untouched.
-    with_aad(topic, &header.encode_authenticated(), binding, |aad| {
-        cipher.decrypt_in_place_detached(&nonce, aad, value, &tag)
+    let authenticated = header.encode_authenticated();
+    let compression = header.compression();
+    if compression == Compression::None {
+        // Verify-then-decrypt: both AEAD crates (chacha20poly1305 0.10.1
+        // `Cipher::decrypt_in_place_detached`, aes-gcm 0.10.3
+        // `AesGcm::decrypt_in_place_detached`) compute the tag over AAD and
+        // ciphertext, compare it in constant time, and only on success apply
+        // the keystream. On failure the buffer is untouched.
+        return with_aad(topic, &authenticated, None, binding, |aad| {
+            decrypt(key, cipher, &nonce, aad, value, &header.tag)
+        })?
+        .ok_or(FormatError::Authentication);
+    }
+    // A malformed boundary cannot have been sealed: the tag would not
+    // verify over any ciphertext length but the sealed one.
+    let sealed_len = compress::sealed_len(value).ok_or(FormatError::Authentication)?;
+    let mut packed = Zeroizing::new(value.get(..sealed_len).unwrap_or_default().to_vec());
+    with_aad(topic, &authenticated, Some(value.len()), binding, |aad| {
+        decrypt(key, cipher, &nonce, aad, &mut packed, &header.tag)
     })?
-    .map_err(|_| FormatError::Authentication)
+    .ok_or(FormatError::Authentication)?;
+    // The output is exactly the record's length: no decompression bomb can
+    // make it larger, and the value is untouched unless all of it succeeds.
+    let mut plain = Zeroizing::new(vec![0u8; value.len()]);
+    decompress_exact(compression, &packed, &mut plain).map_err(|()| FormatError::Decompression)?;
+    value.copy_from_slice(&plain);
+    Ok(())
 }
 
-fn cipher(key: &DataKey) -> ChaCha20Poly1305 {
+/// Encrypts `buf` in place; `None` only if it is too long for the cipher.
+fn encrypt(
+    key: &DataKey,
+    cipher: Cipher,
+    nonce: &[u8; 12],
+    aad: &[u8],
+    buf: &mut [u8],
+) -> Option<[u8; 16]> {
+    match cipher {
+        Cipher::ChaCha20Poly1305 => chacha(key)
+            .encrypt_in_place_detached(nonce.into(), aad, buf)
+            .ok()
+            .map(Into::into),
+        Cipher::Aes256Gcm => key
+            .aes_256_gcm()
+            .encrypt_in_place_detached(nonce.into(), aad, buf)
+            .ok()
+            .map(Into::into),
+    }
+}
+
+/// Verifies, then decrypts `buf` in place; `None` if the tag does not verify
+/// (the buffer is then unchanged).
+fn decrypt(
+    key: &DataKey,
+    cipher: Cipher,
+    nonce: &[u8; 12],
+    aad: &[u8],
+    buf: &mut [u8],
+    tag: &[u8; 16],
+) -> Option<()> {
+    match cipher {
+        Cipher::ChaCha20Poly1305 => chacha(key)
+            .decrypt_in_place_detached(nonce.into(), aad, buf, tag.into())
+            .ok(),
+        Cipher::Aes256Gcm => key
+            .aes_256_gcm()
+            .decrypt_in_place_detached(nonce.into(), aad, buf, tag.into())
+            .ok(),
+    }
+}
+
+fn chacha(key: &DataKey) -> ChaCha20Poly1305 {
     // The cipher keeps its own copy of the key and zeroizes it on drop.
     let key: &Key = key.as_bytes().into();
     ChaCha20Poly1305::new(key)
 }
 
-/// 0x00000000 || epoch u32 BE || counter u32 BE.
-fn nonce(epoch: u32, counter: u32) -> Nonce {
+/// 0x00000000 || epoch u32 BE || counter u32 BE. The same for both ciphers:
+/// they never share a key (see `DataKey::cipher_key`).
+fn nonce(epoch: u32, counter: u32) -> [u8; 12] {
     let [e0, e1, e2, e3] = epoch.to_be_bytes();
     let [c0, c1, c2, c3] = counter.to_be_bytes();
-    Nonce::from([0, 0, 0, 0, e0, e1, e2, e3, c0, c1, c2, c3])
+    [0, 0, 0, 0, e0, e1, e2, e3, c0, c1, c2, c3]
 }
 
-fn check_value_len(value: &[u8]) -> Result<(), FormatError> {
-    if value.len() / CHACHA_BLOCK_LEN >= MAX_VALUE_BLOCKS {
+fn check_value_len(cipher: Cipher, value: &[u8]) -> Result<(), FormatError> {
+    let max = match cipher {
+        Cipher::ChaCha20Poly1305 => CHACHA_MAX_LEN,
+        Cipher::Aes256Gcm => GCM_MAX_LEN,
+    };
+    if u64::try_from(value.len()).map_or(true, |len| len > max) {
         return Err(FormatError::ValueTooLong { len: value.len() });
     }
     Ok(())
@@ -148,10 +272,12 @@ fn check_value_len(value: &[u8]) -> Result<(), FormatError> {
 
 /// Builds the AAD and hands it to `f`:
 /// label || u16 BE topic length || topic || header bytes 0..18
+/// || (if compressed) u64 BE value length
 /// || (if the key is bound and not null) u32 BE key length || key.
 fn with_aad<R>(
     topic: &str,
     header_authenticated: &[u8; AUTHENTICATED_LEN],
+    compressed_len: Option<usize>,
     binding: KeyBinding<'_>,
     f: impl FnOnce(&[u8]) -> R,
 ) -> Result<R, FormatError> {
@@ -169,11 +295,20 @@ fn with_aad<R>(
         }
         KeyBinding::Unbound | KeyBinding::Null => (&[], &[]),
     };
-    let parts: [&[u8]; 6] = [
+    let value_len_be: [u8; 8];
+    let value_len: &[u8] = match compressed_len {
+        Some(len) => {
+            value_len_be = u64::try_from(len).unwrap_or(u64::MAX).to_be_bytes();
+            &value_len_be
+        }
+        None => &[],
+    };
+    let parts: [&[u8]; 7] = [
         AAD_LABEL,
         &topic_len,
         topic,
         header_authenticated,
+        value_len,
         key_len,
         key,
     ];
@@ -204,7 +339,7 @@ mod tests {
 
     fn aad_of(topic: &str, binding: KeyBinding<'_>) -> Vec<u8> {
         let header = [9u8; AUTHENTICATED_LEN];
-        with_aad(topic, &header, binding, |aad| aad.to_vec()).unwrap()
+        with_aad(topic, &header, None, binding, |aad| aad.to_vec()).unwrap()
     }
 
     #[test]
@@ -217,6 +352,20 @@ mod tests {
         assert_eq!(aad, expected);
         assert_eq!(aad_of("ab", KeyBinding::Null), expected[..4 + 13 + 18]);
         assert_eq!(aad_of("ab", KeyBinding::Unbound), expected[..4 + 13 + 18]);
+        // A compressed record binds the value's length after the header.
+        let header = [9u8; AUTHENTICATED_LEN];
+        let aad = with_aad(
+            "ab",
+            &header,
+            Some(0x0102),
+            KeyBinding::Bytes(b"xyz"),
+            |aad| aad.to_vec(),
+        )
+        .unwrap();
+        let mut compressed = expected[..4 + 13 + 18].to_vec();
+        compressed.extend_from_slice(&[0, 0, 0, 0, 0, 0, 1, 2]);
+        compressed.extend_from_slice(&expected[4 + 13 + 18..]);
+        assert_eq!(aad, compressed);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The 34-byte record header: strict decode, exact encode.
 
-use super::{BindingKind, FormatError, InstanceId, KeyId};
+use super::{BindingKind, Cipher, Compression, FormatError, InstanceId, KeyId};
 
 /// Length of the record header value in bytes.
 pub const HEADER_LEN: usize = 34;
@@ -12,8 +12,19 @@ pub const VERSION: u8 = 1;
 pub const FLAG_KEY_BOUND: u8 = 0b0000_0001;
 /// Flag bit 1: the bound record key was null. Only valid with [`FLAG_KEY_BOUND`].
 pub const FLAG_KEY_NULL: u8 = 0b0000_0010;
-/// Flag bits 2-7: reserved, must be zero.
-pub const FLAG_RESERVED: u8 = !(FLAG_KEY_BOUND | FLAG_KEY_NULL);
+/// Flag bit 3: the value is sealed with AES-256-GCM (clear: ChaCha20-Poly1305).
+pub const FLAG_AES_256_GCM: u8 = 0b0000_1000;
+/// Flag bits 4-5: how the plaintext was compressed before sealing;
+/// `0b00` none, `0b01` zstd, `0b10` lz4, `0b11` reserved.
+pub const COMPRESSION_MASK: u8 = 0b0011_0000;
+/// [`COMPRESSION_MASK`] value: zstd.
+pub const COMPRESSION_ZSTD: u8 = 0b0001_0000;
+/// [`COMPRESSION_MASK`] value: lz4 (block format).
+pub const COMPRESSION_LZ4: u8 = 0b0010_0000;
+/// Flag bits 2, 6 and 7: reserved, must be zero. (Bit 2 stays reserved so
+/// that headers older builds rejected stay rejected.)
+pub const FLAG_RESERVED: u8 =
+    !(FLAG_KEY_BOUND | FLAG_KEY_NULL | FLAG_AES_256_GCM | COMPRESSION_MASK);
 
 /// Bytes of the header that the AAD covers: everything but the tag.
 pub(crate) const AUTHENTICATED_LEN: usize = 18;
@@ -105,13 +116,33 @@ impl RecordHeader {
         if self.version != VERSION {
             return Err(FormatError::UnsupportedVersion(self.version));
         }
-        if self.flags & FLAG_RESERVED != 0 {
+        // The unassigned compression value is a reserved code point too.
+        if self.flags & FLAG_RESERVED != 0 || self.flags & COMPRESSION_MASK == COMPRESSION_MASK {
             return Err(FormatError::ReservedFlags(self.flags));
         }
         if self.flags & FLAG_KEY_NULL != 0 && self.flags & FLAG_KEY_BOUND == 0 {
             return Err(FormatError::KeyNullWithoutKeyBound);
         }
         Ok(())
+    }
+
+    /// The cipher the value is sealed with, according to the flags.
+    pub fn cipher(&self) -> Cipher {
+        if self.flags & FLAG_AES_256_GCM != 0 {
+            Cipher::Aes256Gcm
+        } else {
+            Cipher::ChaCha20Poly1305
+        }
+    }
+
+    /// How the plaintext was compressed, according to the flags. Assumes a
+    /// validated header (the reserved value reads as `None`).
+    pub fn compression(&self) -> Compression {
+        match self.flags & COMPRESSION_MASK {
+            COMPRESSION_ZSTD => Compression::Zstd,
+            COMPRESSION_LZ4 => Compression::Lz4,
+            _ => Compression::None,
+        }
     }
 
     /// How the record key was bound, according to the flags. Assumes a
@@ -154,6 +185,26 @@ mod tests {
         assert_eq!(&bytes[14..18], &[0x11, 0x22, 0x33, 0x44]);
         assert_eq!(&bytes[18..34], &[0xee; 16]);
         assert_eq!(RecordHeader::decode(&bytes), Ok(sample()));
+    }
+
+    #[test]
+    fn cipher_and_compression_fields() {
+        let mut h = sample();
+        assert_eq!(
+            (h.cipher(), h.compression()),
+            (Cipher::ChaCha20Poly1305, Compression::None)
+        );
+        h.flags |= FLAG_AES_256_GCM | COMPRESSION_LZ4;
+        let decoded = RecordHeader::decode(&h.encode()).unwrap();
+        assert_eq!(
+            (decoded.cipher(), decoded.compression()),
+            (Cipher::Aes256Gcm, Compression::Lz4)
+        );
+        h.flags = FLAG_KEY_BOUND | COMPRESSION_MASK;
+        assert_eq!(
+            RecordHeader::decode(&h.encode()),
+            Err(FormatError::ReservedFlags(h.flags))
+        );
     }
 
     #[test]

@@ -1,20 +1,105 @@
 //! Record format v1: the one record header that carries everything but the
 //! length-preserving ciphertext. Specified byte by byte in docs/FORMAT.md.
 //!
-//! The value is encrypted in place with ChaCha20-Poly1305 and a detached tag,
-//! so the ciphertext has exactly the plaintext's length (librdkafka's queue
-//! accounting forbids changing it). Version, flags, key id, counter and tag
+//! The value is encrypted in place with ChaCha20-Poly1305 or AES-256-GCM and
+//! a detached tag, so the sealed value has exactly the plaintext's length
+//! (librdkafka's queue accounting forbids changing it). Version, flags
+//! (which name the cipher and any compression), key id, counter and tag
 //! travel in one 34-byte record header named [`HEADER_NAME`].
 
 use core::fmt;
 
 mod aead;
+mod compress;
 mod header;
 mod secret;
 
-pub use aead::{open_in_place, seal_in_place, KeyBinding};
-pub use header::{RecordHeader, FLAG_KEY_BOUND, FLAG_KEY_NULL, FLAG_RESERVED, HEADER_LEN, VERSION};
-pub use secret::{DataKey, EpochSecret, DATA_KEY_SALT};
+pub use aead::{open_in_place, seal_in_place, seal_in_place_with, KeyBinding};
+pub use header::{
+    RecordHeader, COMPRESSION_LZ4, COMPRESSION_MASK, COMPRESSION_ZSTD, FLAG_AES_256_GCM,
+    FLAG_KEY_BOUND, FLAG_KEY_NULL, FLAG_RESERVED, HEADER_LEN, VERSION,
+};
+pub use secret::{DataKey, EpochSecret, CIPHER_KEY_SALT, DATA_KEY_SALT};
+
+/// The AEAD a producer seals values with (`e2ee.cipher`). The header names
+/// it, so a consumer opens either, whatever its own setting.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub enum Cipher {
+    /// ChaCha20-Poly1305 (RFC 8439), the default: fast and constant-time on
+    /// every CPU, and readable by every version-1 reader.
+    #[default]
+    ChaCha20Poly1305,
+    /// AES-256-GCM: faster where the CPU has AES and carry-less multiply
+    /// instructions (AES-NI and PCLMULQDQ on x86-64).
+    Aes256Gcm,
+}
+
+impl Cipher {
+    pub const ALL: [Cipher; 2] = [Cipher::ChaCha20Poly1305, Cipher::Aes256Gcm];
+
+    /// The setting's value, also the HKDF info of the cipher's key.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cipher::ChaCha20Poly1305 => "chacha20-poly1305",
+            Cipher::Aes256Gcm => "aes-256-gcm",
+        }
+    }
+
+    /// Parses a setting's value (exact, lowercase).
+    pub fn from_name(name: &str) -> Option<Cipher> {
+        Cipher::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+impl fmt::Display for Cipher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Whether a producer compresses values before sealing them
+/// (`e2ee.compression`). See "Compression" in docs/FORMAT.md: a compressed
+/// record keeps its length, its tail becomes zero padding in the clear that
+/// the client's batch compression squeezes; and compressed lengths leak
+/// information about the content.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub enum Compression {
+    #[default]
+    None,
+    Zstd,
+    Lz4,
+}
+
+impl Compression {
+    pub const ALL: [Compression; 3] = [Compression::None, Compression::Zstd, Compression::Lz4];
+
+    /// The setting's value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Zstd => "zstd",
+            Compression::Lz4 => "lz4",
+        }
+    }
+
+    /// Parses a setting's value (exact, lowercase).
+    pub fn from_name(name: &str) -> Option<Compression> {
+        Compression::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a producer seals: its cipher and compression settings.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct Sealing {
+    pub cipher: Cipher,
+    pub compression: Compression,
+}
 
 /// Name of the Kafka record header that carries a [`RecordHeader`].
 pub const HEADER_NAME: &str = "e2ee";
@@ -92,7 +177,8 @@ pub enum FormatError {
     HeaderLength { actual: usize },
     /// The header's format version is not one this build understands.
     UnsupportedVersion(u8),
-    /// A reserved flag bit (bits 2-7) is set; `flags` is the whole flags byte.
+    /// A reserved flag bit (bits 2, 6, 7) is set, or the compression field
+    /// holds its reserved value; `flags` is the whole flags byte.
     ReservedFlags(u8),
     /// KEY_NULL is set without KEY_BOUND.
     KeyNullWithoutKeyBound,
@@ -100,7 +186,8 @@ pub enum FormatError {
     TopicTooLong { len: usize },
     /// The record key is longer than the AAD's u32 length field allows.
     KeyTooLong { len: usize },
-    /// The value is longer than ChaCha20 can encrypt under one nonce (256 GiB).
+    /// The value is longer than the cipher can encrypt under one nonce
+    /// (ChaCha20: 256 GiB, AES-GCM: 64 GiB).
     ValueTooLong { len: usize },
     /// The header says the record key was bound one way, the caller supplied
     /// it another way (for example the header says KEY_BOUND but the hook
@@ -109,8 +196,13 @@ pub enum FormatError {
         sealed: BindingKind,
         opened: BindingKind,
     },
-    /// The authentication tag did not verify. The value is left unchanged.
+    /// The authentication tag did not verify, or a compressed record's
+    /// padding is malformed. The value is left unchanged.
     Authentication,
+    /// An authenticated compressed record did not decompress to exactly its
+    /// own length: its producer holds a valid key but sealed garbage. The
+    /// value is left unchanged.
+    Decompression,
 }
 
 impl fmt::Display for FormatError {
@@ -126,7 +218,9 @@ impl fmt::Display for FormatError {
             ),
             FormatError::ReservedFlags(flags) => write!(
                 f,
-                "e2ee record header sets reserved flag bits (flags byte {flags:#04x}); bits 2-7 must be zero"
+                "e2ee record header sets reserved flag bits (flags byte {flags:#04x}): \
+                 written by a newer kafka-e2ee, or corrupt; bits 2, 6 and 7 must be zero \
+                 and bits 4-5 must not both be set"
             ),
             FormatError::KeyNullWithoutKeyBound => f.write_str(
                 "e2ee record header sets KEY_NULL without KEY_BOUND",
@@ -143,7 +237,7 @@ impl fmt::Display for FormatError {
             ),
             FormatError::ValueTooLong { len } => write!(
                 f,
-                "record value has {len} bytes, more than ChaCha20-Poly1305 can encrypt under one nonce"
+                "record value has {len} bytes, more than the record cipher can encrypt under one nonce"
             ),
             FormatError::KeyBindingMismatch { sealed, opened } => write!(
                 f,
@@ -153,6 +247,10 @@ impl fmt::Display for FormatError {
             FormatError::Authentication => f.write_str(
                 "record failed authentication: it was tampered with, moved to another topic, \
                  or sealed under another key",
+            ),
+            FormatError::Decompression => f.write_str(
+                "record authenticated but did not decompress to its own length: \
+                 its producer sealed a malformed compressed value",
             ),
         }
     }

@@ -1,16 +1,21 @@
 //! Epoch secrets and the per-topic data keys derived from them.
 
 use core::fmt;
+use std::sync::OnceLock;
 
+use aes_gcm::{Aes256Gcm, KeyInit};
 use hkdf::Hkdf;
 use rand_core::CryptoRngCore;
 use sha2::Sha256;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use super::KeyId;
+use super::{Cipher, KeyId};
 
 /// HKDF salt of the data key derivation (format v1).
 pub const DATA_KEY_SALT: &[u8] = b"kafka-e2ee/v1/data-key";
+
+/// HKDF salt of the per-cipher key derivation from a data key (format v1).
+pub const CIPHER_KEY_SALT: &[u8] = b"kafka-e2ee/v1/cipher-key";
 
 const SECRET_LEN: usize = 32;
 
@@ -48,10 +53,32 @@ impl fmt::Debug for EpochSecret {
     }
 }
 
-/// The ChaCha20-Poly1305 key for one (producer, epoch, topic). Zeroized on
-/// drop; `Debug` is redacted.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
-pub struct DataKey([u8; SECRET_LEN]);
+/// The key for one (producer, epoch, topic). ChaCha20-Poly1305 uses it as it
+/// is (as format v1 always did); AES-256-GCM uses a key derived from it (see
+/// [`DataKey::cipher_key`]), so no key is ever used with two algorithms.
+/// Zeroized on drop; `Debug` is redacted.
+pub struct DataKey {
+    bytes: [u8; SECRET_LEN],
+    /// The AES-256-GCM instance (key schedule and GHASH key), built on first
+    /// use: the HKDF and the key schedule cost more than sealing a small
+    /// record, and data keys are cached per epoch and topic. It wipes itself
+    /// on drop (the `aes` and `polyval` crates' `zeroize` features).
+    aes_256_gcm: OnceLock<Aes256Gcm>,
+}
+
+impl Clone for DataKey {
+    fn clone(&self) -> Self {
+        DataKey::from_bytes(self.bytes)
+    }
+}
+
+impl Drop for DataKey {
+    fn drop(&mut self) {
+        self.bytes.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for DataKey {}
 
 impl DataKey {
     /// HKDF-SHA256(salt = [`DATA_KEY_SALT`], ikm = epoch secret,
@@ -66,7 +93,7 @@ impl DataKey {
         let epoch = key_id.epoch.to_be_bytes();
         let info: [&[u8]; 3] = [&key_id.producer.0, &epoch, topic.as_bytes()];
         match hkdf.expand_multi_info(&info, &mut okm) {
-            Ok(()) => DataKey(okm),
+            Ok(()) => DataKey::from_bytes(okm),
             // Statically impossible (see the const assertion above); a zero or
             // partial key must never be returned, so do not continue.
             Err(_) => unreachable!("HKDF-SHA256 expand of 32 bytes cannot fail"),
@@ -75,12 +102,44 @@ impl DataKey {
 
     /// A data key from raw bytes, for hosts and tests that hold one already.
     pub fn from_bytes(bytes: [u8; SECRET_LEN]) -> DataKey {
-        DataKey(bytes)
+        DataKey {
+            bytes,
+            aes_256_gcm: OnceLock::new(),
+        }
     }
 
-    /// The key bytes, for test vectors. Never log them.
+    /// The key bytes, for the key layer and test vectors. Never log them.
     pub fn as_bytes(&self) -> &[u8; SECRET_LEN] {
-        &self.0
+        &self.bytes
+    }
+
+    /// The key `cipher` seals with. ChaCha20-Poly1305: the data key itself.
+    /// Any other cipher: HKDF-SHA256(salt = [`CIPHER_KEY_SALT`], ikm = data
+    /// key, info = the cipher's name, e.g. `aes-256-gcm`), 32 bytes. The data
+    /// key enters HKDF only as input keying material (an HMAC message, not an
+    /// HMAC key), so it is a key of exactly one algorithm. For test vectors;
+    /// never log it.
+    pub fn cipher_key(&self, cipher: Cipher) -> Zeroizing<[u8; SECRET_LEN]> {
+        let mut okm = Zeroizing::new([0u8; SECRET_LEN]);
+        match cipher {
+            Cipher::ChaCha20Poly1305 => okm.copy_from_slice(&self.bytes),
+            Cipher::Aes256Gcm => {
+                let hkdf = Hkdf::<Sha256>::new(Some(CIPHER_KEY_SALT), &self.bytes);
+                if hkdf.expand(cipher.name().as_bytes(), &mut okm[..]).is_err() {
+                    // Statically impossible, as in `derive`.
+                    unreachable!("HKDF-SHA256 expand of 32 bytes cannot fail");
+                }
+            }
+        }
+        okm
+    }
+
+    /// The AES-256-GCM instance under this data key's AES key, made once.
+    pub(super) fn aes_256_gcm(&self) -> &Aes256Gcm {
+        self.aes_256_gcm.get_or_init(|| {
+            let key = self.cipher_key(Cipher::Aes256Gcm);
+            Aes256Gcm::new((&*key).into())
+        })
     }
 }
 
@@ -133,5 +192,19 @@ mod tests {
         for k in [&other_topic, &other_epoch, &other_producer] {
             assert_ne!(base.as_bytes(), k.as_bytes());
         }
+    }
+
+    #[test]
+    fn each_cipher_has_its_own_key() {
+        let key = DataKey::from_bytes([9; 32]);
+        assert_eq!(*key.cipher_key(Cipher::ChaCha20Poly1305), [9; 32]);
+        let aes = key.cipher_key(Cipher::Aes256Gcm);
+        assert_ne!(*aes, [9; 32]);
+        // A clone derives the same key, and a different data key another.
+        assert_eq!(*key.clone().cipher_key(Cipher::Aes256Gcm), *aes);
+        assert_ne!(
+            *DataKey::from_bytes([8; 32]).cipher_key(Cipher::Aes256Gcm),
+            *aes
+        );
     }
 }
