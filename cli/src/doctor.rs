@@ -5,6 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use kafka_e2ee_core::format::{Cipher, Compression};
 use kafka_e2ee_core::state::StateBlob;
 use kafka_e2ee_core::trust::{Identity, TopicPattern, TrustAnchor, DEFAULT_SKEW_MS};
 
@@ -382,6 +383,41 @@ fn check_properties(props: &[Property], java: bool, r: &mut Report) -> Values {
             "lists no topic",
             "list the protected topics, or `*` for all",
         );
+    }
+    let cipher = value("e2ee.cipher");
+    if Cipher::from_name(&cipher).is_none() {
+        r.problem(
+            "e2ee.cipher",
+            format!("'{cipher}' is not a cipher"),
+            "use chacha20-poly1305 (the default) or aes-256-gcm",
+        );
+    }
+    let compression = value("e2ee.compression");
+    match Compression::from_name(&compression) {
+        None => r.problem(
+            "e2ee.compression",
+            format!("'{compression}' is not a compression"),
+            "use none (the default), zstd or lz4",
+        ),
+        Some(Compression::None) => {}
+        Some(_) => {
+            let batch = props::get(props, "compression.type")
+                .or_else(|| props::get(props, "compression.codec"))
+                .map(str::trim)
+                .unwrap_or("none");
+            if matches!(batch, "none" | "") {
+                r.warn(
+                    "e2ee.compression",
+                    format!("{compression} without compression.type: values keep their length, nothing is saved"),
+                    "set compression.type=zstd (or lz4) so the client's batches squeeze the padding",
+                );
+            }
+            r.warn(
+                "e2ee.compression",
+                "compressed sizes reveal something about the values (CRIME/BREACH-style)",
+                "keep it off for values that mix attacker-influenced data with secrets",
+            );
+        }
     }
     let control_topic = value("e2ee.control.topic");
     if control_topic.is_empty() {

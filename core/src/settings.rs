@@ -14,5 +14,7 @@ pub const PROPERTIES: &[(&str, &str, &str)] = &[
     ("e2ee.key.wait.ms", "30000", "How long a consumer waits for a key it lacks before failing the record."),
     ("e2ee.state.dir", "", "Directory for this client's encrypted key state; empty = keys in memory only."),
     ("e2ee.control.topic", "_e2ee_control", "The topic that carries the key exchange."),
+    ("e2ee.cipher", "chacha20-poly1305", "The cipher producers seal values with: `chacha20-poly1305` (fast and constant-time on every CPU) or `aes-256-gcm` (faster on CPUs with AES-NI and PCLMULQDQ, see docs/PERFORMANCE.md). Each record's header names its cipher, so consumers open both whatever they set; consumers older than this setting reject aes-256-gcm records."),
+    ("e2ee.compression", "none", "Producers compress each value before sealing it: `none`, `zstd` or `lz4`. The value keeps its length (the saved bytes become zero padding), so set the client's compression.type (e.g. zstd or lz4) too: that is what removes them on the wire and on disk. Caution: a compressed value's size reveals something about its content; do not enable it for values that mix attacker-influenced data with secrets (CRIME/BREACH-style attacks)."),
     ("e2ee.bind.key", "true", "librdkafka producers bind the record key into each record's authentication, so a broker cannot move a value to another key; consumers that cannot see keys (Java's DecryptingDeserializer) cannot open such records: set false where they read."),
 ];

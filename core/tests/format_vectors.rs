@@ -18,8 +18,8 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use kafka_e2ee_core::format::{
-    open_in_place, seal_in_place, DataKey, EpochSecret, FormatError, InstanceId, KeyBinding, KeyId,
-    RecordHeader,
+    open_in_place, seal_in_place_with, Cipher, Compression, DataKey, EpochSecret, FormatError,
+    InstanceId, KeyBinding, KeyId, RecordHeader, Sealing,
 };
 use serde_json::Value;
 
@@ -59,6 +59,7 @@ fn error_kind(e: &FormatError) -> &'static str {
         FormatError::ValueTooLong { .. } => "value_too_long",
         FormatError::KeyBindingMismatch { .. } => "key_binding_mismatch",
         FormatError::Authentication => "authentication",
+        FormatError::Decompression => "decompression",
         other => panic!("no vector name for {other:?}"),
     }
 }
@@ -105,6 +106,38 @@ struct Positive {
     topic: &'static str,
     binding: Binding,
     plaintext: Vec<u8>,
+    sealing: Sealing,
+}
+
+const CHACHA: Sealing = Sealing {
+    cipher: Cipher::ChaCha20Poly1305,
+    compression: Compression::None,
+};
+
+fn sealing(cipher: Cipher, compression: Compression) -> Sealing {
+    Sealing {
+        cipher,
+        compression,
+    }
+}
+
+/// A compressible value: JSON-like records, `len` bytes.
+fn json_like(len: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while out.len() < len {
+        out.extend_from_slice(
+            format!(
+                "{{\"order\":{},\"status\":\"PAID\",\"amount\":\"{}.95\"}},",
+                1000 + i,
+                i % 97
+            )
+            .as_bytes(),
+        );
+        i += 1;
+    }
+    out.truncate(len);
+    out
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -128,6 +161,7 @@ fn positives() -> Vec<Positive> {
             topic: "orders",
             binding: Binding::Unbound,
             plaintext: vec![],
+            sealing: CHACHA,
         },
         Positive {
             description: "1-byte value, key bound",
@@ -138,6 +172,7 @@ fn positives() -> Vec<Positive> {
             topic: "orders",
             binding: Binding::Bytes(b"customer-42".to_vec()),
             plaintext: vec![0x2a],
+            sealing: CHACHA,
         },
         Positive {
             description: "text value, key bound and null",
@@ -148,6 +183,7 @@ fn positives() -> Vec<Positive> {
             topic: "orders",
             binding: Binding::Null,
             plaintext: b"{\"order\":1234,\"amount\":\"99.95\"}".to_vec(),
+            sealing: CHACHA,
         },
         Positive {
             description: "text value, key bound with zero bytes (not null)",
@@ -158,6 +194,7 @@ fn positives() -> Vec<Positive> {
             topic: "orders",
             binding: Binding::Bytes(vec![]),
             plaintext: b"{\"order\":1234,\"amount\":\"99.95\"}".to_vec(),
+            sealing: CHACHA,
         },
         Positive {
             description: "1 KiB value, key bound",
@@ -168,6 +205,7 @@ fn positives() -> Vec<Positive> {
             topic: "payments.v2",
             binding: Binding::Bytes(pattern(16, 5)),
             plaintext: pattern(1024, 1),
+            sealing: CHACHA,
         },
         Positive {
             description: "unicode topic, key bound",
@@ -178,6 +216,7 @@ fn positives() -> Vec<Positive> {
             topic: "zahlungen-\u{20ac}-\u{65e5}\u{672c}",
             binding: Binding::Bytes(b"k".to_vec()),
             plaintext: b"hello".to_vec(),
+            sealing: CHACHA,
         },
         Positive {
             description: "maximum counter and epoch, key unbound",
@@ -188,8 +227,99 @@ fn positives() -> Vec<Positive> {
             topic: "orders",
             binding: Binding::Unbound,
             plaintext: pattern(100, 9),
+            sealing: CHACHA,
+        },
+        // AES-256-GCM (flags bit 3), under the data key's derived AES key.
+        Positive {
+            description: "AES-256-GCM: empty value, key unbound",
+            epoch_secret: secret_a,
+            producer: producer_a,
+            epoch: 2,
+            counter: 0,
+            topic: "orders",
+            binding: Binding::Unbound,
+            plaintext: vec![],
+            sealing: sealing(Cipher::Aes256Gcm, Compression::None),
+        },
+        Positive {
+            description: "AES-256-GCM: text value, key bound",
+            epoch_secret: secret_a,
+            producer: producer_a,
+            epoch: 2,
+            counter: 1,
+            topic: "orders",
+            binding: Binding::Bytes(b"customer-42".to_vec()),
+            plaintext: b"{\"order\":1234,\"amount\":\"99.95\"}".to_vec(),
+            sealing: sealing(Cipher::Aes256Gcm, Compression::None),
+        },
+        Positive {
+            description: "AES-256-GCM: 1 KiB value, key bound and null, maximum counter",
+            epoch_secret: secret_b,
+            producer: producer_b,
+            epoch: 78,
+            counter: u32::MAX,
+            topic: "payments.v2",
+            binding: Binding::Null,
+            plaintext: pattern(1024, 3),
+            sealing: sealing(Cipher::Aes256Gcm, Compression::None),
+        },
+        // Compressed (flags bits 4-5): sealed prefix, 0x80, zero padding.
+        Positive {
+            description: "ChaCha20-Poly1305 + zstd: 1 KiB JSON-like value, key bound",
+            epoch_secret: secret_b,
+            producer: producer_b,
+            epoch: 79,
+            counter: 5,
+            topic: "payments.v2",
+            binding: Binding::Bytes(b"customer-7".to_vec()),
+            plaintext: json_like(1024),
+            sealing: sealing(Cipher::ChaCha20Poly1305, Compression::Zstd),
+        },
+        Positive {
+            description: "ChaCha20-Poly1305 + lz4: 300-byte JSON-like value, key unbound",
+            epoch_secret: secret_a,
+            producer: producer_a,
+            epoch: 3,
+            counter: 9,
+            topic: "orders",
+            binding: Binding::Unbound,
+            plaintext: json_like(300),
+            sealing: sealing(Cipher::ChaCha20Poly1305, Compression::Lz4),
+        },
+        Positive {
+            description: "AES-256-GCM + zstd: 1 KiB JSON-like value, key null",
+            epoch_secret: secret_a,
+            producer: producer_a,
+            epoch: 4,
+            counter: 10,
+            topic: "orders",
+            binding: Binding::Null,
+            plaintext: json_like(1024),
+            sealing: sealing(Cipher::Aes256Gcm, Compression::Zstd),
+        },
+        Positive {
+            description: "AES-256-GCM + lz4: 4 KiB JSON-like value, key bound",
+            epoch_secret: secret_b,
+            producer: producer_b,
+            epoch: 80,
+            counter: 0,
+            topic: "zahlungen-\u{20ac}",
+            binding: Binding::Bytes(vec![0; 3]),
+            plaintext: json_like(4096),
+            sealing: sealing(Cipher::Aes256Gcm, Compression::Lz4),
         },
     ]
+}
+
+/// What a compressed vector's sealed part decrypts to: the compressed value
+/// (for implementations whose compressor gives other bytes: they check that
+/// this decompresses to the plaintext, and seal these bytes).
+fn compressed_form(compression: Compression, plaintext: &[u8]) -> Vec<u8> {
+    match compression {
+        Compression::Zstd => zstd::bulk::compress(plaintext, 3).unwrap(),
+        Compression::Lz4 => lz4_flex::block::compress(plaintext),
+        _ => unreachable!(),
+    }
 }
 
 struct Negative {
@@ -288,6 +418,95 @@ fn negatives(sealed: &[Sealed]) -> Vec<Negative> {
         ciphertext: ct.clone(),
         expected_error: "key_binding_mismatch",
     });
+
+    let mut n = base("reserved flag bit 6 set", "reserved_flags");
+    n.header[1] |= 0x40;
+    out.push(n);
+
+    let mut n = base("compression field 3 (reserved value)", "reserved_flags");
+    n.header[1] |= 0x30;
+    out.push(n);
+
+    let mut n = base(
+        "ChaCha20-Poly1305 record with the AES-256-GCM flag set",
+        "authentication",
+    );
+    n.header[1] |= 0x08;
+    out.push(n);
+
+    let find = |description: &str| {
+        sealed
+            .iter()
+            .find(|s| s.0.description == description)
+            .unwrap()
+    };
+    let from = |(p, key, header, ct): &Sealed, description, expected_error| Negative {
+        description,
+        data_key: *key,
+        topic: p.topic.to_string(),
+        binding: p.binding.clone(),
+        header: header.clone(),
+        ciphertext: ct.clone(),
+        expected_error,
+    };
+    let aes = find("AES-256-GCM: text value, key bound");
+    let mut n = from(
+        aes,
+        "AES-256-GCM record with its flag cleared",
+        "authentication",
+    );
+    n.header[1] &= !0x08;
+    out.push(n);
+    let mut n = from(aes, "AES-256-GCM: value bit 0 flipped", "authentication");
+    n.ciphertext[0] ^= 0x01;
+    out.push(n);
+    let mut n = from(aes, "AES-256-GCM: wrong data key", "authentication");
+    n.data_key[31] ^= 0x01;
+    out.push(n);
+
+    let zstd = find("ChaCha20-Poly1305 + zstd: 1 KiB JSON-like value, key bound");
+    let marker = zstd.3.iter().rposition(|&b| b != 0).unwrap();
+    let mut n = from(zstd, "compressed: a padding byte set", "authentication");
+    *n.ciphertext.last_mut().unwrap() = 0x01;
+    out.push(n);
+    let mut n = from(
+        zstd,
+        "compressed: marker moved one byte later",
+        "authentication",
+    );
+    n.ciphertext[marker] = 0x00;
+    n.ciphertext[marker + 1] = 0x80;
+    out.push(n);
+    let mut n = from(zstd, "compressed: marker cleared", "authentication");
+    n.ciphertext[marker] = 0x00;
+    out.push(n);
+    let mut n = from(zstd, "compressed: zero padding appended", "authentication");
+    n.ciphertext.extend_from_slice(&[0; 4]);
+    out.push(n);
+    let mut n = from(zstd, "compressed: zero padding stripped", "authentication");
+    n.ciphertext.truncate(n.ciphertext.len() - 1);
+    out.push(n);
+    let mut n = from(
+        zstd,
+        "compressed: compression flag cleared",
+        "authentication",
+    );
+    n.header[1] &= !0x30;
+    out.push(n);
+    let mut n = from(
+        zstd,
+        "compressed: zstd flag changed to lz4",
+        "authentication",
+    );
+    n.header[1] ^= 0x30;
+    out.push(n);
+    let mut n = from(
+        zstd,
+        "compressed: sealed part bit flipped",
+        "authentication",
+    );
+    n.ciphertext[marker / 2] ^= 0x10;
+    out.push(n);
     out
 }
 
@@ -310,22 +529,30 @@ fn bless_vectors() {
         };
         let key = DataKey::derive(&EpochSecret::from_bytes(p.epoch_secret), key_id, p.topic);
         let mut ct = p.plaintext.clone();
-        let header = seal_in_place(
+        let header = seal_in_place_with(
             &key,
             key_id,
             p.counter,
             p.topic,
             p.binding.as_binding(),
+            p.sealing,
             &mut ct,
         )
         .unwrap();
+        assert_eq!(header.cipher(), p.sealing.cipher, "{}", p.description);
+        assert_eq!(
+            header.compression(),
+            p.sealing.compression,
+            "{}",
+            p.description
+        );
         sealed.push((p, *key.as_bytes(), header.encode().to_vec(), ct));
     }
     let negs = negatives(&sealed);
 
     let mut objects = Vec::new();
     for (p, key, header, ct) in &sealed {
-        let fields = [
+        let mut fields = vec![
             ("description", json_str(p.description)),
             ("epoch_secret", json_str(&hex(&p.epoch_secret))),
             ("producer", json_str(&hex(&p.producer))),
@@ -339,7 +566,22 @@ fn bless_vectors() {
             ("header", json_str(&hex(header))),
             ("ciphertext", json_str(&hex(ct))),
         ];
-        objects.push(fields.to_vec());
+        // Only in vectors added with the cipher and compression settings: the
+        // original ChaCha20-Poly1305 vectors stay byte for byte as they were.
+        if p.sealing != CHACHA {
+            let k = DataKey::from_bytes(*key);
+            fields.push(("cipher", json_str(p.sealing.cipher.name())));
+            fields.push((
+                "cipher_key",
+                json_str(&hex(&*k.cipher_key(p.sealing.cipher))),
+            ));
+            fields.push(("compression", json_str(p.sealing.compression.name())));
+        }
+        if p.sealing.compression != Compression::None {
+            let packed = compressed_form(p.sealing.compression, &p.plaintext);
+            fields.push(("compressed", json_str(&hex(&packed))));
+        }
+        objects.push(fields);
     }
     for n in &negs {
         let fields = [
@@ -434,16 +676,52 @@ fn positive_vectors_seal_and_open() {
             "{what}: data key"
         );
 
+        let cipher = v.get("cipher").map_or(Cipher::ChaCha20Poly1305, |_| {
+            Cipher::from_name(field(v, "cipher")).unwrap()
+        });
+        let compression = v.get("compression").map_or(Compression::None, |_| {
+            Compression::from_name(field(v, "compression")).unwrap()
+        });
+        if v.get("cipher").is_some() {
+            assert_eq!(
+                hex(&*key.cipher_key(cipher)),
+                field(v, "cipher_key"),
+                "{what}: cipher key"
+            );
+        }
+        if compression != Compression::None {
+            // The compressed form this file records decompresses to the value.
+            let packed = unhex(field(v, "compressed"));
+            assert_eq!(
+                compressed_form(compression, &plaintext),
+                packed,
+                "{what}: compressed"
+            );
+            assert!(packed.len() < plaintext.len(), "{what}");
+            let marker = expected_ct.iter().rposition(|&b| b != 0).unwrap();
+            assert_eq!(marker, packed.len(), "{what}: marker after the sealed part");
+            assert_eq!(expected_ct[marker], 0x80, "{what}: marker");
+        }
+
         let mut buf = plaintext.clone();
-        let header = seal_in_place(
+        let header = seal_in_place_with(
             &key,
             key_id,
             counter,
             &topic,
             binding.as_binding(),
+            Sealing {
+                cipher,
+                compression,
+            },
             &mut buf,
         )
         .unwrap();
+        assert_eq!(
+            (header.cipher(), header.compression()),
+            (cipher, compression),
+            "{what}"
+        );
         assert_eq!(header.encode().to_vec(), expected_header, "{what}: header");
         assert_eq!(buf, expected_ct, "{what}: ciphertext");
         assert_eq!(buf.len(), plaintext.len(), "{what}: length preserved");
@@ -455,7 +733,7 @@ fn positive_vectors_seal_and_open() {
         assert_eq!(buf, plaintext, "{what}: open");
         checked += 1;
     }
-    assert!(checked >= 7, "only {checked} positive vectors");
+    assert!(checked >= 14, "only {checked} positive vectors");
 }
 
 #[test]
@@ -481,5 +759,5 @@ fn negative_vectors_fail_as_named() {
         );
         checked += 1;
     }
-    assert!(checked >= 10, "only {checked} negative vectors");
+    assert!(checked >= 25, "only {checked} negative vectors");
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use kafka_e2ee_core::format::{Cipher, Compression, Sealing};
 use kafka_e2ee_core::keys::KeyPolicy;
 use kafka_e2ee_core::trust::{Identity, TopicPattern, TrustAnchor};
 use kafka_e2ee_core::{Engine, EngineConfig, Storage};
@@ -59,6 +60,8 @@ pub struct HostConfig {
     pub state_dir: Option<PathBuf>,
     pub control_topic: String,
     pub bind_key: bool,
+    /// `e2ee.cipher` and `e2ee.compression`.
+    pub sealing: Sealing,
 }
 
 impl HostConfig {
@@ -128,6 +131,20 @@ impl HostConfig {
                 ))
             }
         };
+        let cipher = get("e2ee.cipher").trim();
+        let cipher = Cipher::from_name(cipher).ok_or_else(|| {
+            bad(
+                "e2ee.cipher",
+                format!("must be chacha20-poly1305 or aes-256-gcm, got '{cipher}'"),
+            )
+        })?;
+        let compression = get("e2ee.compression").trim();
+        let compression = Compression::from_name(compression).ok_or_else(|| {
+            bad(
+                "e2ee.compression",
+                format!("must be none, zstd or lz4, got '{compression}'"),
+            )
+        })?;
         let state_dir = get("e2ee.state.dir").trim();
         let control_topic = get("e2ee.control.topic").trim().to_owned();
         if control_topic.is_empty() {
@@ -150,6 +167,10 @@ impl HostConfig {
             state_dir: (!state_dir.is_empty()).then(|| PathBuf::from(state_dir)),
             control_topic,
             bind_key,
+            sealing: Sealing {
+                cipher,
+                compression,
+            },
         })
     }
 
@@ -166,6 +187,7 @@ impl HostConfig {
                 retention_ms: self.retention_ms,
             },
             protected_topics: protected,
+            sealing: self.sealing,
             ..EngineConfig::default()
         };
         if self.rotation_ms == 0 {
@@ -294,15 +316,19 @@ fn registry() -> &'static Registry {
 
 /// One engine per process, cluster and credential: clients that share them
 /// share the engine (and its keys and sessions). `cluster` is the client's
-/// bootstrap servers string.
+/// bootstrap servers string. Clients that differ in `e2ee.cipher` or
+/// `e2ee.compression` get an engine each, so each seals as it was told
+/// (they then need an `e2ee.state.dir` each, if they set one).
 pub fn shared_engine(cluster: &str, cfg: &HostConfig) -> Result<(Arc<Engine>, bool), ConfigError> {
     // The pid keeps a forked child from reusing its parent's engine (and
     // so its epoch keys and nonce counters).
     let key = format!(
-        "{}\u{0}{cluster}\u{0}{}\u{0}{}",
+        "{}\u{0}{cluster}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
         std::process::id(),
         cfg.credential.display(),
-        cfg.control_topic
+        cfg.control_topic,
+        cfg.sealing.cipher,
+        cfg.sealing.compression
     );
     let mut reg = registry().lock().unwrap_or_else(PoisonError::into_inner);
     reg.retain(|_, w| w.strong_count() > 0);

@@ -353,6 +353,8 @@ def test_plaintext_record_on_protected_topic_is_rejected(built, kafka, creds, tm
         ("expired-credential", "e2ee.credential"),
         ("no-such-inner-serializer", "e2ee.inner.value.serializer"),
         ("typo", "e2ee.key.rotation.msec"),
+        ("bad-cipher", "e2ee.cipher: String must be one of: chacha20-poly1305, aes-256-gcm"),
+        ("bad-compression", "e2ee.compression: String must be one of: none, zstd, lz4"),
     ],
 )
 def test_bad_configuration_fails_construction_naming_the_property(built, kafka, creds, tmp_path, case, expect):
@@ -372,6 +374,10 @@ def test_bad_configuration_fails_construction_naming_the_property(built, kafka, 
         kv["e2ee_inner_value_serializer"] = "com.example.NoSuchSerializer"
     elif case == "typo":
         kv["e2ee_key_rotation_msec"] = "1000"
+    elif case == "bad-cipher":
+        kv["e2ee_cipher"] = "aes-128-gcm"
+    elif case == "bad-compression":
+        kv["e2ee_compression"] = "gzip"
     prod = props(tmp_path / "p.properties", kafka.bootstrap, **kv)
     r = app(built, "produce", str(prod), "bad-config", prefix(), "1", "string")
     assert r.returncode != 0

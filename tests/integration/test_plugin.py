@@ -139,6 +139,16 @@ def test_bad_config_fails_client_creation_naming_the_property(broker, creds, tmp
         )
         assert p.returncode != 0, (prop, p.stderr)
         assert prop.strip() in p.stderr, (prop, p.stderr)
+    # A bad cipher or compression names the property and the values it takes.
+    for setting, fix in [("e2ee.cipher=aes-128-gcm", "e2ee.cipher: must be chacha20-poly1305 or aes-256-gcm"),
+                         ("e2ee.compression=gzip", "e2ee.compression: must be none, zstd or lz4")]:
+        p = subprocess.run(
+            ["kcat", "-b", broker.bootstrap, "-P", "-t", "never", "-X", f"plugin.library.paths={PLUGIN}",
+             "-X", setting, "-X", f"e2ee.credential={creds['writer']}", "-X", f"e2ee.trust={creds['trust']}"],
+            input="x\n", capture_output=True, text=True, timeout=30,
+        )
+        assert p.returncode != 0, (setting, p.stderr)
+        assert fix in p.stderr, (setting, p.stderr)
     # And through confluent-kafka: construction raises.
     from confluent_kafka import KafkaException, Producer
 

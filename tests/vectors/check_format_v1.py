@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Independent check of format-v1.json against docs/FORMAT.md, written from
-the document (not from the Rust code) with the `cryptography` package.
+the document (not from the Rust code) with the `cryptography`, `zstandard`
+and `lz4` packages.
 
     python3 tests/vectors/check_format_v1.py [tests/vectors/format-v1.json]
 """
@@ -8,15 +9,37 @@ import json
 import struct
 import sys
 
+import lz4.block
+import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+AES_256_GCM = 0x08
+COMPRESSION = 0x30
+COMPRESSION_NAMES = {0x00: "none", 0x10: "zstd", 0x20: "lz4"}
 
 
 def data_key(secret, producer, epoch, topic):
     info = producer + struct.pack(">I", epoch) + topic
     return HKDF(hashes.SHA256(), 32, b"kafka-e2ee/v1/data-key", info).derive(secret)
+
+
+def cipher_key(key, cipher):
+    if cipher == "chacha20-poly1305":
+        return key
+    return HKDF(hashes.SHA256(), 32, b"kafka-e2ee/v1/cipher-key", cipher.encode()).derive(key)
+
+
+def cipher_of(flags):
+    return "aes-256-gcm" if flags & AES_256_GCM else "chacha20-poly1305"
+
+
+def aead(key, flags):
+    if flags & AES_256_GCM:
+        return AESGCM(cipher_key(key, "aes-256-gcm"))
+    return ChaCha20Poly1305(key)
 
 
 class FormatError(Exception):
@@ -31,7 +54,7 @@ def decode(header):
     if header[0] != 1:
         raise FormatError("unsupported_version")
     flags = header[1]
-    if flags & 0xFC:
+    if flags & 0xC4 or flags & COMPRESSION == COMPRESSION:
         raise FormatError("reserved_flags")
     if flags & 0x02 and not flags & 0x01:
         raise FormatError("key_null_without_key_bound")
@@ -44,8 +67,10 @@ def binding_of(flags):
     return "null" if flags & 0x02 else "bytes"
 
 
-def aad(topic, header, binding):
+def aad(topic, header, binding, value_len=None):
     out = b"kafka-e2ee/v1" + struct.pack(">H", len(topic)) + topic + header[:18]
+    if value_len is not None:
+        out += struct.pack(">Q", value_len)
     if binding not in ("unbound", "null"):
         key = bytes.fromhex(binding)
         out += struct.pack(">I", len(key)) + key
@@ -56,24 +81,66 @@ def nonce(header):
     return b"\x00\x00\x00\x00" + header[10:14] + header[14:18]
 
 
-def open_record(key, header, topic, binding, ciphertext):
-    decode(header)
-    given = binding if binding in ("unbound", "null") else "bytes"
-    if binding_of(header[1]) != given:
-        raise FormatError("key_binding_mismatch")
+def split_padding(value):
+    """A compressed value is sealed || 0x80 || zeros: the last non-zero byte
+    is the marker."""
+    end = len(value.rstrip(b"\x00"))
+    if end == 0 or value[end - 1] != 0x80:
+        raise FormatError("authentication")
+    return value[: end - 1]
+
+
+def decompress(compression, packed, length):
     try:
-        return ChaCha20Poly1305(key).decrypt(
-            nonce(header), ciphertext + header[18:34], aad(topic, header, binding)
+        if compression == "zstd":
+            out = zstandard.ZstdDecompressor().decompress(packed, max_output_size=length)
+        else:
+            out = lz4.block.decompress(packed, uncompressed_size=length)
+    except Exception:
+        raise FormatError("decompression")
+    if len(out) != length:
+        raise FormatError("decompression")
+    return out
+
+
+def open_record(key, header, topic, binding, value):
+    """Returns (plaintext, compressed form or None)."""
+    decode(header)
+    flags = header[1]
+    given = binding if binding in ("unbound", "null") else "bytes"
+    if binding_of(flags) != given:
+        raise FormatError("key_binding_mismatch")
+    compression = COMPRESSION_NAMES[flags & COMPRESSION]
+    compressed = compression != "none"
+    sealed = split_padding(value) if compressed else value
+    try:
+        opened = aead(key, flags).decrypt(
+            nonce(header),
+            sealed + header[18:34],
+            aad(topic, header, binding, len(value) if compressed else None),
         )
     except InvalidTag:
         raise FormatError("authentication")
+    if not compressed:
+        return opened, None
+    return decompress(compression, opened, len(value)), opened
 
 
-def seal(key, producer, epoch, counter, topic, binding, plaintext):
+def seal(key, producer, epoch, counter, topic, binding, plaintext, cipher, compressed):
+    """Seals `compressed` (the compressed form of `plaintext`) when given."""
     flags = 0 if binding == "unbound" else (0x03 if binding == "null" else 0x01)
+    if cipher == "aes-256-gcm":
+        flags |= AES_256_GCM
+    if compressed is not None:
+        flags |= {"zstd": 0x10, "lz4": 0x20}[compressed[0]]
     head = bytes([1, flags]) + producer + struct.pack(">II", epoch, counter)
-    sealed = ChaCha20Poly1305(key).encrypt(nonce(head), plaintext, aad(topic, head, binding))
+    message = plaintext if compressed is None else compressed[1]
+    value_len = None if compressed is None else len(plaintext)
+    sealed = aead(key, flags).encrypt(nonce(head), message, aad(topic, head, binding, value_len))
     ct, tag = sealed[:-16], sealed[-16:]
+    if compressed is not None:
+        assert len(ct) < len(plaintext)
+        ct += b"\x80" + bytes(len(plaintext) - len(ct) - 1)
     return head + tag, ct
 
 
@@ -98,9 +165,22 @@ def main(path):
         key = data_key(bytes.fromhex(v["epoch_secret"]), producer, v["epoch"], topic)
         assert key.hex() == v["data_key"], v["description"]
         plaintext = bytes.fromhex(v["plaintext"])
-        got = seal(key, producer, v["epoch"], v["counter"], topic, v["key_binding"], plaintext)
+        cipher = v.get("cipher", "chacha20-poly1305")
+        compression = v.get("compression", "none")
+        assert cipher_of(header[1]) == cipher, v["description"]
+        if "cipher" in v:
+            assert cipher_key(key, cipher).hex() == v["cipher_key"], v["description"]
+        compressed = None
+        if compression != "none":
+            compressed = (compression, bytes.fromhex(v["compressed"]))
+            assert decompress(compression, compressed[1], len(plaintext)) == plaintext
+        got = seal(key, producer, v["epoch"], v["counter"], topic, v["key_binding"], plaintext,
+                   cipher, compressed)
         assert got == (header, ciphertext), v["description"]
-        assert open_record(key, header, topic, v["key_binding"], ciphertext) == plaintext
+        assert len(ciphertext) == len(plaintext), v["description"]
+        opened, packed = open_record(key, header, topic, v["key_binding"], ciphertext)
+        assert opened == plaintext, v["description"]
+        assert packed == (compressed and compressed[1]), v["description"]
         pos += 1
     print(f"ok: {pos} positive and {neg} negative vectors")
 

@@ -9,9 +9,41 @@
 //! boundary changes the ciphertext's length, which the tag covers; the
 //! value's length is bound into the AAD as well.
 
+use std::cell::RefCell;
+
 use zeroize::Zeroizing;
 
 use super::Compression;
+
+thread_local! {
+    // zstd contexts are large (their tables) and slow to set up: making one
+    // per record cost ~15x the sealing itself at 1 KiB. One per thread keeps
+    // the data path allocation-free after the first record; each holds at
+    // most the last value's window of this thread's plaintext, as the
+    // caller's own buffers do.
+    static ZSTD_COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { RefCell::new(None) };
+    static ZSTD_DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(None) };
+}
+
+fn zstd_compress(plain: &[u8], out: &mut [u8]) -> Option<usize> {
+    ZSTD_COMPRESSOR.with_borrow_mut(|cached| {
+        if cached.is_none() {
+            *cached = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+        }
+        cached.as_mut()?.compress_to_buffer(plain, out).ok()
+    })
+}
+
+fn zstd_decompress(compressed: &[u8], out: &mut [u8]) -> Option<usize> {
+    ZSTD_DECOMPRESSOR.with_borrow_mut(|cached| {
+        if cached.is_none() {
+            *cached = zstd::bulk::Decompressor::new().ok();
+        }
+        cached.as_mut()?.decompress_to_buffer(compressed, out).ok()
+    })
+}
 
 /// The byte that ends the sealed part of a compressed value.
 pub(crate) const PADDING_MARKER: u8 = 0x80;
@@ -38,9 +70,7 @@ pub(crate) fn compress(compression: Compression, plain: &[u8]) -> Option<Zeroizi
     let mut out = Zeroizing::new(vec![0u8; out_len]);
     let len = match compression {
         Compression::None => return None,
-        Compression::Zstd => {
-            zstd::bulk::compress_to_buffer(plain, &mut out[..], ZSTD_LEVEL).ok()?
-        }
+        Compression::Zstd => zstd_compress(plain, &mut out[..])?,
         Compression::Lz4 => lz4_flex::block::compress_into(plain, &mut out[..]).ok()?,
     };
     out.truncate(len);
@@ -56,7 +86,7 @@ pub(crate) fn decompress_exact(
 ) -> Result<(), ()> {
     let written = match compression {
         Compression::None => return Err(()),
-        Compression::Zstd => zstd::bulk::decompress_to_buffer(compressed, out).map_err(|_| ())?,
+        Compression::Zstd => zstd_decompress(compressed, out).ok_or(())?,
         Compression::Lz4 => lz4_flex::block::decompress_into(compressed, out).map_err(|_| ())?,
     };
     if written == out.len() {

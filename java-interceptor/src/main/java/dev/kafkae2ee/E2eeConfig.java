@@ -32,11 +32,13 @@ public final class E2eeConfig extends AbstractConfig {
     public static final String STATE_DIR = "e2ee.state.dir";
     public static final String CONTROL_TOPIC = "e2ee.control.topic";
     public static final String BIND_KEY = "e2ee.bind.key";
+    public static final String CIPHER = "e2ee.cipher";
+    public static final String COMPRESSION = "e2ee.compression";
 
     /** The properties the native engine reads (everything but the Java-only inner serdes). */
     static final List<String> NATIVE = List.of(
             CREDENTIAL, TRUST, TOPICS, KEY_ROTATION_MS, KEY_ROTATION_RECORDS, KEY_RETENTION_MS,
-            KEY_WAIT_MS, STATE_DIR, CONTROL_TOPIC, BIND_KEY);
+            KEY_WAIT_MS, STATE_DIR, CONTROL_TOPIC, BIND_KEY, CIPHER, COMPRESSION);
 
     public static final ConfigDef CONFIG_DEF = new ConfigDef()
             .define(CREDENTIAL, Type.STRING, null, new ReadableFile(
@@ -83,6 +85,20 @@ public final class E2eeConfig extends AbstractConfig {
                     Importance.LOW,
                     "The topic that carries the key exchange. Created when missing (1 partition, "
                             + "retention 1 hour). All clients of one deployment must use the same one.")
+            .define(CIPHER, Type.STRING, "chacha20-poly1305",
+                    ConfigDef.ValidString.in("chacha20-poly1305", "aes-256-gcm"), Importance.LOW,
+                    "The cipher producers seal values with: chacha20-poly1305 (fast and constant-time on "
+                            + "every CPU) or aes-256-gcm (faster on CPUs with AES-NI and PCLMULQDQ, see "
+                            + "docs/PERFORMANCE.md). Each record's header names its cipher, so consumers open "
+                            + "both whatever they set; consumers older than this setting reject aes-256-gcm records.")
+            .define(COMPRESSION, Type.STRING, "none", ConfigDef.ValidString.in("none", "zstd", "lz4"),
+                    Importance.LOW,
+                    "Producers compress each value before sealing it: none, zstd or lz4. The value keeps its "
+                            + "length (the saved bytes become zero padding), so set the producer's "
+                            + "compression.type (e.g. zstd or lz4) too: that is what removes them on the wire and "
+                            + "on disk. Caution: a compressed value's size reveals something about its content; "
+                            + "do not enable it for values that mix attacker-influenced data with secrets "
+                            + "(CRIME/BREACH-style attacks).")
             .define(BIND_KEY, Type.BOOLEAN, true, Importance.LOW,
                     "Whether producers bind the record key into each record's authentication, so a broker "
                             + "cannot move a value to another key. librdkafka producers honour it; Java producers "

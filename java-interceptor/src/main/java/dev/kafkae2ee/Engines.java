@@ -72,12 +72,14 @@ final class Engines {
 
     /**
      * The shared engine for this client's configuration. Fails with Kafka's ConfigException
-     * naming the property when the credential, trust or settings are unusable.
+     * naming the property when the credential, trust or settings are unusable. Clients that
+     * differ in e2ee.cipher or e2ee.compression get an engine each, so each seals as configured.
      */
     static Lease acquire(Map<String, ?> originals, E2eeConfig config) {
         String cluster = E2eeConfig.cluster(originals);
         String key = cluster + '\0' + config.getString(E2eeConfig.CREDENTIAL) + '\0'
-                + config.getString(E2eeConfig.CONTROL_TOPIC);
+                + config.getString(E2eeConfig.CONTROL_TOPIC) + '\0' + config.getString(E2eeConfig.CIPHER)
+                + '\0' + config.getString(E2eeConfig.COMPRESSION);
         long waitMs = config.getLong(E2eeConfig.KEY_WAIT_MS);
         synchronized (Engines.class) {
             Shared shared = SHARED.get(key);

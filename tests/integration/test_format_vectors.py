@@ -1,0 +1,44 @@
+"""The record-format vectors, checked by the independent Python
+implementation (tests/vectors/check_format_v1.py, written from
+docs/FORMAT.md with the cryptography, zstandard and lz4 packages). The Rust
+side checks the same file in core/tests/format_vectors.rs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CHECKER = ROOT / "tests" / "vectors" / "check_format_v1.py"
+VECTORS = ROOT / "tests" / "vectors" / "format-v1.json"
+
+
+def test_python_checker_accepts_every_vector():
+    vectors = json.loads(VECTORS.read_text())
+    positive = [v for v in vectors if "expected_error" not in v]
+    negative = [v for v in vectors if "expected_error" in v]
+    r = subprocess.run([sys.executable, str(CHECKER), str(VECTORS)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip() == f"ok: {len(positive)} positive and {len(negative)} negative vectors"
+    # Both ciphers and both compressions are covered, and the original
+    # ChaCha20-Poly1305 vectors carry no new fields.
+    assert {v.get("cipher", "chacha20-poly1305") for v in positive} == {"chacha20-poly1305", "aes-256-gcm"}
+    assert {v.get("compression", "none") for v in positive} == {"none", "zstd", "lz4"}
+
+
+def test_python_checker_rejects_a_wrong_vector(tmp_path):
+    # The checker is not vacuous: one flipped ciphertext bit in a compressed
+    # AES vector makes it fail.
+    vectors = json.loads(VECTORS.read_text())
+    v = next(v for v in vectors if v.get("cipher") == "aes-256-gcm" and v.get("compression") == "lz4")
+    ct = bytearray.fromhex(v["ciphertext"])
+    ct[0] ^= 1
+    v["ciphertext"] = ct.hex()
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(vectors))
+    r = subprocess.run([sys.executable, str(CHECKER), str(path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert "AES-256-GCM + lz4" in r.stderr
