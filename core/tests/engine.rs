@@ -442,3 +442,57 @@ fn the_producers_binding_flag_decides_how_a_record_opens() {
         .unwrap();
     assert_eq!(v, b"bound");
 }
+
+#[test]
+fn aes_and_compressed_records_open_on_a_consumer_with_default_settings() {
+    use kafka_e2ee_core::format::{Cipher, Compression, Sealing};
+    let mut w = World::new(11);
+    let p = w.identity("p", &["orders"], &[]);
+    let c = w.identity("c", &[], &["orders"]);
+    let sealing = Sealing {
+        cipher: Cipher::Aes256Gcm,
+        compression: Compression::Zstd,
+    };
+    let config = EngineConfig {
+        sealing,
+        ..EngineConfig::default()
+    };
+    let (p, c) = (w.engine_with(config, p, None, T0), w.engine(c, None));
+    let json: Vec<u8> = (0..40)
+        .flat_map(|i| format!("{{\"order\":{i},\"status\":\"PAID\"}},").into_bytes())
+        .collect();
+    let (h, ct) = seal(&p, "orders", &json);
+    let header = RecordHeader::decode(&h).unwrap();
+    assert_eq!(header.cipher(), Cipher::Aes256Gcm);
+    assert_eq!(header.compression(), Compression::Zstd);
+    assert_eq!(ct.len(), json.len(), "the value keeps its length");
+    let zeros = ct.iter().rev().take_while(|&&b| b == 0).count();
+    assert!(zeros > json.len() / 2, "padding of {zeros} bytes");
+    // Too short to shrink: sealed uncompressed, still with AES-256-GCM.
+    let (h_short, ct_short) = seal(&p, "orders", b"x");
+    let short = RecordHeader::decode(&h_short).unwrap();
+    assert_eq!(
+        (short.cipher(), short.compression()),
+        (Cipher::Aes256Gcm, Compression::None)
+    );
+
+    let mut v = ct.clone();
+    let _ = c.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v);
+    c.handle_timeout(T0).unwrap();
+    pump(&[&p, &c], T0);
+    c.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v)
+        .unwrap();
+    assert_eq!(v, json);
+    let mut v = ct_short;
+    c.open("orders", Some(&h_short), KeyBinding::Bytes(b"k"), &mut v)
+        .unwrap();
+    assert_eq!(v, b"x");
+    // The padding is authenticated: one more zero byte and it fails, unchanged.
+    let mut longer = ct.clone();
+    longer.push(0);
+    assert!(matches!(
+        c.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut longer),
+        Err(Error::Format(_))
+    ));
+    assert_eq!(&longer[..ct.len()], &ct[..]);
+}

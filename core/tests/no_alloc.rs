@@ -9,7 +9,8 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{pump, World, T0};
-use kafka_e2ee_core::format::KeyBinding;
+use kafka_e2ee_core::format::{Cipher, Compression, KeyBinding, RecordHeader, Sealing};
+use kafka_e2ee_core::EngineConfig;
 
 struct Counting;
 
@@ -41,10 +42,27 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn seal_and_open_allocate_nothing_per_record() {
+    assert_no_allocations_per_record(Cipher::ChaCha20Poly1305);
+}
+
+#[test]
+fn aes_256_gcm_seal_and_open_allocate_nothing_per_record() {
+    // The AES key schedule is built once per data key, on its first record.
+    assert_no_allocations_per_record(Cipher::Aes256Gcm);
+}
+
+fn assert_no_allocations_per_record(cipher: Cipher) {
     let mut w = World::new(1);
     let p = w.identity("p", &["orders"], &[]);
     let c = w.identity("c", &[], &["orders"]);
-    let (p, c) = (w.engine(p, None), w.engine(c, None));
+    let config = EngineConfig {
+        sealing: Sealing {
+            cipher,
+            compression: Compression::None,
+        },
+        ..EngineConfig::default()
+    };
+    let (p, c) = (w.engine_with(config, p, None, T0), w.engine(c, None));
     let mut value = vec![7u8; 1024];
     let header = p
         .seal("orders", KeyBinding::Bytes(b"key"), &mut value)
@@ -84,4 +102,7 @@ fn seal_and_open_allocate_nothing_per_record() {
         "allocations on 1000 seals + 1000 opens"
     );
     assert!(buffers.iter().all(|(b, _)| b.iter().all(|&x| x == 1)));
+    assert!(buffers
+        .iter()
+        .all(|(_, h)| RecordHeader::decode(h).unwrap().cipher() == cipher));
 }
