@@ -14,9 +14,12 @@ from confluent_kafka import Consumer, KafkaError, Producer
 
 
 def conf(args: dict) -> dict:
-    # plugin.library.paths must come before the e2ee.* properties.
-    c = {"bootstrap.servers": args["bootstrap"], "plugin.library.paths": args["plugin"]}
-    c.update(args["e2ee"])
+    # plugin.library.paths must come before the e2ee.* properties. Without
+    # "plugin" the client runs plain (a baseline).
+    c = {"bootstrap.servers": args["bootstrap"]}
+    if "plugin" in args:
+        c["plugin.library.paths"] = args["plugin"]
+        c.update(args["e2ee"])
     c.update(args.get("extra", {}))
     return c
 
@@ -32,14 +35,20 @@ def produce(args: dict) -> None:
             # The delivery report sees the original payload.
             delivered.append(msg.value().decode())
 
-    n, per_s = args["count"], args["rate"]
-    start = time.time()
-    for i in range(n):
-        p.produce(args["topic"], key=f"k{i}", value=f"v{i}-{'x' * (i % 50)}", on_delivery=report)
-        p.poll(0)
-        delay = start + (i + 1) / per_s - time.time()
-        if delay > 0:
-            time.sleep(delay)
+    if "values" in args:
+        # Given values (a JSON list in a file), as fast as the client takes them.
+        for i, v in enumerate(json.loads(Path(args["values"]).read_text())):
+            p.produce(args["topic"], key=f"k{i}", value=v, on_delivery=report)
+            p.poll(0)
+    else:
+        n, per_s = args["count"], args["rate"]
+        start = time.time()
+        for i in range(n):
+            p.produce(args["topic"], key=f"k{i}", value=f"v{i}-{'x' * (i % 50)}", on_delivery=report)
+            p.poll(0)
+            delay = start + (i + 1) / per_s - time.time()
+            if delay > 0:
+                time.sleep(delay)
     p.flush(30)
     Path(args["out"]).write_text(json.dumps({"delivered": delivered, "failed": failed}))
     # Stay up to serve the keys until told to stop.

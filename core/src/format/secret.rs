@@ -62,8 +62,9 @@ pub struct DataKey {
     /// The AES-256-GCM instance (key schedule and GHASH key), built on first
     /// use: the HKDF and the key schedule cost more than sealing a small
     /// record, and data keys are cached per epoch and topic. It wipes itself
-    /// on drop (the `aes` and `polyval` crates' `zeroize` features).
-    aes_256_gcm: OnceLock<Aes256Gcm>,
+    /// on drop (the `aes` and `polyval` crates' `zeroize` features). Boxed:
+    /// it is ~1 KiB, and data keys travel inside control messages.
+    aes_256_gcm: OnceLock<Box<Aes256Gcm>>,
 }
 
 impl Clone for DataKey {
@@ -138,7 +139,7 @@ impl DataKey {
     pub(super) fn aes_256_gcm(&self) -> &Aes256Gcm {
         self.aes_256_gcm.get_or_init(|| {
             let key = self.cipher_key(Cipher::Aes256Gcm);
-            Aes256Gcm::new((&*key).into())
+            Box::new(Aes256Gcm::new((&*key).into()))
         })
     }
 }
