@@ -14,12 +14,16 @@
  *       record (so group join and a key fetch are outside it and reported as
  *       first_record_ms) and ends at the N-th.
  *   rdkafka_bench latency --bootstrap B --topic T --records N --size S --rate R
- *                         [--warmup W] [--producer-config k=v]...
+ *                         [--warmup W] [--warmup-max-ms MS] [--producer-config k=v]...
  *                         [--consumer-config k=v]... [--config k=v]...
- *       One producer and one consumer in this process. The producer sends W
- *       warm-up and then N measured records at R records/s; each value
- *       carries its send time (CLOCK_MONOTONIC), the consumer takes now minus
- *       that. Percentiles are over the N measured records.
+ *       One producer and one consumer in this process. The producer sends at
+ *       R records/s: warm-up records (at least W, and until the consumer has
+ *       joined, got its keys and caught up to within 50 ms of the producer;
+ *       at most --warmup-max-ms (default 30000) more, caught_up says whether
+ *       it was),
+ *       then N measured records. Each value carries its send time
+ *       (CLOCK_MONOTONIC); the consumer takes now minus that. Percentiles are
+ *       over the N measured records.
  *
  * Every value is MARKER + sequence + filler, exactly S bytes; the consumer
  * checks each value it gets still holds the marker, so a record handed over
@@ -49,10 +53,13 @@
 
 #define MARKER "E2EE-BENCH-PLAINTEXT-MARKER:"
 #define MARKER_LEN (sizeof(MARKER) - 1)
-/* Value layout: MARKER, 8-byte sequence, 8-byte send time (ns), filler. */
+/* Value layout: MARKER, 8-byte sequence, 8-byte send time (ns), 8-byte index
+ * of a measured latency record (NOT_MEASURED otherwise), filler. */
 #define SEQ_AT MARKER_LEN
 #define TIME_AT (MARKER_LEN + 8)
-#define MIN_SIZE (MARKER_LEN + 16)
+#define INDEX_AT (MARKER_LEN + 16)
+#define MIN_SIZE (MARKER_LEN + 24)
+#define NOT_MEASURED UINT64_MAX
 #define MAX_CONFIG 64
 
 struct options {
@@ -64,6 +71,7 @@ struct options {
     long warmup;
     double rate;
     long timeout_ms;
+    long warmup_max_ms;
     int hold;
     /* k=v settings, applied in order (plugin.library.paths before e2ee.*). */
     const char *common[MAX_CONFIG];
@@ -102,7 +110,7 @@ static uint64_t get_u64(const unsigned char *p) {
 
 static void fill_value(unsigned char *buf, long size) {
     memcpy(buf, MARKER, MARKER_LEN);
-    memset(buf + MARKER_LEN, 0, 16);
+    memset(buf + MARKER_LEN, 0, 24);
     for (long i = MIN_SIZE; i < size; i++) buf[i] = (unsigned char)('a' + i % 26);
 }
 
@@ -123,6 +131,7 @@ static void add_config(const char **list, int *n, const char *kv) {
 static void parse(int argc, char **argv, struct options *o) {
     memset(o, 0, sizeof *o);
     o->timeout_ms = 60000;
+    o->warmup_max_ms = 30000;
     if (argc < 2) die("usage: rdkafka_bench produce|consume|latency --bootstrap B --topic T --records N --size S ...");
     o->command = argv[1];
     for (int i = 2; i < argc; i++) {
@@ -140,6 +149,7 @@ static void parse(int argc, char **argv, struct options *o) {
         else if (!strcmp(a, "--warmup")) o->warmup = parse_long(a, v);
         else if (!strcmp(a, "--rate")) o->rate = (double)parse_long(a, v);
         else if (!strcmp(a, "--timeout-ms")) o->timeout_ms = parse_long(a, v);
+        else if (!strcmp(a, "--warmup-max-ms")) o->warmup_max_ms = parse_long(a, v);
         else if (!strcmp(a, "--config")) add_config(o->common, &o->n_common, v);
         else if (!strcmp(a, "--producer-config")) add_config(o->producer, &o->n_producer, v);
         else if (!strcmp(a, "--consumer-config")) add_config(o->consumer, &o->n_consumer, v);
@@ -352,8 +362,10 @@ struct latency_run {
     const struct options *o;
     rd_kafka_t *producer;
     struct delivery d;
-    atomic_int consumer_ready; /* the consumer has received its first record */
-    atomic_int stop;           /* the consumer gave up: stop producing */
+    atomic_ulong sent;     /* records sent so far (sequence of the next) */
+    atomic_ulong received; /* sequence of the last record the consumer got, + 1 */
+    atomic_int stop;       /* the consumer gave up: stop producing */
+    atomic_int caught_up;  /* measuring began with the consumer caught up */
     atomic_int producer_failed;
 };
 
@@ -365,13 +377,15 @@ static void sleep_until(uint64_t deadline_ns) {
 
 /* Sends one record at the next tick of the fixed rate. A producer that
  * falls behind catches up at full speed; latency counts from the actual send. */
-static void send_paced(struct latency_run *run, unsigned char *value, uint64_t seq, uint64_t *next) {
+static void send_paced(struct latency_run *run, unsigned char *value, uint64_t index, uint64_t *next) {
     const struct options *o = run->o;
     sleep_until(*next);
     *next += (uint64_t)(1e9 / o->rate);
-    put_u64(value + SEQ_AT, seq);
+    put_u64(value + SEQ_AT, atomic_load(&run->sent));
+    put_u64(value + INDEX_AT, index);
     put_u64(value + TIME_AT, now_ns());
     send_value(run->producer, o->topic, value, o->size);
+    atomic_fetch_add(&run->sent, 1);
     rd_kafka_poll(run->producer, 0);
 }
 
@@ -385,14 +399,17 @@ static void *latency_producer(void *arg) {
     }
     fill_value(value, o->size);
     uint64_t next = now_ns();
-    for (long seq = 0; seq < o->warmup + o->records && !atomic_load(&run->stop); seq++) {
-        /* Measured records start only once the consumer is reading, so that
-         * its join and first key fetch fall into the warm-up; until then,
-         * extra warm-up records (sequence "none") keep the rate going. */
-        while (seq == o->warmup && !atomic_load(&run->consumer_ready) && !atomic_load(&run->stop))
-            send_paced(run, value, UINT64_MAX, &next);
-        send_paced(run, value, (uint64_t)seq, &next);
-    }
+    /* Warm-up: the consumer's group join and first key fetch happen here, and
+     * the backlog they leave is drained before anything is measured. */
+    uint64_t lag_ok = (uint64_t)(o->rate * 0.05) + 1;
+    uint64_t warmup_end = next + (uint64_t)((double)o->warmup / o->rate * 1e9) +
+                          (uint64_t)o->warmup_max_ms * 1000000u;
+    while (!atomic_load(&run->stop) && now_ns() < warmup_end &&
+           (atomic_load(&run->sent) < (uint64_t)o->warmup ||
+            atomic_load(&run->sent) - atomic_load(&run->received) > lag_ok))
+        send_paced(run, value, NOT_MEASURED, &next);
+    atomic_store(&run->caught_up, atomic_load(&run->sent) - atomic_load(&run->received) <= lag_ok);
+    for (long i = 0; i < o->records && !atomic_load(&run->stop); i++) send_paced(run, value, (uint64_t)i, &next);
     flush_all(run->producer, o->timeout_ms);
     free(value);
     return NULL;
@@ -438,11 +455,11 @@ static int cmd_latency(const struct options *o) {
         }
         idle_since = now;
         if (count(&t, m, o->size) && intact(m, o->size)) {
-            atomic_store(&run.consumer_ready, 1);
             const unsigned char *p = m->payload;
-            uint64_t seq = get_u64(p + SEQ_AT), sent = get_u64(p + TIME_AT);
-            if (seq >= (uint64_t)o->warmup && seq < (uint64_t)(o->warmup + o->records)) {
-                long i = (long)(seq - (uint64_t)o->warmup);
+            uint64_t index = get_u64(p + INDEX_AT), sent = get_u64(p + TIME_AT);
+            atomic_store(&run.received, get_u64(p + SEQ_AT) + 1);
+            if (index < (uint64_t)o->records) {
+                long i = (long)index;
                 if (seen[i]) {
                     duplicates++;
                 } else {
@@ -464,9 +481,11 @@ static int cmd_latency(const struct options *o) {
         if (seen[i]) got[k++] = lat[i];
     qsort(got, (size_t)k, sizeof *got, cmp_u64);
     printf("{\"command\":\"latency\",\"records\":%ld,\"warmup\":%ld,\"size\":%ld,\"rate\":%.0f,"
-           "\"measured\":%ld,\"duplicates\":%ld,\"corrupt\":%ld,\"errors\":%ld,\"acked\":%ld,\"failed\":%ld,"
+           "\"sent\":%lu,\"caught_up\":%s,\"measured\":%ld,\"duplicates\":%ld,\"corrupt\":%ld,\"errors\":%ld,\"acked\":%ld,"
+           "\"failed\":%ld,"
            "\"p50_ms\":%.4f,\"p99_ms\":%.4f,\"p999_ms\":%.4f,\"max_ms\":%.4f}\n",
-           o->records, o->warmup, o->size, o->rate, measured, duplicates, t.corrupt, t.errors, acked, failed,
+           o->records, o->warmup, o->size, o->rate, (unsigned long)atomic_load(&run.sent),
+           atomic_load(&run.caught_up) ? "true" : "false", measured, duplicates, t.corrupt, t.errors, acked, failed,
            percentile_ms(got, k, 50), percentile_ms(got, k, 99), percentile_ms(got, k, 99.9),
            percentile_ms(got, k, 100));
     rd_kafka_consumer_close(consumer);
