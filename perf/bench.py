@@ -529,6 +529,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--sizes", help="comma-separated record sizes in bytes (default: 100,1024,10240,102400)")
     ap.add_argument("--repeats", type=int, help="plaintext/encrypted pairs per case (default 3; --quick: 1)")
     ap.add_argument("--records", type=int, help="records per throughput run, every size (default: by size)")
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="multiply the default records per size (e.g. 0.25 on a busy machine)")
     ap.add_argument("--latency-sizes", default="1024", help="sizes of the latency runs (default 1024)")
     ap.add_argument("--latency-records", type=int, help="measured records per latency run (default 50000)")
     ap.add_argument("--rate", type=int, default=10_000, help="records/s of the latency runs (default 10000)")
@@ -588,7 +590,8 @@ def main(argv: list[str]) -> int:
         step = 0
         for rep in range(repeats):
             for size in sizes:
-                records = a.records or (QUICK_RECORDS if a.quick else RECORDS.get(size, 20_000))
+                records = a.records or (QUICK_RECORDS if a.quick else
+                                        max(100, int(RECORDS.get(size, 20_000) * a.scale)))
                 plan = [("throughput", c, THROUGHPUT_CASES[c]) for c in THROUGHPUT_CASES if c in cases]
                 if "latency" in cases and size in lat_sizes:
                     plan += [("latency", c, f) for c, f in LATENCY_CASES.items()]
