@@ -34,7 +34,10 @@ public class DecryptingDeserializer<T> implements Deserializer<T> {
         final WeakReference<byte[]> buffer;
         final int position;
         final SerializationException error;
-        /** A missing key may still arrive: such a record is tried again, but not counted again. */
+        /**
+         * A missing key may have arrived since: such a record is tried again (without a second
+         * wait), but not counted again.
+         */
         final boolean retry;
 
         Failure(String topic, ByteBuffer data, SerializationException error, boolean retry) {
@@ -129,12 +132,15 @@ public class DecryptingDeserializer<T> implements Deserializer<T> {
         return inner.deserialize(topic, headers, value);
     }
 
-    /** Decrypts in place; a failure is counted in records-failed if {@code count}. */
-    private void open(String topic, Headers headers, byte[] value, boolean count) {
+    /**
+     * Decrypts in place. {@code first}: the first attempt at this record, which waits for a
+     * missing key and counts a failure in records-failed.
+     */
+    private void open(String topic, Headers headers, byte[] value, boolean first) {
         byte[] header = RecordCrypto.header(headers);
         if (header != null && RecordCrypto.binding(header) != Engine.BIND_UNBOUND) {
             // A deserializer never sees the record key, so it cannot check a key-bound record.
-            if (count) {
+            if (first) {
                 lease.metrics.recordFailed();
             }
             throw new SerializationException("kafka-e2ee could not decrypt a record of topic '" + topic
@@ -144,9 +150,9 @@ public class DecryptingDeserializer<T> implements Deserializer<T> {
                     + "on its librdkafka producers.");
         }
         try {
-            RecordCrypto.open(lease, topic, header, Engine.BIND_UNBOUND, null, value, lease.keyWaitMs);
+            RecordCrypto.open(lease, topic, header, Engine.BIND_UNBOUND, null, value, first ? lease.keyWaitMs : 0);
         } catch (E2eeException e) {
-            if (count) {
+            if (first) {
                 lease.metrics.recordFailed();
             }
             throw new SerializationException("kafka-e2ee could not decrypt a record of topic '" + topic
