@@ -259,8 +259,9 @@ class PluginReader:
             assert m.error().code() == KafkaError._VALUE_DESERIALIZATION, m.error()
             text = str(m.error())
             # The plugin moves the error's offset back by one (so that librdkafka's
-            # offset store stays at the record): the record is at offset() + 1.
-            offset = m.offset() + 1
+            # offset store stays at the record): the record is at offset() + 1
+            # (confluent-kafka shows offset -1 as None).
+            offset = (-1 if m.offset() is None else m.offset()) + 1
             said = re.search(r"record at offset (\d+)", text)
             assert said is None or int(said.group(1)) == offset, text
             self.errors.append({"topic": m.topic(), "offset": offset, "text": text, "value": m.value()})
@@ -481,3 +482,51 @@ def java_result(r: JavaReader) -> dict:
             "metrics": {"records_opened": m["records-opened"], "records_rejected": m["records-rejected"],
                         "records_missing_header": m["records-missing-header"],
                         "failed_or_dropped": m["records-failed"] + m["records-dropped"]}}
+
+
+def test_replay_in_its_own_topic_opens_as_a_duplicate_until_its_key_is_deleted(kafka, creds):
+    """A data record replayed into its own topic is one of Kafka's
+    at-least-once duplicates: it opens, to the same key and value (the same
+    producer instance, epoch and counter), and the e2ee header that names them
+    is not handed to the app. Once the key's retention has passed, the
+    original and every replay fail on the error path, counted."""
+    topic, secret = "mal-replay", "secret-" + uuid.uuid4().hex[:8]
+    kafka.create_topic(topic)
+    # The reader is up first: the record's key lives only ~8 s (one rotation + retention).
+    reader = PluginReader(kafka.bootstrap, creds, "short-reader", topics=(topic,))
+    producer = Producer({
+        "bootstrap.servers": kafka.bootstrap, "plugin.library.paths": str(PLUGIN),
+        "e2ee.credential": str(creds["short-writer"]), "e2ee.trust": str(creds["trust"]),
+        "e2ee.key.rotation.ms": "2000", "e2ee.key.retention.ms": "6000",
+    })
+    value = (secret + "-" + "r" * 300).encode()  # long enough for the whole error text
+    producer.produce(topic, key=b"r", value=value)
+    assert producer.flush(30) == 0
+    [stored] = raw_read(kafka.bootstrap, topic, 1)
+    copy = {"topic": topic, "key": stored["key"], "value": stored["value"], "headers": stored["headers"]}
+    raw_write(kafka.bootstrap, [copy])
+    try:
+        wait_until(lambda: len(reader.records) + len(reader.errors) >= 2, 60, "the record and its replay",
+                   step=reader.pump)
+        assert reader.errors == []
+        assert [(r["offset"], r["key"], r["value"]) for r in reader.records] == [(0, b"r", value), (1, b"r", value)]
+        assert all("e2ee" not in r["headers"] for r in reader.records)  # the id is not exposed
+        _, m = reader.metrics()
+        assert (m["records_opened"], m["records_failed"]) == (2, 0)
+
+        # After retention: both sides deleted the key (the producer its epoch, the reader its copy).
+        epoch = int.from_bytes(e2ee_header(stored)[10:14], "big")
+        wait_until(lambda: in_process_engine("short-writer")["keys_deleted"] > epoch
+                   and reader.metrics()[1]["keys_deleted"] >= 1, 60, "the key's retention to pass",
+                   step=reader.pump)
+        [late] = raw_write(kafka.bootstrap, [copy])
+        wait_until(lambda: reader.errors, 60, "the late replay", step=reader.pump)
+        [e] = reader.errors
+        assert e["offset"] == late and "deleted after its retention" in e["text"], e
+        assert secret.encode() not in (e["value"] or b"") and stored["value"][:16] not in (e["value"] or b"")
+        _, m = reader.metrics()
+        assert (m["records_opened"], m["records_failed"], m["records_rejected"]) == (2, 1, 0), m
+    finally:
+        reader.c.close()
+        del producer
+        gc.collect()
