@@ -85,13 +85,19 @@ mod tests {
         assert_eq!((r, written), (KAFKA_E2EE_ERR_NULL, 7));
         // SAFETY: buf has 2 bytes; too small for any answer, so untouched.
         let r = unsafe { kafka_e2ee_metrics_json(buf.as_mut_ptr(), 2, &mut written) };
-        assert_eq!((r, written, buf[0]), (KAFKA_E2EE_ERR_BUFFER_TOO_SMALL, 7, 0));
+        assert_eq!(
+            (r, written, buf[0]),
+            (KAFKA_E2EE_ERR_BUFFER_TOO_SMALL, 7, 0)
+        );
         // SAFETY: buf has buf.len() bytes.
         let r = unsafe { kafka_e2ee_metrics_json(buf.as_mut_ptr(), buf.len(), &mut written) };
         assert_eq!(r, KAFKA_E2EE_OK);
         // SAFETY: NUL-terminated on success.
         let text = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy();
-        assert!(text.starts_with("{\"engines\":[") && text.ends_with("]}"), "{text}");
+        assert!(
+            text.starts_with("{\"engines\":[") && text.ends_with("]}"),
+            "{text}"
+        );
         assert_eq!(written, text.len());
     }
 }
