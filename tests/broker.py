@@ -72,6 +72,12 @@ class Broker:
     def stop(self) -> None:
         stop(self.dir)
 
+    def restart(self) -> None:
+        """Starts this broker again after ``stop``: same data, same address."""
+        again = restart(self.dir)
+        assert again.bootstrap == self.bootstrap, (again.bootstrap, self.bootstrap)
+        self.pid = again.pid
+
 
 def run_tool(
     name: str,
@@ -107,6 +113,21 @@ def start(dir: Path, env: dict[str, str] | None = None, timeout: float = 120) ->
     )
     if proc.returncode != 0:
         raise BrokerError(f"test-broker start {dir} failed:\n{proc.stderr}")
+    bootstrap = (dir / "bootstrap").read_text().strip()
+    pid = int((dir / "broker.pid").read_text())
+    return Broker(dir=dir, bootstrap=bootstrap, pid=pid)
+
+
+def restart(dir: Path, timeout: float = 120) -> Broker:
+    """Starts the stopped broker of ``dir`` again on its data and ports."""
+    proc = subprocess.run(
+        [str(TEST_BROKER), "restart", str(dir)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise BrokerError(f"test-broker restart {dir} failed:\n{proc.stderr}")
     bootstrap = (dir / "bootstrap").read_text().strip()
     pid = int((dir / "broker.pid").read_text())
     return Broker(dir=dir, bootstrap=bootstrap, pid=pid)
