@@ -104,7 +104,11 @@ class Client:
         return self.proc.returncode
 
     def check_running(self, what: str) -> None:
-        assert self.alive(), f"{what} exited with {self.proc.returncode}:\n{self.output()}"
+        if self.alive():
+            return
+        # The Java app says on stdout why it stopped (DESERIALIZATION-FAILED, SEND-FAILED).
+        stdout = self.proc.stdout.read()[-3000:] if self.proc.stdout else ""
+        raise AssertionError(f"{what} exited with {self.proc.returncode}:\n{stdout}\n{self.output()}")
 
 
 @dataclass
