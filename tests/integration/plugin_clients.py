@@ -1,16 +1,27 @@
 """Client processes for the plugin tests (run as scripts, one process per
 client, so that every client has its own engine and keys really travel over
 the control topic): ``produce`` and ``consume`` with confluent-kafka from
-PyPI, whose bundled librdkafka loads the plugin."""
+PyPI, whose bundled librdkafka loads the plugin. Tests start them with
+``spawn``."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+
+def spawn(mode: str, spec: dict, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Starts ``mode`` (produce | consume) with ``spec`` in a process of its
+    own; ``env`` is added to the environment (e.g. LD_PRELOAD for libfaketime)."""
+    return subprocess.Popen([sys.executable, __file__, mode, json.dumps(spec)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})})
 
 
 def conf(args: dict) -> dict:
@@ -35,7 +46,8 @@ def produce(args: dict) -> None:
     n, per_s = args["count"], args["rate"]
     start = time.time()
     for i in range(n):
-        p.produce(args["topic"], key=f"k{i}", value=f"v{i}-{'x' * (i % 50)}", on_delivery=report)
+        value = f"{args.get('prefix', 'v')}{i}-{'x' * (i % 50)}"
+        p.produce(args["topic"], key=f"k{i}", value=value, on_delivery=report)
         p.poll(0)
         delay = start + (i + 1) / per_s - time.time()
         if delay > 0:
@@ -49,11 +61,16 @@ def produce(args: dict) -> None:
 
 
 def consume(args: dict) -> None:
+    """Writes one JSON line per record or error. A record the plugin rejects
+    comes back as an error until the app moves past it: with
+    ``on_error=skip`` this app seeks past it, by default it polls again (the
+    record is retried). The error message's offset is one before the
+    rejected record's (docs/FFI.md: so that no commit passes it)."""
     c = Consumer(
         conf(args)
         | {"group.id": args["group"], "auto.offset.reset": "earliest", "session.timeout.ms": 6000}
     )
-    c.subscribe([args["topic"]])
+    c.subscribe(args.get("topics") or [args["topic"]])
     out = open(args["out"], "a", buffering=1)
     deadline = time.time() + args["seconds"]
     stop = Path(args["stop"])
@@ -63,12 +80,19 @@ def consume(args: dict) -> None:
             continue
         if m.error():
             if m.error().code() != KafkaError._PARTITION_EOF:
-                out.write(json.dumps({"error": str(m.error()), "offset": m.offset()}) + "\n")
+                row = {"error": str(m.error()), "offset": m.offset(), "t": m.topic(), "p": m.partition()}
+                rejected = m.error().code() == KafkaError._VALUE_DESERIALIZATION
+                if rejected:
+                    row["rejected"] = m.offset() + 1
+                out.write(json.dumps(row) + "\n")
+                if rejected and args.get("on_error") == "skip":
+                    c.seek(TopicPartition(m.topic(), m.partition(), m.offset() + 2))
             continue
         headers = [h[0] for h in (m.headers() or [])]
         out.write(
             json.dumps(
-                {"p": m.partition(), "o": m.offset(), "k": m.key().decode(), "v": m.value().decode(), "h": headers}
+                {"t": m.topic(), "p": m.partition(), "o": m.offset(), "k": m.key().decode(),
+                 "v": m.value().decode(), "h": headers}
             )
             + "\n"
         )

@@ -111,13 +111,15 @@ def app(cp, *args, timeout=120):
 
 class Running:
     """A producer process kept running (it serves the keys of what it sealed)
-    until ``close``; stdin stays open until then."""
+    until ``close``; stdin stays open until then. ``env`` is added to its
+    environment (e.g. LD_PRELOAD for libfaketime)."""
 
-    def __init__(self, cp: str, main: str, *args: str):
+    def __init__(self, cp: str, main: str, *args: str, env: dict[str, str] | None = None):
         self.proc = subprocess.Popen(
             ["java", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto",
              f"-Dlog4j2.configurationFile={TOOLS_LOG4J}", "-cp", cp, main, *args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, **(env or {})},
         )
 
     def write(self, text: str):
