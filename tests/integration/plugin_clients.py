@@ -34,7 +34,7 @@ def conf(args: dict) -> dict:
 
 def produce(args: dict) -> None:
     p = Producer(conf(args))
-    delivered, failed = [], []
+    delivered, failed, at = [], [], []
 
     def report(err, msg):
         if err:
@@ -42,6 +42,7 @@ def produce(args: dict) -> None:
         else:
             # The delivery report sees the original payload.
             delivered.append(msg.value().decode())
+            at.append([msg.partition(), msg.offset(), msg.timestamp()[1]])
 
     n, per_s = args["count"], args["rate"]
     start = time.time()
@@ -53,7 +54,8 @@ def produce(args: dict) -> None:
         if delay > 0:
             time.sleep(delay)
     p.flush(30)
-    Path(args["out"]).write_text(json.dumps({"delivered": delivered, "failed": failed}))
+    # "at": partition, offset and timestamp (ms) of each delivered value.
+    Path(args["out"]).write_text(json.dumps({"delivered": delivered, "failed": failed, "at": at}))
     # Stay up to serve the keys until told to stop.
     stop = Path(args["stop"])
     while not stop.exists():
