@@ -16,12 +16,14 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 
-def spawn(mode: str, spec: dict, env: dict[str, str] | None = None) -> subprocess.Popen:
+def spawn(mode: str, spec: dict, env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
     """Starts ``mode`` (produce | consume) with ``spec`` in a process of its
-    own; ``env`` is added to the environment (e.g. LD_PRELOAD for libfaketime)."""
+    own; ``env`` is added to the environment (e.g. LD_PRELOAD for libfaketime).
+    Its output goes to ``log`` if given (a long run's logging must not fill a
+    pipe nobody reads), else to a pipe."""
     return subprocess.Popen([sys.executable, __file__, mode, json.dumps(spec)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, **(env or {})})
+                            stdout=open(log, "w") if log else subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, **(env or {})})
 
 
 def conf(args: dict) -> dict:
@@ -85,10 +87,11 @@ def consume(args: dict) -> None:
                 row = {"error": str(m.error()), "offset": m.offset(), "t": m.topic(), "p": m.partition()}
                 rejected = m.error().code() == KafkaError._VALUE_DESERIALIZATION
                 if rejected:
-                    row["rejected"] = m.offset() + 1
+                    # Offset -1 (record 0 failed) comes through as None.
+                    row["rejected"] = (-1 if m.offset() is None else m.offset()) + 1
                 out.write(json.dumps(row) + "\n")
                 if rejected and args.get("on_error") == "skip":
-                    c.seek(TopicPartition(m.topic(), m.partition(), m.offset() + 2))
+                    c.seek(TopicPartition(m.topic(), m.partition(), row["rejected"] + 1))
             continue
         headers = [h[0] for h in (m.headers() or [])]
         out.write(
