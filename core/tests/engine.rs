@@ -484,6 +484,9 @@ fn an_expiring_consumer_gets_no_key_of_an_epoch_that_starts_after_its_expiry() {
     // it: its key was not pushed ahead at the rotation before the expiry,
     // and is refused after it.
     assert!(opens(&sealed[0]) && opens(&sealed[1]) && opens(&sealed[2]));
-    assert!(!opens(&sealed[3]), "an expired consumer holds a key of an epoch after its expiry");
+    assert!(
+        !opens(&sealed[3]),
+        "an expired consumer holds a key of an epoch after its expiry"
+    );
     assert!(p.metrics().keys_refused > 0);
 }
