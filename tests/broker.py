@@ -101,11 +101,18 @@ def run_tool(
     return proc
 
 
-def start(dir: Path, env: dict[str, str] | None = None, timeout: float = 120) -> Broker:
+def start(
+    dir: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    properties: dict[str, str] | None = None,
+) -> Broker:
     """Starts a broker in ``dir`` (which must not hold one already) and returns
-    once it answers requests. On failure nothing is left running."""
+    once it answers requests; ``properties`` are added to its server.properties.
+    On failure nothing is left running."""
+    extra = [f"{k}={v}" for k, v in (properties or {}).items()]
     proc = subprocess.run(
-        [str(TEST_BROKER), "start", str(dir)],
+        [str(TEST_BROKER), "start", str(dir), *extra],
         capture_output=True,
         text=True,
         timeout=timeout,

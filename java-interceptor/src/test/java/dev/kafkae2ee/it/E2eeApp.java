@@ -33,6 +33,12 @@ import org.apache.kafka.common.errors.RecordDeserializationException;
  *                                              pace (stopping early once UNTILFILE exists),
  *                                              appending each value the broker acknowledged to
  *                                              ACKFILE as it is acknowledged; then SENT n, hold
+ *   reader PROPS TOPICS OUTFILE ONERROR        subscribes to TOPICS (comma-separated) until stdin
+ *                                              closes; appends "R topic partition offset value"
+ *                                              per record and "E topic partition offset reason"
+ *                                              per RecordDeserializationException, then polls
+ *                                              again (ONERROR=retry: the record is retried) or
+ *                                              seeks past it (ONERROR=skip); metrics on stderr
  * </pre>
  *
  * Exit codes: 0 ok, 3 a send failed (SEND-FAILED line), 4 poll threw
@@ -61,6 +67,9 @@ public final class E2eeApp {
             case "acked":
                 System.exit(acked(props, args[2], args[3], Integer.parseInt(args[4]), Integer.parseInt(args[5]),
                         Long.parseLong(args[6]), args[7], args.length > 8 ? args[8] : null));
+                break;
+            case "reader":
+                System.exit(reader(props, args[2], args[3], args[4]));
                 break;
             default:
                 throw new IllegalArgumentException("unknown command " + args[0]);
@@ -165,7 +174,8 @@ public final class E2eeApp {
             javax.management.MBeanServer jmx = java.lang.management.ManagementFactory.getPlatformMBeanServer();
             for (javax.management.ObjectName n : jmx.queryNames(
                     new javax.management.ObjectName("kafka.e2ee:type=e2ee-metrics,*"), null)) {
-                for (String a : new String[] {"records-opened", "keys-received", "consumer-key-waits"}) {
+                for (String a : new String[] {"records-opened", "keys-received", "consumer-key-waits",
+                        "records-failed", "records-dropped", "records-key-unavailable"}) {
                     System.err.println("METRIC " + a + "=" + jmx.getAttribute(n, a));
                 }
             }
@@ -271,6 +281,39 @@ public final class E2eeApp {
                     return 4;
                 }
             }
+        }
+        return 0;
+    }
+
+    private static int reader(Properties props, String topics, String outFile, String onError) throws Exception {
+        if (!onError.equals("retry") && !onError.equals("skip")) {
+            throw new IllegalArgumentException("ONERROR must be retry or skip, not " + onError);
+        }
+        java.util.concurrent.atomic.AtomicBoolean stop = new java.util.concurrent.atomic.AtomicBoolean();
+        Thread watcher = new Thread(() -> {
+            holdUntilStdinCloses();
+            stop.set(true);
+        });
+        watcher.setDaemon(true);
+        watcher.start();
+        try (KafkaConsumer<String, Object> consumer = new KafkaConsumer<>(props);
+                java.io.PrintStream out = new java.io.PrintStream(
+                        new java.io.FileOutputStream(outFile, true), true, StandardCharsets.UTF_8)) {
+            consumer.subscribe(List.of(topics.split(",")));
+            while (!stop.get()) {
+                try {
+                    for (ConsumerRecord<String, Object> r : consumer.poll(Duration.ofMillis(200))) {
+                        out.println("R " + r.topic() + " " + r.partition() + " " + r.offset() + " " + show(r.value()));
+                    }
+                } catch (RecordDeserializationException e) {
+                    out.println("E " + e.topicPartition().topic() + " " + e.topicPartition().partition() + " "
+                            + e.offset() + " " + chain(e));
+                    if (onError.equals("skip")) {
+                        consumer.seek(e.topicPartition(), e.offset() + 1);
+                    }
+                }
+            }
+            printMetrics();
         }
         return 0;
     }
