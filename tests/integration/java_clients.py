@@ -4,6 +4,7 @@ test_java.py and test_malicious_broker.py."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -67,13 +68,19 @@ def app(cp, *args, timeout=120):
 
 class Running:
     """A producer process kept running (it serves the keys of what it sealed)
-    until ``close``; stdin stays open until then."""
+    until ``close``; stdin stays open until then. ``env`` is added to its
+    environment (e.g. LD_PRELOAD for libfaketime). With ``log``, stderr goes
+    to that file: a long run's logging must not fill a pipe nobody reads."""
 
-    def __init__(self, cp: str, main: str, *args: str):
+    def __init__(self, cp: str, main: str, *args: str, env: dict[str, str] | None = None,
+                 log: Path | None = None):
+        self.log = log
         self.proc = subprocess.Popen(
             ["java", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto",
              f"-Dlog4j2.configurationFile={TOOLS_LOG4J}", "-cp", cp, main, *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=open(log, "w") if log else subprocess.PIPE, text=True,
+            env={**os.environ, **(env or {})},
         )
 
     def write(self, text: str):
@@ -100,6 +107,8 @@ class Running:
 
     def close(self, timeout: float = 60) -> subprocess.CompletedProcess:
         out, err = self.proc.communicate(input=None if self.proc.stdin.closed else "", timeout=timeout)
+        if self.log:
+            err = self.log.read_text(errors="replace")
         return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
 
     def __enter__(self):
@@ -109,5 +118,3 @@ class Running:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.communicate()
-
-

@@ -77,6 +77,16 @@ def segments(b, topic: str | None = None) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(b.data_dir.glob(pattern)))
 
 
+def epochs_on_disk(b, topic: str) -> dict[bytes, set[bytes]]:
+    """Producer instance id -> the epochs its records on disk were sealed
+    under, read from the e2ee headers in the topic's segment files
+    (FORMAT.md section 2: name, length 0x44 = 34 as a varint, version 1, flags)."""
+    epochs: dict[bytes, set[bytes]] = {}
+    for producer, epoch in re.findall(rb"e2ee\x44\x01[\x00-\x03](.{8})(.{4})", segments(b, topic), re.S):
+        epochs.setdefault(producer, set()).add(epoch)
+    return epochs
+
+
 def assert_no_plaintext(b, values: list[str], topic: str | None = None):
     data = segments(b, topic)
     leaked = [v for v in values if v.encode() in data]
@@ -359,9 +369,7 @@ def test_two_producers_two_groups_with_members_joining_and_leaving_under_key_rot
             proc.__exit__(None, None, None)
     assert_no_plaintext(kafka, sorted(want), topic)
     # The keys did rotate: the e2ee headers on disk name several epochs per producer.
-    epochs = {}
-    for producer, epoch in re.findall(rb"e2ee\x44\x01[\x00-\x03](.{8})(.{4})", segments(kafka, topic), re.S):
-        epochs.setdefault(producer, set()).add(epoch)
+    epochs = epochs_on_disk(kafka, topic)
     assert len(epochs) == 2 and all(len(e) >= 4 for e in epochs.values()), {
         k.hex(): len(v) for k, v in epochs.items()}
 
