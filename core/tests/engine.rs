@@ -495,7 +495,9 @@ fn aes_and_compressed_records_open_on_a_consumer_with_default_settings() {
         Err(Error::Format(_))
     ));
     assert_eq!(&longer[..ct.len()], &ct[..]);
+}
 
+#[test]
 fn an_expiring_consumer_gets_no_key_of_an_epoch_that_starts_after_its_expiry() {
     use kafka_e2ee_core::trust::{Identity, TopicPattern};
     let mut w = World::new(9);
