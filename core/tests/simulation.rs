@@ -543,6 +543,8 @@ impl Sim {
                 }
                 self.drain(to);
             }
+            // Outboxes only fill in the engine calls below and above, each
+            // followed by a drain: an idle node is not polled.
             for i in 0..self.nodes.len() {
                 if let Some(engine) = self.nodes[i].engine.as_ref() {
                     if self.nodes[i].next_tick <= self.now {
@@ -550,9 +552,9 @@ impl Sim {
                             .handle_timeout(self.now)
                             .unwrap_or_else(|e| panic!("seed {}: tick: {e}", self.seed));
                         self.nodes[i].next_tick = engine.poll_timeout().max(self.now + 1);
+                        self.drain(i);
                     }
                 }
-                self.drain(i);
             }
             for i in 0..self.nodes.len() {
                 if self.nodes[i].kind == Kind::Producer
@@ -561,6 +563,7 @@ impl Sim {
                     && produced[i] < self.p.records_per_producer
                 {
                     self.produce(i);
+                    self.drain(i);
                     produced[i] += 1;
                     next_produce[i] = self.now + 50 + self.rng.next_u64() % (2 * SEC);
                 }
