@@ -184,5 +184,8 @@ fn forged_hellos_cost_at_most_the_handshake_budget() {
             break false;
         }
     };
-    assert!(opened, "the honest consumer never got its key after a flood");
+    assert!(
+        opened,
+        "the honest consumer never got its key after a flood"
+    );
 }

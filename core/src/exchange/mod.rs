@@ -38,7 +38,12 @@ const HANDSHAKE_OVERHEAD: usize = 128;
 /// Noise message buffers sized for what they will hold, never more than a
 /// Noise message can be: a forged message must not cost a 64 KiB buffer.
 fn noise_buffer(payload_len: usize) -> Vec<u8> {
-    vec![0u8; payload_len.saturating_add(HANDSHAKE_OVERHEAD).min(MAX_NOISE)]
+    vec![
+        0u8;
+        payload_len
+            .saturating_add(HANDSHAKE_OVERHEAD)
+            .min(MAX_NOISE)
+    ]
 }
 
 /// Something to send to a peer once a session exists. Offers are turned into
