@@ -98,6 +98,9 @@ struct Params {
     records_per_producer: usize,
 }
 
+/// A control message on its way to one reader: (receiver node, bytes).
+type Delivery = (usize, Rc<[u8]>);
+
 struct Sim {
     seed: u64,
     rng: ChaCha20Rng,
@@ -110,7 +113,7 @@ struct Sim {
     records: Vec<Record>,
     /// (deliver_at, seq) -> (receiver node, bytes). Every reader gets the
     /// same bytes, so they are shared rather than copied per reader.
-    net: BTreeMap<(u64, u64), (usize, Rc<[u8]>)>,
+    net: BTreeMap<(u64, u64), Delivery>,
     seq: u64,
     /// Every control message seen, for the attacker to replay.
     captured: Vec<Rc<[u8]>>,
