@@ -5,47 +5,21 @@ broker's segment files from disk."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import uuid
-from pathlib import Path
 
 import pytest
 
 import broker as test_broker
 
-ROOT = test_broker.ROOT
-CLI = ROOT / "target" / "release" / "kafka-e2ee"
-JAVA = ROOT / "java-interceptor"
-VERSION = "0.1.0"
-JAR = JAVA / "target" / f"kafka-e2ee-{VERSION}.jar"
-TEST_CLASSES = JAVA / "target" / "test-classes"
-TOOLS_LOG4J = ROOT / "scripts" / "kafka" / "tools-log4j2.properties"
-TOOLS = {
-    "console-producer": "org.apache.kafka.tools.ConsoleProducer",
-    "console-consumer": "org.apache.kafka.tools.consumer.ConsoleConsumer",
-    "producer-perf-test": "org.apache.kafka.tools.ProducerPerformance",
-    "consumer-perf-test": "org.apache.kafka.tools.ConsumerPerformance",
-}
-STRING_SER = "org.apache.kafka.common.serialization.StringSerializer"
-STRING_DE = "org.apache.kafka.common.serialization.StringDeserializer"
+from java_clients import CLI, STRING_DE, STRING_SER, TOOLS, Running, app, build, e2ee, java, props
 
 
 @pytest.fixture(scope="module")
 def built():
     """The CLI, the jar with its native library, and the test apps."""
-    if not CLI.exists():
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "kafka-e2ee-cli"], cwd=ROOT, check=True)
-    if not JAR.exists() or not (TEST_CLASSES / "dev" / "kafkae2ee" / "it" / "E2eeApp.class").exists():
-        subprocess.run([str(ROOT / "scripts" / "build-native")], cwd=ROOT, check=True)
-        subprocess.run(
-            ["mvn", "-B", "-q", "-f", str(JAVA / "pom.xml"), "package", "-DskipTests"], cwd=ROOT, check=True
-        )
-    cp = subprocess.run(
-        [str(test_broker.TEST_BROKER), "classpath"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    return f"{cp}:{JAR}:{TEST_CLASSES}"
+    return build()
 
 
 @pytest.fixture(scope="module")
@@ -86,75 +60,6 @@ def creds(built, tmp_path_factory):
     }
 
 
-def props(path: Path, bootstrap: str, **kv) -> Path:
-    lines = [f"bootstrap.servers={bootstrap}"]
-    lines += [f"{k.replace('_', '.')}={v}" for k, v in kv.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def e2ee(creds, who: str, **kv) -> dict:
-    return {"e2ee_credential": creds[who], "e2ee_trust": creds["trust"], **kv}
-
-
-def java(cp: str, main: str, *args: str, input: str | None = None, timeout: float = 120):
-    return subprocess.run(
-        ["java", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto",
-         f"-Dlog4j2.configurationFile={TOOLS_LOG4J}", "-cp", cp, main, *args],
-        input=input, capture_output=True, text=True, timeout=timeout,
-    )
-
-
-def app(cp, *args, timeout=120):
-    return java(cp, "dev.kafkae2ee.it.E2eeApp", *args, timeout=timeout)
-
-
-class Running:
-    """A producer process kept running (it serves the keys of what it sealed)
-    until ``close``; stdin stays open until then."""
-
-    def __init__(self, cp: str, main: str, *args: str):
-        self.proc = subprocess.Popen(
-            ["java", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto",
-             f"-Dlog4j2.configurationFile={TOOLS_LOG4J}", "-cp", cp, main, *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-
-    def write(self, text: str):
-        self.proc.stdin.write(text)
-        self.proc.stdin.flush()
-
-    def wait_line(self, prefix: str, timeout: float = 120) -> str:
-        """The first stdout line starting with ``prefix``; fails if the process ends first."""
-        import select
-        import time
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stdout], [], [], 1)
-            if ready:
-                line = self.proc.stdout.readline()
-                if line.startswith(prefix):
-                    return line.strip()
-                if line == "":
-                    break
-        self.proc.kill()
-        out, err = self.proc.communicate()
-        raise AssertionError(f"no '{prefix}' line; exit {self.proc.returncode}\n{out}\n{err}")
-
-    def close(self, timeout: float = 60) -> subprocess.CompletedProcess:
-        out, err = self.proc.communicate(input=None if self.proc.stdin.closed else "", timeout=timeout)
-        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate()
-
-
 def producing(cp, prod, topic, p, n, type) -> Running:
     """An app producer that has sent its records and stays up."""
     r = Running(cp, "dev.kafkae2ee.it.E2eeApp", "produce", str(prod), topic, p, str(n), type)
@@ -170,6 +75,16 @@ def segments(b, topic: str | None = None) -> bytes:
     """The bytes of the broker's segment files: of one topic, or of all."""
     pattern = f"{topic}-*/*.log" if topic else "*/*.log"
     return b"".join(p.read_bytes() for p in sorted(b.data_dir.glob(pattern)))
+
+
+def epochs_on_disk(b, topic: str) -> dict[bytes, set[bytes]]:
+    """Producer instance id -> the epochs its records on disk were sealed
+    under, read from the e2ee headers in the topic's segment files
+    (FORMAT.md section 2: name, length 0x44 = 34 as a varint, version 1, flags)."""
+    epochs: dict[bytes, set[bytes]] = {}
+    for producer, epoch in re.findall(rb"e2ee\x44\x01[\x00-\x03](.{8})(.{4})", segments(b, topic), re.S):
+        epochs.setdefault(producer, set()).add(epoch)
+    return epochs
 
 
 def assert_no_plaintext(b, values: list[str], topic: str | None = None):
@@ -454,9 +369,7 @@ def test_two_producers_two_groups_with_members_joining_and_leaving_under_key_rot
             proc.__exit__(None, None, None)
     assert_no_plaintext(kafka, sorted(want), topic)
     # The keys did rotate: the e2ee headers on disk name several epochs per producer.
-    epochs = {}
-    for producer, epoch in re.findall(rb"e2ee\x44\x01[\x00-\x03](.{8})(.{4})", segments(kafka, topic), re.S):
-        epochs.setdefault(producer, set()).add(epoch)
+    epochs = epochs_on_disk(kafka, topic)
     assert len(epochs) == 2 and all(len(e) >= 4 for e in epochs.values()), {
         k.hex(): len(v) for k, v in epochs.items()}
 
