@@ -1,6 +1,7 @@
 //! The data path: seal in `on_send`, restore in `on_acknowledgement`,
 //! verify and decrypt in `on_consume`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::{c_void, CStr};
 use std::sync::{OnceLock, PoisonError};
@@ -76,7 +77,13 @@ unsafe fn private_flags(rkm: *const Message) -> Option<i32> {
     (flags & RD_KAFKA_MSG_F_PRODUCER != 0 && flags & !0xF_FFFF == 0).then_some(flags)
 }
 
-fn topic_of(api: &Api, m: &Message) -> Option<String> {
+/// The message's topic name, borrowed from its topic handle (no copy; Kafka
+/// topic names are ASCII, so the lossy branch only meets names no broker
+/// accepts, which the engine then refuses).
+/// # Safety
+/// The name lives as long as the message's topic handle: `'a` must not
+/// outlive the message.
+unsafe fn topic_of<'a>(api: &Api, m: &Message) -> Option<Cow<'a, str>> {
     if m.rkt.is_null() {
         return None;
     }
@@ -85,8 +92,9 @@ fn topic_of(api: &Api, m: &Message) -> Option<String> {
     if p.is_null() {
         return None;
     }
-    // SAFETY: NUL-terminated, owned by the topic.
-    Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    // SAFETY: NUL-terminated, owned by the topic handle, which outlives the
+    // message it is borrowed for.
+    Some(unsafe { CStr::from_ptr(p) }.to_string_lossy())
 }
 
 fn binding(m: &Message) -> KeyBinding<'_> {
@@ -138,7 +146,8 @@ unsafe fn send(st: &ConfState, m: *mut Message) {
     let api = &*st.api;
     // SAFETY: caller.
     let msg = unsafe { &mut *m };
-    let Some(topic) = topic_of(api, msg) else {
+    // SAFETY: the topic is used only during this call.
+    let Some(topic) = (unsafe { topic_of(api, msg) }) else {
         return;
     };
     let client = st.client.get();
@@ -284,7 +293,10 @@ fn marker(topic: &str, m: &Message, value: &[u8]) -> [u8; 16] {
     out
 }
 
-unsafe fn header_value(api: &Api, h: *mut Headers, name: &CStr) -> Option<Vec<u8>> {
+/// The value of the last header `name`, borrowed from the message's header
+/// list: valid until that list is changed, so callers use it before they
+/// remove or add a header.
+unsafe fn header_value<'a>(api: &Api, h: *mut Headers, name: &CStr) -> Option<&'a [u8]> {
     if h.is_null() {
         return None;
     }
@@ -295,10 +307,10 @@ unsafe fn header_value(api: &Api, h: *mut Headers, name: &CStr) -> Option<Vec<u8
         return None;
     }
     if v.is_null() {
-        return Some(Vec::new());
+        return Some(&[]);
     }
-    // SAFETY: v has n bytes while the list is unchanged; copied out.
-    Some(unsafe { std::slice::from_raw_parts(v.cast::<u8>(), n) }.to_vec())
+    // SAFETY: v has n bytes while the list is unchanged (caller).
+    Some(unsafe { std::slice::from_raw_parts(v.cast::<u8>(), n) })
 }
 
 pub(crate) unsafe extern "C" fn on_consume(
@@ -327,7 +339,8 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
     let api = &*st.api;
     // SAFETY: caller.
     let msg = unsafe { &mut *m };
-    let Some(topic) = topic_of(api, msg) else {
+    // SAFETY: the topic is used only during this call.
+    let Some(topic) = (unsafe { topic_of(api, msg) }) else {
         return Ok(());
     };
     let Some(client) = st.client.get() else {
@@ -357,15 +370,15 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
         // Second run for a message already decrypted here?
         // SAFETY: h is the message's list or null.
         if let Some(mark) = unsafe { header_value(api, h, OPENED) } {
-            if mark.as_slice() == marker(&topic, msg, value).as_slice() {
+            if mark == marker(&topic, msg, value).as_slice() {
                 return Ok(());
             }
         }
     }
-    let deadline = now_ms().saturating_add(client.wait_ms);
+    let mut deadline = None;
     loop {
         let generation = engine.key_generation();
-        match engine.open(&topic, header.as_deref(), binding(msg), value) {
+        match engine.open(&topic, header, binding(msg), value) {
             Ok(Opened::Plaintext) => return Ok(()),
             Ok(Opened::Decrypted) => {
                 let mark = marker(&topic, msg, value);
@@ -379,7 +392,11 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
             Err(Error::KeyUnavailable {
                 reason: KeyUnavailable::Pending,
                 ..
-            }) if now_ms() < deadline => {
+            }) if now_ms()
+                < *deadline.get_or_insert_with(|| now_ms().saturating_add(client.wait_ms)) =>
+            {
+                // The clock is read only once a key is missing, never per record.
+                let deadline = deadline.unwrap_or(0);
                 let waited = client.keys.as_ref().is_some_and(|k| {
                     k.wait_until(deadline, || engine.key_generation() != generation)
                 });
@@ -417,8 +434,9 @@ unsafe fn reject(st: &ConfState, rk: *mut Kafka, m: *mut Message, reason: &str) 
     }
     msg.err = api::ERR_VALUE_DESERIALIZATION;
     if offset >= 0 && !msg.rkt.is_null() {
-        if let Some(topic) = topic_of(api, msg) {
-            if let Ok(ct) = std::ffi::CString::new(topic) {
+        // SAFETY: the topic is used only during this call.
+        if let Some(topic) = unsafe { topic_of(api, msg) } {
+            if let Ok(ct) = std::ffi::CString::new(topic.into_owned()) {
                 // SAFETY: rk is the consuming client; list is ours.
                 unsafe {
                     let list = (api.tpl_new)(1);
