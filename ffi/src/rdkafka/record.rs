@@ -268,20 +268,23 @@ pub(crate) unsafe extern "C" fn on_acknowledgement(
     })
 }
 
-fn marker_key() -> &'static [u8; 32] {
-    static KEY: OnceLock<[u8; 32]> = OnceLock::new();
-    KEY.get_or_init(|| {
-        let mut k = [0u8; 32];
-        rand_core::OsRng.fill_bytes(&mut k);
-        k
+/// The marker's HMAC, keyed once per process with a key that never leaves
+/// it; each marker starts from a clone of this state, so the key schedule
+/// (two SHA-256 blocks) is not redone per record.
+fn marker_mac() -> Option<&'static Hmac<Sha256>> {
+    static MAC: OnceLock<Option<Hmac<Sha256>>> = OnceLock::new();
+    MAC.get_or_init(|| {
+        let mut key = zeroize::Zeroizing::new([0u8; 32]);
+        rand_core::OsRng.fill_bytes(&mut key[..]);
+        <Hmac<Sha256> as Mac>::new_from_slice(&key[..]).ok()
     })
+    .as_ref()
 }
 
-fn marker(topic: &str, m: &Message, value: &[u8]) -> [u8; 16] {
-    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(marker_key()) {
-        Ok(m) => m,
-        Err(_) => return [0; 16],
-    };
+/// None only if the marker key could not be made: then no record is marked,
+/// and none is taken as marked.
+fn marker(topic: &str, m: &Message, value: &[u8]) -> Option<[u8; 16]> {
+    let mut mac = marker_mac()?.clone();
     mac.update(&(topic.len() as u64).to_be_bytes());
     mac.update(topic.as_bytes());
     mac.update(&m.partition.to_be_bytes());
@@ -289,8 +292,8 @@ fn marker(topic: &str, m: &Message, value: &[u8]) -> [u8; 16] {
     mac.update(value);
     let full = mac.finalize().into_bytes();
     let mut out = [0u8; 16];
-    out.copy_from_slice(full.get(..16).unwrap_or(&[0; 16]));
-    out
+    out.copy_from_slice(full.get(..16)?);
+    Some(out)
 }
 
 /// The value of the last header `name`, borrowed from the message's header
@@ -370,7 +373,7 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
         // Second run for a message already decrypted here?
         // SAFETY: h is the message's list or null.
         if let Some(mark) = unsafe { header_value(api, h, OPENED) } {
-            if mark == marker(&topic, msg, value).as_slice() {
+            if marker(&topic, msg, value).is_some_and(|m| m.as_slice() == mark) {
                 return Ok(());
             }
         }
@@ -381,11 +384,11 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
         match engine.open(&topic, header, binding(msg), value) {
             Ok(Opened::Plaintext) => return Ok(()),
             Ok(Opened::Decrypted) => {
-                let mark = marker(&topic, msg, value);
                 // SAFETY: h is the message's list (it held the header).
-                unsafe {
-                    (api.header_remove)(h, HEADER.as_ptr());
-                    (api.header_add)(h, OPENED.as_ptr(), -1, mark.as_ptr().cast(), 16);
+                unsafe { (api.header_remove)(h, HEADER.as_ptr()) };
+                if let Some(mark) = marker(&topic, msg, value) {
+                    // SAFETY: as above; mark is 16 bytes.
+                    unsafe { (api.header_add)(h, OPENED.as_ptr(), -1, mark.as_ptr().cast(), 16) };
                 }
                 return Ok(());
             }
