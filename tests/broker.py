@@ -72,6 +72,12 @@ class Broker:
     def stop(self) -> None:
         stop(self.dir)
 
+    def restart(self) -> None:
+        """Starts this broker again after ``stop``: same data, same address."""
+        again = restart(self.dir)
+        assert again.bootstrap == self.bootstrap, (again.bootstrap, self.bootstrap)
+        self.pid = again.pid
+
 
 def run_tool(
     name: str,
@@ -95,11 +101,18 @@ def run_tool(
     return proc
 
 
-def start(dir: Path, env: dict[str, str] | None = None, timeout: float = 120) -> Broker:
+def start(
+    dir: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    properties: dict[str, str] | None = None,
+) -> Broker:
     """Starts a broker in ``dir`` (which must not hold one already) and returns
-    once it answers requests. On failure nothing is left running."""
+    once it answers requests; ``properties`` are added to its server.properties.
+    On failure nothing is left running."""
+    extra = [f"{k}={v}" for k, v in (properties or {}).items()]
     proc = subprocess.run(
-        [str(TEST_BROKER), "start", str(dir)],
+        [str(TEST_BROKER), "start", str(dir), *extra],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -107,6 +120,21 @@ def start(dir: Path, env: dict[str, str] | None = None, timeout: float = 120) ->
     )
     if proc.returncode != 0:
         raise BrokerError(f"test-broker start {dir} failed:\n{proc.stderr}")
+    bootstrap = (dir / "bootstrap").read_text().strip()
+    pid = int((dir / "broker.pid").read_text())
+    return Broker(dir=dir, bootstrap=bootstrap, pid=pid)
+
+
+def restart(dir: Path, timeout: float = 120) -> Broker:
+    """Starts the stopped broker of ``dir`` again on its data and ports."""
+    proc = subprocess.run(
+        [str(TEST_BROKER), "restart", str(dir)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise BrokerError(f"test-broker restart {dir} failed:\n{proc.stderr}")
     bootstrap = (dir / "bootstrap").read_text().strip()
     pid = int((dir / "broker.pid").read_text())
     return Broker(dir=dir, bootstrap=bootstrap, pid=pid)

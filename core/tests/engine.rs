@@ -442,3 +442,51 @@ fn the_producers_binding_flag_decides_how_a_record_opens() {
         .unwrap();
     assert_eq!(v, b"bound");
 }
+
+#[test]
+fn an_expiring_consumer_gets_no_key_of_an_epoch_that_starts_after_its_expiry() {
+    use kafka_e2ee_core::trust::{Identity, TopicPattern};
+    let mut w = World::new(9);
+    let rotation = KeyPolicy::default().rotation_ms;
+    let p = w.identity("p", &["orders"], &[]);
+    // Expires half-way through the producer's third epoch (epoch 2).
+    let expires = T0 + 2 * rotation + rotation / 2;
+    let c = Identity::generate(
+        "short",
+        vec![],
+        vec![TopicPattern::parse("orders").unwrap()],
+        T0 - 60_000,
+        expires,
+        &w.authority,
+        &mut w.rng,
+    );
+    let (p, c) = (w.engine(p, None), w.engine(c, None));
+    let epoch_of = |h: &[u8; HEADER_LEN]| RecordHeader::decode(h).unwrap().key_id.epoch;
+    let mut sealed = Vec::new();
+    for step in 0..4 {
+        let now = T0 + step * rotation;
+        p.handle_timeout(now).unwrap();
+        let (h, ct) = seal(&p, "orders", format!("record of epoch {step}").as_bytes());
+        assert_eq!(u64::from(epoch_of(&h)), step);
+        let mut v = ct.clone();
+        // The consumer asks for what it lacks; the producer pushes ahead.
+        let _ = c.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v);
+        c.handle_timeout(now).unwrap();
+        pump(&[&p, &c], now);
+        sealed.push((h, ct));
+    }
+    let opens = |(h, ct): &([u8; HEADER_LEN], Vec<u8>)| {
+        let mut v = ct.clone();
+        c.open("orders", Some(h), KeyBinding::Bytes(b"k"), &mut v)
+            .is_ok()
+    };
+    // Epochs 0-2 started before the expiry: readable. Epoch 3 starts after
+    // it: its key was not pushed ahead at the rotation before the expiry,
+    // and is refused after it.
+    assert!(opens(&sealed[0]) && opens(&sealed[1]) && opens(&sealed[2]));
+    assert!(
+        !opens(&sealed[3]),
+        "an expired consumer holds a key of an epoch after its expiry"
+    );
+    assert!(p.metrics().keys_refused > 0);
+}

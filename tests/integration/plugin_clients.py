@@ -1,16 +1,31 @@
 """Client processes for the plugin tests (run as scripts, one process per
 client, so that every client has its own engine and keys really travel over
 the control topic): ``produce`` and ``consume`` with confluent-kafka from
-PyPI, whose bundled librdkafka loads the plugin."""
+PyPI, whose bundled librdkafka loads the plugin. Tests start them with
+``spawn``."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+
+PLUGIN = Path(__file__).resolve().parents[2] / "target" / "release" / "libkafka_e2ee.so"
+
+
+def spawn(mode: str, spec: dict, env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
+    """Runs ``mode`` (produce or consume) with ``spec`` in its own process;
+    ``env`` is added to its environment (e.g. LD_PRELOAD for libfaketime). Its
+    output goes to a pipe, or to ``log`` (which no unread pipe can stall)."""
+    return subprocess.Popen([sys.executable, __file__, mode, json.dumps(spec)],
+                            stdout=open(log, "w") if log else subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, **(env or {})})
 
 
 def conf(args: dict) -> dict:
@@ -22,8 +37,14 @@ def conf(args: dict) -> dict:
 
 
 def produce(args: dict) -> None:
+    """Values are ``v{i}-xx...``, or ``{prefix}-{i:05d}`` for i from ``first``
+    with a ``prefix``. With ``acked``, each acknowledged value is appended to
+    that file at once (one write per line), so a test that kills this process
+    knows which records the broker took. With ``until``, it stops sending
+    early once that file exists."""
     p = Producer(conf(args))
-    delivered, failed = [], []
+    delivered, failed, at = [], [], []
+    acked = open(args["acked"], "a", buffering=1) if "acked" in args else None
 
     def report(err, msg):
         if err:
@@ -31,17 +52,24 @@ def produce(args: dict) -> None:
         else:
             # The delivery report sees the original payload.
             delivered.append(msg.value().decode())
+            at.append([msg.partition(), msg.offset(), msg.timestamp()[1]])
+            if acked:
+                acked.write(msg.value().decode() + "\n")
 
-    n, per_s = args["count"], args["rate"]
+    n, per_s, first = args["count"], args["rate"], args.get("first", 0)
     start = time.time()
-    for i in range(n):
-        p.produce(args["topic"], key=f"k{i}", value=f"v{i}-{'x' * (i % 50)}", on_delivery=report)
+    for i in range(first, first + n):
+        if "until" in args and Path(args["until"]).exists():
+            break
+        value = f"{args['prefix']}-{i:05d}" if "prefix" in args else f"v{i}-{'x' * (i % 50)}"
+        p.produce(args["topic"], key=f"k{i}", value=value, on_delivery=report)
         p.poll(0)
-        delay = start + (i + 1) / per_s - time.time()
+        delay = start + (i - first + 1) / per_s - time.time()
         if delay > 0:
             time.sleep(delay)
     p.flush(30)
-    Path(args["out"]).write_text(json.dumps({"delivered": delivered, "failed": failed}))
+    # "at": partition, offset and timestamp (ms) of each delivered value.
+    Path(args["out"]).write_text(json.dumps({"delivered": delivered, "failed": failed, "at": at}))
     # Stay up to serve the keys until told to stop.
     stop = Path(args["stop"])
     while not stop.exists():
@@ -49,11 +77,16 @@ def produce(args: dict) -> None:
 
 
 def consume(args: dict) -> None:
+    """Writes one JSON line per record or error. A record the plugin rejects
+    comes back as an error until the app moves past it: with
+    ``on_error=skip`` this app seeks past it, by default it polls again (the
+    record is retried). The error message's offset is one before the
+    rejected record's (docs/FFI.md: so that no commit passes it)."""
     c = Consumer(
         conf(args)
         | {"group.id": args["group"], "auto.offset.reset": "earliest", "session.timeout.ms": 6000}
     )
-    c.subscribe([args["topic"]])
+    c.subscribe(args.get("topics") or [args["topic"]])
     out = open(args["out"], "a", buffering=1)
     deadline = time.time() + args["seconds"]
     stop = Path(args["stop"])
@@ -63,12 +96,20 @@ def consume(args: dict) -> None:
             continue
         if m.error():
             if m.error().code() != KafkaError._PARTITION_EOF:
-                out.write(json.dumps({"error": str(m.error()), "offset": m.offset()}) + "\n")
+                row = {"error": str(m.error()), "offset": m.offset(), "t": m.topic(), "p": m.partition()}
+                rejected = m.error().code() == KafkaError._VALUE_DESERIALIZATION
+                if rejected:
+                    # Offset -1 (record 0 failed) comes through as None.
+                    row["rejected"] = (-1 if m.offset() is None else m.offset()) + 1
+                out.write(json.dumps(row) + "\n")
+                if rejected and args.get("on_error") == "skip":
+                    c.seek(TopicPartition(m.topic(), m.partition(), row["rejected"] + 1))
             continue
         headers = [h[0] for h in (m.headers() or [])]
         out.write(
             json.dumps(
-                {"p": m.partition(), "o": m.offset(), "k": m.key().decode(), "v": m.value().decode(), "h": headers}
+                {"t": m.topic(), "p": m.partition(), "o": m.offset(), "k": m.key().decode(),
+                 "v": m.value().decode(), "h": headers}
             )
             + "\n"
         )

@@ -87,3 +87,38 @@ def test_fixture_broker_answers(broker):
     broker.create_topic("fixture-check", partitions=3)
     described = broker.tool("topics", "--describe", "--topic", "fixture-check").stdout
     assert "PartitionCount: 3" in described
+
+
+def test_restart_keeps_records_and_address(tmp_path):
+    # A stopped broker starts again on its own data directory and ports, so
+    # running clients reconnect to the address they know.
+    dir = tmp_path / "broker"
+    b = test_broker.start(dir)
+    try:
+        b.create_topic("kept")
+        b.tool("console-producer", "--topic", "kept", input="before-restart\n")
+        first_pid = b.pid
+        b.stop()
+        assert not test_broker.process_alive(first_pid)
+        b.restart()
+        assert b.pid != first_pid and test_broker.process_alive(b.pid)
+        assert (dir / "bootstrap").read_text().strip() == b.bootstrap
+        b.tool("console-producer", "--topic", "kept", input="after-restart\n")
+        out = b.tool("console-consumer", "--topic", "kept", "--from-beginning", "--max-messages", "2",
+                     "--timeout-ms", "30000")
+        assert out.stdout.splitlines() == ["before-restart", "after-restart"]
+        # Restarting a running broker is refused, and leaves it running.
+        again = subprocess.run([str(test_broker.TEST_BROKER), "restart", str(dir)], capture_output=True,
+                               text=True, timeout=120)
+        assert again.returncode != 0 and "already running" in again.stderr
+        assert test_broker.process_alive(b.pid)
+    finally:
+        test_broker.stop(dir)
+    assert test_broker.java_processes_mentioning(str(dir)) == []
+
+
+def test_restart_without_a_broker_dir_fails_plainly(tmp_path):
+    proc = subprocess.run([str(test_broker.TEST_BROKER), "restart", str(tmp_path)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "holds no broker to restart" in proc.stderr

@@ -111,13 +111,19 @@ def app(cp, *args, timeout=120):
 
 class Running:
     """A producer process kept running (it serves the keys of what it sealed)
-    until ``close``; stdin stays open until then."""
+    until ``close``; stdin stays open until then. ``env`` is added to its
+    environment (e.g. LD_PRELOAD for libfaketime). With ``log``, stderr goes
+    to that file: a long run's logging must not fill a pipe nobody reads."""
 
-    def __init__(self, cp: str, main: str, *args: str):
+    def __init__(self, cp: str, main: str, *args: str, env: dict[str, str] | None = None,
+                 log: Path | None = None):
+        self.log = log
         self.proc = subprocess.Popen(
             ["java", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto",
              f"-Dlog4j2.configurationFile={TOOLS_LOG4J}", "-cp", cp, main, *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=open(log, "w") if log else subprocess.PIPE, text=True,
+            env={**os.environ, **(env or {})},
         )
 
     def write(self, text: str):
@@ -144,6 +150,8 @@ class Running:
 
     def close(self, timeout: float = 60) -> subprocess.CompletedProcess:
         out, err = self.proc.communicate(input=None if self.proc.stdin.closed else "", timeout=timeout)
+        if self.log:
+            err = self.log.read_text(errors="replace")
         return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
 
     def __enter__(self):
@@ -170,6 +178,16 @@ def segments(b, topic: str | None = None) -> bytes:
     """The bytes of the broker's segment files: of one topic, or of all."""
     pattern = f"{topic}-*/*.log" if topic else "*/*.log"
     return b"".join(p.read_bytes() for p in sorted(b.data_dir.glob(pattern)))
+
+
+def epochs_on_disk(b, topic: str) -> dict[bytes, set[bytes]]:
+    """Producer instance id -> the epochs its records on disk were sealed
+    under, read from the e2ee headers in the topic's segment files
+    (FORMAT.md section 2: name, length 0x44 = 34 as a varint, version 1, flags)."""
+    epochs: dict[bytes, set[bytes]] = {}
+    for producer, epoch in re.findall(rb"e2ee\x44\x01[\x00-\x03](.{8})(.{4})", segments(b, topic), re.S):
+        epochs.setdefault(producer, set()).add(epoch)
+    return epochs
 
 
 def assert_no_plaintext(b, values: list[str], topic: str | None = None):
@@ -454,9 +472,7 @@ def test_two_producers_two_groups_with_members_joining_and_leaving_under_key_rot
             proc.__exit__(None, None, None)
     assert_no_plaintext(kafka, sorted(want), topic)
     # The keys did rotate: the e2ee headers on disk name several epochs per producer.
-    epochs = {}
-    for producer, epoch in re.findall(rb"e2ee\x44\x01[\x00-\x03](.{8})(.{4})", segments(kafka, topic), re.S):
-        epochs.setdefault(producer, set()).add(epoch)
+    epochs = epochs_on_disk(kafka, topic)
     assert len(epochs) == 2 and all(len(e) >= 4 for e in epochs.values()), {
         k.hex(): len(v) for k, v in epochs.items()}
 

@@ -545,11 +545,21 @@ impl Exchange {
             sh.metrics.add_refused();
             return None;
         }
+        // No key of an epoch that starts at or after the peer's credential
+        // expires, not even pushed ahead of use: an expired consumer then
+        // reads nothing produced after the first rotation following its
+        // expiry (the next epoch is pushed one rotation early, which would
+        // otherwise extend its reach by a whole rotation period).
+        let expires = peer_cred.expires_ms();
         if sh.is_mine(key_id.producer) {
             if !sh.identity.credential().may_produce(topic) {
                 return None;
             }
             let epoch = sh.producer.get(key_id)?;
+            if epoch.started_ms >= expires {
+                sh.metrics.add_refused();
+                return None;
+            }
             return Some(Delivery {
                 key_id: *key_id,
                 topic: topic.to_owned(),
@@ -559,6 +569,10 @@ impl Exchange {
             });
         }
         let held = sh.keyring.get(key_id, topic)?;
+        if held.epoch_started_ms >= expires {
+            sh.metrics.add_refused();
+            return None;
+        }
         Some(Delivery {
             key_id: *key_id,
             topic: topic.to_owned(),

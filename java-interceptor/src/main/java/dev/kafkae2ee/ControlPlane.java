@@ -14,10 +14,12 @@ import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.KafkaException;
 import org.apache.kafka.common.PartitionInfo;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.errors.TopicExistsException;
@@ -42,6 +44,8 @@ final class ControlPlane implements AutoCloseable {
     /** The longest the thread sleeps in poll: bounds how late a queued message goes out. */
     private static final long MAX_POLL_MS = 100;
     private static final long RETENTION_MS = 3_600_000;
+    /** While the control topic fails (an outage, a missing ACL), one warning per this period. */
+    static final long WARN_EVERY_MS = 30_000;
 
     /** Host settings never carried over (besides every e2ee.* one). */
     private static final Set<String> DROPPED = Set.of(
@@ -55,6 +59,8 @@ final class ControlPlane implements AutoCloseable {
     private final Thread thread;
     private volatile boolean running = true;
     private volatile KafkaConsumer<byte[], byte[]> consumer;
+    private final Problems readProblems = new Problems("cannot read control topic");
+    private final Problems sendProblems = new Problems("control message not delivered to");
 
     ControlPlane(Engine engine, String instance, String topic, Map<String, ?> host, E2eeMetrics metrics) {
         this.engine = engine;
@@ -167,7 +173,7 @@ final class ControlPlane implements AutoCloseable {
                     return;
                 }
                 // One bad round (a broker hiccup, a producer error) must not end key exchange.
-                log.warn("kafka-e2ee control plane: {}; continuing", e.toString());
+                readProblems.failed(topic, e);
                 sleep(MAX_POLL_MS);
             }
         }
@@ -177,7 +183,8 @@ final class ControlPlane implements AutoCloseable {
         long wait = Math.max(0, Math.min(MAX_POLL_MS, engine.pollTimeout() - System.currentTimeMillis()));
         long generation = engine.keyGeneration();
         try {
-            for (ConsumerRecord<byte[], byte[]> r : c.poll(Duration.ofMillis(wait))) {
+            ConsumerRecords<byte[], byte[]> records = c.poll(Duration.ofMillis(wait));
+            for (ConsumerRecord<byte[], byte[]> r : records) {
                 if (r.value() == null) {
                     continue;
                 }
@@ -187,8 +194,18 @@ final class ControlPlane implements AutoCloseable {
                             rejected);
                 }
             }
+            if (!records.isEmpty()) {
+                // Only records prove the topic readable: during an outage, polls between two
+                // failed fetches return nothing without an error.
+                readProblems.succeeded(topic);
+            }
         } catch (WakeupException e) {
             // nudged: fall through to the transmit queue
+        } catch (KafkaException e) {
+            // The control topic cannot be read (e.g. not authorized): the timers must still run
+            // (rotation, retries) and queued messages still go out, or this process would stop
+            // rotating and stop asking for keys until the poll succeeds again.
+            readProblems.failed(topic, e);
         }
         long now = System.currentTimeMillis();
         if (now >= engine.pollTimeout()) {
@@ -202,12 +219,54 @@ final class ControlPlane implements AutoCloseable {
             producer.send(new ProducerRecord<>(topic, message[0], message[1]), (md, e) -> {
                 if (e != null) {
                     metrics.controlSendFailed();
-                    log.warn("kafka-e2ee control message not delivered to {}: {}", topic, e.toString());
+                    sendProblems.failed(topic, e);
+                } else {
+                    sendProblems.succeeded(topic);
                 }
             });
         }
         if (engine.keyGeneration() != generation) {
             engine.signalKeyArrival();
+        }
+    }
+
+    /**
+     * One kind of recurring control-topic failure, logged at most once per {@link #WARN_EVERY_MS}
+     * (an outage would otherwise log a line per poll), and once more when it ends. Thread-safe:
+     * producer callbacks run on the producer's I/O thread.
+     */
+    static final class Problems {
+        private final String what;
+        private long lastWarnMs = Long.MIN_VALUE;
+        private long suppressed;
+        private boolean failing;
+
+        Problems(String what) {
+            this.what = what;
+        }
+
+        /** Returns whether this failure was logged. */
+        synchronized boolean failed(String topic, Exception e) {
+            failing = true;
+            long now = System.currentTimeMillis();
+            if (lastWarnMs != Long.MIN_VALUE && now - lastWarnMs < WARN_EVERY_MS) {
+                suppressed++;
+                return false;
+            }
+            log.warn("kafka-e2ee {} {}: {} ({} more since the last warning); key exchange retries, "
+                    + "and records under keys already held keep flowing", what, topic, e.toString(), suppressed);
+            lastWarnMs = now;
+            suppressed = 0;
+            return true;
+        }
+
+        synchronized void succeeded(String topic) {
+            if (failing) {
+                failing = false;
+                lastWarnMs = Long.MIN_VALUE;
+                suppressed = 0;
+                log.info("kafka-e2ee control topic {} works again", topic);
+            }
         }
     }
 

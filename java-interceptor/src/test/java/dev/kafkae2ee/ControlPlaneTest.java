@@ -2,6 +2,7 @@ package dev.kafkae2ee;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.util.HashMap;
 import java.util.Map;
@@ -38,5 +39,17 @@ class ControlPlaneTest {
             assertFalse(out.containsKey(dropped), dropped);
         }
         assertEquals("kafka-e2ee-control-0011223344556677", out.get("client.id"));
+    }
+
+    @Test
+    void aRecurringControlTopicFailureIsLoggedOncePerPeriodAndAgainAfterRecovery() {
+        ControlPlane.Problems p = new ControlPlane.Problems("cannot read control topic");
+        RuntimeException e = new RuntimeException("not authorized");
+        assertTrue(p.failed("_e2ee_control", e));
+        for (int i = 0; i < 100; i++) {
+            assertFalse(p.failed("_e2ee_control", e)); // within WARN_EVERY_MS: counted, not logged
+        }
+        p.succeeded("_e2ee_control");
+        assertTrue(p.failed("_e2ee_control", e)); // a new outage is reported at once
     }
 }

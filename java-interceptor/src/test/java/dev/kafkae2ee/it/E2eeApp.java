@@ -25,8 +25,20 @@ import org.apache.kafka.common.errors.RecordDeserializationException;
  *                                             running (serving its keys) until stdin closes
  *   consume PROPS TOPIC COUNT TIMEOUT_MS TYPE prints one value per line
  *   paced PROPS TOPIC PREFIX COUNT INTERVAL_MS  produce string values at a pace, then hold
- *   member PROPS TOPIC OUTFILE                 a group member: appends each value to OUTFILE,
- *                                              commits after each poll, leaves when stdin closes
+ *   member PROPS TOPIC OUTFILE [offsets]       a group member: appends each value to OUTFILE
+ *                                              ("PARTITION OFFSET VALUE" with offsets), commits
+ *                                              after each poll, leaves when stdin closes
+ *   acked PROPS TOPIC PREFIX FROM COUNT INTERVAL_MS ACKFILE [UNTILFILE]
+ *                                              produce string values FROM..FROM+COUNT-1 at a
+ *                                              pace (stopping early once UNTILFILE exists),
+ *                                              appending each value the broker acknowledged to
+ *                                              ACKFILE as it is acknowledged; then SENT n, hold
+ *   reader PROPS TOPICS OUTFILE ONERROR        subscribes to TOPICS (comma-separated) until stdin
+ *                                              closes; appends "R topic partition offset value"
+ *                                              per record and "E topic partition offset reason"
+ *                                              per RecordDeserializationException, then polls
+ *                                              again (ONERROR=retry: the record is retried) or
+ *                                              seeks past it (ONERROR=skip); metrics on stderr
  * </pre>
  *
  * Exit codes: 0 ok, 3 a send failed (SEND-FAILED line), 4 poll threw
@@ -50,7 +62,14 @@ public final class E2eeApp {
                 System.exit(paced(props, args[2], args[3], Integer.parseInt(args[4]), Long.parseLong(args[5])));
                 break;
             case "member":
-                System.exit(member(props, args[2], args[3]));
+                System.exit(member(props, args[2], args[3], args.length > 4 && args[4].equals("offsets")));
+                break;
+            case "acked":
+                System.exit(acked(props, args[2], args[3], Integer.parseInt(args[4]), Integer.parseInt(args[5]),
+                        Long.parseLong(args[6]), args[7], args.length > 8 ? args[8] : null));
+                break;
+            case "reader":
+                System.exit(reader(props, args[2], args[3], args[4]));
                 break;
             default:
                 throw new IllegalArgumentException("unknown command " + args[0]);
@@ -155,7 +174,8 @@ public final class E2eeApp {
             javax.management.MBeanServer jmx = java.lang.management.ManagementFactory.getPlatformMBeanServer();
             for (javax.management.ObjectName n : jmx.queryNames(
                     new javax.management.ObjectName("kafka.e2ee:type=e2ee-metrics,*"), null)) {
-                for (String a : new String[] {"records-opened", "keys-received", "consumer-key-waits"}) {
+                for (String a : new String[] {"records-opened", "keys-received", "consumer-key-waits",
+                        "records-failed", "records-dropped", "records-key-unavailable"}) {
                     System.err.println("METRIC " + a + "=" + jmx.getAttribute(n, a));
                 }
             }
@@ -193,7 +213,40 @@ public final class E2eeApp {
         return 0;
     }
 
-    private static int member(Properties props, String topic, String outFile) throws Exception {
+    /**
+     * Each acknowledged value is on disk as soon as the callback ran, so a test that kills this
+     * process knows exactly which records the broker took.
+     */
+    private static int acked(Properties props, String topic, String prefix, int from, int count, long intervalMs,
+            String ackFile, String untilFile) throws Exception {
+        int sent = 0;
+        try (KafkaProducer<String, Object> producer = new KafkaProducer<>(props);
+                java.io.PrintStream acks = new java.io.PrintStream(
+                        new java.io.FileOutputStream(ackFile, true), true, StandardCharsets.UTF_8)) {
+            for (int i = from; i < from + count; i++) {
+                if (untilFile != null && new java.io.File(untilFile).exists()) {
+                    break;
+                }
+                Object v = value(prefix, i, "string");
+                producer.send(new ProducerRecord<>(topic, "key-" + i, v), (md, e) -> {
+                    if (e != null) {
+                        System.out.println("SEND-FAILED " + chain(e));
+                    } else {
+                        acks.println(v); // one write per line: a kill leaves whole lines
+                    }
+                });
+                sent++;
+                Thread.sleep(intervalMs);
+            }
+            producer.flush();
+            System.out.println("SENT " + sent);
+            System.out.flush();
+            holdUntilStdinCloses();
+        }
+        return 0;
+    }
+
+    private static int member(Properties props, String topic, String outFile, boolean offsets) throws Exception {
         java.util.concurrent.atomic.AtomicBoolean stop = new java.util.concurrent.atomic.AtomicBoolean();
         Thread watcher = new Thread(() -> {
             holdUntilStdinCloses();
@@ -209,10 +262,18 @@ public final class E2eeApp {
                 try {
                     var records = consumer.poll(Duration.ofMillis(200));
                     for (ConsumerRecord<String, Object> r : records) {
-                        out.println(show(r.value()));
+                        String v = show(r.value());
+                        out.println(offsets ? r.partition() + " " + r.offset() + " " + v : v);
                     }
                     if (!records.isEmpty()) {
-                        consumer.commitSync();
+                        try {
+                            consumer.commitSync();
+                        } catch (org.apache.kafka.common.errors.RetriableException
+                                | org.apache.kafka.clients.consumer.CommitFailedException e) {
+                            // At least once: these records may come again (a broker restart, a
+                            // rebalance); that is no reason for the app to stop.
+                            System.err.println("COMMIT-FAILED " + chain(e));
+                        }
                     }
                 } catch (RecordDeserializationException e) {
                     System.out.println("DESERIALIZATION-FAILED partition=" + e.topicPartition().partition()
@@ -220,6 +281,39 @@ public final class E2eeApp {
                     return 4;
                 }
             }
+        }
+        return 0;
+    }
+
+    private static int reader(Properties props, String topics, String outFile, String onError) throws Exception {
+        if (!onError.equals("retry") && !onError.equals("skip")) {
+            throw new IllegalArgumentException("ONERROR must be retry or skip, not " + onError);
+        }
+        java.util.concurrent.atomic.AtomicBoolean stop = new java.util.concurrent.atomic.AtomicBoolean();
+        Thread watcher = new Thread(() -> {
+            holdUntilStdinCloses();
+            stop.set(true);
+        });
+        watcher.setDaemon(true);
+        watcher.start();
+        try (KafkaConsumer<String, Object> consumer = new KafkaConsumer<>(props);
+                java.io.PrintStream out = new java.io.PrintStream(
+                        new java.io.FileOutputStream(outFile, true), true, StandardCharsets.UTF_8)) {
+            consumer.subscribe(List.of(topics.split(",")));
+            while (!stop.get()) {
+                try {
+                    for (ConsumerRecord<String, Object> r : consumer.poll(Duration.ofMillis(200))) {
+                        out.println("R " + r.topic() + " " + r.partition() + " " + r.offset() + " " + show(r.value()));
+                    }
+                } catch (RecordDeserializationException e) {
+                    out.println("E " + e.topicPartition().topic() + " " + e.topicPartition().partition() + " "
+                            + e.offset() + " " + chain(e));
+                    if (onError.equals("skip")) {
+                        consumer.seek(e.topicPartition(), e.offset() + 1);
+                    }
+                }
+            }
+            printMetrics();
         }
         return 0;
     }
