@@ -425,6 +425,9 @@ unsafe fn reject(st: &ConfState, rk: *mut Kafka, m: *mut Message, reason: &str) 
     let msg = unsafe { &mut *m };
     let offset = msg.offset;
     let text = format!("kafka-e2ee: record at offset {offset} rejected: {reason}");
+    if let Some(engine) = st.client.get().and_then(|c| c.engine.as_ref()) {
+        engine.note_record_failed();
+    }
     if !msg.payload.is_null() && msg.len > 0 {
         // SAFETY: the message's own writable slice; zeroed, then the reason
         // as a NUL-terminated string (rd_kafka_message_errstr reads it).
