@@ -42,6 +42,11 @@ pub struct EngineConfig {
     pub clock_skew_ms: u64,
     /// The longest the engine sleeps between ticks.
     pub housekeeping_ms: u64,
+    /// At most this many Hellos are answered per second (burst as many).
+    /// Answering one costs three X25519 operations before the sender is
+    /// known, so this bounds what forged Hellos can cost; honest peers whose
+    /// Hello is dropped retry after `handshake_timeout_ms`.
+    pub handshakes_per_sec: u32,
 }
 
 impl Default for EngineConfig {
@@ -56,6 +61,7 @@ impl Default for EngineConfig {
             want_ttl_ms: 10 * 60 * 1000,
             clock_skew_ms: 5 * 60 * 1000,
             housekeeping_ms: 1000,
+            handshakes_per_sec: 100,
         }
     }
 }
