@@ -1,9 +1,11 @@
 //! The JNI exports behind `dev.kafkae2ee.Engine` (java-interceptor/).
 //!
 //! Conventions (after zstd-jni and libsignal):
-//! - An engine is an opaque `long`: the raw pointer of an `Arc<Engine>`. The
-//!   Java `Engine` object owns it and refuses to close it while a call is in
-//!   flight, so every entry may borrow it for the duration of the call.
+//! - An engine is an opaque `long`: a number, never reused, that names an
+//!   `Arc<Engine>` in a table of live handles (not a pointer). A closed,
+//!   stale or forged handle finds nothing and throws, so even a caller that
+//!   gets around `Engine.java` (its close refuses while a call is in flight)
+//!   cannot make native code touch freed memory.
 //! - Java validates arguments; the natives stay a few lines each.
 //! - Every entry runs inside [`entry`], which catches panics and turns every
 //!   error into one Java exception type, `dev.kafkae2ee.E2eeException`, with
@@ -16,8 +18,10 @@
 //!   allocated (jni_no_alloc test).
 //! - No message carries key material, plaintext or ciphertext.
 
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use jni::objects::{JByteArray, JClass, JObject, JObjectArray, JString, JValue, ReleaseMode};
 use jni::sys::{jboolean, jint, jlong, jlongArray, jobjectArray, jstring};
@@ -171,16 +175,25 @@ fn throw(env: &mut JNIEnv<'_>, kind: jint, property: Option<&str>, message: &str
     }
 }
 
-/// Borrows the engine behind a handle. Java keeps the handle alive for the
-/// duration of every call (Engine.java refuses close while in use).
-fn engine<'a>(handle: jlong) -> Result<&'a Engine> {
-    if handle == 0 {
-        return Err(Failure::new(KIND_INTERNAL, "the engine is closed"));
-    }
-    // SAFETY: a non-zero handle is a pointer from Arc::into_raw in create0
-    // whose strong count destroy0 has not yet released (Engine.java's
-    // in-use guard orders every call before destroy0).
-    Ok(unsafe { &*(handle as *const Engine) })
+/// The engines Java holds, by handle. A read lock and an `Arc` clone per
+/// call: small next to a JNI crossing and an AEAD.
+fn handles() -> &'static RwLock<HashMap<jlong, Arc<Engine>>> {
+    static HANDLES: OnceLock<RwLock<HashMap<jlong, Arc<Engine>>>> = OnceLock::new();
+    HANDLES.get_or_init(|| RwLock::new(HashMap::new()))
+}
+
+/// Handles count up from 1 and are never reused (0 is never a handle).
+static NEXT_HANDLE: AtomicI64 = AtomicI64::new(1);
+
+/// The engine behind a handle, kept alive for the call even if another
+/// thread closes the handle meanwhile.
+fn engine(handle: jlong) -> Result<Arc<Engine>> {
+    handles()
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&handle)
+        .cloned()
+        .ok_or_else(|| Failure::new(KIND_INTERNAL, "the kafka-e2ee engine is closed"))
 }
 
 fn string(env: &mut JNIEnv<'_>, s: &JString<'_>) -> Result<String> {
@@ -304,7 +317,12 @@ pub extern "system" fn Java_dev_kafkae2ee_Engine_create0<'l>(
         }
         let cfg = HostConfig::from_properties(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         let (engine, _new) = host::shared_engine(&cluster, &cfg)?;
-        Ok(Arc::into_raw(engine) as jlong)
+        let handle = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
+        handles()
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(handle, engine);
+        Ok(handle)
     })
 }
 
@@ -316,12 +334,21 @@ pub extern "system" fn Java_dev_kafkae2ee_Engine_destroy0<'l>(
     handle: jlong,
 ) {
     entry(&mut env, |_| {
-        if handle != 0 {
-            // SAFETY: the handle came from Arc::into_raw in create0, and Java
-            // calls destroy0 once, after the last call that uses it.
-            drop(unsafe { Arc::from_raw(handle as *const Engine) });
+        let released = handles()
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&handle);
+        // Dropped outside the lock: the last share stops the engine.
+        match released {
+            Some(engine) => {
+                drop(engine);
+                Ok(())
+            }
+            None => Err(Failure::new(
+                KIND_INTERNAL,
+                "the kafka-e2ee engine is already closed",
+            )),
         }
-        Ok(())
     })
 }
 
