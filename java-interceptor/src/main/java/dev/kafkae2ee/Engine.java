@@ -81,12 +81,16 @@ final class Engine implements AutoCloseable {
         while (true) {
             int n = users.get();
             if (n < 0) {
-                throw new E2eeException(E2eeException.Kind.INTERNAL, null, "the kafka-e2ee engine is closed");
+                throw closed();
             }
             if (users.compareAndSet(n, n + 1)) {
                 return handle;
             }
         }
+    }
+
+    private static E2eeException closed() {
+        return new E2eeException(E2eeException.Kind.INTERNAL, null, "the kafka-e2ee engine is closed");
     }
 
     private void release() {
@@ -150,6 +154,9 @@ final class Engine implements AutoCloseable {
     }
 
     boolean isProtected(String topic) {
+        if (users.get() < 0) { // a cached answer must not outlive close()
+            throw closed();
+        }
         return topic(topic).isProtected;
     }
 

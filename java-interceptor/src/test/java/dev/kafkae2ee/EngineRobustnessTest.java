@@ -216,12 +216,13 @@ class EngineRobustnessTest {
         for (int i = 0; i < 20; i++) {
             bad.add(RANDOM.nextLong());
         }
+        byte[] topic = "t".getBytes(java.nio.charset.StandardCharsets.UTF_8);
         for (long h : bad) {
             assertTrue(callNative("destroy0", h) instanceof E2eeException, "destroy0(" + h + ")");
             for (Object[] call : new Object[][] {
-                {"seal0", h, "t", Engine.BIND_NULL, null, new byte[4]},
-                {"open0", h, "t", header, Engine.BIND_NULL, null, new byte[4]},
-                {"wantStatus0", h, "t", header},
+                {"seal0", h, topic, Engine.BIND_NULL, null, new byte[4], new byte[Engine.HEADER_LEN]},
+                {"open0", h, topic, header, Engine.BIND_NULL, null, new byte[4]},
+                {"wantStatus0", h, topic, header},
                 {"isProtected0", h, "t"},
                 {"keyGeneration0", h},
                 {"handleControl0", h, 0L, new byte[1]},
