@@ -385,11 +385,11 @@ fn check_properties(props: &[Property], java: bool, r: &mut Report) -> Values {
         );
     }
     let cipher = value("e2ee.cipher");
-    if Cipher::from_name(&cipher).is_none() {
+    if cipher != "auto" && Cipher::from_name(&cipher).is_none() {
         r.problem(
             "e2ee.cipher",
             format!("'{cipher}' is not a cipher"),
-            "use chacha20-poly1305 (the default) or aes-256-gcm",
+            "use auto (the default), aes-256-gcm or chacha20-poly1305",
         );
     }
     let compression = value("e2ee.compression");

@@ -320,3 +320,30 @@ def check_round_trip(built, kafka, creds, tmp_path, host, topic, values, e2ee_co
         r = app(built, "consume", str(cons), topic, str(RECORDS), "120000", "bytes")
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
         assert r.stdout.splitlines() == values
+
+
+def cpu_has_aes() -> bool:
+    flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("flags")), [])
+    return "aes" in flags and "pclmulqdq" in flags
+
+
+def test_the_default_cipher_is_aes_256_gcm_exactly_where_the_cpu_has_aes_instructions(built, kafka, creds, tmp_path):
+    """e2ee.cipher=auto (the default) on both hosts: the headers name
+    AES-256-GCM iff this CPU has AES-NI and PCLMULQDQ."""
+    want = AES_256_GCM if cpu_has_aes() else 0
+    topic, p, n = "auto-cipher-java", prefix(), 20
+    kafka.create_topic(topic)
+    prod = props(tmp_path / "p.properties", kafka.bootstrap, **e2ee(creds, "writer"),
+                 key_serializer=STRING_SER, value_serializer="dev.kafkae2ee.EncryptingSerializer",
+                 e2ee_inner_value_serializer=STRING_SER)
+    with producing(built, prod, topic, p, n, "string") as producer:
+        records = raw_records(kafka, topic, n)
+        assert producer.close().returncode == 0
+    assert [h["e2ee"][1] & AES_256_GCM for _, h in records] == [want] * n
+
+    topic2 = "auto-cipher-rdkafka"
+    kafka.create_topic(topic2)
+    r = kcat(kafka, creds, "writer", "-P", "-t", topic2, input="".join(f"{p}-{i}\n" for i in range(n)))
+    assert r.returncode == 0, r.stderr
+    assert [h["e2ee"][1] & AES_256_GCM for _, h in raw_records(kafka, topic2, n)] == [want] * n

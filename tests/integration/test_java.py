@@ -268,7 +268,7 @@ def test_plaintext_record_on_protected_topic_is_rejected(built, kafka, creds, tm
         ("expired-credential", "e2ee.credential"),
         ("no-such-inner-serializer", "e2ee.inner.value.serializer"),
         ("typo", "e2ee.key.rotation.msec"),
-        ("bad-cipher", "e2ee.cipher: String must be one of: chacha20-poly1305, aes-256-gcm"),
+        ("bad-cipher", "e2ee.cipher: String must be one of: auto, chacha20-poly1305, aes-256-gcm"),
         ("bad-compression", "e2ee.compression: String must be one of: none, zstd, lz4"),
     ],
 )

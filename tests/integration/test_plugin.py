@@ -140,7 +140,7 @@ def test_bad_config_fails_client_creation_naming_the_property(broker, creds, tmp
         assert p.returncode != 0, (prop, p.stderr)
         assert prop.strip() in p.stderr, (prop, p.stderr)
     # A bad cipher or compression names the property and the values it takes.
-    for setting, fix in [("e2ee.cipher=aes-128-gcm", "e2ee.cipher: must be chacha20-poly1305 or aes-256-gcm"),
+    for setting, fix in [("e2ee.cipher=aes-128-gcm", "e2ee.cipher: must be auto, chacha20-poly1305 or aes-256-gcm"),
                          ("e2ee.compression=gzip", "e2ee.compression: must be none, zstd or lz4")]:
         p = subprocess.run(
             ["kcat", "-b", broker.bootstrap, "-P", "-t", "never", "-X", f"plugin.library.paths={PLUGIN}",
