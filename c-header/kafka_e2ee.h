@@ -8,6 +8,19 @@
 #include <stdint.h>
 #include <stddef.h>
 
+// Success.
+#define KAFKA_E2EE_OK 0
+
+// A required pointer argument was NULL.
+#define KAFKA_E2EE_ERR_NULL 1
+
+// The buffer is too small for the answer; nothing was written. Try again
+// with a larger one (about 1 KiB per engine is enough).
+#define KAFKA_E2EE_ERR_BUFFER_TOO_SMALL 2
+
+// An internal error (a caught panic); nothing was written.
+#define KAFKA_E2EE_ERR_INTERNAL 3
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -15,6 +28,19 @@ extern "C" {
 // The version of this library, e.g. "0.1.0", as a static NUL-terminated
 // string. Never NULL; the caller must not free it.
 const char *kafka_e2ee_version(void);
+
+// Writes the counters of every kafka-e2ee engine alive in this process
+// (one per cluster and credential, shared by the librdkafka plugin's
+// clients and the JNI library's) into `buf` as one NUL-terminated JSON
+// object: `{"engines":[{"instance":"<hex id>","credential":"<name>",
+// "cluster":"<bootstrap servers>","records_opened":N,...}]}`; the counter
+// names are listed in docs/OPERATIONS.md. On success `*written` is the
+// length without the NUL. `buf` and `written` are written only on success.
+//
+// # Safety
+// `buf` must be NULL or point to `len` writable bytes; `written` must be
+// NULL or point to a writable `size_t`.
+int32_t kafka_e2ee_metrics_json(char *buf, size_t len, size_t *written);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -42,6 +42,11 @@ pub struct EngineConfig {
     pub clock_skew_ms: u64,
     /// The longest the engine sleeps between ticks.
     pub housekeeping_ms: u64,
+    /// At most this many Hellos are answered per second (burst as many).
+    /// Answering one costs three X25519 operations before the sender is
+    /// known, so this bounds what forged Hellos can cost; honest peers whose
+    /// Hello is dropped retry after `handshake_timeout_ms`.
+    pub handshakes_per_sec: u32,
 }
 
 impl Default for EngineConfig {
@@ -56,6 +61,7 @@ impl Default for EngineConfig {
             want_ttl_ms: 10 * 60 * 1000,
             clock_skew_ms: 5 * 60 * 1000,
             housekeeping_ms: 1000,
+            handshakes_per_sec: 100,
         }
     }
 }
@@ -122,6 +128,13 @@ macro_rules! counters {
                 MetricsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
             }
         }
+        impl MetricsSnapshot {
+            /// Every counter with its name, in declaration order (for hosts
+            /// that export them all, e.g. as JSON).
+            pub fn named(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name),)*]
+            }
+        }
     };
 }
 
@@ -131,6 +144,7 @@ counters! {
     records_rejected => add_rejected,
     records_missing_header => add_missing_header,
     records_key_unavailable => add_key_unavailable,
+    records_failed => add_record_failed,
     control_rejected => add_control_rejected,
     keys_served => add_key_served,
     keys_received => add_key_received,
@@ -345,6 +359,13 @@ impl Engine {
             self.exchange().want(key_id, topic)
         };
         Err(Error::KeyUnavailable { key_id, reason })
+    }
+
+    /// A host calls this once for each record it finally gave up on: handed
+    /// to the app's error path, or dropped. `open` counts every attempt
+    /// (a host retries while it waits for a key); this counts records.
+    pub fn note_record_failed(&self) {
+        self.shared.metrics.add_record_failed();
     }
 
     /// Whether a key is held now, without asking for it.

@@ -36,6 +36,9 @@ pub enum ControlError {
     Unauthorized,
     /// The message belongs to no known session or handshake.
     UnknownSession,
+    /// A Hello arrived while this instance was answering as many handshakes
+    /// as it allows per second; it was dropped (the peer retries).
+    Busy,
 }
 
 impl fmt::Display for ControlError {
@@ -47,6 +50,7 @@ impl fmt::Display for ControlError {
             ControlError::Untrusted(e) => write!(f, "the peer's credential was rejected: {e}"),
             ControlError::Unauthorized => f.write_str("the peer's credential does not match the key it proved, or does not allow what it sent"),
             ControlError::UnknownSession => f.write_str("no such session or handshake (expired, duplicate, or forged)"),
+            ControlError::Busy => f.write_str("too many handshakes this second; a Hello was dropped (the peer retries)"),
         }
     }
 }

@@ -19,7 +19,13 @@ use kafka_e2ee_core::exchange::wire::{decode_batch, Envelope};
 use kafka_e2ee_core::format::KeyBinding;
 
 fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/control_message")
+    target_corpus("control_message")
+}
+
+fn target_corpus(target: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target)
 }
 
 #[test]
@@ -29,14 +35,25 @@ fn control_corpus_round_trips_and_never_panics_an_engine() {
     let engine = w.engine(id, None);
     let mut files = 0;
     let mut decoded = 0;
-    for entry in std::fs::read_dir(corpus_dir()).unwrap() {
+    // The engine_control target keeps its own corpus (seeded with the same
+    // exchange); both get both checks.
+    let entries = ["control_message", "engine_control"]
+        .iter()
+        .flat_map(|t| std::fs::read_dir(target_corpus(t)).unwrap());
+    for (n, entry) in entries.enumerate() {
         let data = std::fs::read(entry.unwrap().path()).unwrap();
         if let Ok(env) = Envelope::decode(&data) {
             assert_eq!(env.encode(), data);
             decoded += 1;
         }
         let _ = decode_batch(&data);
-        let _ = engine.handle_control(T0, &data);
+        // As in the fuzz target: the clock moves, so the handshake budget
+        // refills and timers run.
+        let now = T0 + u64::try_from(n).unwrap();
+        let _ = engine.handle_control(now, &data);
+        if n % 1000 == 0 {
+            engine.handle_timeout(now).unwrap();
+        }
         while engine.poll_transmit().is_some() {}
         files += 1;
     }

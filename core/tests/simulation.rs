@@ -14,6 +14,7 @@
 )]
 
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
 use kafka_e2ee_core::format::{KeyBinding, KeyId, RecordHeader};
@@ -97,6 +98,9 @@ struct Params {
     records_per_producer: usize,
 }
 
+/// A control message on its way to one reader: (receiver node, bytes).
+type Delivery = (usize, Rc<[u8]>);
+
 struct Sim {
     seed: u64,
     rng: ChaCha20Rng,
@@ -107,11 +111,12 @@ struct Sim {
     config: EngineConfig,
     nodes: Vec<Node>,
     records: Vec<Record>,
-    /// (deliver_at, seq) -> (receiver node, bytes)
-    net: BTreeMap<(u64, u64), (usize, Vec<u8>)>,
+    /// (deliver_at, seq) -> (receiver node, bytes). Every reader gets the
+    /// same bytes, so they are shared rather than copied per reader.
+    net: BTreeMap<(u64, u64), Delivery>,
     seq: u64,
     /// Every control message seen, for the attacker to replay.
-    captured: Vec<Vec<u8>>,
+    captured: Vec<Rc<[u8]>>,
     p: Params,
     forged_rejected: u64,
 }
@@ -313,7 +318,8 @@ impl Sim {
     }
 
     fn send(&mut self, from: usize, bytes: Vec<u8>) {
-        self.captured.push(bytes.clone());
+        let bytes: Rc<[u8]> = bytes.into();
+        self.captured.push(Rc::clone(&bytes));
         // The control topic is read by every instance; each delivery may be
         // lost, duplicated or delayed independently (which also reorders).
         for to in 0..self.nodes.len() {
@@ -331,7 +337,7 @@ impl Sim {
             for _ in 0..copies {
                 let at = self.now + 1 + self.rng.next_u64() % self.p.max_delay_ms.max(1);
                 self.seq += 1;
-                self.net.insert((at, self.seq), (to, bytes.clone()));
+                self.net.insert((at, self.seq), (to, Rc::clone(&bytes)));
             }
         }
     }
@@ -355,7 +361,7 @@ impl Sim {
             return;
         }
         let idx = self.rng.next_u64() as usize % self.captured.len();
-        let mut msg = self.captured[idx].clone();
+        let mut msg = self.captured[idx].to_vec();
         match self.rng.next_u64() % 3 {
             0 => {} // replay as is
             1 => {
@@ -373,7 +379,7 @@ impl Sim {
         }
         let to = self.rng.next_u64() as usize % self.nodes.len();
         self.seq += 1;
-        self.net.insert((self.now + 1, self.seq), (to, msg));
+        self.net.insert((self.now + 1, self.seq), (to, msg.into()));
     }
 
     fn produce(&mut self, i: usize) {
@@ -540,6 +546,8 @@ impl Sim {
                 }
                 self.drain(to);
             }
+            // Outboxes only fill in the engine calls below and above, each
+            // followed by a drain: an idle node is not polled.
             for i in 0..self.nodes.len() {
                 if let Some(engine) = self.nodes[i].engine.as_ref() {
                     if self.nodes[i].next_tick <= self.now {
@@ -547,9 +555,9 @@ impl Sim {
                             .handle_timeout(self.now)
                             .unwrap_or_else(|e| panic!("seed {}: tick: {e}", self.seed));
                         self.nodes[i].next_tick = engine.poll_timeout().max(self.now + 1);
+                        self.drain(i);
                     }
                 }
-                self.drain(i);
             }
             for i in 0..self.nodes.len() {
                 if self.nodes[i].kind == Kind::Producer
@@ -558,6 +566,7 @@ impl Sim {
                     && produced[i] < self.p.records_per_producer
                 {
                     self.produce(i);
+                    self.drain(i);
                     produced[i] += 1;
                     next_produce[i] = self.now + 50 + self.rng.next_u64() % (2 * SEC);
                 }

@@ -313,3 +313,69 @@ pub fn shared_engine(cluster: &str, cfg: &HostConfig) -> Result<(Arc<Engine>, bo
     reg.insert(key, Arc::downgrade(&engine));
     Ok((engine, true))
 }
+
+/// The engines alive in this process, each with its cluster (the bootstrap
+/// servers string its clients were made with).
+pub fn live_engines() -> Vec<(String, Arc<Engine>)> {
+    let reg = registry().lock().unwrap_or_else(PoisonError::into_inner);
+    let mut out: Vec<(String, Arc<Engine>)> = reg
+        .iter()
+        .filter_map(|(key, weak)| {
+            let cluster = key.split('\u{0}').nth(1).unwrap_or_default().to_owned();
+            weak.upgrade().map(|e| (cluster, e))
+        })
+        .collect();
+    out.sort_by_key(|(_, e)| e.instance_id().0);
+    out
+}
+
+/// One engine's counters as a JSON object: its instance id, credential name
+/// and cluster, then every counter by name. Names and counts only: nothing
+/// secret.
+pub fn metrics_json(cluster: &str, engine: &Engine) -> String {
+    let mut out = format!(
+        "{{\"instance\":\"{}\",\"credential\":{},\"cluster\":{}",
+        engine.instance_id(),
+        json_string(engine.identity().credential().name()),
+        json_string(cluster)
+    );
+    for (name, value) in engine.metrics().named() {
+        out.push_str(&format!(",\"{name}\":{value}"));
+    }
+    out.push('}');
+    out
+}
+
+/// One line for a log: the instance and every counter as `name=value`.
+pub fn metrics_line(engine: &Engine) -> String {
+    let mut out = format!("instance={}", engine.instance_id());
+    for (name, value) in engine.metrics().named() {
+        out.push_str(&format!(" {name}={value}"));
+    }
+    out
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_string;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_string("a\"b\\c\n"), "\"a\\\"b\\\\c\\u000a\"");
+    }
+}

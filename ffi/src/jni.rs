@@ -1,24 +1,32 @@
 //! The JNI exports behind `dev.kafkae2ee.Engine` (java-interceptor/).
 //!
 //! Conventions (after zstd-jni and libsignal):
-//! - An engine is an opaque `long`: the raw pointer of an `Arc<Engine>`. The
-//!   Java `Engine` object owns it and refuses to close it while a call is in
-//!   flight, so every entry may borrow it for the duration of the call.
+//! - An engine is an opaque `long`: a number, never reused, that names an
+//!   `Arc<Engine>` in a table of live handles (not a pointer). A closed,
+//!   stale or forged handle finds nothing and throws, so even a caller that
+//!   gets around `Engine.java` (its close refuses while a call is in flight)
+//!   cannot make native code touch freed memory.
 //! - Java validates arguments; the natives stay a few lines each.
 //! - Every entry runs inside [`entry`], which catches panics and turns every
 //!   error into one Java exception type, `dev.kafkae2ee.E2eeException`, with
 //!   a kind code (the `KIND_*` constants mirror `E2eeException.Kind`).
 //! - `seal` and `open` work in place on the Java `byte[]` the caller owns,
-//!   pinned with `GetPrimitiveArrayCritical` (no copy on HotSpot).
+//!   pinned with `GetPrimitiveArrayCritical` (no copy on HotSpot); one JNI
+//!   call per record. The topic name (UTF-8, cached per topic in Java), the
+//!   record header and key are copied onto the stack: the glue allocates
+//!   nothing per record, and `seal` writes the header into an array Java
+//!   allocated (jni_no_alloc test).
 //! - No message carries key material, plaintext or ciphertext.
 
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use jni::objects::{JByteArray, JClass, JObject, JObjectArray, JString, JValue, ReleaseMode};
-use jni::sys::{jboolean, jbyteArray, jint, jlong, jlongArray, jobjectArray, jstring};
+use jni::sys::{jboolean, jint, jlong, jlongArray, jobjectArray, jstring};
 use jni::JNIEnv;
-use kafka_e2ee_core::format::{KeyBinding, KeyId, RecordHeader};
+use kafka_e2ee_core::format::{KeyBinding, KeyId, RecordHeader, HEADER_LEN};
 use kafka_e2ee_core::{Engine, Error, KeyUnavailable, Opened};
 
 use crate::host::{self, ConfigError, HostConfig};
@@ -167,16 +175,25 @@ fn throw(env: &mut JNIEnv<'_>, kind: jint, property: Option<&str>, message: &str
     }
 }
 
-/// Borrows the engine behind a handle. Java keeps the handle alive for the
-/// duration of every call (Engine.java refuses close while in use).
-fn engine<'a>(handle: jlong) -> Result<&'a Engine> {
-    if handle == 0 {
-        return Err(Failure::new(KIND_INTERNAL, "the engine is closed"));
-    }
-    // SAFETY: a non-zero handle is a pointer from Arc::into_raw in create0
-    // whose strong count destroy0 has not yet released (Engine.java's
-    // in-use guard orders every call before destroy0).
-    Ok(unsafe { &*(handle as *const Engine) })
+/// The engines Java holds, by handle. A read lock and an `Arc` clone per
+/// call: small next to a JNI crossing and an AEAD.
+fn handles() -> &'static RwLock<HashMap<jlong, Arc<Engine>>> {
+    static HANDLES: OnceLock<RwLock<HashMap<jlong, Arc<Engine>>>> = OnceLock::new();
+    HANDLES.get_or_init(|| RwLock::new(HashMap::new()))
+}
+
+/// Handles count up from 1 and are never reused (0 is never a handle).
+static NEXT_HANDLE: AtomicI64 = AtomicI64::new(1);
+
+/// The engine behind a handle, kept alive for the call even if another
+/// thread closes the handle meanwhile.
+fn engine(handle: jlong) -> Result<Arc<Engine>> {
+    handles()
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&handle)
+        .cloned()
+        .ok_or_else(|| Failure::new(KIND_INTERNAL, "the kafka-e2ee engine is closed"))
 }
 
 fn string(env: &mut JNIEnv<'_>, s: &JString<'_>) -> Result<String> {
@@ -186,14 +203,56 @@ fn string(env: &mut JNIEnv<'_>, s: &JString<'_>) -> Result<String> {
     Ok(env.get_string(s)?.into())
 }
 
-fn binding_bytes(
-    env: &mut JNIEnv<'_>,
-    binding: jint,
-    key: &JByteArray<'_>,
-) -> Result<Option<Vec<u8>>> {
+/// Up to this many bytes of a small Java array (topic name, record header,
+/// record key) are copied onto the stack; only longer ones go to the heap.
+/// Kafka topic names are at most 249 bytes and the header is 34.
+const STACK_BYTES: usize = 256;
+
+/// The bytes of a small Java `byte[]`, copied out with one
+/// `GetByteArrayRegion` (no allocation up to `STACK_BYTES`).
+struct Small {
+    stack: [i8; STACK_BYTES],
+    len: usize,
+    heap: Vec<i8>,
+}
+
+impl Small {
+    fn read(env: &JNIEnv<'_>, array: &JByteArray<'_>) -> Result<Small> {
+        if array.is_null() {
+            return Err(Failure::new(KIND_INTERNAL, "a required array is null"));
+        }
+        let len = usize::try_from(env.get_array_length(array)?).unwrap_or(0);
+        let mut small = Small {
+            stack: [0; STACK_BYTES],
+            len,
+            heap: Vec::new(),
+        };
+        if let Some(buf) = small.stack.get_mut(..len) {
+            env.get_byte_array_region(array, 0, buf)?;
+        } else {
+            small.heap = vec![0; len];
+            env.get_byte_array_region(array, 0, &mut small.heap)?;
+        }
+        Ok(small)
+    }
+
+    fn bytes(&self) -> &[u8] {
+        let signed = self.stack.get(..self.len).unwrap_or(&self.heap);
+        // SAFETY: i8 and u8 have the same size and alignment.
+        unsafe { std::slice::from_raw_parts(signed.as_ptr().cast::<u8>(), signed.len()) }
+    }
+
+    /// As a topic name: Java hands over its UTF-8 encoding (Engine.java).
+    fn topic(&self) -> Result<&str> {
+        std::str::from_utf8(self.bytes())
+            .map_err(|_| Failure::new(KIND_INTERNAL, "the topic name is not UTF-8"))
+    }
+}
+
+fn binding_bytes(env: &JNIEnv<'_>, binding: jint, key: &JByteArray<'_>) -> Result<Option<Small>> {
     match binding {
         BIND_UNBOUND | BIND_NULL => Ok(None),
-        BIND_BYTES if !key.is_null() => Ok(Some(env.convert_byte_array(key)?)),
+        BIND_BYTES if !key.is_null() => Ok(Some(Small::read(env, key)?)),
         _ => Err(Failure::new(KIND_INTERNAL, "invalid record-key binding")),
     }
 }
@@ -258,7 +317,12 @@ pub extern "system" fn Java_dev_kafkae2ee_Engine_create0<'l>(
         }
         let cfg = HostConfig::from_properties(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
         let (engine, _new) = host::shared_engine(&cluster, &cfg)?;
-        Ok(Arc::into_raw(engine) as jlong)
+        let handle = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
+        handles()
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(handle, engine);
+        Ok(handle)
     })
 }
 
@@ -270,38 +334,61 @@ pub extern "system" fn Java_dev_kafkae2ee_Engine_destroy0<'l>(
     handle: jlong,
 ) {
     entry(&mut env, |_| {
-        if handle != 0 {
-            // SAFETY: the handle came from Arc::into_raw in create0, and Java
-            // calls destroy0 once, after the last call that uses it.
-            drop(unsafe { Arc::from_raw(handle as *const Engine) });
+        let released = handles()
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&handle);
+        // Dropped outside the lock: the last share stops the engine.
+        match released {
+            Some(engine) => {
+                drop(engine);
+                Ok(())
+            }
+            None => Err(Failure::new(
+                KIND_INTERNAL,
+                "the kafka-e2ee engine is already closed",
+            )),
         }
-        Ok(())
     })
 }
 
-/// `static native byte[] seal0(long, String topic, int binding, byte[] key,
-/// byte[] value)`: encrypts `value` in place; returns the `e2ee` header value.
+/// `static native void seal0(long, byte[] topic, int binding, byte[] key,
+/// byte[] value, byte[] header)`: encrypts `value` in place and writes the
+/// `e2ee` header value into `header` (HEADER_LEN bytes, allocated by Java).
+/// `topic` is the topic name in UTF-8, cached per topic by Engine.java.
 #[no_mangle]
 pub extern "system" fn Java_dev_kafkae2ee_Engine_seal0<'l>(
     mut env: JNIEnv<'l>,
     _: JClass<'l>,
     handle: jlong,
-    topic: JString<'l>,
+    topic: JByteArray<'l>,
     binding: jint,
     key: JByteArray<'l>,
     value: JByteArray<'l>,
-) -> jbyteArray {
+    header: JByteArray<'l>,
+) {
     entry(&mut env, |env| {
         let engine = engine(handle)?;
-        let topic = string(env, &topic)?;
+        let topic = Small::read(env, &topic)?;
         let key = binding_bytes(env, binding, &key)?;
-        let bind = key_binding(binding, key.as_deref());
-        let header = with_bytes(env, &value, |v| engine.seal(&topic, bind, v))??;
-        Ok(env.byte_array_from_slice(&header)?.into_raw())
+        if header.is_null() || env.get_array_length(&header)? != HEADER_LEN as i32 {
+            return Err(Failure::new(
+                KIND_INTERNAL,
+                "the header array has the wrong length",
+            ));
+        }
+        let bind = key_binding(binding, key.as_ref().map(Small::bytes));
+        let topic = topic.topic()?;
+        let sealed = with_bytes(env, &value, |v| engine.seal(topic, bind, v))??;
+        // SAFETY: i8 and u8 have the same size and alignment.
+        let signed =
+            unsafe { std::slice::from_raw_parts(sealed.as_ptr().cast::<i8>(), sealed.len()) };
+        env.set_byte_array_region(&header, 0, signed)?;
+        Ok(())
     })
 }
 
-/// `static native boolean open0(long, String topic, byte[] header, int
+/// `static native boolean open0(long, byte[] topic, byte[] header, int
 /// binding, byte[] key, byte[] value)`: decrypts `value` in place; true if
 /// it was decrypted, false if it is plaintext of an unprotected topic.
 #[no_mangle]
@@ -309,7 +396,7 @@ pub extern "system" fn Java_dev_kafkae2ee_Engine_open0<'l>(
     mut env: JNIEnv<'l>,
     _: JClass<'l>,
     handle: jlong,
-    topic: JString<'l>,
+    topic: JByteArray<'l>,
     header: JByteArray<'l>,
     binding: jint,
     key: JByteArray<'l>,
@@ -317,22 +404,22 @@ pub extern "system" fn Java_dev_kafkae2ee_Engine_open0<'l>(
 ) -> jboolean {
     entry(&mut env, |env| {
         let engine = engine(handle)?;
-        let topic = string(env, &topic)?;
+        let topic = Small::read(env, &topic)?;
         let header = if header.is_null() {
             None
         } else {
-            Some(env.convert_byte_array(&header)?)
+            Some(Small::read(env, &header)?)
         };
         let key = binding_bytes(env, binding, &key)?;
-        let bind = key_binding(binding, key.as_deref());
-        let opened = with_bytes(env, &value, |v| {
-            engine.open(&topic, header.as_deref(), bind, v)
-        })??;
+        let bind = key_binding(binding, key.as_ref().map(Small::bytes));
+        let topic = topic.topic()?;
+        let header = header.as_ref().map(Small::bytes);
+        let opened = with_bytes(env, &value, |v| engine.open(topic, header, bind, v))??;
         Ok(u8::from(opened == Opened::Decrypted))
     })
 }
 
-/// `static native int wantStatus0(long, String topic, byte[] header)`: -1 if
+/// `static native int wantStatus0(long, byte[] topic, byte[] header)`: -1 if
 /// the record's key is held or not asked for, else the E2eeException kind
 /// of why it is missing (KEY_PENDING, KEY_REFUSED, ...).
 #[no_mangle]
@@ -340,15 +427,17 @@ pub extern "system" fn Java_dev_kafkae2ee_Engine_wantStatus0<'l>(
     mut env: JNIEnv<'l>,
     _: JClass<'l>,
     handle: jlong,
-    topic: JString<'l>,
+    topic: JByteArray<'l>,
     header: JByteArray<'l>,
 ) -> jint {
     entry(&mut env, |env| {
         let engine = engine(handle)?;
-        let topic = string(env, &topic)?;
-        let header = env.convert_byte_array(&header)?;
-        let key_id: KeyId = RecordHeader::decode(&header).map_err(Error::Format)?.key_id;
-        Ok(match engine.want_status(key_id, &topic) {
+        let topic = Small::read(env, &topic)?;
+        let header = Small::read(env, &header)?;
+        let key_id: KeyId = RecordHeader::decode(header.bytes())
+            .map_err(Error::Format)?
+            .key_id;
+        Ok(match engine.want_status(key_id, topic.topic()?) {
             None => -1,
             Some(KeyUnavailable::Pending) => KIND_KEY_PENDING,
             Some(KeyUnavailable::Expired) => KIND_KEY_EXPIRED,

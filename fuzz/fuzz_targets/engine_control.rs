@@ -1,7 +1,15 @@
 //! The engine's control-message input: arbitrary bytes (and bytes framed as
 //! a control message) must never panic an engine, whatever state it is in.
+//!
+//! One engine lives across inputs, so its state (pending handshakes, wants,
+//! answer logs) builds up as it would under a flood. Its clock advances 1 ms
+//! per input, and its timers run once per virtual second, so the handshake
+//! budget refills (about one Hello in ten gets the full handshake path, as a
+//! flooded instance would) and expiry paths run too. A crash may therefore
+//! depend on earlier inputs: replay the whole corpus to reproduce it.
 #![no_main]
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use kafka_e2ee_core::trust::{Authority, Identity, TopicPattern, TrustAnchor};
@@ -18,15 +26,22 @@ fn engine() -> &'static Engine {
         let mut rng = ChaCha20Rng::seed_from_u64(1);
         let authority = Authority::generate(&mut rng);
         let all = || vec![TopicPattern::all()];
-        let id = Identity::generate("fuzz", all(), all(), T0 - 1, T0 + 1_000_000_000, &authority, &mut rng);
+        let id = Identity::generate("fuzz", all(), all(), T0 - 1, T0 + 1_000_000_000_000, &authority, &mut rng);
         let trust = TrustAnchor::from_authorities(vec![authority.public_key()]);
         Engine::new(EngineConfig::default(), id, trust, T0, Box::new(ChaCha20Rng::seed_from_u64(2)), None)
             .expect("engine")
     })
 }
 
+static INPUTS: AtomicU64 = AtomicU64::new(0);
+
 fuzz_target!(|data: &[u8]| {
     let e = engine();
-    let _ = e.handle_control(T0, data);
+    let n = INPUTS.fetch_add(1, Ordering::Relaxed);
+    let now = T0 + n;
+    let _ = e.handle_control(now, data);
+    if n % 1000 == 0 {
+        let _ = e.handle_timeout(now);
+    }
     while e.poll_transmit().is_some() {}
 });

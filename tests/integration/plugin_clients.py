@@ -6,6 +6,7 @@ PyPI, whose bundled librdkafka loads the plugin. Tests start them with
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import subprocess
@@ -26,6 +27,29 @@ def spawn(mode: str, spec: dict, env: dict[str, str] | None = None, log: Path | 
     return subprocess.Popen([sys.executable, __file__, mode, json.dumps(spec)],
                             stdout=open(log, "w") if log else subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, **(env or {})})
+
+
+PLUGIN = Path(__file__).resolve().parents[2] / "target" / "release" / "libkafka_e2ee.so"
+
+
+def engine_metrics() -> list[dict]:
+    """The counters of every kafka-e2ee engine in this process, read the way
+    a librdkafka app reads them: kafka_e2ee_metrics_json from the plugin
+    (dlopen of the same path returns the copy librdkafka loaded)."""
+    lib = ctypes.CDLL(str(PLUGIN))
+    fn = lib.kafka_e2ee_metrics_json
+    fn.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]
+    fn.restype = ctypes.c_int32
+    size = 4096
+    while True:
+        buf = ctypes.create_string_buffer(size)
+        written = ctypes.c_size_t(0)
+        rc = fn(buf, size, ctypes.byref(written))
+        if rc == 2:  # KAFKA_E2EE_ERR_BUFFER_TOO_SMALL
+            size *= 4
+            continue
+        assert rc == 0, f"kafka_e2ee_metrics_json returned {rc}"
+        return json.loads(buf.value[: written.value])["engines"]
 
 
 def conf(args: dict) -> dict:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import subprocess
 
-from test_java import JAR, ROOT, built  # noqa: F401  (pytest fixture)
+from java_clients import JAR, ROOT
+from test_java import built  # noqa: F401  (pytest fixture)
 
 
 def test_configuration_doc_java_section_matches_the_configdef(built):

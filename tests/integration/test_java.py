@@ -5,47 +5,21 @@ broker's segment files from disk."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import uuid
-from pathlib import Path
 
 import pytest
 
 import broker as test_broker
 
-ROOT = test_broker.ROOT
-CLI = ROOT / "target" / "release" / "kafka-e2ee"
-JAVA = ROOT / "java-interceptor"
-VERSION = "0.1.0"
-JAR = JAVA / "target" / f"kafka-e2ee-{VERSION}.jar"
-TEST_CLASSES = JAVA / "target" / "test-classes"
-TOOLS_LOG4J = ROOT / "scripts" / "kafka" / "tools-log4j2.properties"
-TOOLS = {
-    "console-producer": "org.apache.kafka.tools.ConsoleProducer",
-    "console-consumer": "org.apache.kafka.tools.consumer.ConsoleConsumer",
-    "producer-perf-test": "org.apache.kafka.tools.ProducerPerformance",
-    "consumer-perf-test": "org.apache.kafka.tools.ConsumerPerformance",
-}
-STRING_SER = "org.apache.kafka.common.serialization.StringSerializer"
-STRING_DE = "org.apache.kafka.common.serialization.StringDeserializer"
+from java_clients import CLI, STRING_DE, STRING_SER, TOOLS, Running, app, build, e2ee, java, props
 
 
 @pytest.fixture(scope="module")
 def built():
     """The CLI, the jar with its native library, and the test apps."""
-    if not CLI.exists():
-        subprocess.run(["cargo", "build", "--release", "-q", "-p", "kafka-e2ee-cli"], cwd=ROOT, check=True)
-    if not JAR.exists() or not (TEST_CLASSES / "dev" / "kafkae2ee" / "it" / "E2eeApp.class").exists():
-        subprocess.run([str(ROOT / "scripts" / "build-native")], cwd=ROOT, check=True)
-        subprocess.run(
-            ["mvn", "-B", "-q", "-f", str(JAVA / "pom.xml"), "package", "-DskipTests"], cwd=ROOT, check=True
-        )
-    cp = subprocess.run(
-        [str(test_broker.TEST_BROKER), "classpath"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    return f"{cp}:{JAR}:{TEST_CLASSES}"
+    return build()
 
 
 @pytest.fixture(scope="module")
@@ -84,83 +58,6 @@ def creds(built, tmp_path_factory):
         "expired": issue("expired", "--produce", "*", "--consume", "*",
                          extra=("--not-before", "2020-01-01", "--expires", "1d")),
     }
-
-
-def props(path: Path, bootstrap: str, **kv) -> Path:
-    lines = [f"bootstrap.servers={bootstrap}"]
-    lines += [f"{k.replace('_', '.')}={v}" for k, v in kv.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def e2ee(creds, who: str, **kv) -> dict:
-    return {"e2ee_credential": creds[who], "e2ee_trust": creds["trust"], **kv}
-
-
-def java(cp: str, main: str, *args: str, input: str | None = None, timeout: float = 120):
-    return subprocess.run(
-        ["java", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto",
-         f"-Dlog4j2.configurationFile={TOOLS_LOG4J}", "-cp", cp, main, *args],
-        input=input, capture_output=True, text=True, timeout=timeout,
-    )
-
-
-def app(cp, *args, timeout=120):
-    return java(cp, "dev.kafkae2ee.it.E2eeApp", *args, timeout=timeout)
-
-
-class Running:
-    """A producer process kept running (it serves the keys of what it sealed)
-    until ``close``; stdin stays open until then. ``env`` is added to its
-    environment (e.g. LD_PRELOAD and CLOCKSHIFT_MS for clockshift.c). With ``log``, stderr goes
-    to that file: a long run's logging must not fill a pipe nobody reads."""
-
-    def __init__(self, cp: str, main: str, *args: str, env: dict[str, str] | None = None,
-                 log: Path | None = None):
-        self.log = log
-        self.proc = subprocess.Popen(
-            ["java", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto",
-             f"-Dlog4j2.configurationFile={TOOLS_LOG4J}", "-cp", cp, main, *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=open(log, "w") if log else subprocess.PIPE, text=True,
-            env={**os.environ, **(env or {})},
-        )
-
-    def write(self, text: str):
-        self.proc.stdin.write(text)
-        self.proc.stdin.flush()
-
-    def wait_line(self, prefix: str, timeout: float = 120) -> str:
-        """The first stdout line starting with ``prefix``; fails if the process ends first."""
-        import select
-        import time
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stdout], [], [], 1)
-            if ready:
-                line = self.proc.stdout.readline()
-                if line.startswith(prefix):
-                    return line.strip()
-                if line == "":
-                    break
-        self.proc.kill()
-        out, err = self.proc.communicate()
-        raise AssertionError(f"no '{prefix}' line; exit {self.proc.returncode}\n{out}\n{err}")
-
-    def close(self, timeout: float = 60) -> subprocess.CompletedProcess:
-        out, err = self.proc.communicate(input=None if self.proc.stdin.closed else "", timeout=timeout)
-        if self.log:
-            err = self.log.read_text(errors="replace")
-        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate()
 
 
 def producing(cp, prod, topic, p, n, type) -> Running:
@@ -542,7 +439,9 @@ def test_tombstones_and_empty_values_round_trip(built, kafka, creds, tmp_path, p
         assert producer.close().returncode == 0
     want = ["null" if i % 3 == 0 else "" if i % 3 == 1 else f"{p}-{i:05d}" for i in range(n)]
     assert r.stdout.split("\n")[:-1] == want
-    assert "dropped" not in r.stderr
+    # E2eeApp prints the metrics on stderr (METRIC records-dropped=N): none dropped.
+    assert "kafka-e2ee dropped" not in r.stderr, r.stderr
+    assert "METRIC records-dropped=" not in r.stderr or "METRIC records-dropped=0\n" in r.stderr, r.stderr
 
 
 def test_a_key_that_never_comes_fails_the_record_after_key_wait_ms(built, kafka, creds, tmp_path):
@@ -563,3 +462,20 @@ def test_a_key_that_never_comes_fails_the_record_after_key_wait_ms(built, kafka,
     assert "KEY_PENDING" in r.stdout and "e2ee.key.wait.ms=3000" in r.stdout
     assert p not in r.stdout
     assert time.monotonic() - t0 < 30
+
+
+def test_record_path_allocates_only_its_output(built, kafka, creds, tmp_path):
+    # Counted with the JVM's per-thread allocation counter (HotPathCheck): a seal
+    # allocates its 34-byte header and nothing else, an open nothing, and the
+    # consumer interceptor decrypts and strips in place and hands back the
+    # batch itself, instead of copying every record (docs/PERFORMANCE.md).
+    cfg = props(tmp_path / "p.properties", kafka.bootstrap, **e2ee(creds, "writer"))
+    r = java(built, "dev.kafkae2ee.HotPathCheck", str(cfg), "hot-path")
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = {k: int(v) for k, v in (line.split() for line in r.stdout.splitlines())}
+    assert got["seal-bytes"] <= 64, got  # new byte[34]: 16 bytes of object header, 34 of data, padding
+    assert got["open-bytes"] == 0, got
+    assert got["consume-same-batch"] == 1, got
+    # What is left per record is Kafka's own header list iterator (RecordHeaders.remove);
+    # a copy of the value alone would be over 1,000 bytes.
+    assert got["consume-bytes"] <= 128, got

@@ -29,6 +29,22 @@ use wire::{Body, Delivery, Envelope, Inner, Refusal, SessionId, BROADCAST};
 const MAX_PENDING_HANDSHAKES: usize = 1024;
 const MAX_QUEUED_PER_PEER: usize = 256;
 const MAX_WANTS: usize = 65536;
+/// Forged wants with ever new sender ids must not grow the answer log.
+const MAX_OFFERED: usize = 65536;
+/// Room for a handshake message: ephemeral key, encrypted static key and
+/// payload tag (32 + 48 + 16), rounded up.
+const HANDSHAKE_OVERHEAD: usize = 128;
+
+/// Noise message buffers sized for what they will hold, never more than a
+/// Noise message can be: a forged message must not cost a 64 KiB buffer.
+fn noise_buffer(payload_len: usize) -> Vec<u8> {
+    vec![
+        0u8;
+        payload_len
+            .saturating_add(HANDSHAKE_OVERHEAD)
+            .min(MAX_NOISE)
+    ]
+}
 
 /// Something to send to a peer once a session exists. Offers are turned into
 /// deliveries only then, when the peer's credential is known and checked.
@@ -72,6 +88,9 @@ pub(crate) struct Exchange {
     subscribed: BTreeMap<(InstanceId, String), (KeyId, u64)>,
     /// Rate limit for answering broadcast wants.
     offered: BTreeMap<(InstanceId, KeyId, String), u64>,
+    /// Token bucket for answering handshakes (see `take_hello_token`).
+    hello_tokens: u64,
+    hello_refilled_ms: u64,
     outbox: VecDeque<ControlMessage>,
     state_dirty: bool,
 }
@@ -98,6 +117,8 @@ impl Exchange {
             served: BTreeMap::new(),
             subscribed: BTreeMap::new(),
             offered: BTreeMap::new(),
+            hello_tokens: u64::MAX,
+            hello_refilled_ms: now_ms,
             outbox: VecDeque::new(),
             state_dirty: false,
         }
@@ -468,7 +489,7 @@ impl Exchange {
         }
         let seed = self.seed();
         let mut hs = new_handshake(true, &sh.identity.private_key_bytes(), sh.me, peer, seed)?;
-        let mut buf = vec![0u8; MAX_NOISE];
+        let mut buf = noise_buffer(0);
         let n = hs
             .write_message(&[], &mut buf)
             .map_err(|_| ControlError::Malformed)?;
@@ -606,13 +627,14 @@ impl Exchange {
     // ---- receiving ---------------------------------------------------------
 
     pub(crate) fn handle_control(&mut self, sh: &Shared, bytes: &[u8]) -> Result<(), Error> {
-        let env = Envelope::decode(bytes)?;
-        if sh.is_mine(env.from) && env.from == sh.me {
+        let (from, to) = Envelope::route(bytes)?;
+        if from == sh.me {
             return Ok(()); // our own message, read back from the topic
         }
-        if env.to != BROADCAST && !sh.is_mine(env.to) {
-            return Ok(()); // for another instance
+        if to != BROADCAST && !sh.is_mine(to) {
+            return Ok(()); // for another instance: not even decoded
         }
+        let env = Envelope::decode(bytes)?;
         match env.body {
             Body::Hello { session, noise } => self.on_hello(sh, env.from, env.to, session, &noise),
             Body::HelloReply { session, noise } => {
@@ -668,14 +690,21 @@ impl Exchange {
                 self.incoming.remove(&oldest);
             }
         }
+        // Everything above was cheap; answering costs three X25519
+        // operations, and anyone who can write to the control topic can
+        // send a Hello under any name.
+        if !self.take_hello_token(sh) {
+            return Err(ControlError::Busy.into());
+        }
         let seed = self.seed();
         let mut hs = new_handshake(false, &sh.identity.private_key_bytes(), from, to, seed)?;
-        let mut scratch = vec![0u8; MAX_NOISE];
+        let mut scratch = vec![0u8; noise.len()];
         hs.read_message(noise, &mut scratch)
             .map_err(|_| ControlError::Decrypt)?;
-        let mut reply = vec![0u8; MAX_NOISE];
+        let credential = sh.identity.credential().encode();
+        let mut reply = noise_buffer(credential.len());
         let n = hs
-            .write_message(&sh.identity.credential().encode(), &mut reply)
+            .write_message(&credential, &mut reply)
             .map_err(|_| ControlError::Malformed)?;
         reply.truncate(n);
         self.incoming.insert(
@@ -696,6 +725,32 @@ impl Exchange {
             },
         );
         Ok(())
+    }
+
+    /// Whether this instance may answer one more Hello now. Handshakes are
+    /// answered at most `handshakes_per_sec` a second (with a burst of as
+    /// many), which bounds the CPU a flood of forged Hellos can cost; honest
+    /// peers whose Hello is dropped retry after their handshake timeout.
+    fn take_hello_token(&mut self, sh: &Shared) -> bool {
+        let rate = u64::from(sh.config.handshakes_per_sec.max(1));
+        let now = self.now_ms;
+        let elapsed = now.saturating_sub(self.hello_refilled_ms);
+        let earned = elapsed.saturating_mul(rate) / 1000;
+        if earned > 0 || self.hello_tokens > rate {
+            self.hello_tokens = self.hello_tokens.saturating_add(earned).min(rate);
+            // Keep the fraction of a token not yet earned.
+            self.hello_refilled_ms = if self.hello_tokens == rate {
+                now
+            } else {
+                self.hello_refilled_ms
+                    .saturating_add(earned.saturating_mul(1000) / rate)
+            };
+        }
+        if self.hello_tokens == 0 {
+            return false;
+        }
+        self.hello_tokens -= 1;
+        true
     }
 
     /// Checks a peer's credential: it must name the key the peer proved it
@@ -730,7 +785,7 @@ impl Exchange {
         let inner = self.materialize(sh, &cred, from, items);
         let batch = wire::encode_batch(&inner);
         let finish = wire::encode_finish_payload(&sh.identity.credential().encode(), &batch);
-        let mut msg = vec![0u8; MAX_NOISE];
+        let mut msg = noise_buffer(finish.len());
         let n = hs
             .state
             .write_message(&finish, &mut msg)
@@ -860,7 +915,7 @@ impl Exchange {
         // At most one answer per requester and key per window, so replayed
         // or forged wants cannot turn this instance into an amplifier.
         let k = (from, key_id, topic.clone());
-        if self.offered.contains_key(&k) {
+        if self.offered.contains_key(&k) || self.offered.len() >= MAX_OFFERED {
             return;
         }
         self.offered.insert(k, self.now_ms);
@@ -1042,7 +1097,8 @@ fn read_handshake(
         pending.insert(session, hs);
         return Err(ControlError::UnknownSession.into());
     }
-    let mut payload = Zeroizing::new(vec![0u8; MAX_NOISE]);
+    // A payload is never longer than the message that carries it.
+    let mut payload = Zeroizing::new(vec![0u8; noise.len()]);
     let n = hs
         .state
         .read_message(noise, &mut payload)

@@ -14,6 +14,10 @@ const VERSION: u8 = 1;
 pub const BROADCAST: InstanceId = InstanceId([0; 8]);
 /// Topics are at most 249 bytes in Kafka; anything longer is malformed.
 const MAX_TOPIC: usize = 249;
+/// The shortest inner message: tag, key id, topic length, one topic byte.
+const MIN_INNER_LEN: usize = 1 + 12 + 2 + 1;
+/// Magic, version, kind, from, to: what every envelope starts with.
+const ROUTE_LEN: usize = 4 + 1 + 1 + 8 + 8;
 
 pub type SessionId = [u8; 8];
 
@@ -131,6 +135,9 @@ impl<'a> Reader<'a> {
     pub fn u64(&mut self) -> Result<u64, ControlError> {
         Ok(u64::from_be_bytes(self.array()?))
     }
+    pub fn remaining(&self) -> usize {
+        self.buf.len()
+    }
     pub fn rest(&mut self) -> &'a [u8] {
         core::mem::take(&mut self.buf)
     }
@@ -205,8 +212,16 @@ impl Envelope {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Envelope, ControlError> {
-        let mut r = Reader::new(bytes);
+    /// Sender and addressee, read without decoding (or copying) the body:
+    /// every instance reads the whole control topic, and most messages are
+    /// for someone else.
+    pub fn route(bytes: &[u8]) -> Result<(InstanceId, InstanceId), ControlError> {
+        let mut r = Reader::new(bytes.get(..ROUTE_LEN).ok_or(ControlError::Malformed)?);
+        let (_, from, to) = Self::read_route(&mut r)?;
+        Ok((from, to))
+    }
+
+    fn read_route(r: &mut Reader<'_>) -> Result<(u8, InstanceId, InstanceId), ControlError> {
         if r.take(4)? != MAGIC || r.u8()? != VERSION {
             return Err(ControlError::Malformed);
         }
@@ -216,6 +231,12 @@ impl Envelope {
         if from == BROADCAST {
             return Err(ControlError::Malformed);
         }
+        Ok((kind, from, to))
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Envelope, ControlError> {
+        let mut r = Reader::new(bytes);
+        let (kind, from, to) = Self::read_route(&mut r)?;
         let body = match kind {
             1..=3 => {
                 let session = r.array()?;
@@ -294,7 +315,10 @@ pub fn encode_batch(items: &[Inner]) -> Zeroizing<Vec<u8>> {
 pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Inner>, ControlError> {
     let mut r = Reader::new(bytes);
     let count = r.u8()?;
-    let mut items = Vec::with_capacity(usize::from(count));
+    // The count is peer-controlled: reserve only what the bytes can hold, so
+    // a one-byte batch cannot make us allocate room for 255 messages.
+    let fits = r.remaining() / MIN_INNER_LEN;
+    let mut items = Vec::with_capacity(usize::from(count).min(fits));
     for _ in 0..count {
         let item = match r.u8()? {
             1 => Inner::KeyRequest {

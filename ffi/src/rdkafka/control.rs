@@ -55,7 +55,7 @@ impl KeySignal {
 /// One per engine; dropped when the last client using it is destroyed.
 #[derive(Debug)]
 pub struct ControlPlane {
-    _engine: Arc<Engine>,
+    engine: Arc<Engine>,
     pub keys: Arc<KeySignal>,
     stop: Arc<AtomicBool>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -75,6 +75,16 @@ impl Drop for ControlPlane {
             if t.thread().id() != std::thread::current().id() {
                 let _ = t.join();
             }
+        }
+        // The last client of this engine is gone: leave its counters where
+        // any app (kcat too) shows them, if something was turned away.
+        let m = self.engine.metrics();
+        if m.records_rejected + m.records_missing_header + m.records_failed + m.control_rejected > 0
+        {
+            eprintln!(
+                "kafka-e2ee: closing with rejections: {}",
+                crate::host::metrics_line(&self.engine)
+            );
         }
     }
 }
@@ -147,7 +157,7 @@ pub unsafe fn join(
         })
         .map_err(|e| format!("cannot start the control thread: {e}"))?;
     let cp = Arc::new(ControlPlane {
-        _engine: engine,
+        engine,
         keys,
         stop,
         thread: Mutex::new(Some(thread)),

@@ -139,6 +139,33 @@ pub unsafe extern "C" fn conf_init(
     unsafe { conf_init_impl(conf, plug_opaquep, errstr, errstr_size, std::ptr::null()) }
 }
 
+/// librdkafka dlopen()s the plugin for every configuration that names it and
+/// dlclose()s it when that configuration is destroyed. Unloading it would
+/// unmap code that a control thread may still be running and forget the
+/// plugin's process-wide state (the resolved librdkafka API, the engine
+/// registry) without freeing it. So the first load pins the library for the
+/// life of the process (RTLD_NODELETE), as long-lived plugins do.
+fn pin_in_memory() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: Dl_info is plain data (pointers and integers); all-zero is valid.
+        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+        let here = pin_in_memory as *const c_void;
+        // SAFETY: dladdr only reads; info is written on success.
+        if unsafe { libc::dladdr(here, &mut info) } != 0 && !info.dli_fname.is_null() {
+            // SAFETY: dli_fname is the NUL-terminated path of this library,
+            // which is loaded (RTLD_NOLOAD): this only adds NODELETE. The
+            // handle is kept on purpose.
+            unsafe {
+                libc::dlopen(
+                    info.dli_fname,
+                    libc::RTLD_NOW | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,
+                )
+            };
+        }
+    });
+}
+
 unsafe extern "C" fn conf_init_impl(
     conf: *mut Conf,
     _plug_opaquep: *mut *mut c_void,
@@ -147,6 +174,7 @@ unsafe extern "C" fn conf_init_impl(
     caller: *const c_void,
 ) -> api::Err {
     guard(-1, || {
+        pin_in_memory();
         register_fork_handler();
         // SAFETY: caller is the return address of conf_init's caller.
         match unsafe { api::for_caller(caller) } {

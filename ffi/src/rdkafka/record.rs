@@ -1,6 +1,7 @@
 //! The data path: seal in `on_send`, restore in `on_acknowledgement`,
 //! verify and decrypt in `on_consume`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::{c_void, CStr};
 use std::sync::{OnceLock, PoisonError};
@@ -76,7 +77,13 @@ unsafe fn private_flags(rkm: *const Message) -> Option<i32> {
     (flags & RD_KAFKA_MSG_F_PRODUCER != 0 && flags & !0xF_FFFF == 0).then_some(flags)
 }
 
-fn topic_of(api: &Api, m: &Message) -> Option<String> {
+/// The message's topic name, borrowed from its topic handle (no copy; Kafka
+/// topic names are ASCII, so the lossy branch only meets names no broker
+/// accepts, which the engine then refuses).
+/// # Safety
+/// The name lives as long as the message's topic handle: `'a` must not
+/// outlive the message.
+unsafe fn topic_of<'a>(api: &Api, m: &Message) -> Option<Cow<'a, str>> {
     if m.rkt.is_null() {
         return None;
     }
@@ -85,8 +92,9 @@ fn topic_of(api: &Api, m: &Message) -> Option<String> {
     if p.is_null() {
         return None;
     }
-    // SAFETY: NUL-terminated, owned by the topic.
-    Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    // SAFETY: NUL-terminated, owned by the topic handle, which outlives the
+    // message it is borrowed for.
+    Some(unsafe { CStr::from_ptr(p) }.to_string_lossy())
 }
 
 fn binding(m: &Message) -> KeyBinding<'_> {
@@ -138,7 +146,8 @@ unsafe fn send(st: &ConfState, m: *mut Message) {
     let api = &*st.api;
     // SAFETY: caller.
     let msg = unsafe { &mut *m };
-    let Some(topic) = topic_of(api, msg) else {
+    // SAFETY: the topic is used only during this call.
+    let Some(topic) = (unsafe { topic_of(api, msg) }) else {
         return;
     };
     let client = st.client.get();
@@ -259,20 +268,23 @@ pub(crate) unsafe extern "C" fn on_acknowledgement(
     })
 }
 
-fn marker_key() -> &'static [u8; 32] {
-    static KEY: OnceLock<[u8; 32]> = OnceLock::new();
-    KEY.get_or_init(|| {
-        let mut k = [0u8; 32];
-        rand_core::OsRng.fill_bytes(&mut k);
-        k
+/// The marker's HMAC, keyed once per process with a key that never leaves
+/// it; each marker starts from a clone of this state, so the key schedule
+/// (two SHA-256 blocks) is not redone per record.
+fn marker_mac() -> Option<&'static Hmac<Sha256>> {
+    static MAC: OnceLock<Option<Hmac<Sha256>>> = OnceLock::new();
+    MAC.get_or_init(|| {
+        let mut key = zeroize::Zeroizing::new([0u8; 32]);
+        rand_core::OsRng.fill_bytes(&mut key[..]);
+        <Hmac<Sha256> as Mac>::new_from_slice(&key[..]).ok()
     })
+    .as_ref()
 }
 
-fn marker(topic: &str, m: &Message, value: &[u8]) -> [u8; 16] {
-    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(marker_key()) {
-        Ok(m) => m,
-        Err(_) => return [0; 16],
-    };
+/// None only if the marker key could not be made: then no record is marked,
+/// and none is taken as marked.
+fn marker(topic: &str, m: &Message, value: &[u8]) -> Option<[u8; 16]> {
+    let mut mac = marker_mac()?.clone();
     mac.update(&(topic.len() as u64).to_be_bytes());
     mac.update(topic.as_bytes());
     mac.update(&m.partition.to_be_bytes());
@@ -280,11 +292,14 @@ fn marker(topic: &str, m: &Message, value: &[u8]) -> [u8; 16] {
     mac.update(value);
     let full = mac.finalize().into_bytes();
     let mut out = [0u8; 16];
-    out.copy_from_slice(full.get(..16).unwrap_or(&[0; 16]));
-    out
+    out.copy_from_slice(full.get(..16)?);
+    Some(out)
 }
 
-unsafe fn header_value(api: &Api, h: *mut Headers, name: &CStr) -> Option<Vec<u8>> {
+/// The value of the last header `name`, borrowed from the message's header
+/// list: valid until that list is changed, so callers use it before they
+/// remove or add a header.
+unsafe fn header_value<'a>(api: &Api, h: *mut Headers, name: &CStr) -> Option<&'a [u8]> {
     if h.is_null() {
         return None;
     }
@@ -295,10 +310,10 @@ unsafe fn header_value(api: &Api, h: *mut Headers, name: &CStr) -> Option<Vec<u8
         return None;
     }
     if v.is_null() {
-        return Some(Vec::new());
+        return Some(&[]);
     }
-    // SAFETY: v has n bytes while the list is unchanged; copied out.
-    Some(unsafe { std::slice::from_raw_parts(v.cast::<u8>(), n) }.to_vec())
+    // SAFETY: v has n bytes while the list is unchanged (caller).
+    Some(unsafe { std::slice::from_raw_parts(v.cast::<u8>(), n) })
 }
 
 pub(crate) unsafe extern "C" fn on_consume(
@@ -327,7 +342,8 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
     let api = &*st.api;
     // SAFETY: caller.
     let msg = unsafe { &mut *m };
-    let Some(topic) = topic_of(api, msg) else {
+    // SAFETY: the topic is used only during this call.
+    let Some(topic) = (unsafe { topic_of(api, msg) }) else {
         return Ok(());
     };
     let Some(client) = st.client.get() else {
@@ -357,29 +373,33 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
         // Second run for a message already decrypted here?
         // SAFETY: h is the message's list or null.
         if let Some(mark) = unsafe { header_value(api, h, OPENED) } {
-            if mark.as_slice() == marker(&topic, msg, value).as_slice() {
+            if marker(&topic, msg, value).is_some_and(|m| m.as_slice() == mark) {
                 return Ok(());
             }
         }
     }
-    let deadline = now_ms().saturating_add(client.wait_ms);
+    let mut deadline = None;
     loop {
         let generation = engine.key_generation();
-        match engine.open(&topic, header.as_deref(), binding(msg), value) {
+        match engine.open(&topic, header, binding(msg), value) {
             Ok(Opened::Plaintext) => return Ok(()),
             Ok(Opened::Decrypted) => {
-                let mark = marker(&topic, msg, value);
                 // SAFETY: h is the message's list (it held the header).
-                unsafe {
-                    (api.header_remove)(h, HEADER.as_ptr());
-                    (api.header_add)(h, OPENED.as_ptr(), -1, mark.as_ptr().cast(), 16);
+                unsafe { (api.header_remove)(h, HEADER.as_ptr()) };
+                if let Some(mark) = marker(&topic, msg, value) {
+                    // SAFETY: as above; mark is 16 bytes.
+                    unsafe { (api.header_add)(h, OPENED.as_ptr(), -1, mark.as_ptr().cast(), 16) };
                 }
                 return Ok(());
             }
             Err(Error::KeyUnavailable {
                 reason: KeyUnavailable::Pending,
                 ..
-            }) if now_ms() < deadline => {
+            }) if now_ms()
+                < *deadline.get_or_insert_with(|| now_ms().saturating_add(client.wait_ms)) =>
+            {
+                // The clock is read only once a key is missing, never per record.
+                let deadline = deadline.unwrap_or(0);
                 let waited = client.keys.as_ref().is_some_and(|k| {
                     k.wait_until(deadline, || engine.key_generation() != generation)
                 });
@@ -405,6 +425,9 @@ unsafe fn reject(st: &ConfState, rk: *mut Kafka, m: *mut Message, reason: &str) 
     let msg = unsafe { &mut *m };
     let offset = msg.offset;
     let text = format!("kafka-e2ee: record at offset {offset} rejected: {reason}");
+    if let Some(engine) = st.client.get().and_then(|c| c.engine.as_ref()) {
+        engine.note_record_failed();
+    }
     if !msg.payload.is_null() && msg.len > 0 {
         // SAFETY: the message's own writable slice; zeroed, then the reason
         // as a NUL-terminated string (rd_kafka_message_errstr reads it).
@@ -417,8 +440,9 @@ unsafe fn reject(st: &ConfState, rk: *mut Kafka, m: *mut Message, reason: &str) 
     }
     msg.err = api::ERR_VALUE_DESERIALIZATION;
     if offset >= 0 && !msg.rkt.is_null() {
-        if let Some(topic) = topic_of(api, msg) {
-            if let Ok(ct) = std::ffi::CString::new(topic) {
+        // SAFETY: the topic is used only during this call.
+        if let Some(topic) = unsafe { topic_of(api, msg) } {
+            if let Ok(ct) = std::ffi::CString::new(topic.into_owned()) {
                 // SAFETY: rk is the consuming client; list is ours.
                 unsafe {
                     let list = (api.tpl_new)(1);

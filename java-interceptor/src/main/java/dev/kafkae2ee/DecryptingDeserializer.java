@@ -1,5 +1,6 @@
 package dev.kafkae2ee;
 
+import java.lang.ref.WeakReference;
 import java.nio.ByteBuffer;
 import java.util.Map;
 import org.apache.kafka.common.config.ConfigException;
@@ -20,6 +21,38 @@ import org.apache.kafka.common.utils.Utils;
 public class DecryptingDeserializer<T> implements Deserializer<T> {
     private Deserializer<T> inner;
     private Engines.Lease lease;
+    /**
+     * The last record that failed. Kafka's fetcher parses a failing record again (on the next
+     * poll, and at once when records came before it in the same batch), so without this one
+     * record would be opened, waited for and counted two or more times.
+     */
+    private Failure lastFailure;
+
+    /** A failed record, known by where it sits in the fetch buffer Kafka keeps for it. */
+    private static final class Failure {
+        final String topic;
+        final WeakReference<byte[]> buffer;
+        final int position;
+        final SerializationException error;
+        /**
+         * A missing key may have arrived since: such a record is tried again (without a second
+         * wait), but not counted again.
+         */
+        final boolean retry;
+
+        Failure(String topic, ByteBuffer data, SerializationException error, boolean retry) {
+            this.topic = topic;
+            this.buffer = new WeakReference<>(data.array());
+            this.position = data.arrayOffset() + data.position();
+            this.error = error;
+            this.retry = retry;
+        }
+
+        boolean sameRecord(String topic, ByteBuffer data) {
+            return data.hasArray() && buffer.get() == data.array()
+                    && position == data.arrayOffset() + data.position() && this.topic.equals(topic);
+        }
+    }
 
     @Override
     @SuppressWarnings("unchecked")
@@ -66,7 +99,7 @@ public class DecryptingDeserializer<T> implements Deserializer<T> {
         if (data == null) {
             return inner.deserialize(topic, headers, (byte[]) null);
         }
-        open(topic, headers, data);
+        open(topic, headers, data, true);
         return inner.deserialize(topic, headers, data);
     }
 
@@ -76,17 +109,40 @@ public class DecryptingDeserializer<T> implements Deserializer<T> {
         if (data == null) {
             return inner.deserialize(topic, headers, (ByteBuffer) null);
         }
+        Failure last = lastFailure;
+        boolean again = last != null && last.sameRecord(topic, data);
+        if (again && !last.retry) {
+            throw last.error; // already failed, counted and reported: not opened again
+        }
         byte[] value = new byte[data.remaining()];
         data.duplicate().get(value);
-        open(topic, headers, value);
+        try {
+            open(topic, headers, value, !again);
+        } catch (SerializationException e) {
+            if (data.hasArray()) {
+                boolean pending = e.getCause() instanceof E2eeException
+                        && ((E2eeException) e.getCause()).kind() == E2eeException.Kind.KEY_PENDING;
+                lastFailure = new Failure(topic, data, e, pending);
+            }
+            throw e;
+        }
+        if (again) {
+            lastFailure = null;
+        }
         return inner.deserialize(topic, headers, value);
     }
 
-    private void open(String topic, Headers headers, byte[] value) {
+    /**
+     * Decrypts in place. {@code first}: the first attempt at this record, which waits for a
+     * missing key and counts a failure in records-failed.
+     */
+    private void open(String topic, Headers headers, byte[] value, boolean first) {
         byte[] header = RecordCrypto.header(headers);
         if (header != null && RecordCrypto.binding(header) != Engine.BIND_UNBOUND) {
             // A deserializer never sees the record key, so it cannot check a key-bound record.
-            lease.metrics.recordFailed();
+            if (first) {
+                lease.metrics.recordFailed();
+            }
             throw new SerializationException("kafka-e2ee could not decrypt a record of topic '" + topic
                     + "': its producer bound the record key (a librdkafka client with e2ee.bind.key=true), "
                     + "and a deserializer cannot see keys. Read this topic with "
@@ -94,9 +150,11 @@ public class DecryptingDeserializer<T> implements Deserializer<T> {
                     + "on its librdkafka producers.");
         }
         try {
-            RecordCrypto.open(lease, topic, header, Engine.BIND_UNBOUND, null, value, lease.keyWaitMs);
+            RecordCrypto.open(lease, topic, header, Engine.BIND_UNBOUND, null, value, first ? lease.keyWaitMs : 0);
         } catch (E2eeException e) {
-            lease.metrics.recordFailed();
+            if (first) {
+                lease.metrics.recordFailed();
+            }
             throw new SerializationException("kafka-e2ee could not decrypt a record of topic '" + topic
                     + "' (" + e.kind() + "): " + e.getMessage(), e);
         }

@@ -48,19 +48,38 @@ public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> 
         Map<TopicPartition, OffsetAndMetadata> next = Map.of();
         try {
             next = Batches.nextOffsets(records);
-            Map<TopicPartition, List<ConsumerRecord<K, V>>> out = new HashMap<>();
+            // Built only once a record is dropped or replaced: in the steady state every byte[]
+            // value is decrypted in place and its header stripped in place, and the batch
+            // itself is returned.
+            Map<TopicPartition, List<ConsumerRecord<K, V>>> out = null;
             Set<String> keysGivenUp = new HashSet<>();
             for (TopicPartition tp : records.partitions()) {
-                List<ConsumerRecord<K, V>> kept = new ArrayList<>();
-                for (ConsumerRecord<K, V> r : records.records(tp)) {
+                List<ConsumerRecord<K, V>> in = records.records(tp);
+                List<ConsumerRecord<K, V>> kept = null;
+                for (int i = 0; i < in.size(); i++) {
+                    ConsumerRecord<K, V> r = in.get(i);
                     ConsumerRecord<K, V> opened = open(r, keysGivenUp);
-                    if (opened != null) {
+                    if (opened != r && kept == null) {
+                        kept = new ArrayList<>(in.subList(0, i));
+                    }
+                    if (kept != null && opened != null) {
                         kept.add(opened);
                     }
                 }
-                out.put(tp, kept);
+                if (kept != null && out == null) {
+                    out = new HashMap<>();
+                    for (TopicPartition done : records.partitions()) {
+                        if (done.equals(tp)) {
+                            break;
+                        }
+                        out.put(done, records.records(done));
+                    }
+                }
+                if (out != null) {
+                    out.put(tp, kept != null ? kept : in);
+                }
             }
-            return Batches.of(out, next);
+            return out == null ? records : Batches.of(out, next);
         } catch (Throwable t) {
             // Never return the input: it holds ciphertext.
             try {
@@ -77,7 +96,10 @@ public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> 
         }
     }
 
-    /** The decrypted record, the record itself if it needs no decryption, or null to drop it. */
+    /**
+     * The decrypted record (the record itself when its byte[] value was decrypted and its header
+     * stripped in place), the record itself if it needs no decryption, or null to drop it.
+     */
     @SuppressWarnings("unchecked")
     private ConsumerRecord<K, V> open(ConsumerRecord<K, V> r, Set<String> keysGivenUp) {
         try {
@@ -99,15 +121,19 @@ public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> 
             if (binding == Engine.BIND_BYTES && key == null) {
                 binding = Engine.BIND_NULL; // the engine names the mismatch
             }
-            String keyId = RecordCrypto.keyId(header);
-            long wait = keysGivenUp.contains(keyId) ? 0 : lease.keyWaitMs;
+            // A key this batch already waited for in vain is not waited for again.
+            long wait = !keysGivenUp.isEmpty() && keysGivenUp.contains(RecordCrypto.keyId(header))
+                    ? 0 : lease.keyWaitMs;
             try {
                 RecordCrypto.open(lease, r.topic(), header, binding, key, bytes, wait);
             } catch (E2eeException e) {
                 if (e.kind() == E2eeException.Kind.KEY_PENDING) {
-                    keysGivenUp.add(keyId);
+                    keysGivenUp.add(RecordCrypto.keyId(header));
                 }
                 return drop(r, e.kind() + ": " + e.getMessage());
+            }
+            if (value instanceof byte[] && (header == null || RecordCrypto.strip(r.headers()))) {
+                return r;
             }
             RecordHeaders headers = new RecordHeaders(r.headers().toArray());
             headers.remove(RecordCrypto.HEADER);

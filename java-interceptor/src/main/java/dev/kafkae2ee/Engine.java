@@ -1,6 +1,8 @@
 package dev.kafkae2ee;
 
+import java.nio.charset.StandardCharsets;
 import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicInteger;
 
 /**
@@ -32,7 +34,25 @@ final class Engine implements AutoCloseable {
         "handshakes",
     };
 
+    /** The length of the e2ee header value (format v1). */
+    static final int HEADER_LEN = 34;
+    /** Past this many distinct topics, topic facts are computed per call instead of cached. */
+    private static final int MAX_CACHED_TOPICS = 10_000;
+
+    /** What the record path needs of a topic, computed once: its UTF-8 name and whether it is protected. */
+    static final class Topic {
+        final byte[] name;
+        final boolean isProtected;
+
+        Topic(byte[] name, boolean isProtected) {
+            this.name = name;
+            this.isProtected = isProtected;
+        }
+    }
+
     private final long handle;
+    /** Per-topic facts: the record path makes one native call per record, with no string conversion. */
+    private final Map<String, Topic> topics = new ConcurrentHashMap<>();
     /** Calls in flight; -1 once closed. */
     private final AtomicInteger users = new AtomicInteger();
     private final Object keyArrival = new Object();
@@ -61,7 +81,7 @@ final class Engine implements AutoCloseable {
         while (true) {
             int n = users.get();
             if (n < 0) {
-                throw new E2eeException(E2eeException.Kind.INTERNAL, null, "the kafka-e2ee engine is closed");
+                throw closed();
             }
             if (users.compareAndSet(n, n + 1)) {
                 return handle;
@@ -69,25 +89,53 @@ final class Engine implements AutoCloseable {
         }
     }
 
+    private static E2eeException closed() {
+        return new E2eeException(E2eeException.Kind.INTERNAL, null, "the kafka-e2ee engine is closed");
+    }
+
     private void release() {
         users.decrementAndGet();
     }
 
-    /** Encrypts {@code value} in place; returns the e2ee header value. */
-    byte[] seal(String topic, int binding, byte[] key, byte[] value) {
+    /** The facts about {@code topic} (cached: the protected-topic setting is fixed for the engine's life). */
+    Topic topic(String topic) {
+        Topic t = topics.get(topic);
+        if (t != null) {
+            return t;
+        }
+        boolean isProtected;
         long h = acquire();
         try {
-            return seal0(h, topic, binding, key, value);
+            isProtected = isProtected0(h, topic);
         } finally {
             release();
         }
+        t = new Topic(topic.getBytes(StandardCharsets.UTF_8), isProtected);
+        if (topics.size() < MAX_CACHED_TOPICS) {
+            topics.putIfAbsent(topic, t);
+        }
+        return t;
+    }
+
+    /** Encrypts {@code value} in place; returns the e2ee header value. */
+    byte[] seal(String topic, int binding, byte[] key, byte[] value) {
+        Topic t = topic(topic);
+        byte[] header = new byte[HEADER_LEN];
+        long h = acquire();
+        try {
+            seal0(h, t.name, binding, key, value, header);
+        } finally {
+            release();
+        }
+        return header;
     }
 
     /** Decrypts {@code value} in place; false if it is plaintext of an unprotected topic. */
     boolean open(String topic, byte[] header, int binding, byte[] key, byte[] value) {
+        Topic t = topic(topic);
         long h = acquire();
         try {
-            return open0(h, topic, header, binding, key, value);
+            return open0(h, t.name, header, binding, key, value);
         } finally {
             release();
         }
@@ -95,9 +143,10 @@ final class Engine implements AutoCloseable {
 
     /** Null if the record's key is held or not asked for, else why it is missing. */
     E2eeException.Kind wantStatus(String topic, byte[] header) {
+        Topic t = topic(topic);
         long h = acquire();
         try {
-            int code = wantStatus0(h, topic, header);
+            int code = wantStatus0(h, t.name, header);
             return code < 0 ? null : E2eeException.Kind.of(code);
         } finally {
             release();
@@ -105,12 +154,10 @@ final class Engine implements AutoCloseable {
     }
 
     boolean isProtected(String topic) {
-        long h = acquire();
-        try {
-            return isProtected0(h, topic);
-        } finally {
-            release();
+        if (users.get() < 0) { // a cached answer must not outlive close()
+            throw closed();
         }
+        return topic(topic).isProtected;
     }
 
     long keyGeneration() {
@@ -215,12 +262,13 @@ final class Engine implements AutoCloseable {
 
     private static native void destroy0(long handle);
 
-    private static native byte[] seal0(long handle, String topic, int binding, byte[] key, byte[] value);
+    private static native void seal0(
+            long handle, byte[] topic, int binding, byte[] key, byte[] value, byte[] header);
 
     private static native boolean open0(
-            long handle, String topic, byte[] header, int binding, byte[] key, byte[] value);
+            long handle, byte[] topic, byte[] header, int binding, byte[] key, byte[] value);
 
-    private static native int wantStatus0(long handle, String topic, byte[] header);
+    private static native int wantStatus0(long handle, byte[] topic, byte[] header);
 
     private static native boolean isProtected0(long handle, String topic);
 

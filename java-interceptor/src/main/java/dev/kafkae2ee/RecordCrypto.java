@@ -11,7 +11,7 @@ final class RecordCrypto {
     private static final Logger log = LoggerFactory.getLogger(RecordCrypto.class);
     /** The record header that carries a sealed record's key id, counter and tag. */
     static final String HEADER = "e2ee";
-    private static final int HEADER_LEN = 34;
+    private static final int HEADER_LEN = Engine.HEADER_LEN;
     private static final int FLAG_KEY_BOUND = 1;
     private static final int FLAG_KEY_NULL = 2;
     /** Longest single sleep while waiting for a key; the engine may also answer "refused". */
@@ -28,12 +28,13 @@ final class RecordCrypto {
         return h == null ? null : h.value();
     }
 
-    /** Removes every e2ee header (a no-op on read-only headers). */
-    static void strip(Headers headers) {
+    /** Removes every e2ee header; false if the headers are read-only (the header stays visible). */
+    static boolean strip(Headers headers) {
         try {
             headers.remove(HEADER);
+            return true;
         } catch (IllegalStateException readOnly) {
-            // the record's headers are frozen; the header stays visible
+            return false;
         }
     }
 
@@ -84,13 +85,15 @@ final class RecordCrypto {
         Engine engine = lease.engine;
         long deadline = 0;
         while (true) {
-            long generation = engine.keyGeneration();
             try {
-                return engine.open(topic, header, binding, key, value);
+                return engine.open(topic, header, binding, key, value); // the one native call per record
             } catch (E2eeException e) {
                 if (e.kind() != E2eeException.Kind.KEY_PENDING) {
                     throw e;
                 }
+                // Read after the failed open: a key that arrived in between is no longer
+                // wanted (wantStatus says so) or has moved the generation, so nothing is missed.
+                long generation = engine.keyGeneration();
                 long now = System.currentTimeMillis();
                 if (deadline == 0) {
                     deadline = now + waitMs;
@@ -104,6 +107,7 @@ final class RecordCrypto {
                             + "; gave up after waiting " + E2eeConfig.KEY_WAIT_MS + "=" + waitMs + " ms");
                 }
                 try {
+                    // Woken by the control plane as soon as a key arrives (signalKeyArrival).
                     E2eeException.Kind status = engine.wantStatus(topic, header);
                     while (status == E2eeException.Kind.KEY_PENDING && engine.keyGeneration() == generation
                             && System.currentTimeMillis() < deadline) {

@@ -39,6 +39,11 @@ import org.apache.kafka.common.errors.RecordDeserializationException;
  *                                              per RecordDeserializationException, then polls
  *                                              again (ONERROR=retry: the record is retried) or
  *                                              seeks past it (ONERROR=skip); metrics on stderr
+ *   audit PROPS OUTFILE TOPIC...               reads every partition of the topics from the start
+ *                                              (no group), like an app that moves past a record it
+ *                                              cannot read; writes RECORD / FAILED / AT lines to
+ *                                              OUTFILE, and METRIC lines for each "metrics" line on
+ *                                              stdin; stops when stdin closes
  * </pre>
  *
  * Exit codes: 0 ok, 3 a send failed (SEND-FAILED line), 4 poll threw
@@ -70,6 +75,9 @@ public final class E2eeApp {
                 break;
             case "reader":
                 System.exit(reader(props, args[2], args[3], args[4]));
+                break;
+            case "audit":
+                System.exit(audit(props, args[2], List.of(args).subList(3, args.length)));
                 break;
             default:
                 throw new IllegalArgumentException("unknown command " + args[0]);
@@ -316,6 +324,77 @@ public final class E2eeApp {
             printMetrics();
         }
         return 0;
+    }
+
+    private static int audit(Properties props, String outFile, List<String> topics) throws Exception {
+        java.util.concurrent.atomic.AtomicInteger metricsAsked = new java.util.concurrent.atomic.AtomicInteger();
+        java.util.concurrent.atomic.AtomicBoolean stop = new java.util.concurrent.atomic.AtomicBoolean();
+        Thread watcher = new Thread(() -> {
+            try (var in = new java.io.BufferedReader(new java.io.InputStreamReader(System.in, StandardCharsets.UTF_8))) {
+                for (String line; (line = in.readLine()) != null; ) {
+                    if (line.equals("metrics")) {
+                        metricsAsked.incrementAndGet();
+                    }
+                }
+            } catch (IOException e) {
+                // stdin gone: stop
+            }
+            stop.set(true);
+        });
+        watcher.setDaemon(true);
+        watcher.start();
+        int answered = 0;
+        try (KafkaConsumer<String, Object> consumer = new KafkaConsumer<>(props);
+                java.io.PrintStream out = new java.io.PrintStream(
+                        new java.io.FileOutputStream(outFile, true), true, StandardCharsets.UTF_8)) {
+            List<org.apache.kafka.common.TopicPartition> parts = new java.util.ArrayList<>();
+            for (String t : topics) {
+                for (var p : consumer.partitionsFor(t, Duration.ofSeconds(30))) {
+                    parts.add(new org.apache.kafka.common.TopicPartition(t, p.partition()));
+                }
+            }
+            consumer.assign(parts);
+            consumer.seekToBeginning(parts);
+            java.util.Map<org.apache.kafka.common.TopicPartition, Long> at = new java.util.HashMap<>();
+            while (!stop.get()) {
+                try {
+                    for (ConsumerRecord<String, Object> r : consumer.poll(Duration.ofMillis(100))) {
+                        out.println("RECORD " + r.topic() + " " + r.partition() + " " + r.offset() + " " + r.key()
+                                + " " + show(r.value()) + " headers=" + r.headers().toArray().length);
+                    }
+                } catch (RecordDeserializationException e) {
+                    out.println("FAILED " + e.topicPartition().topic() + " " + e.topicPartition().partition() + " "
+                            + e.offset() + " " + chain(e));
+                    consumer.seek(e.topicPartition(), e.offset() + 1);
+                }
+                for (var tp : parts) {
+                    long pos = consumer.position(tp);
+                    if (!Long.valueOf(pos).equals(at.put(tp, pos))) {
+                        out.println("AT " + tp.topic() + " " + tp.partition() + " " + pos);
+                    }
+                }
+                int asked = metricsAsked.get();
+                if (asked != answered) {
+                    answered = asked;
+                    printMetrics(out, answered);
+                }
+            }
+            printMetrics(out, -1);
+        }
+        return 0;
+    }
+
+    /** Every kafka-e2ee metric as JMX shows it: METRIC instance name value, then METRICS-DONE seq. */
+    private static void printMetrics(java.io.PrintStream out, int seq) throws Exception {
+        javax.management.MBeanServer jmx = java.lang.management.ManagementFactory.getPlatformMBeanServer();
+        for (javax.management.ObjectName n : jmx.queryNames(
+                new javax.management.ObjectName("kafka.e2ee:type=e2ee-metrics,*"), null)) {
+            for (javax.management.MBeanAttributeInfo a : jmx.getMBeanInfo(n).getAttributes()) {
+                out.println("METRIC " + n.getKeyProperty("instance") + " " + a.getName() + " "
+                        + jmx.getAttribute(n, a.getName()));
+            }
+        }
+        out.println("METRICS-DONE " + seq);
     }
 
     private static String chain(Throwable t) {

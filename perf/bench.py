@@ -1,0 +1,641 @@
+"""The published client benchmark: plaintext and encrypted side by side, on the
+project's test broker, with real clients (see docs/PERFORMANCE.md).
+
+Run through scripts/bench. For every repeat, record size and client case it
+runs the plaintext and the encrypted variant back to back with identical
+settings, alternating which goes first, so load drift on a shared machine hits
+both alike. Every encrypted run is checked: the broker's segment files of its
+topic must not hold the plaintext marker that every value carries (and those of
+its plaintext twin must, or the check itself is broken), and every record must
+have been acknowledged and consumed. Any failure fails the bench.
+
+Cases (client x direction):
+  java-interceptor  Kafka's ProducerPerformance / ConsumerPerformance, which
+                    force byte-array serdes: E2eeProducerInterceptor /
+                    E2eeConsumerInterceptor.
+  java-serializer   perf/java JavaBench: EncryptingSerializer /
+                    DecryptingDeserializer around ByteArray serdes.
+  librdkafka        perf/rdkafka_bench.c on Debian's librdkafka, the plugin
+                    loaded by plugin.library.paths.
+Latency (p50/p99/p99.9/max at a fixed rate): java-serializer and librdkafka.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+import broker as test_broker  # noqa: E402  (the project's broker helper)
+
+PERF = ROOT / "perf"
+BUILD = ROOT / "target" / "perf"
+PLUGIN = ROOT / "target" / "release" / "libkafka_e2ee.so"
+CLI = ROOT / "target" / "release" / "kafka-e2ee"
+JAVA_DIR = ROOT / "java-interceptor"
+NATIVE_VERSION = "0.1.0"
+JAR = JAVA_DIR / "target" / f"kafka-e2ee-{NATIVE_VERSION}.jar"
+C_DRIVER = BUILD / "rdkafka_bench"
+JAVA_CLASSES = BUILD / "java"
+MARKER = b"E2EE-BENCH-PLAINTEXT-MARKER:"  # the drivers use the same one
+
+SIZES = [100, 1024, 10240, 102400]
+# Records per run: enough that each timed window lasts seconds on a loaded
+# 2-core machine; the same for plaintext and encrypted.
+RECORDS = {100: 200_000, 1024: 100_000, 10240: 20_000, 102400: 3_000}
+QUICK_RECORDS = 5_000
+# Client JVMs (perf tools and JavaBench alike): full JIT, a fixed heap.
+CLIENT_JVM = ["-XX:+UseSerialGC", "-Xms512m", "-Xmx1g", "-Xss1m", "-Xshare:auto"]
+# The broker: full JIT (test-broker defaults to C1 only for fast test startup).
+BROKER_ENV = {"KAFKA_BROKER_HEAP": "1g", "KAFKA_BROKER_JVM_OPTS": "-XX:TieredStopAtLevel=4"}
+# --quick is a smoke test of the whole pipeline, not a measurement: C1 only,
+# which starts the many short JVMs faster.
+QUICK_JVM = ["-XX:TieredStopAtLevel=1"]
+QUICK_BROKER_ENV = {"KAFKA_BROKER_HEAP": "512m"}
+# A latency consumer that cannot get within 50 ms of its producer gets this
+# much more warm-up before measuring starts anyway (the result says caught_up).
+WARMUP_MAX_MS = 30_000
+QUICK_WARMUP_MAX_MS = 5_000
+BYTES = "org.apache.kafka.common.serialization.ByteArraySerializer"
+BYTES_DE = "org.apache.kafka.common.serialization.ByteArrayDeserializer"
+MODES = ("plaintext", "encrypted")
+
+
+class BenchError(RuntimeError):
+    """A run failed, lost records, or an encrypted run left plaintext on the broker."""
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def check(proc: subprocess.CompletedProcess, what: str) -> subprocess.CompletedProcess:
+    if proc.returncode != 0:
+        raise BenchError(f"{what} exited with {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def last_json(out: str, what: str) -> dict:
+    for line in reversed(out.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise BenchError(f"{what} printed no JSON result:\n{out[-2000:]}")
+
+
+# ---- building ---------------------------------------------------------------
+
+
+def newer(target: Path, *sources: Path) -> bool:
+    """True if target exists and is at least as new as every source."""
+    if not target.exists():
+        return False
+    t = target.stat().st_mtime
+    return all(s.stat().st_mtime <= t for s in sources)
+
+
+def ensure_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        log("installing matplotlib with pip (for the plot)")
+        check(run([sys.executable, "-m", "pip", "install", "-q", "matplotlib"],
+                  env={**os.environ, "PIP_BREAK_SYSTEM_PACKAGES": "1"}), "pip install matplotlib")
+
+
+def build() -> str:
+    """Builds what the bench runs; returns the Java classpath (Kafka, the jar, JavaBench)."""
+    log("building the plugin and the jar (no-ops when up to date)")
+    # Built alone, as scripts/build-native does: building the ffi crate together
+    # with the CLI unifies other features and recompiles it each time they alternate.
+    if not CLI.exists():
+        check(run(["cargo", "build", "--release", "-q", "-p", "kafka-e2ee-cli"], timeout=3600, cwd=ROOT),
+              "cargo build --release -p kafka-e2ee-cli")
+    staged = Path(check(run([str(ROOT / "scripts" / "build-native")], timeout=3600, cwd=ROOT),
+                        "scripts/build-native").stdout.strip().splitlines()[-1])
+    java_sources = list((JAVA_DIR / "src" / "main").rglob("*.java")) + [JAVA_DIR / "pom.xml"]
+    if not newer(JAR, ROOT / staged, *java_sources):
+        check(run(["mvn", "-B", "-q", "-f", str(JAVA_DIR / "pom.xml"), "package", "-DskipTests"], timeout=3600,
+                  cwd=ROOT), "mvn package")
+    BUILD.mkdir(parents=True, exist_ok=True)
+    c_src = PERF / "rdkafka_bench.c"
+    if not newer(C_DRIVER, c_src):
+        check(run(["gcc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(C_DRIVER), str(c_src),
+                   "-lrdkafka", "-lpthread"]), "gcc rdkafka_bench.c (needs librdkafka-dev)")
+    kafka_cp = check(run([str(test_broker.TEST_BROKER), "classpath"]), "test-broker classpath").stdout.strip()
+    java_src = PERF / "java" / "dev" / "kafkae2ee" / "perf" / "JavaBench.java"
+    if not newer(JAVA_CLASSES / "dev" / "kafkae2ee" / "perf" / "JavaBench.class", java_src):
+        check(run(["javac", "-Xlint:all", "-Werror", "-cp", kafka_cp, "-d", str(JAVA_CLASSES), str(java_src)]),
+              "javac JavaBench.java")
+    return f"{kafka_cp}:{JAR}:{JAVA_CLASSES}"
+
+
+# ---- the run's environment --------------------------------------------------
+
+
+@dataclass
+class Env:
+    broker: test_broker.Broker
+    work: Path
+    classpath: str
+    trust: Path
+    writer: Path
+    reader: Path
+    keep_topics: bool
+    log4j: Path
+    jvm: list
+    warmup_max_ms: int
+    admin: object = None
+    topics: list = field(default_factory=list)
+
+    def topic(self, case: str, mode: str, size: int) -> str:
+        t = f"bench-{case}-{size}-{mode}-{uuid.uuid4().hex[:6]}"
+        from confluent_kafka.admin import NewTopic
+
+        for f in self.admin.create_topics([NewTopic(t, 1, 1)]).values():
+            f.result(timeout=60)
+        self.topics.append(t)
+        return t
+
+    def drop(self, topic: str) -> None:
+        """Deletes a checked topic so a long run does not fill the disk."""
+        if not self.keep_topics:
+            for f in self.admin.delete_topics([topic]).values():
+                f.result(timeout=60)
+
+    def props(self, name: str, **kv) -> Path:
+        lines = [f"bootstrap.servers={self.broker.bootstrap}"] + [f"{k}={v}" for k, v in kv.items()]
+        path = self.work / f"{name}-{uuid.uuid4().hex[:6]}.properties"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def e2ee(self, who: str, **kv) -> dict:
+        return {"e2ee.credential": self.writer if who == "writer" else self.reader, "e2ee.trust": self.trust, **kv}
+
+    def java(self, main: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+        return run(["java", *self.jvm, f"-Dlog4j2.configurationFile={self.log4j}", "-cp", self.classpath, main,
+                    *args], timeout=timeout)
+
+    def segments(self, topic: str) -> bytes:
+        return b"".join(p.read_bytes() for p in sorted(self.broker.data_dir.glob(f"{topic}-*/*.log")))
+
+    def check_disk(self, topic: str, mode: str) -> dict:
+        """The broker's own segment files: no marker after an encrypted run;
+        the marker present after a plaintext run (so the check can see it)."""
+        data = self.segments(topic)
+        found = data.count(MARKER)
+        if mode == "encrypted" and found:
+            raise BenchError(f"PLAINTEXT ON THE BROKER: {found} markers in the segment files of {topic}")
+        if mode == "plaintext" and not found:
+            raise BenchError(f"the plaintext run's marker is not in the segment files of {topic}: the check is blind")
+        return {"segment_bytes": len(data), "markers_on_disk": found}
+
+
+def credentials(work: Path) -> tuple[Path, Path, Path]:
+    auth = work / "authority"
+    check(run([str(CLI), "authority", "init", "--out", str(auth)]), "kafka-e2ee authority init")
+    for name, produce in (("writer", "*"), ("reader", "none")):
+        check(run([str(CLI), "credential", "issue", "--authority", str(auth), "--name", f"bench-{name}",
+                   "--produce", produce, "--consume", "*", "--out", str(work / f"{name}.cred")]),
+              "kafka-e2ee credential issue")
+    return auth / "trust", work / "writer.cred", work / "reader.cred"
+
+
+# ---- the cases --------------------------------------------------------------
+
+
+def payload_file(work: Path, size: int) -> Path:
+    """Values for ProducerPerformance (--payload-file: text lines): marker + filler, exactly size bytes."""
+    path = work / f"payload-{size}.txt"
+    if not path.exists():
+        filler = "".join(chr(ord("a") + i % 26) for i in range(size))
+        path.write_bytes((MARKER.decode() + filler)[:size].encode() + b"\n")
+    return path
+
+
+def warmup_of(records: int) -> int:
+    return max(1, records // 10)
+
+
+def case_java_interceptor(env: Env, mode: str, size: int, records: int) -> dict:
+    """Kafka's perf tools with the interceptors: the producer's steady-state
+    line, then the consumer's fetch figures (which exclude the group join).
+    Before the timed consumer, a priming consumer with the same e2ee.state.dir
+    gets the key (from a key holder reopening the exited producer's state), so
+    the timed window holds no key fetch; its log is checked for a key wait."""
+    topic = env.topic("java-interceptor", mode, size)
+    total = records + warmup_of(records)
+    enc = mode == "encrypted"
+    state = env.work / f"state-{topic}"
+    producer = env.props("perf-producer", acks=1, **(env.e2ee(
+        "writer", **{"interceptor.classes": "dev.kafkae2ee.E2eeProducerInterceptor", "e2ee.state.dir": state / "p"})
+        if enc else {}))
+    consumer = env.props("perf-consumer", **(env.e2ee(
+        "reader", **{"interceptor.classes": "dev.kafkae2ee.E2eeConsumerInterceptor", "e2ee.state.dir": state / "c"})
+        if enc else {}))
+    holder = env.props("holder", **{"key.serializer": BYTES, "value.serializer": BYTES}, **(env.e2ee(
+        "writer", **{"interceptor.classes": "dev.kafkae2ee.E2eeProducerInterceptor", "e2ee.state.dir": state / "p"})
+        if enc else {}))
+    prime_consumer = env.props("prime", **{"key.deserializer": BYTES_DE, "value.deserializer": BYTES_DE}, **(env.e2ee(
+        "reader", **{"interceptor.classes": "dev.kafkae2ee.E2eeConsumerInterceptor", "e2ee.state.dir": state / "c"})
+        if enc else {}))
+
+    p = check(env.java("org.apache.kafka.tools.ProducerPerformance", "--bootstrap-server", env.broker.bootstrap,
+                       "--topic", topic, "--num-records", str(total), "--warmup-records", str(total - records),
+                       "--payload-file", str(payload_file(env.work, size)), "--throughput", "-1",
+                       "--command-config", str(producer)), "ProducerPerformance")
+    steady = re.search(r"(\d+) steady state records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\)", p.stdout)
+    whole = re.search(r"^(\d+) records sent, .* 50th", p.stdout, re.M)  # the summary, not a progress line
+    if not steady or not whole or int(whole.group(1)) != total:
+        raise BenchError(f"ProducerPerformance did not send {total} records:\n{p.stdout[-2000:]}")
+    if "ERROR" in p.stderr:
+        raise BenchError(f"ProducerPerformance logged errors:\n{p.stderr[-2000:]}")
+
+    pr = last_json(check(env.java("dev.kafkae2ee.perf.JavaBench", "prime", str(holder), str(prime_consumer), topic),
+                         "JavaBench prime").stdout, "JavaBench prime")
+    c = check(env.java("org.apache.kafka.tools.ConsumerPerformance", "--bootstrap-server", env.broker.bootstrap,
+                       "--topic", topic, "--num-records", str(total), "--timeout", "60000",
+                       "--command-config", str(consumer)), "ConsumerPerformance")
+    rows = [line.split(", ") for line in c.stdout.splitlines() if re.match(r"^\d{4}-", line)]
+    if not rows or int(rows[-1][4]) != total:
+        raise BenchError(f"ConsumerPerformance did not consume {total} records:\n{c.stdout[-2000:]}\n{c.stderr[-2000:]}")
+    if "dropped" in c.stderr or "ERROR" in c.stderr:
+        raise BenchError(f"ConsumerPerformance logged errors (a dropped record?):\n{c.stderr[-2000:]}")
+    waited = c.stderr.count("waiting up to")
+    if waited:
+        raise BenchError(f"the timed ConsumerPerformance run waited for a key ({waited} times) despite priming")
+    row = rows[-1]
+    disk = env.check_disk(topic, mode)
+    env.drop(topic)
+    return {
+        "topic": topic, "records": total, "timed_produce_records": int(steady.group(1)),
+        "produce": {"records_per_s": float(steady.group(2)), "mb_per_s": float(steady.group(3))},
+        "consume": {"records_per_s": float(row[9]), "mb_per_s": float(row[8]), "rebalance_ms": int(row[6]),
+                    "fetch_ms": int(row[7]), "consumed": int(row[4])},
+        "prime": pr, "disk": disk,
+    }
+
+
+def serializer_props(env: Env, mode: str, **extra) -> tuple[Path, Path]:
+    if mode == "encrypted":
+        p = env.props("ser-producer", acks=1, **{"key.serializer": BYTES,
+                      "value.serializer": "dev.kafkae2ee.EncryptingSerializer",
+                      "e2ee.inner.value.serializer": BYTES}, **env.e2ee("writer"), **extra)
+        c = env.props("ser-consumer", **{"key.deserializer": BYTES_DE,
+                      "value.deserializer": "dev.kafkae2ee.DecryptingDeserializer",
+                      "e2ee.inner.value.deserializer": BYTES_DE}, **env.e2ee("reader"))
+    else:
+        p = env.props("ser-producer", acks=1, **{"key.serializer": BYTES, "value.serializer": BYTES}, **extra)
+        c = env.props("ser-consumer", **{"key.deserializer": BYTES_DE, "value.deserializer": BYTES_DE})
+    return p, c
+
+
+def case_java_serializer(env: Env, mode: str, size: int, records: int) -> dict:
+    topic = env.topic("java-serializer", mode, size)
+    p, c = serializer_props(env, mode)
+    what = "JavaBench throughput"
+    r = last_json(check(env.java("dev.kafkae2ee.perf.JavaBench", "throughput", str(p), str(c), topic, str(records),
+                                 str(size), str(warmup_of(records))), what).stdout, what)
+    disk = env.check_disk(topic, mode)
+    env.drop(topic)
+    return {"topic": topic, "records": records + warmup_of(records), "produce": r["produce"], "consume": r["consume"],
+            "disk": disk}
+
+
+def rdkafka_config(env: Env, mode: str, who: str) -> list[str]:
+    if mode != "encrypted":
+        return []
+    # plugin.library.paths must come before the e2ee.* properties.
+    kv = {"plugin.library.paths": PLUGIN, **env.e2ee(who)}
+    return [a for k, v in kv.items() for a in ("--config", f"{k}={v}")]
+
+
+def case_librdkafka(env: Env, mode: str, size: int, records: int) -> dict:
+    """rdkafka_bench produce, which then stays up (--hold) to serve its keys,
+    and rdkafka_bench consume in a second process."""
+    topic = env.topic("librdkafka", mode, size)
+    warmup = warmup_of(records)
+    common = ["--bootstrap", env.broker.bootstrap, "--topic", topic, "--size", str(size)]
+    producer = subprocess.Popen(
+        [str(C_DRIVER), "produce", *common, "--records", str(records), "--warmup", str(warmup), "--hold",
+         "--config", "acks=1", *rdkafka_config(env, mode, "writer")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = producer.stdout.readline()  # its result; then it holds
+        if not line.startswith("{"):
+            producer.kill()
+            out, err = producer.communicate(timeout=60)
+            raise BenchError(f"rdkafka_bench produce failed:\n{line}{out}\n{err[-3000:]}")
+        produced = json.loads(line)
+        c = run([str(C_DRIVER), "consume", *common, "--records", str(records + warmup),
+                 *rdkafka_config(env, mode, "reader")], timeout=900)
+    finally:
+        if producer.poll() is None:
+            producer.stdin.close()
+        try:
+            producer.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            producer.kill()
+            producer.wait()
+    consumed = last_json(c.stdout, "rdkafka_bench consume")
+    if producer.returncode != 0:
+        raise BenchError(f"rdkafka_bench produce: not every record was acknowledged: {produced}")
+    check(c, "rdkafka_bench consume")
+    disk = env.check_disk(topic, mode)
+    env.drop(topic)
+    return {"topic": topic, "records": records + warmup, "produce": produced, "consume": consumed, "disk": disk}
+
+
+def latency_java(env: Env, mode: str, size: int, records: int, rate: int) -> dict:
+    topic = env.topic("latency-java", mode, size)
+    p, c = serializer_props(env, mode)
+    what = "JavaBench latency"
+    r = last_json(check(env.java("dev.kafkae2ee.perf.JavaBench", "latency", str(p), str(c), topic, str(records),
+                                 str(size), str(rate), str(rate), str(env.warmup_max_ms)), what).stdout, what)
+    disk = env.check_disk(topic, mode)
+    env.drop(topic)
+    return {"topic": topic, **r, "disk": disk}
+
+
+def latency_rdkafka(env: Env, mode: str, size: int, records: int, rate: int) -> dict:
+    topic = env.topic("latency-librdkafka", mode, size)
+    args = ["--bootstrap", env.broker.bootstrap, "--topic", topic, "--size", str(size), "--records", str(records),
+            "--warmup", str(rate), "--rate", str(rate), "--warmup-max-ms", str(env.warmup_max_ms),
+            "--producer-config", "acks=1"]
+    if mode == "encrypted":
+        args += ["--config", f"plugin.library.paths={PLUGIN}", "--config", f"e2ee.trust={env.trust}",
+                 "--producer-config", f"e2ee.credential={env.writer}",
+                 "--consumer-config", f"e2ee.credential={env.reader}"]
+    r = last_json(check(run([str(C_DRIVER), "latency", *args], timeout=900), "rdkafka_bench latency").stdout,
+                  "rdkafka_bench latency")
+    disk = env.check_disk(topic, mode)
+    env.drop(topic)
+    return {"topic": topic, **r, "disk": disk}
+
+
+THROUGHPUT_CASES = {
+    "java-interceptor": case_java_interceptor,
+    "java-serializer": case_java_serializer,
+    "librdkafka": case_librdkafka,
+}
+LATENCY_CASES = {"java-serializer": latency_java, "librdkafka": latency_rdkafka}
+
+
+# ---- summary ----------------------------------------------------------------
+
+
+def spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Ratios encrypted/plaintext per repeat (each pair ran back to back), then
+    median and min-max over repeats."""
+    pairs: dict[tuple, dict] = {}
+    for r in runs:
+        pairs.setdefault((r["kind"], r["client"], r["size"], r["repeat"]), {})[r["mode"]] = r["result"]
+    throughput, latency = {}, {}
+    for (kind, client, size, _), pair in sorted(pairs.items()):
+        if set(pair) != set(MODES):
+            continue
+        plain, enc = pair["plaintext"], pair["encrypted"]
+        if kind == "throughput":
+            for direction in ("produce", "consume"):
+                e = throughput.setdefault(f"{client}|{direction}|{size}", {"ratios": [], "plaintext": [],
+                                                                          "encrypted": []})
+                e["plaintext"].append(plain[direction]["records_per_s"])
+                e["encrypted"].append(enc[direction]["records_per_s"])
+                e["ratios"].append(enc[direction]["records_per_s"] / plain[direction]["records_per_s"])
+        else:
+            e = latency.setdefault(f"{client}|{size}", {"caught_up": True})
+            e["caught_up"] &= bool(plain.get("caught_up")) and bool(enc.get("caught_up"))
+            for q in ("p50_ms", "p99_ms", "p999_ms", "max_ms"):
+                d = e.setdefault(q, {"plaintext": [], "encrypted": [], "added": []})
+                d["plaintext"].append(plain[q])
+                d["encrypted"].append(enc[q])
+                d["added"].append(enc[q] - plain[q])
+    out_t = {}
+    for key, e in throughput.items():
+        client, direction, size = key.split("|")
+        out_t[key] = {"client": client, "direction": direction, "size": int(size),
+                      "plaintext_records_per_s": spread(e["plaintext"]),
+                      "encrypted_records_per_s": spread(e["encrypted"]),
+                      "ratio": spread(e["ratios"]), "ratios": e["ratios"]}
+    out_l = {}
+    for key, e in latency.items():
+        client, size = key.split("|")
+        out_l[key] = {"client": client, "size": int(size), "caught_up": e.pop("caught_up"),
+                      **{q: {m: spread(v) for m, v in d.items()} for q, d in e.items()}}
+    return {"throughput": out_t, "latency": out_l}
+
+
+def size_label(size: int) -> str:
+    return f"{size // 1024} KiB" if size >= 1024 and size % 1024 == 0 else f"{size} B"
+
+
+def table(summary: dict, repeats: int) -> str:
+    lines = [f"Throughput, records/s (median of {repeats}); ratio = encrypted / plaintext per back-to-back pair, "
+             "median (min-max)", "",
+             "| client | direction | size | plaintext rec/s | encrypted rec/s | ratio | spread |",
+             "|---|---|---|---|---|---|---|"]
+    for e in sorted(summary["throughput"].values(), key=lambda e: (e["client"], e["direction"] != "produce",
+                                                                    e["size"])):
+        lines.append(f"| {e['client']} | {e['direction']} | {size_label(e['size'])} | "
+                     f"{e['plaintext_records_per_s']['median']:,.0f} | {e['encrypted_records_per_s']['median']:,.0f} | "
+                     f"**{e['ratio']['median']:.3f}x** | {e['ratio']['min']:.3f}-{e['ratio']['max']:.3f} |")
+    if summary["latency"]:
+        lines += ["", "Produce-to-consume latency, ms (median over repeats); added = encrypted - plaintext per pair, "
+                  "median (min-max)", "",
+                  "| client | size | percentile | plaintext | encrypted | added |", "|---|---|---|---|---|---|"]
+        lagging = False
+        for e in sorted(summary["latency"].values(), key=lambda e: (e["client"], e["size"])):
+            mark = "" if e["caught_up"] else " (*)"
+            lagging |= not e["caught_up"]
+            for q, name in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9"), ("max_ms", "max")):
+                d = e[q]
+                lines.append(f"| {e['client']}{mark} | {size_label(e['size'])} | {name} | {d['plaintext']['median']:.3f} | "
+                             f"{d['encrypted']['median']:.3f} | {d['added']['median']:+.3f} "
+                             f"({d['added']['min']:+.3f} to {d['added']['max']:+.3f}) |")
+        if lagging:
+            lines += ["", "(*) in some run the consumer was still more than 50 ms behind its producer when "
+                      "measuring began (the warm-up limit was reached): the machine could not sustain the rate."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    colors = {"java-interceptor": "tab:blue", "java-serializer": "tab:green", "librdkafka": "tab:red"}
+    for ax, direction in zip(axes, ("produce", "consume")):
+        for client, color in colors.items():
+            for mode, style in (("plaintext", "-"), ("encrypted", "--")):
+                by_size: dict[int, list[float]] = {}
+                for r in runs:
+                    if r["kind"] == "throughput" and r["client"] == client and r["mode"] == mode:
+                        by_size.setdefault(r["size"], []).append(r["result"][direction]["mb_per_s"])
+                if not by_size:
+                    continue
+                xs = sorted(by_size)
+                med = [statistics.median(by_size[x]) for x in xs]
+                err = [[m - min(by_size[x]) for m, x in zip(med, xs)], [max(by_size[x]) - m for m, x in zip(med, xs)]]
+                ax.errorbar(xs, med, yerr=err, color=color, linestyle=style, marker="o", capsize=3,
+                            label=f"{client} {mode}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xticks(sorted({r["size"] for r in runs}))
+        ax.set_xticklabels([size_label(s) for s in sorted({r["size"] for r in runs})])
+        ax.set_xlabel("record value size")
+        ax.set_title(f"{direction} throughput (median, min-max bars)")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("MB/s (MiB of values per second)")
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.suptitle("kafka-e2ee: plaintext (solid) vs encrypted (dashed), loopback broker, acks=1")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---- main -------------------------------------------------------------------
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help=f"one size (1 KiB), {QUICK_RECORDS} records, 1 repeat, a short latency run: a smoke test")
+    ap.add_argument("--sizes", help="comma-separated record sizes in bytes (default: 100,1024,10240,102400)")
+    ap.add_argument("--repeats", type=int, help="plaintext/encrypted pairs per case (default 3; --quick: 1)")
+    ap.add_argument("--records", type=int, help="records per throughput run, every size (default: by size)")
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="multiply the default records per size (e.g. 0.25 on a busy machine)")
+    ap.add_argument("--latency-sizes", default="1024", help="sizes of the latency runs (default 1024)")
+    ap.add_argument("--latency-records", type=int, help="measured records per latency run (default 50000)")
+    ap.add_argument("--rate", type=int, default=10_000, help="records/s of the latency runs (default 10000)")
+    ap.add_argument("--cases", default="java-interceptor,java-serializer,librdkafka,latency",
+                    help="which cases to run (default: all)")
+    ap.add_argument("--keep-topics", action="store_true", help="keep every run's topic (and the broker's data)")
+    ap.add_argument("--out", type=Path, default=ROOT / "target" / "bench", help="results directory")
+    a = ap.parse_args(argv)
+
+    sizes = [1024] if a.quick else [int(s) for s in (a.sizes or ",".join(map(str, SIZES))).split(",")]
+    repeats = a.repeats or (1 if a.quick else 3)
+    lat_sizes = [int(s) for s in a.latency_sizes.split(",") if s] if not a.quick else [1024]
+    lat_records = a.latency_records or (5_000 if a.quick else 50_000)
+    cases = a.cases.split(",")
+    unknown = set(cases) - set(THROUGHPUT_CASES) - {"latency"}
+    if unknown:
+        ap.error(f"unknown cases {sorted(unknown)}")
+    if any(s < len(MARKER) + 24 for s in sizes + lat_sizes):
+        ap.error(f"sizes must be at least {len(MARKER) + 24} bytes")
+
+    out = a.out.resolve()
+    if out.exists():
+        shutil.rmtree(out)
+    work = out / "work"
+    work.mkdir(parents=True)
+    ensure_matplotlib()
+    classpath = build()
+    trust, writer, reader = credentials(work)
+    log4j = work / "log4j2.properties"
+    # Warnings on stderr, plus the consumer's "waiting up to ... for key" (DEBUG):
+    # a timed run that waited for a key is caught.
+    log4j.write_text((ROOT / "scripts" / "kafka" / "tools-log4j2.properties").read_text()
+                     + "logger.keywait.name = dev.kafkae2ee.RecordCrypto\nlogger.keywait.level = debug\n")
+
+    meta = {
+        "command": "scripts/bench " + " ".join(argv),
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "loadavg_start": loadavg()},
+        "sizes": sizes, "repeats": repeats, "latency_sizes": lat_sizes, "rate": a.rate,
+        "client_jvm": CLIENT_JVM + (QUICK_JVM if a.quick else []),
+        "broker_env": QUICK_BROKER_ENV if a.quick else BROKER_ENV,
+        "git": run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]).stdout.strip(),
+    }
+    runs: list[dict] = []
+    log(f"starting the broker (load average {meta['host']['loadavg_start']})")
+    b = test_broker.start(work / "broker", env=QUICK_BROKER_ENV if a.quick else BROKER_ENV)
+    failure = None
+    env = None
+    try:
+        from confluent_kafka.admin import AdminClient
+
+        env = Env(broker=b, work=work, classpath=classpath, trust=trust, writer=writer, reader=reader,
+                  keep_topics=a.keep_topics, log4j=log4j, jvm=CLIENT_JVM + (QUICK_JVM if a.quick else []),
+                  warmup_max_ms=QUICK_WARMUP_MAX_MS if a.quick else WARMUP_MAX_MS,
+                  admin=AdminClient({"bootstrap.servers": b.bootstrap}))
+        meta["kafka"] = run([str(test_broker.TEST_BROKER), "version"]).stdout.strip()
+        step = 0
+        for rep in range(repeats):
+            for size in sizes:
+                records = a.records or (QUICK_RECORDS if a.quick else
+                                        max(100, int(RECORDS.get(size, 20_000) * a.scale)))
+                plan = [("throughput", c, THROUGHPUT_CASES[c]) for c in THROUGHPUT_CASES if c in cases]
+                if "latency" in cases and size in lat_sizes:
+                    plan += [("latency", c, f) for c, f in LATENCY_CASES.items()]
+                for kind, client, fn in plan:
+                    # Alternate which mode goes first, so drift and warm caches favour neither.
+                    order = MODES if step % 2 == 0 else MODES[::-1]
+                    step += 1
+                    for mode in order:
+                        t0 = time.monotonic()
+                        if kind == "throughput":
+                            result = fn(env, mode, size, records)
+                        else:
+                            result = fn(env, mode, size, lat_records, a.rate)
+                        secs = time.monotonic() - t0
+                        runs.append({"kind": kind, "client": client, "size": size, "repeat": rep, "mode": mode,
+                                     "seconds": round(secs, 1), "loadavg": loadavg(), "result": result})
+                        brief = (f"produce {result['produce']['records_per_s']:,.0f} rec/s, consume "
+                                 f"{result['consume']['records_per_s']:,.0f} rec/s" if kind == "throughput" else
+                                 f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms")
+                        log(f"repeat {rep + 1}/{repeats} {kind} {client} {size_label(size)} {mode}: {brief} "
+                            f"({secs:.0f} s, load {loadavg()[0]:.1f})")
+    except BenchError as e:
+        failure = str(e)
+        log(f"FAILED: {e}")
+    finally:
+        if env is not None:
+            env.admin = None  # closed before the broker goes, or it logs the refused reconnects
+        test_broker.stop(work / "broker")
+        if not a.keep_topics:
+            shutil.rmtree(work / "broker" / "data", ignore_errors=True)
+
+    meta["host"]["loadavg_end"] = loadavg()
+    meta["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    summary = summarize(runs)
+    results = {"meta": meta, "failure": failure, "summary": summary, "runs": runs}
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    text = table(summary, repeats)
+    (out / "results.md").write_text(text)
+    if runs:
+        plot(runs, out / "throughput.png")
+    print(text)
+    log(f"results: {out / 'results.json'}, {out / 'results.md'}, {out / 'throughput.png'}")
+    return 1 if failure else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
