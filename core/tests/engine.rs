@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{pump, MemStorage, World, T0};
+use common::{pump, pump_skewed, MemStorage, World, T0};
 use kafka_e2ee_core::format::{KeyBinding, RecordHeader, HEADER_LEN};
 use kafka_e2ee_core::keys::KeyPolicy;
 use kafka_e2ee_core::{EngineConfig, Error, KeyUnavailable, Opened};
@@ -554,4 +554,65 @@ fn an_expiring_consumer_gets_no_key_of_an_epoch_that_starts_after_its_expiry() {
         "an expired consumer holds a key of an epoch after its expiry"
     );
     assert!(p.metrics().keys_refused > 0);
+}
+
+/// Clocks skewed between parties (PROTOCOL.md, "Faults: control plane,
+/// clocks, credentials"): a key is kept for the retention the producer's
+/// policy leaves it, measured on the holder's own clock, whatever the
+/// producer's clock reads. Here the producer's clock is right, one consumer
+/// runs 5 minutes ahead (it must not drop the key as already deleted) and
+/// one 5 minutes behind (it must not keep the key 5 minutes too long);
+/// retention is shorter than the skew.
+#[test]
+fn keys_live_for_the_retention_on_each_holders_own_clock_whatever_the_skew() {
+    let mut w = World::new(10);
+    let (rotation, retention, skew) = (60_000, 120_000, 5 * 60_000);
+    let config = EngineConfig {
+        key: KeyPolicy {
+            rotation_ms: rotation,
+            retention_ms: retention,
+            ..KeyPolicy::default()
+        },
+        ..EngineConfig::default()
+    };
+    let p = w.identity("p", &["orders"], &[]);
+    let ahead = w.identity("ahead", &[], &["orders"]);
+    let behind = w.identity("behind", &[], &["orders"]);
+    let p = w.engine_with(config.clone(), p, None, T0);
+    let ahead = w.engine_with(config.clone(), ahead, None, T0 + skew);
+    let behind = w.engine_with(config, behind, None, T0 - skew);
+    // `real` is the true time; each engine reads its own clock.
+    let clocks = |real: u64| [(&p, real), (&ahead, real + skew), (&behind, real - skew)];
+    let (h, ct) = seal(&p, "orders", b"skewed");
+    let key_id = RecordHeader::decode(&h).unwrap().key_id;
+    for (c, now) in &clocks(T0)[1..] {
+        let mut v = ct.clone();
+        let _ = c.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v);
+        c.handle_timeout(*now).unwrap();
+    }
+    pump_skewed(&clocks(T0));
+    for (c, _) in &clocks(T0)[1..] {
+        let mut v = ct.clone();
+        assert_eq!(
+            c.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v)
+                .unwrap(),
+            Opened::Decrypted,
+            "{c:?} did not keep the key"
+        );
+        assert_eq!(v, b"skewed");
+    }
+    // The epoch (never rotated: the producer is not ticked again) is to be
+    // deleted a rotation plus the retention after it started, in true time.
+    let deleted = T0 + rotation + retention;
+    for (c, now) in &clocks(deleted - 1000)[1..] {
+        c.handle_timeout(*now).unwrap();
+        assert!(c.holds_key(key_id, "orders"), "{c:?} deleted the key early");
+    }
+    for (c, now) in &clocks(deleted + 1000)[1..] {
+        c.handle_timeout(*now).unwrap();
+        assert!(
+            !c.holds_key(key_id, "orders"),
+            "{c:?} kept the key past its retention"
+        );
+    }
 }

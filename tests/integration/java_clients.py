@@ -69,7 +69,7 @@ def app(cp, *args, timeout=120):
 class Running:
     """A producer process kept running (it serves the keys of what it sealed)
     until ``close``; stdin stays open until then. ``env`` is added to its
-    environment (e.g. LD_PRELOAD for libfaketime). With ``log``, stderr goes
+    environment (e.g. LD_PRELOAD and CLOCKSHIFT_MS for clockshift.c). With ``log``, stderr goes
     to that file: a long run's logging must not fill a pipe nobody reads."""
 
     def __init__(self, cp: str, main: str, *args: str, env: dict[str, str] | None = None,

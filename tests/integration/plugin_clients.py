@@ -22,7 +22,7 @@ PLUGIN = Path(__file__).resolve().parents[2] / "target" / "release" / "libkafka_
 
 def spawn(mode: str, spec: dict, env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen:
     """Runs ``mode`` (produce or consume) with ``spec`` in its own process;
-    ``env`` is added to its environment (e.g. LD_PRELOAD for libfaketime). Its
+    ``env`` is added to its environment (e.g. LD_PRELOAD and CLOCKSHIFT_MS for clockshift.c). Its
     output goes to a pipe, or to ``log`` (which no unread pipe can stall)."""
     return subprocess.Popen([sys.executable, __file__, mode, json.dumps(spec)],
                             stdout=open(log, "w") if log else subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -48,7 +48,7 @@ AUTHORIZER = {
 }
 # On the PLAINTEXT listener every client is this principal.
 PRINCIPAL = "User:ANONYMOUS"
-FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+CLOCKSHIFT_C = Path(__file__).resolve().parent / "clockshift.c"
 
 
 @pytest.fixture(scope="module")
@@ -79,13 +79,16 @@ def pki(tmp_path):
     return {"trust": auth / "trust", "issue": issue}
 
 
-def faketime(offset: str) -> dict[str, str]:
-    """The environment that moves a process's clocks by ``offset`` (e.g.
-    +5m). The monotonic clock moves with the wall clock: with
-    FAKETIME_DONT_FAKE_MONOTONIC=1, libfaketime 0.9.10 makes Python's
-    time.sleep fail (EINVAL) and a JVM with the e2ee engine hang."""
-    assert FAKETIME_LIB.exists(), f"{FAKETIME_LIB} missing: apt-get install libfaketime (see .ci/run)"
-    return {"LD_PRELOAD": str(FAKETIME_LIB), "FAKETIME": offset}
+@pytest.fixture(scope="module")
+def skewed_clock(tmp_path_factory):
+    """``skewed_clock(ms)`` is the environment that moves a process's wall
+    clock by ``ms`` milliseconds (monotonic clocks and waits stay real), via
+    the LD_PRELOAD library built here from clockshift.c (which says why not
+    libfaketime)."""
+    lib = tmp_path_factory.mktemp("clockshift") / "libclockshift.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-Wall", "-Werror", "-o", str(lib), str(CLOCKSHIFT_C)],
+                   check=True, timeout=120)
+    return lambda ms: {"LD_PRELOAD": str(lib), "CLOCKSHIFT_MS": str(ms)}
 
 
 # ---- clients ---------------------------------------------------------------
@@ -100,12 +103,15 @@ class JavaWriter:
     """E2eeApp paced: the serializer path, sealing ``n`` records one per
     ``interval_ms``, then staying up to serve its keys."""
 
-    def __init__(self, cp, kafka, dir: Path, cred, trust, topic, n, interval_ms, rotation_ms, env=None):
+    def __init__(self, cp, kafka, dir: Path, cred, trust, topic, n, interval_ms, rotation_ms, env=None,
+                 retention_ms=None):
         self.prefix, self.topic = prefix(), topic
         self.values = java_values(self.prefix, n)
+        kv = {"e2ee_key_retention_ms": retention_ms} if retention_ms else {}
         conf = props(dir / f"{topic}-writer.properties", kafka.bootstrap, e2ee_credential=cred, e2ee_trust=trust,
                      e2ee_key_rotation_ms=rotation_ms, key_serializer=STRING_SER,
-                     value_serializer="dev.kafkae2ee.EncryptingSerializer", e2ee_inner_value_serializer=STRING_SER)
+                     value_serializer="dev.kafkae2ee.EncryptingSerializer", e2ee_inner_value_serializer=STRING_SER,
+                     **kv)
         self.run = Running(cp, APP, "paced", str(conf), topic, self.prefix, str(n), str(interval_ms), env=env,
                            log=dir / f"{topic}-writer.log")
 
@@ -120,11 +126,13 @@ class CkWriter:
     """confluent-kafka with the plugin: ``n`` records at ``rate`` per second,
     key binding off so that Java's deserializer can open them too."""
 
-    def __init__(self, kafka, dir: Path, cred, trust, topic, n, rate, rotation_ms, env=None):
+    def __init__(self, kafka, dir: Path, cred, trust, topic, n, rate, rotation_ms, env=None, retention_ms=None):
         self.prefix, self.topic, self.dir = prefix(), topic, dir
         self.stop, self.out = dir / f"{topic}-writer.stop", dir / f"{topic}-writer.json"
         e2ee = {"e2ee.credential": str(cred), "e2ee.trust": str(trust), "e2ee.key.rotation.ms": str(rotation_ms),
                 "e2ee.bind.key": "false"}
+        if retention_ms:
+            e2ee["e2ee.key.retention.ms"] = str(retention_ms)
         self.proc = plugin_clients.spawn(
             "produce", {"bootstrap": kafka.bootstrap, "plugin": str(PLUGIN), "topic": topic, "e2ee": e2ee,
                         "count": n, "rate": rate, "prefix": self.prefix, "out": str(self.out),
@@ -373,6 +381,131 @@ def test_control_topic_unreachable_for_60s_records_keep_flowing_then_everything_
     for t in topics:
         epochs = epochs_on_disk(kafka, t)
         assert len(epochs) == 500 and len(set(epochs)) >= 5, (t, sorted(set(epochs)))
+    assert_no_plaintext(kafka, jw.values + cw.values)
+
+
+# ---- 2. clocks skewed by 5 minutes ----------------------------------------
+
+
+def control_end_offsets(kafka) -> dict[int, int]:
+    """The control topic's end offset per partition, now."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "control-reader"})
+    try:
+        parts = c.list_topics(CONTROL_TOPIC, timeout=30).topics[CONTROL_TOPIC].partitions
+        return {p: c.get_watermark_offsets(TopicPartition(CONTROL_TOPIC, p), timeout=30)[1] for p in parts}
+    finally:
+        c.close()
+
+
+def hello_stamps(kafka, since: dict[int, int]) -> list[float]:
+    """The CreateTime (Unix s) of every Hello on the control topic after the
+    offsets ``since``. Only a consumer starts a handshake (it asks for the
+    keys it lacks; holders never open sessions), so these are the consumers'
+    clocks (PROTOCOL.md sections 3 and 5)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    end = control_end_offsets(kafka)
+    c = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "control-reader", "enable.auto.commit": False})
+    c.assign([TopicPartition(CONTROL_TOPIC, p, since.get(p, 0)) for p in end])
+    left = sum(end[p] - since.get(p, 0) for p in end)
+    stamps: list[float] = []
+
+    def read() -> bool:
+        nonlocal left
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            left -= 1
+            # Envelope: magic (4), version (1), kind (1); Hello is kind 1.
+            if m.value()[5] == 1:
+                stamps.append(m.timestamp()[1] / 1000)
+        return left <= 0
+
+    try:
+        wait_for(read, 60, "the control topic", every=0)
+    finally:
+        c.close()
+    return stamps
+
+
+def test_clocks_skewed_by_5_minutes_between_parties_everything_flows(built, kafka, pki, skewed_clock, tmp_path):
+    """Each client's wall clock is moved by 5 minutes (clockshift.c): the
+    Java producer +5 min, the librdkafka producer -5 min, the Java consumer
+    -5 min, the librdkafka consumer +5 min. Parties are up to 10 minutes
+    apart, and each is 5 minutes off the authority that issued the
+    credentials just now: the edge of the 5-minute clock-skew tolerance of
+    credential validity, which is inclusive. Keys rotate every 3 s and are
+    kept 4 minutes, less than the gap between the librdkafka producer and
+    consumer: a key delivery carries the time left, which each holder counts
+    down on its own clock (PROTOCOL.md section 5, item 6), so the consumer
+    10 minutes ahead does not drop every key of that producer as deleted.
+    Every record opens for both consumers, none fails, the broker holds no
+    plaintext, and the clocks really were moved (record timestamps, and the
+    consumers' Hellos on the control topic)."""
+    skew, rotation, retention, n = 5 * 60, 3000, 240_000, 100
+    writer, reader = pki["issue"]("writer", "--produce", "*"), pki["issue"]("reader", "--consume", "*")
+    trust, topics = pki["trust"], ["skew-java", "skew-rdkafka"]
+    for t in topics:
+        kafka.create_topic(t)
+    control_start = control_end_offsets(kafka)
+    ahead, behind = skewed_clock(skew * 1000), skewed_clock(-skew * 1000)
+    parties = []
+    try:
+        t_start = time.time()
+        jw = JavaWriter(built, kafka, tmp_path, writer, trust, topics[0], n, 100, rotation, env=ahead,
+                        retention_ms=retention)
+        cw = CkWriter(kafka, tmp_path, writer, trust, topics[1], n, 10, rotation, env=behind, retention_ms=retention)
+        jr = JavaReader(built, kafka, tmp_path, "java-reader", reader, trust, topics, "skip", 30_000, env=behind)
+        cr = CkReader(kafka, tmp_path, "ck-reader", reader, trust, topics, "skip", 30_000, env=ahead)
+        parties += [jw, cw, jr, cr]
+        cw.finish(timeout=120)
+        for r in (jr, cr):
+            # Stop at the first failed record (each waits e2ee.key.wait.ms): it is reported below.
+            wait_for(lambda r=r: bool(r.rows()[1]) or all(r.count(t) == n for t in topics), 120, "every record")
+        # The Java producer served its keys until now (it holds them alone).
+        jw.finish(timeout=60)
+        for r in (jr, cr):
+            assert r.rows()[1] == {}, r.rows()[1]
+            assert_delivered_exactly(r, topics[0], jw.values)
+            assert_delivered_exactly(r, topics[1], cw.values)
+        metrics = jr.close()
+        assert metrics["records-failed"] == 0 and metrics["records-opened"] == 2 * n, metrics
+        t_end = time.time()
+    finally:
+        close_all(parties)
+    # The clocks really were moved. The librdkafka producer stamped its
+    # records 5 minutes early...
+    stamps = [ts / 1000 for _, _, ts in cw.at]
+    assert all(t_start - skew - 1 <= s <= t_end - skew + 1 for s in stamps), (t_start, stamps[:3])
+    # ...and the Java producer 5 minutes late (CreateTime, read from the broker)...
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "skew-stamps", "auto.offset.reset": "earliest"})
+    c.subscribe([topics[0]])
+    java_stamps: list[float] = []
+
+    def read_all() -> bool:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            java_stamps.append(m.timestamp()[1] / 1000)
+        return len(java_stamps) == n
+
+    try:
+        wait_for(read_all, 60, "the Java producer's records", every=0)
+    finally:
+        c.close()
+    assert all(t_start + skew - 1 <= s <= t_end + skew + 1 for s in java_stamps), (t_start, java_stamps[:3])
+    # ...and the consumers' handshakes came from one clock 5 minutes ahead
+    # and one 5 minutes behind, none from a true clock.
+    def clock(s: float) -> int | None:
+        """-1, 0 or 1: stamped by a clock behind, true or ahead (None: neither)."""
+        return next((k for k in (-1, 0, 1) if t_start + k * skew - 1 <= s <= t_end + k * skew + 1), None)
+
+    hellos = hello_stamps(kafka, control_start)
+    assert {clock(s) for s in hellos} == {-1, 1}, [round(s - t_start) for s in hellos][:10]
+    for t in topics:
+        assert len(set(epochs_on_disk(kafka, t))) >= 3, (t, sorted(set(epochs_on_disk(kafka, t))))
     assert_no_plaintext(kafka, jw.values + cw.values)
 
 

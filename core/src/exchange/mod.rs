@@ -586,7 +586,9 @@ impl Exchange {
                 topic: topic.to_owned(),
                 key: (*epoch.topic_key(topic)).clone(),
                 epoch_started_ms: epoch.started_ms,
-                delete_at_ms: epoch.delete_at_ms(&sh.config.key),
+                retain_ms: epoch
+                    .delete_at_ms(&sh.config.key)
+                    .saturating_sub(self.now_ms),
             });
         }
         let held = sh.keyring.get(key_id, topic)?;
@@ -599,7 +601,7 @@ impl Exchange {
             topic: topic.to_owned(),
             key: (*held.key).clone(),
             epoch_started_ms: held.epoch_started_ms,
-            delete_at_ms: held.delete_at_ms,
+            retain_ms: held.delete_at_ms.saturating_sub(self.now_ms),
         })
     }
 
@@ -1039,18 +1041,17 @@ impl Exchange {
             sh.metrics.add_control_rejected();
             return;
         }
-        if d.delete_at_ms <= now {
+        if d.retain_ms == 0 {
             return;
         }
-        // Never keep a key longer than our own policy allows.
+        // The sender's time left, counted down on our clock (the two clocks
+        // may differ by minutes); never longer than our own policy allows.
         let policy = &sh.config.key;
-        let cap = now
-            .saturating_add(policy.retention_ms)
-            .saturating_add(policy.rotation_ms);
+        let cap = policy.retention_ms.saturating_add(policy.rotation_ms);
         let held = HeldKey {
             key: Arc::new(d.key),
             epoch_started_ms: d.epoch_started_ms,
-            delete_at_ms: d.delete_at_ms.min(cap),
+            delete_at_ms: now.saturating_add(d.retain_ms.min(cap)),
         };
         if sh.keyring.insert(d.key_id, &d.topic, held) {
             sh.metrics.add_key_received();

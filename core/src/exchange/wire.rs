@@ -87,8 +87,11 @@ pub struct Delivery {
     pub topic: String,
     pub key: DataKey,
     pub epoch_started_ms: u64,
-    /// When every holder must have deleted the key (epoch end + retention).
-    pub delete_at_ms: u64,
+    /// How much longer the receiver may keep the key: the time left until
+    /// the sender deletes it (epoch end + retention). A duration, not an
+    /// instant, so that each holder counts it down on its own clock and a
+    /// skewed clock neither drops a key at once nor keeps it too long.
+    pub retain_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,7 +295,7 @@ pub fn encode_batch(items: &[Inner]) -> Zeroizing<Vec<u8>> {
                 put_topic(&mut out, &d.topic);
                 out.extend_from_slice(d.key.as_bytes());
                 out.extend_from_slice(&d.epoch_started_ms.to_be_bytes());
-                out.extend_from_slice(&d.delete_at_ms.to_be_bytes());
+                out.extend_from_slice(&d.retain_ms.to_be_bytes());
             }
             Inner::KeyUnavailable {
                 key_id,
@@ -331,7 +334,7 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Inner>, ControlError> {
                     topic,
                     key,
                     epoch_started_ms: r.u64()?,
-                    delete_at_ms: r.u64()?,
+                    retain_ms: r.u64()?,
                 })
             }
             3 => {

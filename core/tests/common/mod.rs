@@ -103,3 +103,28 @@ pub fn pump(engines: &[&Engine], now: u64) -> Vec<Vec<u8>> {
     }
     panic!("control traffic did not settle");
 }
+
+/// Like `pump`, but each engine reads its own clock: `(engine, now)` pairs,
+/// for parties whose clocks disagree.
+pub fn pump_skewed(engines: &[(&Engine, u64)]) {
+    for _ in 0..100 {
+        let mut moved = false;
+        for (i, (from, _)) in engines.iter().enumerate() {
+            while let Some(msg) = from.poll_transmit() {
+                moved = true;
+                for (j, (to, now)) in engines.iter().enumerate() {
+                    if i != j {
+                        let _ = to.handle_control(*now, &msg.payload);
+                    }
+                }
+            }
+        }
+        for (e, now) in engines {
+            e.handle_timeout(*now).unwrap();
+        }
+        if !moved {
+            return;
+        }
+    }
+    panic!("control traffic did not settle");
+}
