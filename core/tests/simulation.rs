@@ -13,7 +13,7 @@
     clippy::indexing_slicing
 )]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
@@ -27,9 +27,14 @@ use rand_core::{RngCore, SeedableRng};
 const T0: u64 = 1_790_000_000_000; // a fixed wall-clock start
 const SEC: u64 = 1000;
 const MIN: u64 = 60 * SEC;
+/// How soon after sealing a producer may die for good and take the key with
+/// it (see `check`); key delivery takes seconds even under the simulated faults.
+const LOSS_WINDOW_MS: u64 = 60 * SEC;
 
 /// Fixed seeds the test command runs; any seed that ever failed goes here.
-const FIXED_SEEDS: &[u64] = &[1, 2, 3, 4];
+// 524, 531 and 574 (found by `scripts/long-run`) each lose one record with a
+// producer that died for good before handing its key on: see `check`.
+const FIXED_SEEDS: &[u64] = &[1, 2, 3, 4, 524, 531, 574];
 
 #[derive(Clone, Default)]
 struct MemStorage(Arc<Mutex<Option<Vec<u8>>>>);
@@ -72,6 +77,8 @@ struct Node {
     up_since: u64,
     crash_at: Option<u64>,
     restart_at: Option<u64>,
+    /// When it crashed for good (no restart, so its memory-only keys died with it).
+    gone_at: Option<u64>,
     /// Retry bookkeeping: the key generation and record count at the last pass.
     last_pass: (u64, usize, u64),
 }
@@ -84,6 +91,8 @@ struct Record {
     plaintext: Vec<u8>,
     sealed_at: u64,
     key_id: KeyId,
+    /// The node that sealed it.
+    producer: usize,
 }
 
 struct Params {
@@ -239,6 +248,7 @@ impl Sim {
             up_since: T0,
             crash_at: None,
             restart_at: None,
+            gone_at: None,
             last_pass: (u64::MAX, 0, 0),
         });
     }
@@ -415,6 +425,7 @@ impl Sim {
                     plaintext,
                     sealed_at: self.now,
                     key_id,
+                    producer: i,
                 });
             }
             Err(Error::NoSealingKey) => {} // count limit hit faster than ticks: the record is refused, never sent
@@ -525,6 +536,9 @@ impl Sim {
                 if self.nodes[i].crash_at.is_some_and(|c| c <= self.now) {
                     self.nodes[i].crash_at = None;
                     self.nodes[i].engine = None; // SIGKILL: no goodbye
+                    if self.nodes[i].restart_at.is_none() {
+                        self.nodes[i].gone_at = Some(self.now);
+                    }
                 }
                 if self.nodes[i].engine.is_none()
                     && self.nodes[i].crash_at.is_none()
@@ -590,13 +604,30 @@ impl Sim {
         let skew = self.config.clock_skew_ms;
         let rotation = self.config.key.rotation_ms;
         let mut worst_wait = 0;
+        // The one loss the design accepts: a producer that dies for good
+        // before any other party holds its key takes that key with it (no
+        // central store; docs/PROTOCOL.md). Such records are exempt only if
+        // nobody opened them AND the producer died within LOSS_WINDOW_MS of
+        // sealing; a producer that lived longer must have handed the key on.
+        let lost_with_producer: HashSet<usize> = self
+            .records
+            .iter()
+            .enumerate()
+            .filter(|(idx, r)| {
+                self.nodes[r.producer]
+                    .gone_at
+                    .is_some_and(|g| g.saturating_sub(r.sealed_at) <= LOSS_WINDOW_MS)
+                    && !self.nodes.iter().any(|m| m.opened.contains_key(idx))
+            })
+            .map(|(idx, _)| idx)
+            .collect();
         // Liveness: every authorized, live consumer opened every record of its topics.
         for n in &self.nodes {
             if n.kind != Kind::Consumer || n.engine.is_none() {
                 continue;
             }
             for (idx, r) in self.records.iter().enumerate() {
-                if !n.consume.contains(&r.topic) {
+                if !n.consume.contains(&r.topic) || lost_with_producer.contains(&idx) {
                     continue;
                 }
                 let Some(at) = n.opened.get(&idx) else {
@@ -736,8 +767,10 @@ impl Sim {
         }
         eprintln!("seed {seed}: {handshakes} handshakes initiated, {served} keys served, {} control messages", self.captured.len());
         eprintln!(
-            "seed {seed}: {} records, {} nodes, worst key wait {} ms, {} control messages rejected",
+            "seed {seed}: {} records ({} lost with a producer that died for good within {} s of sealing them), {} nodes, worst key wait {} ms, {} control messages rejected",
             self.records.len(),
+            lost_with_producer.len(),
+            LOSS_WINDOW_MS / SEC,
             self.nodes.len(),
             worst_wait,
             self.forged_rejected
