@@ -24,6 +24,7 @@ import pytest
 import broker as test_broker
 import plugin_clients
 from test_java import (  # noqa: F401  (built is a pytest fixture)
+    HEADER_ON_DISK,
     STRING_DE,
     STRING_SER,
     Running,
@@ -277,7 +278,7 @@ def epochs_on_disk(kafka, topic: str) -> list[int]:
     """The epoch number in each record's e2ee header, in offset order (one
     partition, one producer)."""
     return [int.from_bytes(e, "big") for _, e in
-            re.findall(rb"e2ee\x44\x01[\x00-\x03](.{8})(.{4})", segments(kafka, topic), re.S)]
+            re.findall(HEADER_ON_DISK, segments(kafka, topic), re.S)]
 
 
 def acl(kafka, deny: bool):

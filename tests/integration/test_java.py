@@ -77,12 +77,18 @@ def segments(b, topic: str | None = None) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(b.data_dir.glob(pattern)))
 
 
+# An e2ee header in a segment file (FORMAT.md section 2): name, length 0x44 =
+# 34 as a varint, version 1, flags (key binding, cipher, compression bits:
+# at most 0x3f), then the producer instance id and the epoch.
+HEADER_ON_DISK = rb"e2ee\x44\x01[\x00-\x3f](.{8})(.{4})"
+
+
 def epochs_on_disk(b, topic: str) -> dict[bytes, set[bytes]]:
     """Producer instance id -> the epochs its records on disk were sealed
     under, read from the e2ee headers in the topic's segment files
     (FORMAT.md section 2: name, length 0x44 = 34 as a varint, version 1, flags)."""
     epochs: dict[bytes, set[bytes]] = {}
-    for producer, epoch in re.findall(rb"e2ee\x44\x01[\x00-\x03](.{8})(.{4})", segments(b, topic), re.S):
+    for producer, epoch in re.findall(HEADER_ON_DISK, segments(b, topic), re.S):
         epochs.setdefault(producer, set()).add(epoch)
     return epochs
 
