@@ -616,3 +616,65 @@ fn keys_live_for_the_retention_on_each_holders_own_clock_whatever_the_skew() {
         );
     }
 }
+
+/// A consumer asks for a producer's key while the producer does not yet
+/// read the control topic (its control plane starts reading at the end a
+/// moment after its first records are on the broker). Time runs as in a
+/// host: 100 ms steps, a tick whenever `poll_timeout` says, and a steady
+/// stream of other control messages. Returns when the record opened (ms).
+fn first_open_after_lost_hello(deliver_wants: bool) -> u64 {
+    let mut w = World::new(9);
+    let p = w.identity("p", &["orders"], &[]);
+    let c = w.identity("c", &[], &["orders"]);
+    let (p, c) = (w.engine(p, None), w.engine(c, None));
+    let (h, ct) = seal(&p, "orders", b"hello world");
+    let reads_from = T0 + 1_000;
+    let mut now = T0;
+    while now <= T0 + 30_000 {
+        let mut v = ct.clone();
+        if c.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v)
+            .is_ok()
+        {
+            assert_eq!(v, b"hello world");
+            return now - T0;
+        }
+        // Other traffic on the control topic (another pair's messages).
+        let _ = c.handle_control(now, b"KE2X\x01 not for us");
+        for e in [&c, &p] {
+            if now >= e.poll_timeout() {
+                e.handle_timeout(now).unwrap();
+            }
+        }
+        for _ in 0..4 {
+            while let Some(m) = c.poll_transmit() {
+                if now >= reads_from && (deliver_wants || m.to.is_some()) {
+                    let _ = p.handle_control(now, &m.payload);
+                }
+            }
+            while let Some(m) = p.poll_transmit() {
+                let _ = c.handle_control(now, &m.payload);
+            }
+        }
+        now += 100;
+    }
+    panic!("the key never arrived in 30 s");
+}
+
+#[test]
+fn a_hello_lost_before_the_producer_reads_is_sent_again_when_it_answers_a_want() {
+    // The producer answers the next broadcast Want (at 1.5 s): that proves
+    // it reads, and a new Hello goes out at once.
+    let ms = first_open_after_lost_hello(true);
+    assert!(ms <= 2_000, "opened after {ms} ms");
+}
+
+#[test]
+fn a_hello_lost_is_sent_again_when_it_times_out_whatever_else_arrives() {
+    // Without Wants, the Hello is retried when the handshake times out
+    // (10 s) and the backoff (0.5 s) ends, even though control messages
+    // arrive all the time.
+    let ms = first_open_after_lost_hello(false);
+    let cfg = EngineConfig::default();
+    let bound = cfg.handshake_timeout_ms + cfg.request_retry_ms + 200;
+    assert!(ms <= bound, "opened after {ms} ms, more than {bound}");
+}

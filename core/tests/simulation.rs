@@ -557,6 +557,10 @@ impl Sim {
                     if engine.handle_control(self.now, &bytes).is_err() {
                         self.forged_rejected += 1;
                     }
+                    // As hosts do: ask the engine when to tick after every
+                    // call, so a stream of control messages cannot postpone
+                    // a timer.
+                    self.nodes[to].next_tick = engine.poll_timeout();
                 }
                 self.drain(to);
             }

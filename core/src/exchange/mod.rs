@@ -70,6 +70,10 @@ pub(crate) struct Exchange {
     rng: Box<dyn CryptoRngCore + Send>,
     storage: Option<Box<dyn Storage>>,
     pub(crate) now_ms: u64,
+    /// When `handle_timeout` last ran. Every control message moves `now_ms`,
+    /// so housekeeping is scheduled from this, or a steady stream of
+    /// messages would postpone it for ever.
+    last_tick_ms: u64,
     next_epoch: u32,
     outgoing: BTreeMap<SessionId, Handshake>,
     incoming: BTreeMap<SessionId, Handshake>,
@@ -106,6 +110,7 @@ impl Exchange {
             rng,
             storage,
             now_ms,
+            last_tick_ms: now_ms,
             next_epoch,
             outgoing: BTreeMap::new(),
             incoming: BTreeMap::new(),
@@ -205,6 +210,7 @@ impl Exchange {
 
     pub(crate) fn handle_timeout(&mut self, sh: &Shared, now_ms: u64) -> Result<(), Error> {
         self.now_ms = now_ms;
+        self.last_tick_ms = now_ms;
         let cfg = &sh.config;
 
         // Handshakes and sessions that outlived their time are dropped, which
@@ -334,11 +340,31 @@ impl Exchange {
         Ok(())
     }
 
+    /// The earliest deadline of any timer: housekeeping, want retries,
+    /// handshakes that time out, handshakes that may be retried, rotation.
     pub(crate) fn poll_timeout(&self, sh: &Shared) -> u64 {
-        let mut next = self.now_ms.saturating_add(sh.config.housekeeping_ms);
+        let cfg = &sh.config;
+        let mut next = self.last_tick_ms.saturating_add(cfg.housekeeping_ms);
         for w in self.wants.values() {
             if w.refused.is_none() {
                 next = next.min(w.next_try_ms);
+            }
+        }
+        // A lost Hello is retried as soon as it times out and its peer's
+        // backoff ends, not at some later housekeeping round.
+        for h in self.outgoing.values() {
+            next = next.min(h.started_ms.saturating_add(cfg.handshake_timeout_ms));
+        }
+        for s in self.sessions.values().filter(|s| !s.confirmed) {
+            next = next.min(s.established_ms.saturating_add(cfg.handshake_timeout_ms));
+        }
+        // A backoff that ended at or before the last tick was acted on
+        // then (or waits on a handshake under way, whose deadline is above).
+        for peer in self.queued.keys() {
+            if let Some((_, until)) = self.backoff.get(peer) {
+                if *until > self.last_tick_ms {
+                    next = next.min(*until);
+                }
             }
         }
         if let Some(cur) = sh.producer.current() {
@@ -937,6 +963,22 @@ impl Exchange {
             return;
         }
         w.holder = Some((from, now));
+        // A peer that answers wants reads the control topic. If our Hello to
+        // it has gone unanswered for longer than a request retry, it went
+        // out before the peer started reading (a producer's first records
+        // reach consumers before its control plane reads): send a new one
+        // now rather than after the handshake timeout. At most once per
+        // want and handshake timeout, as `holder` above limits.
+        let stale = now.saturating_sub(sh.config.request_retry_ms);
+        let lost: Vec<SessionId> = self
+            .outgoing
+            .iter()
+            .filter(|(_, h)| h.peer == from && h.started_ms < stale)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            self.outgoing.remove(&id);
+        }
         self.enqueue(from, Outgoing::Request { key_id, topic });
         let _ = self.flush(sh, from);
     }
