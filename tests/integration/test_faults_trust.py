@@ -115,9 +115,18 @@ class JavaWriter:
                      **kv)
         self.run = Running(cp, APP, "paced", str(conf), topic, self.prefix, str(n), str(interval_ms), env=env,
                            log=dir / f"{topic}-writer.log")
+        self.sent = False
+
+    def wait_sent(self, timeout: float) -> None:
+        """Until every record is acknowledged; the producer stays up."""
+        if not self.sent:
+            self.run.wait_line("SENT", timeout=timeout)
+            self.sent = True
 
     def finish(self, timeout: float) -> subprocess.CompletedProcess:
-        self.run.wait_line("SENT", timeout=timeout)
+        """Waits for SENT, then closes the producer: nobody can get its keys
+        from it any more (it has no state directory)."""
+        self.wait_sent(timeout)
         done = self.run.close()
         assert done.returncode == 0 and "SEND-FAILED" not in done.stdout, done.stdout + done.stderr[-3000:]
         return done
@@ -362,11 +371,14 @@ def test_control_topic_unreachable_for_60s_records_keep_flowing_then_everything_
         # ...and those of the epoch after that waited and failed visibly.
         assert all(e >= 1 for e in errors_during.values()), f"errors seen during the outage: {errors_during}"
 
-        jw.finish(timeout=180)
+        jw.wait_sent(timeout=180)
         cw.finish(timeout=180)
+        # Both producers stay up: the keys of epochs that began in the
+        # outage exist nowhere else (no state directory, no other holder).
         for r in readers.values():
             wait_for(lambda r=r: r.count(topics[0]) == len(jw.values) and r.count(topics[1]) == len(cw.values),
                      120, "every record after the outage")
+        jw.finish(timeout=60)
         for name, r in readers.items():
             assert_delivered_exactly(r, topics[0], jw.values)
             assert_delivered_exactly(r, topics[1], cw.values)
@@ -377,6 +389,11 @@ def test_control_topic_unreachable_for_60s_records_keep_flowing_then_everything_
         # The Java control plane said so, without a warning per poll.
         log = jr.log.read_text(errors="replace")
         assert 1 <= log.count("kafka-e2ee cannot read control topic") <= 4, log[-3000:]
+        # Nor does its control consumer spin on the failing poll: the Kafka
+        # consumer logs each failed fetch, so the lines count the polls.
+        for name in ("java-reader.log", f"{topics[0]}-writer.log"):
+            fetches = (tmp_path / name).read_text(errors="replace").count("Not authorized to read from partition")
+            assert 1 <= fetches <= 3 * outage, f"{name}: {fetches} failed control-topic fetches in a {outage} s outage"
     finally:
         close_all(parties)
     for t in topics:

@@ -46,6 +46,12 @@ final class ControlPlane implements AutoCloseable {
     private static final long RETENTION_MS = 3_600_000;
     /** While the control topic fails (an outage, a missing ACL), one warning per this period. */
     static final long WARN_EVERY_MS = 30_000;
+    /**
+     * After a failed read, the next poll waits this long: a consumer that may not read the topic
+     * fails every poll at once, and polling again at once would spin a core and log a warning (the
+     * Kafka consumer's own) thousands of times a second for the whole outage.
+     */
+    static final long READ_RETRY_MS = 1_000;
 
     /** Host settings never carried over (besides every e2ee.* one). */
     private static final Set<String> DROPPED = Set.of(
@@ -59,6 +65,8 @@ final class ControlPlane implements AutoCloseable {
     private final Thread thread;
     private volatile boolean running = true;
     private volatile KafkaConsumer<byte[], byte[]> consumer;
+    /** No poll before this time (after a failed read); timers and sends go on meanwhile. */
+    private long readRetryAt;
     private final Problems readProblems = new Problems("cannot read control topic");
     private final Problems sendProblems = new Problems("control message not delivered to");
 
@@ -180,32 +188,13 @@ final class ControlPlane implements AutoCloseable {
     }
 
     private void step(KafkaConsumer<byte[], byte[]> c, KafkaProducer<byte[], byte[]> producer) {
-        long wait = Math.max(0, Math.min(MAX_POLL_MS, engine.pollTimeout() - System.currentTimeMillis()));
+        long start = System.currentTimeMillis();
+        long wait = Math.max(0, Math.min(MAX_POLL_MS, engine.pollTimeout() - start));
         long generation = engine.keyGeneration();
-        try {
-            ConsumerRecords<byte[], byte[]> records = c.poll(Duration.ofMillis(wait));
-            for (ConsumerRecord<byte[], byte[]> r : records) {
-                if (r.value() == null) {
-                    continue;
-                }
-                String rejected = engine.handleControl(System.currentTimeMillis(), r.value());
-                if (rejected != null) {
-                    log.debug("control message at {}-{}@{} rejected: {}", r.topic(), r.partition(), r.offset(),
-                            rejected);
-                }
-            }
-            if (!records.isEmpty()) {
-                // Only records prove the topic readable: during an outage, polls between two
-                // failed fetches return nothing without an error.
-                readProblems.succeeded(topic);
-            }
-        } catch (WakeupException e) {
-            // nudged: fall through to the transmit queue
-        } catch (KafkaException e) {
-            // The control topic cannot be read (e.g. not authorized): the timers must still run
-            // (rotation, retries) and queued messages still go out, or this process would stop
-            // rotating and stop asking for keys until the poll succeeds again.
-            readProblems.failed(topic, e);
+        if (start < readRetryAt) {
+            sleep(Math.min(wait, readRetryAt - start));
+        } else {
+            read(c, wait);
         }
         long now = System.currentTimeMillis();
         if (now >= engine.pollTimeout()) {
@@ -227,6 +216,35 @@ final class ControlPlane implements AutoCloseable {
         }
         if (engine.keyGeneration() != generation) {
             engine.signalKeyArrival();
+        }
+    }
+
+    private void read(KafkaConsumer<byte[], byte[]> c, long wait) {
+        try {
+            ConsumerRecords<byte[], byte[]> records = c.poll(Duration.ofMillis(wait));
+            for (ConsumerRecord<byte[], byte[]> r : records) {
+                if (r.value() == null) {
+                    continue;
+                }
+                String rejected = engine.handleControl(System.currentTimeMillis(), r.value());
+                if (rejected != null) {
+                    log.debug("control message at {}-{}@{} rejected: {}", r.topic(), r.partition(), r.offset(),
+                            rejected);
+                }
+            }
+            if (!records.isEmpty()) {
+                // Only records prove the topic readable: during an outage, polls between two
+                // failed fetches return nothing without an error.
+                readProblems.succeeded(topic);
+            }
+        } catch (WakeupException e) {
+            // nudged: go on to the transmit queue
+        } catch (KafkaException e) {
+            // The control topic cannot be read (e.g. not authorized): the timers must still run
+            // (rotation, retries) and queued messages still go out, or this process would stop
+            // rotating and stop asking for keys until the poll succeeds again.
+            readProblems.failed(topic, e);
+            readRetryAt = System.currentTimeMillis() + READ_RETRY_MS;
         }
     }
 

@@ -19,6 +19,12 @@ import org.apache.kafka.common.utils.Utils;
  * inner deserializer or the app.
  */
 public class DecryptingDeserializer<T> implements Deserializer<T> {
+    /**
+     * How long a record whose key is still missing waits when it is parsed again: an app that polls
+     * again in a loop after the error is paced by this instead of spinning a core (and Kafka logging
+     * an error per attempt); a key that arrives ends the wait at once.
+     */
+    static final long RETRY_WAIT_MS = 1_000;
     private Deserializer<T> inner;
     private Engines.Lease lease;
     /**
@@ -35,8 +41,8 @@ public class DecryptingDeserializer<T> implements Deserializer<T> {
         final int position;
         final SerializationException error;
         /**
-         * A missing key may have arrived since: such a record is tried again (without a second
-         * wait), but not counted again.
+         * A missing key may have arrived since: such a record is tried again (waiting at most
+         * {@link #RETRY_WAIT_MS}), but not counted again.
          */
         final boolean retry;
 
@@ -150,7 +156,8 @@ public class DecryptingDeserializer<T> implements Deserializer<T> {
                     + "on its librdkafka producers.");
         }
         try {
-            RecordCrypto.open(lease, topic, header, Engine.BIND_UNBOUND, null, value, first ? lease.keyWaitMs : 0);
+            long wait = first ? lease.keyWaitMs : Math.min(lease.keyWaitMs, RETRY_WAIT_MS);
+            RecordCrypto.open(lease, topic, header, Engine.BIND_UNBOUND, null, value, wait);
         } catch (E2eeException e) {
             if (first) {
                 lease.metrics.recordFailed();

@@ -104,7 +104,8 @@ final class RecordCrypto {
                 if (now >= deadline) {
                     lease.metrics.keyWaitTimedOut();
                     throw new E2eeException(E2eeException.Kind.KEY_PENDING, null, e.getMessage()
-                            + "; gave up after waiting " + E2eeConfig.KEY_WAIT_MS + "=" + waitMs + " ms");
+                            + "; gave up after waiting " + waitMs + " ms (" + E2eeConfig.KEY_WAIT_MS + "="
+                            + lease.keyWaitMs + ")");
                 }
                 try {
                     // Woken by the control plane as soon as a key arrives (signalKeyArrival).
