@@ -86,7 +86,7 @@ HEADER_ON_DISK = rb"e2ee\x44\x01[\x00-\x3f](.{8})(.{4})"
 def epochs_on_disk(b, topic: str) -> dict[bytes, set[bytes]]:
     """Producer instance id -> the epochs its records on disk were sealed
     under, read from the e2ee headers in the topic's segment files
-    (FORMAT.md section 2: name, length 0x44 = 34 as a varint, version 1, flags)."""
+    (HEADER_ON_DISK)."""
     epochs: dict[bytes, set[bytes]] = {}
     for producer, epoch in re.findall(HEADER_ON_DISK, segments(b, topic), re.S):
         epochs.setdefault(producer, set()).add(epoch)

@@ -970,15 +970,8 @@ impl Exchange {
         // now rather than after the handshake timeout. At most once per
         // want and handshake timeout, as `holder` above limits.
         let stale = now.saturating_sub(sh.config.request_retry_ms);
-        let lost: Vec<SessionId> = self
-            .outgoing
-            .iter()
-            .filter(|(_, h)| h.peer == from && h.started_ms < stale)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in lost {
-            self.outgoing.remove(&id);
-        }
+        self.outgoing
+            .retain(|_, h| h.peer != from || h.started_ms >= stale);
         self.enqueue(from, Outgoing::Request { key_id, topic });
         let _ = self.flush(sh, from);
     }
