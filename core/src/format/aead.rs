@@ -1,8 +1,8 @@
 //! Sealing and opening a record value in place.
 
-// aes-gcm and chacha20poly1305 share this trait (the `aead` crate).
-use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit};
+use std::cell::RefCell;
+
+use ring::aead::{Aad, Nonce, Tag};
 use zeroize::Zeroizing;
 
 use super::compress::{self, compress, decompress_exact};
@@ -22,10 +22,21 @@ const AAD_LABEL: &[u8] = b"kafka-e2ee/v1";
 const AAD_STACK_LEN: usize = 512;
 
 /// ChaCha20 as used by the AEAD has a 32-bit block counter (block 0 keys
-/// Poly1305); chacha20poly1305 refuses buffers with len / 64 >= u32::MAX.
+/// Poly1305), so len / 64 < u32::MAX (ring allows up to 64 bytes more).
 const CHACHA_MAX_LEN: u64 = (u32::MAX as u64 - 1) * 64 + 63;
-/// GCM's limit (NIST SP 800-38D): 2^39 - 256 bits; aes-gcm refuses more.
+/// GCM's limit (NIST SP 800-38D): 2^39 - 256 bits; ring refuses more.
 const GCM_MAX_LEN: u64 = (1 << 36) - 32;
+
+/// Largest copy of a ciphertext [`decrypt`] keeps per thread between
+/// records; a larger one is freed after its record.
+const KEPT_CIPHERTEXT_LEN: usize = 1 << 20;
+
+thread_local! {
+    /// The ciphertext being opened on this thread, to put back if its tag
+    /// does not verify. Not secret; reused so that opening allocates
+    /// nothing per record.
+    static CIPHERTEXT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// What the producer or consumer hook knows about the serialized record key.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -177,11 +188,7 @@ pub fn open_in_place(
     let authenticated = header.encode_authenticated();
     let compression = header.compression();
     if compression == Compression::None {
-        // Verify-then-decrypt: both AEAD crates (chacha20poly1305 0.10.1
-        // `Cipher::decrypt_in_place_detached`, aes-gcm 0.10.3
-        // `AesGcm::decrypt_in_place_detached`) compute the tag over AAD and
-        // ciphertext, compare it in constant time, and only on success apply
-        // the keystream. On failure the buffer is untouched.
+        // `decrypt` leaves the buffer as it was unless the tag verifies.
         return with_aad(topic, &authenticated, None, binding, |aad| {
             decrypt(key, cipher, &nonce, aad, value, &header.tag)
         })?
@@ -211,21 +218,22 @@ fn encrypt(
     aad: &[u8],
     buf: &mut [u8],
 ) -> Option<[u8; 16]> {
-    match cipher {
-        Cipher::ChaCha20Poly1305 => chacha(key)
-            .encrypt_in_place_detached(nonce.into(), aad, buf)
-            .ok()
-            .map(Into::into),
-        Cipher::Aes256Gcm => key
-            .aes_256_gcm()
-            .encrypt_in_place_detached(nonce.into(), aad, buf)
-            .ok()
-            .map(Into::into),
-    }
+    let tag = key
+        .aead(cipher)
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), buf)
+        .ok()?;
+    tag.as_ref().try_into().ok()
 }
 
-/// Verifies, then decrypts `buf` in place; `None` if the tag does not verify
-/// (the buffer is then unchanged).
+/// Verifies and decrypts `buf` in place; `None` if the tag does not verify,
+/// and the buffer is then exactly as it was.
+///
+/// ring decrypts while it authenticates (one pass, for speed) and zeroes the
+/// buffer when the tag does not match, so no unauthenticated plaintext ever
+/// reaches the caller. Callers here are promised more: a failed open leaves
+/// the value unchanged (docs/FORMAT.md, "Opening"). So the ciphertext is
+/// copied first and put back on failure: one copy, which costs far less
+/// than a cipher that verifies before it decrypts (two passes) would.
 fn decrypt(
     key: &DataKey,
     cipher: Cipher,
@@ -234,21 +242,42 @@ fn decrypt(
     buf: &mut [u8],
     tag: &[u8; 16],
 ) -> Option<()> {
-    match cipher {
-        Cipher::ChaCha20Poly1305 => chacha(key)
-            .decrypt_in_place_detached(nonce.into(), aad, buf, tag.into())
-            .ok(),
-        Cipher::Aes256Gcm => key
-            .aes_256_gcm()
-            .decrypt_in_place_detached(nonce.into(), aad, buf, tag.into())
-            .ok(),
-    }
-}
-
-fn chacha(key: &DataKey) -> ChaCha20Poly1305 {
-    // The cipher keeps its own copy of the key and zeroizes it on drop.
-    let key: &Key = key.as_bytes().into();
-    ChaCha20Poly1305::new(key)
+    let key = key.aead(cipher);
+    let open_or_restore = |copy: &mut Vec<u8>, buf: &mut [u8]| {
+        copy.clear();
+        copy.extend_from_slice(buf);
+        let opened = key
+            .open_in_place_separate_tag(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(aad),
+                Tag::from(*tag),
+                buf,
+                0..,
+            )
+            .is_ok();
+        if !opened {
+            buf.copy_from_slice(copy);
+        }
+        if copy.capacity() > KEPT_CIPHERTEXT_LEN {
+            *copy = Vec::new();
+        }
+        opened
+    };
+    // The thread's buffer, unless the thread is exiting (its locals are
+    // gone) or this is somehow re-entered: then a buffer of its own.
+    let opened = CIPHERTEXT
+        .try_with(|copy| {
+            copy.try_borrow_mut()
+                .ok()
+                .map(|mut copy| open_or_restore(&mut copy, buf))
+        })
+        .ok()
+        .flatten();
+    let opened = match opened {
+        Some(opened) => opened,
+        None => open_or_restore(&mut Vec::new(), buf),
+    };
+    opened.then_some(())
 }
 
 /// 0x00000000 || epoch u32 BE || counter u32 BE. The same for both ciphers:
