@@ -4,13 +4,14 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::{c_void, CStr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{OnceLock, PoisonError};
 
-use hmac::{Hmac, Mac};
 use kafka_e2ee_core::format::KeyBinding;
 use kafka_e2ee_core::{Error, KeyUnavailable, Opened};
 use rand_core::RngCore;
-use sha2::Sha256;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use subtle::ConstantTimeEq;
 
 use super::api::{self, Api, Headers, Kafka, Message};
 use super::{fork_generation, guard, state, ConfState};
@@ -22,6 +23,8 @@ const HEADER: &CStr = c"e2ee";
 /// never leaves this process over the record's position and plaintext: a
 /// broker cannot forge it to pass a plaintext injection off as decrypted.
 const OPENED: &CStr = c"e2ee.opened";
+/// The `e2ee.opened` value: nonce (u64 BE) || tag.
+const MARKER_LEN: usize = 8 + 16;
 const RD_KAFKA_MSG_F_FREE: i32 = 0x1;
 const RD_KAFKA_MSG_F_PRODUCER: i32 = 0x40000;
 
@@ -268,32 +271,104 @@ pub(crate) unsafe extern "C" fn on_acknowledgement(
     })
 }
 
-/// The marker's HMAC, keyed once per process with a key that never leaves
-/// it; each marker starts from a clone of this state, so the key schedule
-/// (two SHA-256 blocks) is not redone per record.
-fn marker_mac() -> Option<&'static Hmac<Sha256>> {
-    static MAC: OnceLock<Option<Hmac<Sha256>>> = OnceLock::new();
-    MAC.get_or_init(|| {
-        let mut key = zeroize::Zeroizing::new([0u8; 32]);
-        rand_core::OsRng.fill_bytes(&mut key[..]);
-        <Hmac<Sha256> as Mac>::new_from_slice(&key[..]).ok()
-    })
-    .as_ref()
+/// The marker's key: a random AES-256-GCM key that never leaves the
+/// process, used as a MAC: the record's position and plaintext are sealed
+/// in a scratch copy and only the tag is kept. Each marker takes the next
+/// nonce of a counter, so no nonce repeats under the key. A copy plus
+/// AES-GCM's bulk path costs a quarter of the HMAC-SHA256 this replaced
+/// (which was 27% of a plugin consumer's CPU at 1 KiB), and a third of
+/// ring's GHASH over the value as associated data (block by block).
+struct MarkerKey {
+    key: LessSafeKey,
+    next_nonce: AtomicU64,
+}
+
+/// Largest scratch buffer a thread keeps between markers.
+const KEPT_SCRATCH_LEN: usize = 1 << 20;
+
+thread_local! {
+    /// Where a marker's input is sealed; it holds only ciphertext after.
+    static MARKER_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// None only if the marker key could not be made: then no record is marked,
 /// and none is taken as marked.
-fn marker(topic: &str, m: &Message, value: &[u8]) -> Option<[u8; 16]> {
-    let mut mac = marker_mac()?.clone();
-    mac.update(&(topic.len() as u64).to_be_bytes());
-    mac.update(topic.as_bytes());
-    mac.update(&m.partition.to_be_bytes());
-    mac.update(&m.offset.to_be_bytes());
-    mac.update(value);
-    let full = mac.finalize().into_bytes();
-    let mut out = [0u8; 16];
-    out.copy_from_slice(full.get(..16)?);
+fn marker_key() -> Option<&'static MarkerKey> {
+    static KEY: OnceLock<Option<MarkerKey>> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let mut key = zeroize::Zeroizing::new([0u8; 32]);
+        rand_core::OsRng.try_fill_bytes(&mut key[..]).ok()?;
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key[..]).ok()?);
+        Some(MarkerKey {
+            key,
+            next_nonce: AtomicU64::new(0),
+        })
+    })
+    .as_ref()
+}
+
+/// The tag over (topic, partition, offset, value) under `nonce`.
+fn marker_tag(
+    key: &MarkerKey,
+    nonce: u64,
+    topic: &str,
+    m: &Message,
+    value: &[u8],
+) -> Option<[u8; 16]> {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&nonce.to_be_bytes());
+    let seal = |scratch: &mut Vec<u8>| {
+        scratch.clear();
+        scratch.extend_from_slice(&(topic.len() as u64).to_be_bytes());
+        scratch.extend_from_slice(topic.as_bytes());
+        scratch.extend_from_slice(&m.partition.to_be_bytes());
+        scratch.extend_from_slice(&m.offset.to_be_bytes());
+        scratch.extend_from_slice(value);
+        let tag = key.key.seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(n),
+            Aad::empty(),
+            scratch,
+        );
+        if tag.is_err() {
+            // Too long for GCM: the plaintext copy must not stay behind.
+            scratch.fill(0);
+        }
+        if scratch.capacity() > KEPT_SCRATCH_LEN {
+            *scratch = Vec::new();
+        }
+        tag.ok()
+    };
+    let tag = MARKER_SCRATCH
+        .try_with(|s| s.try_borrow_mut().ok().map(|mut s| seal(&mut s)))
+        .ok()
+        .flatten();
+    let tag = match tag {
+        Some(tag) => tag,
+        None => seal(&mut Vec::new()),
+    }?;
+    tag.as_ref().try_into().ok()
+}
+
+/// A new marker for a message just decrypted.
+fn marker(topic: &str, m: &Message, value: &[u8]) -> Option<[u8; MARKER_LEN]> {
+    let key = marker_key()?;
+    let nonce = key.next_nonce.fetch_add(1, Ordering::Relaxed);
+    let tag = marker_tag(key, nonce, topic, m, value)?;
+    let mut out = [0u8; MARKER_LEN];
+    let (n, t) = out.split_at_mut(8);
+    n.copy_from_slice(&nonce.to_be_bytes());
+    t.copy_from_slice(&tag);
     Some(out)
+}
+
+/// Whether `mark` is a marker this process made for this message as it is.
+fn is_our_marker(mark: &[u8], topic: &str, m: &Message, value: &[u8]) -> bool {
+    let (Some(key), Some((nonce, tag))) = (marker_key(), mark.split_first_chunk::<8>()) else {
+        return false;
+    };
+    tag.len() == 16
+        && marker_tag(key, u64::from_be_bytes(*nonce), topic, m, value)
+            .is_some_and(|ours| bool::from(ours.ct_eq(tag)))
 }
 
 /// The value of the last header `name`, borrowed from the message's header
@@ -373,7 +448,7 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
         // Second run for a message already decrypted here?
         // SAFETY: h is the message's list or null.
         if let Some(mark) = unsafe { header_value(api, h, OPENED) } {
-            if marker(&topic, msg, value).is_some_and(|m| m.as_slice() == mark) {
+            if is_our_marker(mark, &topic, msg, value) {
                 return Ok(());
             }
         }
@@ -387,8 +462,16 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
                 // SAFETY: h is the message's list (it held the header).
                 unsafe { (api.header_remove)(h, HEADER.as_ptr()) };
                 if let Some(mark) = marker(&topic, msg, value) {
-                    // SAFETY: as above; mark is 16 bytes.
-                    unsafe { (api.header_add)(h, OPENED.as_ptr(), -1, mark.as_ptr().cast(), 16) };
+                    // SAFETY: as above; mark is MARKER_LEN bytes.
+                    unsafe {
+                        (api.header_add)(
+                            h,
+                            OPENED.as_ptr(),
+                            -1,
+                            mark.as_ptr().cast(),
+                            MARKER_LEN as isize,
+                        )
+                    };
                 }
                 return Ok(());
             }
@@ -463,7 +546,63 @@ unsafe fn reject(st: &ConfState, rk: *mut Kafka, m: *mut Message, reason: &str) 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
+    use super::*;
+
+    fn message(partition: i32, offset: i64) -> Message {
+        Message {
+            err: api::ERR_NO_ERROR,
+            rkt: std::ptr::null_mut(),
+            partition,
+            payload: std::ptr::null_mut(),
+            len: 0,
+            key: std::ptr::null_mut(),
+            key_len: 0,
+            offset,
+            private: std::ptr::null_mut(),
+        }
+    }
+
+    #[test]
+    fn a_marker_vouches_only_for_its_own_message_as_it_is() {
+        let (m, value) = (message(3, 42), b"the plaintext".as_slice());
+        let mark = marker("orders", &m, value).unwrap();
+        assert!(is_our_marker(&mark, "orders", &m, value));
+        // Each marker has a fresh nonce, and still verifies.
+        let again = marker("orders", &m, value).unwrap();
+        assert_ne!(mark, again);
+        assert!(is_our_marker(&again, "orders", &m, value));
+
+        // Anything else about the record: another value (a plaintext
+        // injection reusing a marker), topic, partition or offset.
+        assert!(!is_our_marker(&mark, "orders", &m, b"the plaintexT"));
+        assert!(!is_our_marker(&mark, "orders", &m, b""));
+        assert!(!is_our_marker(&mark, "orderz", &m, value));
+        assert!(!is_our_marker(&mark, "orders", &message(4, 42), value));
+        assert!(!is_our_marker(&mark, "orders", &message(3, 43), value));
+        // A forged, truncated, extended or bit-flipped marker.
+        assert!(!is_our_marker(&[0; MARKER_LEN], "orders", &m, value));
+        assert!(!is_our_marker(&mark[..MARKER_LEN - 1], "orders", &m, value));
+        assert!(!is_our_marker(
+            &[&mark[..], &[0]].concat(),
+            "orders",
+            &m,
+            value
+        ));
+        assert!(!is_our_marker(&[], "orders", &m, value));
+        for i in 0..MARKER_LEN {
+            let mut flipped = mark;
+            flipped[i] ^= 1;
+            assert!(!is_our_marker(&flipped, "orders", &m, value), "byte {i}");
+        }
+        // A topic longer than any Kafka allows takes the heap path, alike.
+        let long = "t".repeat(300);
+        let mark = marker(&long, &m, value).unwrap();
+        assert!(is_our_marker(&mark, &long, &m, value));
+        assert!(!is_our_marker(&mark, &long[1..], &m, value));
+    }
+
     #[test]
     fn header_name_is_the_formats() {
         assert_eq!(
