@@ -3,11 +3,16 @@
 //! once its retention has passed. Topic keys are derived per topic, so a key
 //! handed to a consumer of one topic opens nothing else.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::format::{DataKey, EpochSecret, InstanceId, KeyId};
+
+/// The maps looked up per record: foldhash (randomly seeded) is a few ns
+/// where SipHash takes ~20. Only keys that arrived authenticated, and the
+/// host's own topics, are ever inserted, so a peer cannot flood them.
+type FastMap<K, V> = foldhash::HashMap<K, V>;
 
 /// How long keys live. All times are Unix milliseconds supplied by the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +45,7 @@ pub struct ProducerEpoch {
     /// `u64::MAX` while the epoch may still seal.
     ended_ms: AtomicU64,
     counter: AtomicU64,
-    topic_keys: RwLock<HashMap<String, Arc<DataKey>>>,
+    topic_keys: RwLock<FastMap<String, Arc<DataKey>>>,
 }
 
 impl core::fmt::Debug for ProducerEpoch {
@@ -60,7 +65,7 @@ impl ProducerEpoch {
             started_ms,
             ended_ms: AtomicU64::new(ended_ms),
             counter: AtomicU64::new(0),
-            topic_keys: RwLock::new(HashMap::new()),
+            topic_keys: RwLock::new(FastMap::default()),
         }
     }
 
@@ -325,7 +330,7 @@ pub struct HeldKey {
 /// The consumer role's keys: topic keys by key id and topic.
 #[derive(Debug, Default)]
 pub struct Keyring {
-    keys: RwLock<HashMap<KeyId, HashMap<String, HeldKey>>>,
+    keys: RwLock<FastMap<KeyId, FastMap<String, HeldKey>>>,
 }
 
 impl Keyring {
@@ -361,7 +366,7 @@ impl Keyring {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
-            .map(HashMap::len)
+            .map(FastMap::len)
             .sum()
     }
 
