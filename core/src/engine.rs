@@ -310,6 +310,36 @@ impl Engine {
         Ok(header.encode())
     }
 
+    /// Reverses [`Engine::seal`] on a record this engine sealed, for a host
+    /// that sealed a buffer it must hand back (librdkafka's delivery report
+    /// shows the payload it sealed in place). Opens only under this
+    /// instance's own epochs: never asks the network and counts nothing, so
+    /// it is not a way to read others' records. `binding` as given to `seal`.
+    /// On error (not sealed here, epoch deleted, tampered) the value is
+    /// unchanged.
+    pub fn unseal(
+        &self,
+        topic: &str,
+        header: &[u8],
+        binding: KeyBinding<'_>,
+        value: &mut [u8],
+    ) -> Result<(), Error> {
+        let sh = &self.shared;
+        let header = RecordHeader::decode(header)?;
+        let key_id = header.key_id;
+        let epoch = sh
+            .is_mine(key_id.producer)
+            .then(|| sh.producer.get(&key_id))
+            .flatten()
+            .ok_or(Error::KeyUnavailable {
+                key_id,
+                reason: KeyUnavailable::Unknown,
+            })?;
+        let key = epoch.topic_key(topic);
+        format::open_in_place(&key, &header, topic, binding, value)?;
+        Ok(())
+    }
+
     /// Verifies and decrypts `value` in place. `header` is the value of the
     /// record's e2ee header, if it has one; `binding` is the record key as the
     /// hook sees it (`Unbound` if it cannot see keys). On error the value is unchanged

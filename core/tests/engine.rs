@@ -116,6 +116,41 @@ fn unauthorized_consumer_is_refused_and_cannot_seal() {
 }
 
 #[test]
+fn unseal_reverses_only_this_instances_own_seal_and_counts_nothing() {
+    let mut w = World::new(19);
+    let p = w.identity("p", &["orders"], &["*"]);
+    let c = w.identity("c", &[], &["orders"]);
+    let (p, c) = (w.engine(p, None), w.engine(c, None));
+    let (h, ct) = seal(&p, "orders", b"the delivery report's payload");
+    let before = p.metrics();
+
+    // Another instance, even one that may read the topic, cannot unseal:
+    // unseal never fetches a key, so it is no way around asking for one.
+    let mut v = ct.clone();
+    assert!(c.unseal("orders", &h, KeyBinding::Bytes(b"k"), &mut v).is_err());
+    assert_eq!(v, ct);
+    // Another topic, record key, or a flipped bit: refused, value unchanged.
+    for (topic, key) in [("payments", &b"k"[..]), ("orders", b"x")] {
+        assert!(p.unseal(topic, &h, KeyBinding::Bytes(key), &mut v).is_err());
+        assert_eq!(v, ct);
+    }
+    let mut flipped = ct.clone();
+    flipped[3] ^= 1;
+    let tampered = flipped.clone();
+    assert!(p
+        .unseal("orders", &h, KeyBinding::Bytes(b"k"), &mut flipped)
+        .is_err());
+    assert_eq!(flipped, tampered);
+    assert!(p.unseal("orders", &h[..10], KeyBinding::Bytes(b"k"), &mut v).is_err());
+
+    p.unseal("orders", &h, KeyBinding::Bytes(b"k"), &mut v).unwrap();
+    assert_eq!(v, b"the delivery report's payload");
+    assert_eq!(p.metrics(), before, "unseal is not a record opened");
+    let key_id = RecordHeader::decode(&h).unwrap().key_id;
+    assert_eq!(c.want_status(key_id, "orders"), None, "unseal asked for a key");
+}
+
+#[test]
 fn tampering_fails_and_leaves_value_unchanged() {
     let mut w = World::new(5);
     let p = w.identity("p", &["*"], &["*"]);

@@ -26,6 +26,7 @@ const OPENED: &CStr = c"e2ee.opened";
 /// The `e2ee.opened` value: nonce (u64 BE) || tag.
 const MARKER_LEN: usize = 8 + 16;
 const RD_KAFKA_MSG_F_FREE: i32 = 0x1;
+const RD_KAFKA_MSG_F_COPY: i32 = 0x2;
 const RD_KAFKA_MSG_F_PRODUCER: i32 = 0x40000;
 
 /// A ciphertext buffer swapped in for a payload by `on_send`.
@@ -161,6 +162,21 @@ unsafe fn send(st: &ConfState, m: *mut Message) {
         }
     }
     let len = msg.len;
+    let usable =
+        client.is_some_and(|c| c.broken.is_none() && c.fork_generation == fork_generation());
+    let bind = if client.is_some_and(|c| c.bind_key) {
+        binding(msg)
+    } else {
+        KeyBinding::Unbound
+    };
+    // SAFETY: m is live.
+    let flags = unsafe { private_flags(m) };
+    if let (Some(engine), true, true) = (engine, usable, copied_payload(flags, len)) {
+        // SAFETY: m is live; its payload is librdkafka's own copy of len bytes.
+        if unsafe { seal_librdkafkas_copy(api, engine, &topic, bind, m) } {
+            return;
+        }
+    }
     // Our own buffer: never write into the app's (it may be shared or
     // read-only, and the delivery report must see the original).
     let ours = if len == 0 {
@@ -173,8 +189,6 @@ unsafe fn send(st: &ConfState, m: *mut Message) {
         fail_closed(msg);
         return;
     }
-    let usable =
-        client.is_some_and(|c| c.broken.is_none() && c.fork_generation == fork_generation());
     let sealed = match (engine, usable) {
         (Some(engine), true) => {
             let value: &mut [u8] = if len == 0 {
@@ -186,27 +200,9 @@ unsafe fn send(st: &ConfState, m: *mut Message) {
                     std::slice::from_raw_parts_mut(ours, len)
                 }
             };
-            let bind = if client.is_some_and(|c| c.bind_key) {
-                binding(msg)
-            } else {
-                KeyBinding::Unbound
-            };
             match engine.seal(&topic, bind, value) {
-                Ok(header) => {
-                    // SAFETY: m is live.
-                    let h = unsafe { headers_for_append(api, m) };
-                    !h.is_null()
-                        // SAFETY: h is the message's list; header is 34 bytes.
-                        && unsafe {
-                            (api.header_add)(
-                                h,
-                                HEADER.as_ptr(),
-                                -1,
-                                header.as_ptr().cast(),
-                                header.len() as isize,
-                            )
-                        } == api::ERR_NO_ERROR
-                }
+                // SAFETY: m is live.
+                Ok(header) => unsafe { attach_header(api, m, &header) },
                 Err(_) => false,
             }
         }
@@ -217,8 +213,7 @@ unsafe fn send(st: &ConfState, m: *mut Message) {
             // SAFETY: ours has len bytes. The plaintext copy is wiped.
             unsafe { std::ptr::write_bytes(ours, 0, len) };
         }
-        // SAFETY: m is live.
-        let freed = unsafe { private_flags(m) }.map(|f| f & RD_KAFKA_MSG_F_FREE != 0);
+        let freed = flags.map(|f| f & RD_KAFKA_MSG_F_FREE != 0);
         let swap = Swap {
             original: msg.payload as usize,
             ours: ours as usize,
@@ -235,6 +230,97 @@ unsafe fn send(st: &ConfState, m: *mut Message) {
     if !sealed {
         fail_closed(msg);
     }
+}
+
+/// Whether the payload is librdkafka's own copy (the app produced with
+/// RD_KAFKA_MSG_F_COPY, as confluent-kafka's bindings and kcat do): then it
+/// lives in librdkafka's allocation of the message, the app holds no
+/// reference to it, and it can be sealed where it is.
+fn copied_payload(flags: Option<i32>, len: usize) -> bool {
+    len != 0 && flags.is_some_and(|f| f & RD_KAFKA_MSG_F_COPY != 0)
+}
+
+/// Adds the record header to the message's list; false if it could not.
+unsafe fn attach_header(api: &Api, m: *mut Message, header: &[u8]) -> bool {
+    // SAFETY: m is live (caller).
+    let h = unsafe { headers_for_append(api, m) };
+    !h.is_null()
+        // SAFETY: h is the message's list; header has header.len() bytes.
+        && unsafe {
+            (api.header_add)(
+                h,
+                HEADER.as_ptr(),
+                -1,
+                header.as_ptr().cast(),
+                header.len() as isize,
+            )
+        } == api::ERR_NO_ERROR
+}
+
+/// Seals librdkafka's copy of the payload in place: no buffer, no copy and
+/// nothing to track; `on_acknowledgement` unseals it for the delivery report.
+/// False if it could not be sealed, and then the payload is unchanged (the
+/// caller fails the message closed the usual way). If the header cannot be
+/// attached (out of memory), the sealed payload is zeroed and the message
+/// failed closed here.
+unsafe fn seal_librdkafkas_copy(
+    api: &Api,
+    engine: &kafka_e2ee_core::Engine,
+    topic: &str,
+    bind: KeyBinding<'_>,
+    m: *mut Message,
+) -> bool {
+    // SAFETY: m is live (caller).
+    let msg = unsafe { &mut *m };
+    // SAFETY: librdkafka's own copy, len bytes, not referenced by the app.
+    let value = unsafe { std::slice::from_raw_parts_mut(msg.payload.cast::<u8>(), msg.len) };
+    let Ok(header) = engine.seal(topic, bind, value) else {
+        return false;
+    };
+    // SAFETY: m is live.
+    if !unsafe { attach_header(api, m, &header) } {
+        value.fill(0);
+        fail_closed(msg);
+    }
+    true
+}
+
+/// Gives the delivery report back the plaintext of a payload sealed by
+/// [`seal_librdkafkas_copy`]. Only this instance's own seal opens (the
+/// record key binding, topic and tag must all match), so an app header that
+/// happens to be named `e2ee` changes nothing; on any failure the payload
+/// stays as it is.
+unsafe fn unseal_librdkafkas_copy(st: &ConfState, m: *mut Message) {
+    let api = &*st.api;
+    let Some(client) = st.client.get() else {
+        return;
+    };
+    let Some(engine) = client.engine.as_ref() else {
+        return;
+    };
+    // SAFETY: m is live (caller).
+    let msg = unsafe { &mut *m };
+    // SAFETY: used only during this call.
+    let Some(topic) = (unsafe { topic_of(api, msg) }) else {
+        return;
+    };
+    let mut h: *mut Headers = std::ptr::null_mut();
+    // SAFETY: m is live; h stays owned by the message.
+    if unsafe { (api.message_headers)(m, &mut h) } != api::ERR_NO_ERROR {
+        return;
+    }
+    // SAFETY: h is the message's list, unchanged during this call.
+    let Some(header) = (unsafe { header_value(api, h, HEADER) }) else {
+        return;
+    };
+    let bind = if client.bind_key {
+        binding(msg)
+    } else {
+        KeyBinding::Unbound
+    };
+    // SAFETY: librdkafka's own copy of len bytes, which it sent already.
+    let value = unsafe { std::slice::from_raw_parts_mut(msg.payload.cast::<u8>(), msg.len) };
+    let _ = engine.unseal(&topic, header, bind, value);
 }
 
 /// on_send cannot veto a message. Instead the message is pointed at a
@@ -266,6 +352,10 @@ pub(crate) unsafe extern "C" fn on_acknowledgement(
             msg.payload = s.original as *mut c_void;
             // SAFETY: ours, from malloc in on_send, no longer referenced.
             unsafe { scrub_free(s.ours as *mut u8, s.len) };
+        // SAFETY: m is live.
+        } else if copied_payload(unsafe { private_flags(m) }, msg.len) {
+            // SAFETY: as above.
+            unsafe { unseal_librdkafkas_copy(st, m) };
         }
         api::ERR_NO_ERROR
     })
