@@ -326,6 +326,17 @@ def rdkafka_config(env: Env, mode: str, who: str) -> list[str]:
     return [a for k, v in kv.items() for a in ("--config", f"{k}={v}")]
 
 
+# Both modes' consumers may queue the whole run. With librdkafka's defaults
+# (queued.min.messages 100,000, queued.max.messages.kbytes 65,536) a consumer
+# that drains its queue more slowly than the fetcher fills it (any consumer
+# that does work per record, encrypted or not) crosses the threshold and
+# librdkafka pauses fetching for about a second: the window then measured that
+# timer, not the per-record cost (100 B: 1.07 s encrypted against 0.12 s
+# plaintext; 0.30 s encrypted with these settings). docs/PERFORMANCE.md.
+RDKAFKA_CONSUMER_QUEUE = ["--config", "queued.min.messages=10000000",
+                          "--config", "queued.max.messages.kbytes=2097151"]
+
+
 def case_librdkafka(env: Env, mode: str, size: int, records: int) -> dict:
     """rdkafka_bench produce, which then stays up (--hold) to serve its keys,
     and rdkafka_bench consume in a second process."""
@@ -344,7 +355,7 @@ def case_librdkafka(env: Env, mode: str, size: int, records: int) -> dict:
             raise BenchError(f"rdkafka_bench produce failed:\n{line}{out}\n{err[-3000:]}")
         produced = json.loads(line)
         c = run([str(C_DRIVER), "consume", *common, "--records", str(records + warmup),
-                 *rdkafka_config(env, mode, "reader")], timeout=900)
+                 *RDKAFKA_CONSUMER_QUEUE, *rdkafka_config(env, mode, "reader")], timeout=900)
     finally:
         if producer.poll() is None:
             producer.stdin.close()
