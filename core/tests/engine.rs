@@ -127,7 +127,9 @@ fn unseal_reverses_only_this_instances_own_seal_and_counts_nothing() {
     // Another instance, even one that may read the topic, cannot unseal:
     // unseal never fetches a key, so it is no way around asking for one.
     let mut v = ct.clone();
-    assert!(c.unseal("orders", &h, KeyBinding::Bytes(b"k"), &mut v).is_err());
+    assert!(c
+        .unseal("orders", &h, KeyBinding::Bytes(b"k"), &mut v)
+        .is_err());
     assert_eq!(v, ct);
     // Another topic, record key, or a flipped bit: refused, value unchanged.
     for (topic, key) in [("payments", &b"k"[..]), ("orders", b"x")] {
@@ -141,13 +143,20 @@ fn unseal_reverses_only_this_instances_own_seal_and_counts_nothing() {
         .unseal("orders", &h, KeyBinding::Bytes(b"k"), &mut flipped)
         .is_err());
     assert_eq!(flipped, tampered);
-    assert!(p.unseal("orders", &h[..10], KeyBinding::Bytes(b"k"), &mut v).is_err());
+    assert!(p
+        .unseal("orders", &h[..10], KeyBinding::Bytes(b"k"), &mut v)
+        .is_err());
 
-    p.unseal("orders", &h, KeyBinding::Bytes(b"k"), &mut v).unwrap();
+    p.unseal("orders", &h, KeyBinding::Bytes(b"k"), &mut v)
+        .unwrap();
     assert_eq!(v, b"the delivery report's payload");
     assert_eq!(p.metrics(), before, "unseal is not a record opened");
     let key_id = RecordHeader::decode(&h).unwrap().key_id;
-    assert_eq!(c.want_status(key_id, "orders"), None, "unseal asked for a key");
+    assert_eq!(
+        c.want_status(key_id, "orders"),
+        None,
+        "unseal asked for a key"
+    );
 }
 
 #[test]
