@@ -110,6 +110,16 @@ fn binding(m: &Message) -> KeyBinding<'_> {
     }
 }
 
+/// The record key as `on_send` binds it (`e2ee.bind.key`), and as
+/// `on_acknowledgement` must give it back to unseal.
+fn sealing_binding(bind_key: bool, m: &Message) -> KeyBinding<'_> {
+    if bind_key {
+        binding(m)
+    } else {
+        KeyBinding::Unbound
+    }
+}
+
 /// The message's header list, created and attached if it has none.
 unsafe fn headers_for_append(api: &Api, m: *mut Message) -> *mut Headers {
     let mut h: *mut Headers = std::ptr::null_mut();
@@ -164,11 +174,7 @@ unsafe fn send(st: &ConfState, m: *mut Message) {
     let len = msg.len;
     let usable =
         client.is_some_and(|c| c.broken.is_none() && c.fork_generation == fork_generation());
-    let bind = if client.is_some_and(|c| c.bind_key) {
-        binding(msg)
-    } else {
-        KeyBinding::Unbound
-    };
+    let bind = sealing_binding(client.is_some_and(|c| c.bind_key), msg);
     // SAFETY: m is live.
     let flags = unsafe { private_flags(m) };
     if let (Some(engine), true, true) = (engine, usable, copied_payload(flags, len)) {
@@ -313,11 +319,7 @@ unsafe fn unseal_librdkafkas_copy(st: &ConfState, m: *mut Message) {
     let Some(header) = (unsafe { header_value(api, h, HEADER) }) else {
         return;
     };
-    let bind = if client.bind_key {
-        binding(msg)
-    } else {
-        KeyBinding::Unbound
-    };
+    let bind = sealing_binding(client.bind_key, msg);
     // SAFETY: librdkafka's own copy of len bytes, which it sent already.
     let value = unsafe { std::slice::from_raw_parts_mut(msg.payload.cast::<u8>(), msg.len) };
     let _ = engine.unseal(&topic, header, bind, value);
