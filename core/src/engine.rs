@@ -101,12 +101,38 @@ pub trait Storage: Send {
     fn store(&mut self, blob: &[u8]) -> Result<(), String>;
 }
 
-/// A control message to publish on the control topic. `to` is the
-/// recipient's instance (use it as the record key); `None` is a broadcast.
+/// Which topic a control message travels on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// `e2ee.control.topic`: live key exchange between running instances.
+    /// Delete policy, short retention; read from its end at start.
+    Control,
+    /// `e2ee.keys.topic`: prekeys and sealed key envelopes, which must outlive
+    /// the instances that wrote them. Compacted and kept at least as long as
+    /// key retention; read from its beginning at start.
+    Keys,
+}
+
+/// A control message to publish. `channel` names the topic; `to` is the
+/// recipient's instance on the control topic (`None` is a broadcast).
+/// Hosts use [`ControlMessage::record_key`] as the Kafka record key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlMessage {
+    pub channel: Channel,
     pub to: Option<InstanceId>,
     pub payload: Vec<u8>,
+}
+
+impl ControlMessage {
+    /// The Kafka record key: the recipient's instance id on the control
+    /// topic (none for a broadcast); on the keys topic (compacted, so every
+    /// record needs a key) the message's own directory or envelope id.
+    pub fn record_key(&self) -> Option<Vec<u8>> {
+        match self.channel {
+            Channel::Control => self.to.map(|id| id.0.to_vec()),
+            Channel::Keys => Some(crate::exchange::wire::keys_record_key(&self.payload)),
+        }
+    }
 }
 
 /// What `open` did with a record.

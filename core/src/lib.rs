@@ -24,5 +24,5 @@ pub mod settings;
 pub mod state;
 pub mod trust;
 
-pub use engine::{ControlMessage, Engine, EngineConfig, Metrics, MetricsSnapshot, Opened, Storage};
+pub use engine::{Channel, ControlMessage, Engine, EngineConfig, Metrics, MetricsSnapshot, Opened, Storage};
 pub use error::{ControlError, Error, KeyUnavailable};

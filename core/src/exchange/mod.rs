@@ -16,7 +16,7 @@ use std::sync::Arc;
 use rand_core::CryptoRngCore;
 use zeroize::Zeroizing;
 
-use crate::engine::{ControlMessage, Shared, Storage};
+use crate::engine::{Channel, ControlMessage, Shared, Storage};
 use crate::error::{ControlError, Error, KeyUnavailable};
 use crate::format::{EpochSecret, InstanceId, KeyId};
 use crate::keys::{HeldKey, ProducerEpoch};
@@ -460,6 +460,7 @@ impl Exchange {
     fn push(&mut self, from: InstanceId, to: InstanceId, body: Body) {
         let payload = Envelope { from, to, body }.encode();
         self.outbox.push_back(ControlMessage {
+            channel: Channel::Control,
             to: (to != BROADCAST).then_some(to),
             payload,
         });

@@ -176,6 +176,13 @@ fn put_topic(out: &mut Vec<u8>, topic: &str) {
     out.extend_from_slice(topic.as_bytes());
 }
 
+/// The record key of a keys-topic message (see `ControlMessage::record_key`):
+/// its first bytes up to and including its id, so that compaction keeps the
+/// newest prekey of each recipient and every envelope.
+pub fn keys_record_key(payload: &[u8]) -> Vec<u8> {
+    payload.get(..ROUTE_LEN).unwrap_or(payload).to_vec()
+}
+
 pub fn valid_topic(topic: &str) -> bool {
     !topic.is_empty() && topic.len() <= MAX_TOPIC
 }
