@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, KeyUnavailable};
 use crate::exchange::wire::{valid_topic, Reader};
+use crate::exchange::mailbox::Mailbox;
 use crate::exchange::Exchange;
 use crate::format::{
     self, DataKey, EpochSecret, InstanceId, KeyBinding, KeyId, RecordHeader, Sealing, HEADER_LEN,
@@ -50,6 +51,11 @@ pub struct EngineConfig {
     /// known, so this bounds what forged Hellos can cost; honest peers whose
     /// Hello is dropped retry after `handshake_timeout_ms`.
     pub handshakes_per_sec: u32,
+    /// Asynchronous delivery: each mailbox has one prekey per period of this
+    /// length (aligned on Unix time). Shorter periods delete prekeys sooner
+    /// after their keys' retention (forward secrecy at rest), at the cost of
+    /// longer directory records.
+    pub prekey_period_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -66,6 +72,7 @@ impl Default for EngineConfig {
             clock_skew_ms: 5 * 60 * 1000,
             housekeeping_ms: 1000,
             handshakes_per_sec: 100,
+            prekey_period_ms: 60 * 60 * 1000,
         }
     }
 }
@@ -182,6 +189,9 @@ counters! {
     keys_deleted => add_key_deleted,
     rotations => add_rotation,
     handshakes => add_handshake,
+    prekeys_published => add_prekeys_published,
+    envelopes_sealed => add_envelope_sealed,
+    envelopes_received => add_envelope_received,
 }
 
 impl Metrics {
@@ -262,12 +272,25 @@ impl Engine {
             key_generation: AtomicU64::new(0),
             last_now_ms: AtomicU64::new(now_ms),
         };
+        let mut mailbox = None;
         if let Some(storage) = storage.as_mut() {
             if let Some(blob) = storage.load().map_err(Error::Storage)? {
-                decode_state(&mut shared, &blob, now_ms)?;
+                mailbox = decode_state(&mut shared, &blob, now_ms)?;
             }
         }
-        let exchange = Exchange::new(rng, storage, now_ms, 0);
+        let mut exchange = Exchange::new(rng, storage, now_ms, 0, None);
+        // A consumer keeps its mailbox across restarts on its state
+        // directory: envelopes sealed to it while it was away open then.
+        match mailbox {
+            Some(m) if !shared.identity.credential().consume().is_empty() => {
+                exchange.set_mailbox(Some(m));
+            }
+            _ => {
+                let m = exchange.new_mailbox(&shared, now_ms);
+                exchange.set_mailbox(m);
+                exchange.mark_dirty();
+            }
+        }
         let engine = Engine {
             shared,
             exchange: Mutex::new(exchange),
@@ -283,6 +306,12 @@ impl Engine {
 
     pub fn instance_id(&self) -> InstanceId {
         self.shared.me
+    }
+
+    /// This engine's mailbox for asynchronous key delivery (none if its
+    /// credential consumes nothing).
+    pub fn mailbox_id(&self) -> Option<InstanceId> {
+        self.exchange().mailbox().map(|m| m.id)
     }
 
     pub fn identity(&self) -> &Identity {
@@ -528,7 +557,12 @@ impl Engine {
             None,
             now_ms,
             0,
+            None,
         );
+        // The child gets its own mailbox (its prekeys must not be its
+        // parent's, whose state directory it does not write).
+        let m = ex.new_mailbox(sh, now_ms);
+        ex.set_mailbox(m);
         self.handle_timeout(now_ms)
     }
 
@@ -589,8 +623,13 @@ fn state_aad() -> [u8; 5] {
 
 /// The state blob: producer epochs and held keys, encrypted under a key
 /// derived from the identity's private key, so the state directory alone
-/// reveals nothing.
-pub(crate) fn encode_state(sh: &Shared, rng: &mut dyn CryptoRngCore) -> Vec<u8> {
+/// reveals nothing. A trailing section (key exchange v2) holds the mailbox:
+/// tag 1, its id, its oldest period and that period's chain seed.
+pub(crate) fn encode_state(
+    sh: &Shared,
+    mailbox: Option<&Mailbox>,
+    rng: &mut dyn CryptoRngCore,
+) -> Vec<u8> {
     let mut plain = Zeroizing::new(Vec::new());
     let epochs = sh.producer.all();
     plain.extend_from_slice(&u32::try_from(epochs.len()).unwrap_or(0).to_be_bytes());
@@ -613,6 +652,12 @@ pub(crate) fn encode_state(sh: &Shared, rng: &mut dyn CryptoRngCore) -> Vec<u8> 
         plain.extend_from_slice(&h.delete_at_ms.to_be_bytes());
         plain.extend_from_slice(h.key.as_bytes());
     }
+    if let Some(m) = mailbox {
+        plain.push(MAILBOX_TAG);
+        plain.extend_from_slice(&m.id.0);
+        plain.extend_from_slice(&m.first.to_be_bytes());
+        plain.extend_from_slice(m.seed());
+    }
     let key = sh.identity.state_key();
     let cipher = ChaCha20Poly1305::new((&*key).into());
     let mut nonce = [0u8; 12];
@@ -629,7 +674,10 @@ pub(crate) fn encode_state(sh: &Shared, rng: &mut dyn CryptoRngCore) -> Vec<u8> 
     out
 }
 
-fn decode_state(sh: &mut Shared, blob: &[u8], now_ms: u64) -> Result<(), Error> {
+/// Tag of the mailbox section at the end of the state blob.
+pub(crate) const MAILBOX_TAG: u8 = 1;
+
+fn decode_state(sh: &mut Shared, blob: &[u8], now_ms: u64) -> Result<Option<Mailbox>, Error> {
     let bad =
         || Error::Storage("the state file is corrupt or belongs to another credential".into());
     let mut r = Reader::new(blob);
@@ -694,7 +742,17 @@ fn decode_state(sh: &mut Shared, blob: &[u8], now_ms: u64) -> Result<(), Error> 
             );
         }
     }
+    let mut mailbox = None;
+    if r.remaining() > 0 {
+        if r.u8().map_err(|_| bad())? != MAILBOX_TAG {
+            return Err(bad());
+        }
+        let id = InstanceId(r.array().map_err(|_| bad())?);
+        let first = r.u64().map_err(|_| bad())?;
+        let seed = Zeroizing::new(r.array().map_err(|_| bad())?);
+        mailbox = Some(Mailbox::new(id, first, seed));
+    }
     r.finish().map_err(|_| bad())?;
     sh.restored.remove(&sh.me);
-    Ok(())
+    Ok(mailbox)
 }

@@ -102,7 +102,14 @@ impl fmt::Display for Error {
             Error::KeyUnavailable { key_id, reason } => match reason {
                 KeyUnavailable::Pending => write!(
                     f,
-                    "the key {key_id} has not arrived yet from its producer or another holder"
+                    "no key for producer instance {} epoch {} has arrived: no envelope \
+                     on the keys topic was sealed to this consumer (it had not run with its \
+                     e2ee.state.dir before the record was written, or its state directory \
+                     was lost) and neither the producer nor another holder answered. To read \
+                     it: run a client of the topic that holds the key (a long-running \
+                     consumer on a state directory keeps every key it received), restore this consumer's e2ee.state.dir, or restart the producer \
+                     on its e2ee.state.dir",
+                    key_id.producer, key_id.epoch
                 ),
                 KeyUnavailable::Expired => write!(
                     f,

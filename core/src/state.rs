@@ -52,6 +52,9 @@ struct Entry {
 /// A decrypted state blob.
 pub struct StateBlob {
     entries: Vec<Entry>,
+    /// What follows the keys (key exchange v2: the consumer's mailbox and
+    /// prekey chain seed), kept as it is when the blob is written again.
+    tail: Zeroizing<Vec<u8>>,
 }
 
 impl core::fmt::Debug for StateBlob {
@@ -133,8 +136,8 @@ impl StateBlob {
                 secret,
             });
         }
-        r.finish().map_err(|_| corrupt())?;
-        Ok(StateBlob { entries })
+        let tail = Zeroizing::new(r.rest().to_vec());
+        Ok(StateBlob { entries, tail })
     }
 
     /// The stored keys, produced epochs first, in stored order.
@@ -179,6 +182,7 @@ impl StateBlob {
                 plain.extend_from_slice(&e.secret[..]);
             }
         }
+        plain.extend_from_slice(&self.tail);
         let key = identity.state_key();
         let cipher = ChaCha20Poly1305::new((&*key).into());
         let mut nonce = [0u8; NONCE_LEN];
@@ -326,6 +330,7 @@ mod tests {
         let b = identity(&mut rng, &authority);
         let blob = StateBlob {
             entries: Vec::new(),
+            tail: Zeroizing::new(Vec::new()),
         }
         .encode(&a, &mut rng);
         assert!(StateBlob::decode(&a, &blob).unwrap().keys().is_empty());

@@ -101,7 +101,11 @@ fn producer_and_hello(seed: u64) -> (Engine, Engine, [u8; 34], Vec<u8>, Vec<u8>)
         .open("orders", Some(&header), KeyBinding::Bytes(b"k"), &mut probe)
         .is_err());
     c.handle_timeout(T0).unwrap();
-    let hello = c.poll_transmit().expect("the consumer says Hello").payload;
+    // (Past the consumer's prekeys, which go to the keys topic.)
+    let hello = std::iter::from_fn(|| c.poll_transmit())
+        .find(|m| m.channel == kafka_e2ee_core::Channel::Control)
+        .expect("the consumer says Hello")
+        .payload;
     assert_eq!(hello[KIND], HELLO);
     (p, c, header, value, hello)
 }

@@ -7,6 +7,7 @@
 //! every lost message is recovered by the requester's retry timer, and every
 //! replay is either rejected (transport nonces, handshake ids) or harmless.
 
+pub mod mailbox;
 pub mod session;
 pub mod wire;
 
@@ -97,6 +98,15 @@ pub(crate) struct Exchange {
     hello_refilled_ms: u64,
     outbox: VecDeque<ControlMessage>,
     state_dirty: bool,
+    /// Consumer role, asynchronous delivery: this engine's mailbox (none for
+    /// a credential that consumes nothing).
+    mailbox: Option<mailbox::Mailbox>,
+    /// Producer role, asynchronous delivery: the mailboxes it seals to.
+    recipients: BTreeMap<mailbox::MailboxId, mailbox::Recipient>,
+    /// Producer role: per live epoch, which (mailbox, topic) pairs have
+    /// their envelope; epochs whose set is final are in `sealed_final`.
+    seals: BTreeMap<KeyId, mailbox::EpochSeals>,
+    sealed_final: std::collections::BTreeSet<KeyId>,
 }
 
 impl Exchange {
@@ -105,6 +115,7 @@ impl Exchange {
         storage: Option<Box<dyn Storage>>,
         now_ms: u64,
         next_epoch: u32,
+        mailbox: Option<mailbox::Mailbox>,
     ) -> Self {
         Exchange {
             rng,
@@ -126,6 +137,10 @@ impl Exchange {
             hello_refilled_ms: now_ms,
             outbox: VecDeque::new(),
             state_dirty: false,
+            mailbox,
+            recipients: BTreeMap::new(),
+            seals: BTreeMap::new(),
+            sealed_final: Default::default(),
         }
     }
 
@@ -135,6 +150,10 @@ impl Exchange {
 
     pub(crate) fn poll_transmit(&mut self) -> Option<ControlMessage> {
         self.outbox.pop_front()
+    }
+
+    pub(crate) fn set_mailbox(&mut self, mailbox: Option<mailbox::Mailbox>) {
+        self.mailbox = mailbox;
     }
 
     pub(crate) fn mark_dirty(&mut self) {
@@ -335,6 +354,9 @@ impl Exchange {
             }
         }
 
+        self.mailbox_tick(sh, now_ms);
+        self.seal_envelopes(sh, now_ms);
+
         self.flush_all(sh)?;
         self.persist(sh)?;
         Ok(())
@@ -446,7 +468,7 @@ impl Exchange {
             self.state_dirty = false;
             return Ok(());
         };
-        let blob = crate::engine::encode_state(sh, &mut *self.rng);
+        let blob = crate::engine::encode_state(sh, self.mailbox.as_ref(), &mut *self.rng);
         let result = storage.store(&blob).map_err(Error::Storage);
         self.storage = Some(storage);
         if result.is_ok() {
@@ -654,6 +676,11 @@ impl Exchange {
     // ---- receiving ---------------------------------------------------------
 
     pub(crate) fn handle_control(&mut self, sh: &Shared, bytes: &[u8]) -> Result<(), Error> {
+        match bytes.get(5) {
+            Some(&mailbox::KIND_PREKEYS) => return self.on_prekeys(sh, bytes),
+            Some(&mailbox::KIND_ENVELOPE) => return self.on_envelope(sh, bytes),
+            _ => {}
+        }
         let (from, to) = Envelope::route(bytes)?;
         if from == sh.me {
             return Ok(()); // our own message, read back from the topic

@@ -91,6 +91,36 @@ pub fn new_handshake(
     state.map_err(|_| ControlError::Malformed)
 }
 
+/// A one-way Noise handshake (the envelope pattern, `X`): the initiator
+/// knows the responder's static key (a prekey) and sends its own static key
+/// in the single message; the responder learns and checks it.
+pub fn one_way(
+    initiator: bool,
+    local_private: &[u8; 32],
+    remote_public: Option<&[u8; 32]>,
+    prologue: &[u8],
+    seed: Zeroizing<[u8; 64]>,
+) -> Result<HandshakeState, ControlError> {
+    let params = super::mailbox::ENVELOPE_NOISE
+        .parse()
+        .map_err(|_| ControlError::Malformed)?;
+    let mut builder = snow::Builder::with_resolver(params, Box::new(Resolver { seed }))
+        .local_private_key(local_private)
+        .and_then(|b| b.prologue(prologue))
+        .map_err(|_| ControlError::Malformed)?;
+    if let Some(remote) = remote_public {
+        builder = builder
+            .remote_public_key(remote)
+            .map_err(|_| ControlError::Malformed)?;
+    }
+    let state = if initiator {
+        builder.build_initiator()
+    } else {
+        builder.build_responder()
+    };
+    state.map_err(|_| ControlError::Malformed)
+}
+
 /// A handshake under way, on either side.
 #[allow(missing_debug_implementations)] // holds key material
 pub struct Handshake {

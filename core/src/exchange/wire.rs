@@ -8,8 +8,8 @@ use zeroize::Zeroizing;
 use crate::error::ControlError;
 use crate::format::{DataKey, InstanceId, KeyId};
 
-const MAGIC: &[u8; 4] = b"KE2X";
-const VERSION: u8 = 1;
+pub(crate) const MAGIC: &[u8; 4] = b"KE2X";
+pub(crate) const VERSION: u8 = 1;
 /// The all-zero instance id addresses every instance.
 pub const BROADCAST: InstanceId = InstanceId([0; 8]);
 /// Topics are at most 249 bytes in Kafka; anything longer is malformed.
@@ -17,7 +17,7 @@ const MAX_TOPIC: usize = 249;
 /// The shortest inner message: tag, key id, topic length, one topic byte.
 const MIN_INNER_LEN: usize = 1 + 12 + 2 + 1;
 /// Magic, version, kind, from, to: what every envelope starts with.
-const ROUTE_LEN: usize = 4 + 1 + 1 + 8 + 8;
+pub(crate) const ROUTE_LEN: usize = 4 + 1 + 1 + 8 + 8;
 
 pub type SessionId = [u8; 8];
 
@@ -154,7 +154,7 @@ impl<'a> Reader<'a> {
             epoch: self.u32()?,
         })
     }
-    fn topic(&mut self) -> Result<String, ControlError> {
+    pub(crate) fn topic(&mut self) -> Result<String, ControlError> {
         let len = usize::from(self.u16()?);
         if len == 0 || len > MAX_TOPIC {
             return Err(ControlError::Malformed);
@@ -169,7 +169,7 @@ fn put_key_id(out: &mut Vec<u8>, key_id: &KeyId) {
     out.extend_from_slice(&key_id.epoch.to_be_bytes());
 }
 
-fn put_topic(out: &mut Vec<u8>, topic: &str) {
+pub(crate) fn put_topic(out: &mut Vec<u8>, topic: &str) {
     // Topics are validated on entry (<= MAX_TOPIC), so the length fits.
     let len = u16::try_from(topic.len()).unwrap_or(u16::MAX);
     out.extend_from_slice(&len.to_be_bytes());
@@ -180,7 +180,7 @@ fn put_topic(out: &mut Vec<u8>, topic: &str) {
 /// its first bytes up to and including its id, so that compaction keeps the
 /// newest prekey of each recipient and every envelope.
 pub fn keys_record_key(payload: &[u8]) -> Vec<u8> {
-    payload.get(..ROUTE_LEN).unwrap_or(payload).to_vec()
+    super::mailbox::record_key(payload)
 }
 
 pub fn valid_topic(topic: &str) -> bool {

@@ -118,6 +118,20 @@ impl ProducerEpoch {
         Arc::clone(map.entry(topic.to_owned()).or_insert(key))
     }
 
+    /// The topics sealed to (or prepared) under this epoch so far, sorted
+    /// (the map's order is randomly seeded; callers must be deterministic).
+    pub fn topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self
+            .topic_keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .cloned()
+            .collect();
+        topics.sort_unstable();
+        topics
+    }
+
     /// When every holder must have deleted this epoch's keys.
     pub fn delete_at_ms(&self, policy: &KeyPolicy) -> u64 {
         let end = match self.ended_ms() {

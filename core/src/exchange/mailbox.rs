@@ -1,0 +1,791 @@
+//! Asynchronous key delivery (key exchange v2): keys that outlive their
+//! producers.
+//!
+//! Every engine whose credential may consume has a **mailbox**: an 8-byte id
+//! and a chain of X25519 **prekeys**, one per period (`prekey_period_ms`,
+//! aligned on Unix time). It publishes the public halves of the prekeys of
+//! the coming periods, signed with its credential's signing key, on the keys
+//! topic (compacted by mailbox). A producer reads that directory, and for
+//! each of its epochs and topics seals the topic keys to each authorized
+//! recipient's prekey of the current period (Noise `X`: one message, the
+//! producer's static key authenticated, a fresh ephemeral each time) and
+//! writes the envelope to the keys topic, which keeps it for the key
+//! retention. A consumer reads its envelopes whenever it runs: the producer
+//! need not be alive then, and the consumer need not have been alive when
+//! the record was written, only within the retention before it.
+//!
+//! Forward secrecy: prekey private keys come from a hash chain (each
+//! period's seed is derived from the previous one), and the mailbox keeps
+//! only the seed of the oldest period that may still be needed: once every
+//! key sealed in a period is past its retention, that seed is replaced by
+//! the next and nothing can derive the old private key again.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hkdf::Hkdf;
+use sha2::Sha256;
+use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::Zeroizing;
+
+use crate::error::ControlError;
+use crate::format::{DataKey, InstanceId, KeyId};
+use crate::trust::Credential;
+
+use super::wire::{put_topic, Reader, MAGIC, ROUTE_LEN, VERSION};
+
+/// The kind bytes of the two keys-topic messages (after the v1 kinds 1-6).
+pub const KIND_PREKEYS: u8 = 7;
+pub const KIND_ENVELOPE: u8 = 8;
+
+/// Domain separation for what a mailbox signs.
+pub const PREKEYS_CONTEXT: &[u8] = b"kafka-e2ee/v2/prekeys";
+const SEED_INFO: &[u8] = b"kafka-e2ee/v2/prekey-seed";
+const PRIVATE_INFO: &[u8] = b"kafka-e2ee/v2/prekey";
+pub const ENVELOPE_PROLOGUE: &[u8] = b"kafka-e2ee/v2/envelope";
+pub const ENVELOPE_NOISE: &str = "Noise_X_25519_ChaChaPoly_SHA256";
+
+/// Most prekeys one directory record lists (a week of hours is 168).
+pub const MAX_PREKEYS: usize = 512;
+/// Most topic keys in one envelope; more go into further envelopes. Keeps
+/// every envelope well inside a Noise message (65,535 bytes).
+pub const MAX_ENVELOPE_ITEMS: usize = 128;
+/// Most mailboxes a producer seals to: a flood of signed directory records
+/// (one per credential and mailbox id) cannot grow it without bound.
+pub const MAX_RECIPIENTS: usize = 16_384;
+
+pub type MailboxId = InstanceId;
+
+fn hkdf32(ikm: &[u8], info: &[u8]) -> Zeroizing<[u8; 32]> {
+    let hk = Hkdf::<Sha256>::new(None, ikm);
+    let mut out = Zeroizing::new([0u8; 32]);
+    // 32 bytes is far below HKDF-SHA256's output limit: cannot fail.
+    let _cannot_fail = hk.expand(info, out.as_mut_slice());
+    out
+}
+
+/// A consumer's mailbox: its id and the prekey chain from period `first` on.
+pub(crate) struct Mailbox {
+    pub id: MailboxId,
+    /// The oldest period whose private key may still be needed.
+    pub first: u64,
+    /// The chain seed of period `first`. Later seeds are derived from it;
+    /// earlier ones cannot be.
+    seed: Zeroizing<[u8; 32]>,
+    /// Private keys derived so far, by period (a cache of the chain).
+    cache: BTreeMap<u64, StaticSecret>,
+    /// The first period of the last published record, and when.
+    pub published: Option<(u64, u64)>,
+}
+
+impl core::fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Mailbox")
+            .field("id", &self.id)
+            .field("first", &self.first)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mailbox {
+    pub fn new(id: MailboxId, first: u64, seed: Zeroizing<[u8; 32]>) -> Self {
+        Mailbox {
+            id,
+            first,
+            seed,
+            cache: BTreeMap::new(),
+            published: None,
+        }
+    }
+
+    pub fn seed(&self) -> &[u8; 32] {
+        &self.seed
+    }
+
+    /// The private key of `period`, if the chain still reaches it (periods
+    /// before `first` are gone for good) and it is within `horizon` periods.
+    pub fn private(&mut self, period: u64, horizon: u64) -> Option<StaticSecret> {
+        if period < self.first || period - self.first > horizon {
+            return None;
+        }
+        if let Some(k) = self.cache.get(&period) {
+            return Some(k.clone());
+        }
+        let mut seed = self.seed.clone();
+        for _ in self.first..period {
+            seed = hkdf32(&seed[..], SEED_INFO);
+        }
+        let secret = StaticSecret::from(*hkdf32(&seed[..], PRIVATE_INFO));
+        self.cache.insert(period, secret.clone());
+        Some(secret)
+    }
+
+    /// Forgets every period before `keep_from`: the seed moves forward and
+    /// the old private keys are dropped (zeroized by x25519-dalek).
+    pub fn advance(&mut self, keep_from: u64) -> bool {
+        let mut moved = false;
+        while self.first < keep_from {
+            self.seed = hkdf32(&self.seed[..], SEED_INFO);
+            self.cache.remove(&self.first);
+            self.first += 1;
+            moved = true;
+        }
+        moved
+    }
+
+    /// The public keys of periods `from .. from + count`.
+    pub fn publics(&mut self, from: u64, count: u64, horizon: u64) -> Vec<[u8; 32]> {
+        (from..from.saturating_add(count))
+            .filter_map(|p| self.private(p, horizon))
+            .map(|s| PublicKey::from(&s).to_bytes())
+            .collect()
+    }
+}
+
+/// A mailbox's published prekeys, as read from the keys topic.
+#[derive(Debug, Clone)]
+pub struct Prekeys {
+    pub mailbox: MailboxId,
+    pub published_ms: u64,
+    pub first_period: u64,
+    pub keys: Vec<[u8; 32]>,
+    pub credential: Vec<u8>,
+    pub signature: [u8; 64],
+}
+
+impl Prekeys {
+    /// Everything the signature covers: the whole record but the signature.
+    pub fn signed_part(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.keys.len() * 32 + self.credential.len());
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        out.push(KIND_PREKEYS);
+        out.extend_from_slice(&self.mailbox.0);
+        out.extend_from_slice(&[0u8; 8]);
+        out.extend_from_slice(&self.published_ms.to_be_bytes());
+        out.extend_from_slice(&self.first_period.to_be_bytes());
+        // Bounded by MAX_PREKEYS when built or decoded.
+        out.extend_from_slice(&u16::try_from(self.keys.len()).unwrap_or(0).to_be_bytes());
+        for k in &self.keys {
+            out.extend_from_slice(k);
+        }
+        out.extend_from_slice(
+            &u16::try_from(self.credential.len())
+                .unwrap_or(0)
+                .to_be_bytes(),
+        );
+        out.extend_from_slice(&self.credential);
+        out
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.signed_part();
+        out.extend_from_slice(&self.signature);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Prekeys, ControlError> {
+        let mut r = Reader::new(bytes);
+        let (kind, mailbox, to) = read_route(&mut r)?;
+        if kind != KIND_PREKEYS || to != InstanceId([0; 8]) {
+            return Err(ControlError::Malformed);
+        }
+        let published_ms = r.u64()?;
+        let first_period = r.u64()?;
+        let n = usize::from(r.u16()?);
+        if n == 0 || n > MAX_PREKEYS {
+            return Err(ControlError::Malformed);
+        }
+        let mut keys = Vec::with_capacity(n.min(r.remaining() / 32));
+        for _ in 0..n {
+            keys.push(r.array()?);
+        }
+        let len = usize::from(r.u16()?);
+        let credential = r.take(len)?.to_vec();
+        let signature = r.array()?;
+        r.finish()?;
+        Ok(Prekeys {
+            mailbox,
+            published_ms,
+            first_period,
+            keys,
+            credential,
+            signature,
+        })
+    }
+
+    /// The prekey of `period`, if this record lists it.
+    pub fn key_for(&self, period: u64) -> Option<[u8; 32]> {
+        let i = usize::try_from(period.checked_sub(self.first_period)?).ok()?;
+        self.keys.get(i).copied()
+    }
+}
+
+fn read_route(r: &mut Reader<'_>) -> Result<(u8, InstanceId, InstanceId), ControlError> {
+    if r.take(4)? != MAGIC || r.u8()? != VERSION {
+        return Err(ControlError::Malformed);
+    }
+    let kind = r.u8()?;
+    let from = InstanceId(r.array()?);
+    let to = InstanceId(r.array()?);
+    if from == InstanceId([0; 8]) {
+        return Err(ControlError::Malformed);
+    }
+    Ok((kind, from, to))
+}
+
+/// A sealed envelope as it travels: route (producer instance to mailbox),
+/// its id, the epoch, the prekey period, and one Noise `X` message.
+#[derive(Debug, Clone)]
+pub struct SealedEnvelope {
+    pub producer: InstanceId,
+    pub mailbox: MailboxId,
+    pub id: [u8; 8],
+    pub epoch: u32,
+    pub period: u64,
+    pub noise: Vec<u8>,
+}
+
+/// Route, envelope id, epoch and period: what the Noise prologue binds.
+const ENVELOPE_HEADER_LEN: usize = ROUTE_LEN + 8 + 4 + 8;
+
+impl SealedEnvelope {
+    pub fn header(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(ENVELOPE_HEADER_LEN + self.noise.len());
+        out.extend_from_slice(MAGIC);
+        out.push(VERSION);
+        out.push(KIND_ENVELOPE);
+        out.extend_from_slice(&self.producer.0);
+        out.extend_from_slice(&self.mailbox.0);
+        out.extend_from_slice(&self.id);
+        out.extend_from_slice(&self.epoch.to_be_bytes());
+        out.extend_from_slice(&self.period.to_be_bytes());
+        out
+    }
+
+    pub fn prologue(&self) -> Vec<u8> {
+        let mut p = ENVELOPE_PROLOGUE.to_vec();
+        p.extend_from_slice(&self.header());
+        p
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.header();
+        out.extend_from_slice(&self.noise);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<SealedEnvelope, ControlError> {
+        let mut r = Reader::new(bytes);
+        let (kind, producer, mailbox) = read_route(&mut r)?;
+        if kind != KIND_ENVELOPE || mailbox == InstanceId([0; 8]) {
+            return Err(ControlError::Malformed);
+        }
+        let id = r.array()?;
+        let epoch = r.u32()?;
+        let period = r.u64()?;
+        let noise = r.rest().to_vec();
+        if noise.is_empty() {
+            return Err(ControlError::Malformed);
+        }
+        Ok(SealedEnvelope {
+            producer,
+            mailbox,
+            id,
+            epoch,
+            period,
+            noise,
+        })
+    }
+}
+
+/// The record key of a keys-topic message: a prekey record's route (so
+/// compaction keeps the newest per mailbox), an envelope's route and id.
+pub fn record_key(payload: &[u8]) -> Vec<u8> {
+    let len = match payload.get(5) {
+        Some(&KIND_ENVELOPE) => ROUTE_LEN + 8,
+        _ => ROUTE_LEN,
+    };
+    payload.get(..len).unwrap_or(payload).to_vec()
+}
+
+/// One topic key inside an envelope. `Debug` leaves the key out.
+pub struct EnvelopeItem {
+    pub topic: String,
+    pub key: DataKey,
+    pub epoch_started_ms: u64,
+    /// When the producer deletes the key, on its clock (an upper bound while
+    /// the epoch runs). An instant, not a duration: an envelope may be read
+    /// days after it was written.
+    pub delete_by_ms: u64,
+}
+
+impl core::fmt::Debug for EnvelopeItem {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("EnvelopeItem")
+            .field("topic", &self.topic)
+            .field("epoch_started_ms", &self.epoch_started_ms)
+            .field("delete_by_ms", &self.delete_by_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the Noise message of an envelope carries: the producer's credential,
+/// its clock when it sealed, and the topic keys.
+pub fn encode_payload(
+    credential: &[u8],
+    sealed_ms: u64,
+    items: &[EnvelopeItem],
+) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(
+        12 + credential.len() + items.len() * (2 + 64 + 32 + 16),
+    ));
+    out.extend_from_slice(&u16::try_from(credential.len()).unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(credential);
+    out.extend_from_slice(&sealed_ms.to_be_bytes());
+    let n = items.len().min(MAX_ENVELOPE_ITEMS);
+    out.extend_from_slice(&u16::try_from(n).unwrap_or(0).to_be_bytes());
+    for item in items.iter().take(n) {
+        put_topic(&mut out, &item.topic);
+        out.extend_from_slice(item.key.as_bytes());
+        out.extend_from_slice(&item.epoch_started_ms.to_be_bytes());
+        out.extend_from_slice(&item.delete_by_ms.to_be_bytes());
+    }
+    out
+}
+
+/// An envelope's contents: the producer's credential, its clock when it
+/// sealed, the topic keys.
+pub type Payload = (Credential, u64, Vec<EnvelopeItem>);
+
+pub fn decode_payload(bytes: &[u8]) -> Result<Payload, ControlError> {
+    let mut r = Reader::new(bytes);
+    let len = usize::from(r.u16()?);
+    let credential = Credential::decode(r.take(len)?).map_err(ControlError::Untrusted)?;
+    let sealed_ms = r.u64()?;
+    let n = usize::from(r.u16()?);
+    if n > MAX_ENVELOPE_ITEMS {
+        return Err(ControlError::Malformed);
+    }
+    let mut items = Vec::with_capacity(n.min(r.remaining() / 51));
+    let mut seen = BTreeSet::new();
+    for _ in 0..n {
+        let topic = r.topic()?;
+        if !seen.insert(topic.clone()) {
+            return Err(ControlError::Malformed);
+        }
+        items.push(EnvelopeItem {
+            topic,
+            key: DataKey::from_bytes(r.array()?),
+            epoch_started_ms: r.u64()?,
+            delete_by_ms: r.u64()?,
+        });
+    }
+    r.finish()?;
+    Ok((credential, sealed_ms, items))
+}
+
+/// A recipient as a producer knows it: its newest verified prekeys.
+#[derive(Debug, Clone)]
+pub struct Recipient {
+    pub credential: Credential,
+    pub prekeys: Prekeys,
+    /// When this producer first saw the mailbox: it seals to it the epochs
+    /// that had not ended by then.
+    pub first_seen_ms: u64,
+}
+
+/// Per epoch, the (mailbox, topic) pairs already sealed to.
+#[derive(Debug, Default)]
+pub struct EpochSeals {
+    pub done: BTreeSet<(MailboxId, String)>,
+}
+
+/// Convenience: the key id an envelope's keys belong to.
+pub fn key_id(env: &SealedEnvelope) -> KeyId {
+    KeyId {
+        producer: env.producer,
+        epoch: env.epoch,
+    }
+}
+
+// ---- the engine's side -------------------------------------------------------
+
+use std::sync::Arc;
+
+use crate::engine::{Channel, ControlMessage, Shared};
+use crate::error::Error;
+use crate::exchange::wire::valid_topic;
+use crate::keys::HeldKey;
+
+use super::session::{one_way, MAX_NOISE};
+use super::Exchange;
+
+/// Derived prekeys a mailbox may be asked for beyond its oldest period:
+/// bounds the hash-chain walk a forged period number can cost.
+const MAX_CHAIN: u64 = 2 * MAX_PREKEYS as u64 + 8;
+
+impl Exchange {
+    fn period_ms(sh: &Shared) -> u64 {
+        sh.config.prekey_period_ms.max(1)
+    }
+
+    /// How long after its period a prekey's private key must stay: every key
+    /// sealed to it belongs to an epoch that was current or next then, so it
+    /// is deleted at most two rotations plus the retention later (and the
+    /// clock-skew tolerance, since the producer's clock chose the period).
+    fn prekey_keep_ms(sh: &Shared) -> u64 {
+        let k = &sh.config.key;
+        k.rotation_ms
+            .saturating_mul(2)
+            .saturating_add(k.retention_ms)
+            .saturating_add(sh.config.clock_skew_ms)
+    }
+
+    /// How many periods ahead a mailbox publishes: a consumer that ran within
+    /// the retention before a record was written has a prekey for it.
+    fn prekeys_ahead(sh: &Shared) -> u64 {
+        let p = Self::period_ms(sh);
+        let span = sh
+            .config
+            .key
+            .retention_ms
+            .saturating_add(sh.config.key.rotation_ms.saturating_mul(2));
+        (span / p + 2).min(MAX_PREKEYS as u64)
+    }
+
+    /// A new mailbox for a consumer credential.
+    pub(crate) fn new_mailbox(&mut self, sh: &Shared, now_ms: u64) -> Option<Mailbox> {
+        if sh.identity.credential().consume().is_empty() {
+            return None;
+        }
+        let mut id = InstanceId([0; 8]);
+        while id.0 == [0; 8] {
+            self.rng.fill_bytes(&mut id.0);
+        }
+        let mut seed = Zeroizing::new([0u8; 32]);
+        self.rng.fill_bytes(&mut seed[..]);
+        Some(Mailbox::new(id, now_ms / Self::period_ms(sh), seed))
+    }
+
+    pub(crate) fn mailbox(&self) -> Option<&Mailbox> {
+        self.mailbox.as_ref()
+    }
+
+    /// Consumer role: forget prekeys nothing may still need (forward
+    /// secrecy), and publish the coming ones once per period.
+    pub(crate) fn mailbox_tick(&mut self, sh: &Shared, now_ms: u64) {
+        let period = Self::period_ms(sh);
+        let keep_from = now_ms.saturating_sub(Self::prekey_keep_ms(sh)) / period;
+        let ahead = Self::prekeys_ahead(sh);
+        let Some(mb) = self.mailbox.as_mut() else {
+            return;
+        };
+        if mb.advance(keep_from) {
+            self.state_dirty = true;
+        }
+        let current = now_ms / period;
+        if mb.published.is_some_and(|(first, _)| first >= current) {
+            return;
+        }
+        if !sh.identity.has_signing_key() {
+            // A version 1 credential cannot sign prekeys: this consumer gets
+            // keys from live producers and holders only.
+            return;
+        }
+        let keys = mb.publics(current, ahead, MAX_CHAIN);
+        if keys.is_empty() {
+            return;
+        }
+        let mut record = Prekeys {
+            mailbox: mb.id,
+            published_ms: now_ms,
+            first_period: current,
+            keys,
+            credential: sh.identity.credential().encode(),
+            signature: [0; 64],
+        };
+        record.signature = sh
+            .identity
+            .sign_statement(PREKEYS_CONTEXT, &record.signed_part());
+        mb.published = Some((current, now_ms));
+        sh.metrics.add_prekeys_published();
+        self.outbox.push_back(ControlMessage {
+            channel: Channel::Keys,
+            to: None,
+            payload: record.encode(),
+        });
+    }
+
+    /// Producer role: a mailbox's prekeys, read from the keys topic.
+    pub(crate) fn on_prekeys(&mut self, sh: &Shared, bytes: &[u8]) -> Result<(), Error> {
+        if sh.identity.credential().produce().is_empty() {
+            return Ok(()); // only producers seal to mailboxes
+        }
+        let record = Prekeys::decode(bytes)?;
+        if self.mailbox.as_ref().is_some_and(|m| m.id == record.mailbox) {
+            return Ok(()); // our own
+        }
+        let now = self.now_ms;
+        let period = Self::period_ms(sh);
+        let last = record
+            .first_period
+            .saturating_add(record.keys.len() as u64);
+        if last.saturating_mul(period) <= now {
+            return Ok(()); // every prekey it lists is in the past: stale
+        }
+        if let Some(r) = self.recipients.get(&record.mailbox) {
+            if r.prekeys.published_ms >= record.published_ms {
+                return Ok(()); // a replay, or older than what we have
+            }
+        }
+        let cred = Credential::decode(&record.credential).map_err(ControlError::Untrusted)?;
+        sh.trust
+            .verify(&cred, now, sh.config.clock_skew_ms)
+            .map_err(ControlError::Untrusted)?;
+        if cred.consume().is_empty()
+            || !cred.verify_statement(PREKEYS_CONTEXT, &record.signed_part(), &record.signature)
+        {
+            return Err(ControlError::Unauthorized.into());
+        }
+        let first_seen_ms = match self.recipients.get(&record.mailbox) {
+            Some(r) => r.first_seen_ms,
+            None if self.recipients.len() >= MAX_RECIPIENTS => {
+                return Err(ControlError::Busy.into());
+            }
+            None => now,
+        };
+        self.recipients.insert(
+            record.mailbox,
+            Recipient {
+                credential: cred,
+                prekeys: record,
+                first_seen_ms,
+            },
+        );
+        Ok(())
+    }
+
+    /// Producer role: seal every topic key of this instance's live epochs
+    /// that an authorized mailbox lacks. Runs at every tick, so a topic first
+    /// written mid-epoch, and a mailbox that appears, are covered within one.
+    pub(crate) fn seal_envelopes(&mut self, sh: &Shared, now_ms: u64) {
+        if sh.identity.credential().produce().is_empty() {
+            return;
+        }
+        // Forget what belongs to deleted epochs.
+        self.seals.retain(|id, _| sh.producer.get(id).is_some());
+        self.sealed_final
+            .retain(|id| sh.producer.get(id).is_some());
+        self.recipients.retain(|_, r| {
+            let last = r
+                .prekeys
+                .first_period
+                .saturating_add(r.prekeys.keys.len() as u64);
+            last.saturating_mul(Self::period_ms(sh)) > now_ms
+        });
+        // Next epoch: its keys for the topics in use go out ahead of use.
+        if let (Some(cur), Some(next)) = (sh.producer.current(), sh.producer.next()) {
+            for t in cur.topics() {
+                let _ = next.topic_key(&t);
+            }
+        }
+        let period = now_ms / Self::period_ms(sh);
+        let epochs: Vec<_> = sh
+            .producer
+            .all()
+            .into_iter()
+            .filter(|e| e.key_id.producer == sh.me && !self.sealed_final.contains(&e.key_id))
+            .collect();
+        for epoch in epochs {
+            let ended = epoch.ended_ms();
+            let topics = epoch.topics();
+            let mut batches: Vec<(MailboxId, [u8; 32], Vec<String>)> = Vec::new();
+            let seals = self.seals.entry(epoch.key_id).or_default();
+            for (mb, r) in &self.recipients {
+                if r.first_seen_ms > ended {
+                    continue; // appeared after this epoch ended
+                }
+                if epoch.started_ms >= r.credential.expires_ms() {
+                    // As in live delivery: no key of an epoch that starts at
+                    // or after the recipient's credential expires, not even
+                    // ahead of use.
+                    continue;
+                }
+                let Some(prekey) = r.prekeys.key_for(period) else {
+                    continue;
+                };
+                let wanted: Vec<String> = topics
+                    .iter()
+                    .filter(|t| {
+                        r.credential.may_consume(t) && !seals.done.contains(&(*mb, (*t).clone()))
+                    })
+                    .cloned()
+                    .collect();
+                if !wanted.is_empty() {
+                    batches.push((*mb, prekey, wanted));
+                }
+            }
+            for (mb, prekey, topics) in batches {
+                // Checked when sealing, not only when the prekeys arrived:
+                // a credential may have expired or been denied since.
+                let ok = self.recipients.get(&mb).is_some_and(|r| {
+                    sh.trust
+                        .verify(&r.credential, now_ms, sh.config.clock_skew_ms)
+                        .is_ok()
+                });
+                if !ok {
+                    continue;
+                }
+                for chunk in topics.chunks(MAX_ENVELOPE_ITEMS) {
+                    if self
+                        .seal_one(sh, &epoch, mb, period, &prekey, chunk)
+                        .is_ok()
+                    {
+                        let seals = self.seals.entry(epoch.key_id).or_default();
+                        for t in chunk {
+                            seals.done.insert((mb, t.clone()));
+                        }
+                    }
+                }
+            }
+            if ended <= now_ms {
+                // Its topic set is final and later mailboxes do not qualify.
+                self.seals.remove(&epoch.key_id);
+                self.sealed_final.insert(epoch.key_id);
+            }
+        }
+    }
+
+    fn seal_one(
+        &mut self,
+        sh: &Shared,
+        epoch: &crate::keys::ProducerEpoch,
+        mailbox: MailboxId,
+        period: u64,
+        prekey: &[u8; 32],
+        topics: &[String],
+    ) -> Result<(), ControlError> {
+        let delete_by_ms = epoch.delete_at_ms(&sh.config.key);
+        let items: Vec<EnvelopeItem> = topics
+            .iter()
+            .map(|t| EnvelopeItem {
+                topic: t.clone(),
+                key: epoch.topic_key(t).as_ref().clone(),
+                epoch_started_ms: epoch.started_ms,
+                delete_by_ms,
+            })
+            .collect();
+        let payload = encode_payload(&sh.identity.credential().encode(), self.now_ms, &items);
+        let mut id = [0u8; 8];
+        self.rng.fill_bytes(&mut id);
+        let mut env = SealedEnvelope {
+            producer: sh.me,
+            mailbox,
+            id,
+            epoch: epoch.key_id.epoch,
+            period,
+            noise: Vec::new(),
+        };
+        let seed = self.seed();
+        let mut hs = one_way(
+            true,
+            &sh.identity.private_key_bytes(),
+            Some(prekey),
+            &env.prologue(),
+            seed,
+        )?;
+        let mut msg = vec![0u8; (payload.len() + 128).min(MAX_NOISE)];
+        let n = hs
+            .write_message(&payload, &mut msg)
+            .map_err(|_| ControlError::Malformed)?;
+        msg.truncate(n);
+        env.noise = msg;
+        sh.metrics.add_envelope_sealed();
+        self.outbox.push_back(ControlMessage {
+            channel: Channel::Keys,
+            to: None,
+            payload: env.encode(),
+        });
+        Ok(())
+    }
+
+    /// Consumer role: an envelope from the keys topic. Others' envelopes are
+    /// skipped after reading their route.
+    pub(crate) fn on_envelope(&mut self, sh: &Shared, bytes: &[u8]) -> Result<(), Error> {
+        let to = bytes
+            .get(14..22)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(InstanceId);
+        let Some(mb) = self.mailbox.as_mut() else {
+            return Ok(());
+        };
+        if to != Some(mb.id) {
+            return Ok(());
+        }
+        let env = SealedEnvelope::decode(bytes)?;
+        let Some(private) = mb.private(env.period, MAX_CHAIN) else {
+            // Sealed to a prekey already deleted (its keys are past their
+            // retention), or to one never published: nothing to open.
+            return Ok(());
+        };
+        let private = Zeroizing::new(private.to_bytes());
+        let seed = self.seed();
+        let mut hs = one_way(false, &private, None, &env.prologue(), seed)?;
+        let mut payload = Zeroizing::new(vec![0u8; env.noise.len()]);
+        let n = hs
+            .read_message(&env.noise, &mut payload)
+            .map_err(|_| ControlError::Decrypt)?;
+        payload.truncate(n);
+        let (cred, sealed_ms, items) = decode_payload(&payload)?;
+        if hs.get_remote_static() != Some(&cred.public_key()[..]) {
+            return Err(ControlError::Unauthorized.into());
+        }
+        let now = self.now_ms;
+        sh.trust
+            .verify(&cred, now, sh.config.clock_skew_ms)
+            .map_err(ControlError::Untrusted)?;
+        let key_id = key_id(&env);
+        let policy = &sh.config.key;
+        let cap = now
+            .saturating_add(policy.retention_ms)
+            .saturating_add(policy.rotation_ms.saturating_mul(2));
+        let mut rejected = false;
+        for item in items {
+            if !valid_topic(&item.topic)
+                || !cred.may_produce(&item.topic)
+                || !sh.identity.credential().may_consume(&item.topic)
+            {
+                rejected = true;
+                continue;
+            }
+            // Read at once, the time left counts down on our clock, as a
+            // live delivery's does (clocks may differ by minutes); read days
+            // later, the producer's deletion instant plus the clock-skew
+            // tolerance bounds it, so a late reader keeps nothing longer.
+            let left = item.delete_by_ms.saturating_sub(sealed_ms);
+            let delete_at_ms = now
+                .saturating_add(left)
+                .min(item.delete_by_ms.saturating_add(sh.config.clock_skew_ms))
+                .min(cap);
+            if delete_at_ms <= now {
+                continue;
+            }
+            let held = HeldKey {
+                key: Arc::new(item.key),
+                epoch_started_ms: item.epoch_started_ms,
+                delete_at_ms,
+            };
+            if sh.keyring.insert(key_id, &item.topic, held) {
+                sh.metrics.add_key_received();
+                self.state_dirty = true;
+                sh.notify_key_arrived();
+            }
+            self.wants.remove(&(key_id, item.topic));
+        }
+        sh.metrics.add_envelope_received();
+        if rejected {
+            return Err(ControlError::Unauthorized.into());
+        }
+        Ok(())
+    }
+}
