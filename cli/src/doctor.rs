@@ -513,10 +513,16 @@ fn check_credential(v: &Values, base: &Path, r: &mut Report) -> Option<Identity>
         );
     }
     let c = id.credential();
+    let version = if c.signing_key().is_some() {
+        ""
+    } else {
+        "; version 1 (no signing key): key exchange v2 needs version 2, \
+         reissue with `kafka-e2ee credential issue`"
+    };
     r.ok(
         "e2ee.credential",
         format!(
-            "{} ({}), expires {}",
+            "{} ({}), expires {}{version}",
             c.name(),
             c.fingerprint(),
             timefmt::format_instant(c.expires_ms())

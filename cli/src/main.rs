@@ -521,6 +521,12 @@ fn describe(
     } else {
         fingerprint(&c.issuer())
     };
+    let signing_key = match c.signing_key_fingerprint() {
+        Some(fp) => fp,
+        None => "none (version 1: reissue with `kafka-e2ee credential issue` \
+                 for key exchange v2)"
+            .to_owned(),
+    };
     let status = if now < c.not_before_ms() {
         "not yet valid"
     } else if now >= c.expires_ms() {
@@ -536,9 +542,11 @@ fn describe(
         }
     };
     let mut text = format!(
-        "  name:        {}\n  fingerprint: {}\n  produce:     {}\n  consume:     {}\n  \
+        "  name:        {}\n  version:     {}\n  fingerprint: {}\n  signing key: {signing_key}\n  \
+         produce:     {}\n  consume:     {}\n  \
          not before:  {}\n  expires:     {}\n  status:      {status}\n  issuer:      {issuer}\n",
         c.name(),
+        c.version(),
         c.fingerprint(),
         show(&produce),
         show(&consume),
@@ -547,7 +555,15 @@ fn describe(
     );
     let mut fields = vec![
         ("name", Value::Str(c.name().to_owned())),
+        ("version", Value::Num(u64::from(c.version()))),
         ("fingerprint", Value::Str(c.fingerprint())),
+        (
+            "signing_key",
+            match c.signing_key_fingerprint() {
+                Some(fp) => Value::Str(fp),
+                None => Value::Null,
+            },
+        ),
         ("produce", Value::List(produce)),
         ("consume", Value::List(consume)),
         ("not_before_ms", Value::Num(c.not_before_ms())),

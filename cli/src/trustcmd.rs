@@ -20,6 +20,20 @@ fn read_credential(path: &Path) -> Result<Credential, String> {
     Ok(id.credential().clone())
 }
 
+/// How a pinned credential is listed: name and fingerprint, and a note when
+/// it is version 1 (certifies no signing key).
+fn label(c: &Credential) -> String {
+    if c.signing_key().is_some() {
+        format!("{} {}", c.name(), c.fingerprint())
+    } else {
+        format!(
+            "{} {} (version 1, no signing key)",
+            c.name(),
+            c.fingerprint()
+        )
+    }
+}
+
 /// Builds (or, with `append`, extends) a trust file that pins credentials.
 pub fn pin(
     out: &Path,
@@ -51,7 +65,7 @@ pub fn pin(
                 c.fingerprint()
             ));
         }
-        names.push(format!("{} {}", c.name(), c.fingerprint()));
+        names.push(label(&c));
         anchor.add_pinned(c);
     }
     let bytes = anchor.to_file_bytes();
@@ -132,11 +146,7 @@ pub fn deny(
 pub fn show(trust: &Path) -> Result<Output, String> {
     let anchor = read_anchor(trust)?;
     let authorities: Vec<String> = anchor.authorities().iter().map(fingerprint).collect();
-    let pinned: Vec<String> = anchor
-        .pinned_credentials()
-        .iter()
-        .map(|c| format!("{} {}", c.name(), c.fingerprint()))
-        .collect();
+    let pinned: Vec<String> = anchor.pinned_credentials().iter().map(label).collect();
     let denied: Vec<String> = anchor.denied().iter().map(fingerprint).collect();
     let section = |title: &str, v: &[String]| {
         let mut s = format!("{title}: {}\n", v.len());

@@ -12,7 +12,7 @@ use common::*;
 
 use std::path::{Path, PathBuf};
 
-use kafka_e2ee_core::trust::{Identity, TrustAnchor, DEFAULT_SKEW_MS};
+use kafka_e2ee_core::trust::{fingerprint, Authority, Identity, TrustAnchor, DEFAULT_SKEW_MS};
 
 fn init(t: &Scratch) -> PathBuf {
     let dir = t.path("authority");
@@ -55,6 +55,9 @@ fn init_issue_verify() {
     assert!(c.may_consume("audit") && !c.may_consume("orders.eu"));
     let days = (c.expires_ms() - c.not_before_ms()) / 86_400_000;
     assert_eq!(days, 30);
+    // Version 2: the authority certified the derived signing key.
+    assert_eq!(c.version(), 2);
+    assert_eq!(c.signing_key(), Some(identity.signing_public_key()));
 
     #[cfg(unix)]
     {
@@ -77,6 +80,11 @@ fn init_issue_verify() {
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(
         out.contains("\"name\":\"orders-writer\"") && out.contains("\"trusted\":true"),
+        "{out}"
+    );
+    let signing_fp = fingerprint(&identity.signing_public_key());
+    assert!(
+        out.contains("\"version\":2") && out.contains(&format!("\"signing_key\":\"{signing_fp}\"")),
         "{out}"
     );
     let file = std::fs::read_to_string(&cred).unwrap();
@@ -286,4 +294,73 @@ fn show_rejects_untrusted_and_garbage() {
     let o = run(&["credential", "show", s(&dir.join("trust"))]);
     assert!(!o.status.success());
     assert!(err(&o).contains("this is a trust file"), "{}", err(&o));
+}
+
+#[test]
+fn unsigned_issue_is_version_2_and_old_credentials_still_show() {
+    let t = Scratch::new();
+    let cred = t.path("u.cred");
+    let o = run(&[
+        "credential",
+        "issue",
+        "--unsigned",
+        "--name",
+        "u",
+        "--produce",
+        "t",
+        "--out",
+        s(&cred),
+    ]);
+    assert!(o.status.success(), "{}", err(&o));
+    let id = Identity::from_file_bytes(&std::fs::read(&cred).unwrap()).unwrap();
+    assert_eq!(id.credential().signing_key(), Some(id.signing_public_key()));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        text.contains(&format!(
+            "signing key: {}",
+            fingerprint(&id.signing_public_key())
+        )),
+        "{text}"
+    );
+
+    // A version 1 credential file, as written before version 2: still read,
+    // shown as version 1, trusted, and pinned with a note.
+    let dir = init(&t);
+    let authority =
+        Authority::from_file_bytes(&std::fs::read(dir.join("authority.key")).unwrap()).unwrap();
+    let now = now_ms();
+    let v1 = authority.issue("old", id.public_key(), vec![], vec![], 0, now + 86_400_000);
+    let old = Identity::from_parts(id.private_key_bytes(), v1).unwrap();
+    let old_path = t.path("old.cred");
+    std::fs::write(&old_path, &*old.to_file_bytes()).unwrap();
+    let o = run(&[
+        "credential",
+        "show",
+        s(&old_path),
+        "--trust",
+        s(&dir.join("trust")),
+    ]);
+    assert!(o.status.success(), "{}", err(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        text.contains("version:     1") && text.contains("signing key: none (version 1"),
+        "{text}"
+    );
+    let o = run(&["credential", "show", s(&old_path), "--json"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        text.contains("\"version\":1") && text.contains("\"signing_key\":null"),
+        "{text}"
+    );
+    let trust = t.path("pinned");
+    let o = run(&["trust", "pin", "--out", s(&trust), s(&old_path), s(&cred)]);
+    assert!(o.status.success(), "{}", err(&o));
+    let o = run(&["trust", "show", s(&trust)]);
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        text.contains("old ") && text.contains("(version 1, no signing key)"),
+        "{text}"
+    );
+    assert_eq!(text.matches("version 1").count(), 1, "{text}");
 }

@@ -311,3 +311,311 @@ fn fingerprint_format() {
     assert_eq!(f.split(':').count(), 8);
     assert!(f.chars().all(|c| c == ':' || c.is_ascii_hexdigit()));
 }
+
+// ---- version 2: the certified Ed25519 signing key ---------------------------
+
+const CTX: &[u8] = b"kafka-e2ee/test/statement";
+
+/// The signing key seed, derived independently of the library.
+fn expected_signing_key(private_key: &[u8; 32]) -> [u8; 32] {
+    let hk = hkdf::Hkdf::<sha2::Sha256>::new(None, private_key);
+    let mut seed = [0u8; 32];
+    hk.expand(b"kafka-e2ee/v2/signing-key", &mut seed).unwrap();
+    ed25519_dalek::SigningKey::from_bytes(&seed)
+        .verifying_key()
+        .to_bytes()
+}
+
+/// Where the signing key starts in a version 2 encoding.
+fn signing_key_offset(c: &Credential) -> usize {
+    4 + 1 + 1 + c.name().len() + 32
+}
+
+#[test]
+fn generated_identities_are_version_2() {
+    let (authority, id, anchor) = setup();
+    let c = id.credential();
+    assert_eq!(c.version(), 2);
+    assert!(id.has_signing_key());
+    assert_eq!(c.signing_key(), Some(id.signing_public_key()));
+    assert_eq!(
+        id.signing_public_key(),
+        expected_signing_key(&id.private_key_bytes())
+    );
+    assert_eq!(c.encode()[4], 2);
+    // The signing key is deterministic: the credential file round-trips it.
+    let back = Identity::from_file_bytes(&id.to_file_bytes()).unwrap();
+    assert_eq!(back.signing_public_key(), id.signing_public_key());
+    assert_eq!(back.credential(), c);
+    // Distinct from the X25519 key and from the state key.
+    assert_ne!(id.signing_public_key(), id.public_key());
+    assert_ne!(id.signing_public_key(), *id.state_key());
+    // try_generate and try_generate_unsigned too.
+    let t = Identity::try_generate(
+        "t",
+        pats(&["*"]),
+        vec![],
+        0,
+        u64::MAX,
+        &authority,
+        &mut rng(5),
+    )
+    .unwrap();
+    assert_eq!(t.credential().signing_key(), Some(t.signing_public_key()));
+    anchor.verify(t.credential(), NOW, 0).unwrap();
+    let u = Identity::try_generate_unsigned("u", pats(&["*"]), vec![], 0, u64::MAX, &mut rng(6))
+        .unwrap();
+    assert_eq!(u.credential().version(), 2);
+    assert_eq!(u.credential().signing_key(), Some(u.signing_public_key()));
+    TrustAnchor::pinned(vec![u.credential().clone()])
+        .verify(u.credential(), NOW, 0)
+        .unwrap();
+}
+
+/// The encodings, built field by field from docs/TRUST.md.
+#[test]
+fn binary_layout_v1_and_v2() {
+    let produce = pats(&["orders.*"]);
+    let consume = pats(&["audit", "*"]);
+    let layout = |version: u8, signing_key: Option<[u8; 32]>| {
+        let mut b = b"KE2C".to_vec();
+        b.push(version);
+        b.push(3);
+        b.extend_from_slice(b"app");
+        b.extend_from_slice(&[7; 32]);
+        if let Some(k) = signing_key {
+            b.extend_from_slice(&k);
+        }
+        b.extend_from_slice(b"\x01\x08orders.*\x02\x05audit\x01*");
+        b.extend_from_slice(&5u64.to_be_bytes());
+        b.extend_from_slice(&9u64.to_be_bytes());
+        b
+    };
+    let v1 =
+        Credential::new_unsigned("app", [7; 32], produce.clone(), consume.clone(), 5, 9).unwrap();
+    let mut expect = layout(1, None);
+    expect.extend_from_slice(&[0; 96]);
+    assert_eq!(v1.encode(), expect);
+    assert_eq!(v1.version(), 1);
+    assert_eq!(v1.signing_key(), None);
+    let v2 = Credential::new_unsigned_v2(
+        "app",
+        [7; 32],
+        [8; 32],
+        produce.clone(),
+        consume.clone(),
+        5,
+        9,
+    )
+    .unwrap();
+    let mut expect = layout(2, Some([8; 32]));
+    expect.extend_from_slice(&[0; 96]);
+    assert_eq!(v2.encode(), expect);
+    assert_eq!(v2.encode().len(), v1.encode().len() + 32);
+    assert_eq!(v2.signing_key(), Some([8; 32]));
+    for c in [&v1, &v2] {
+        assert_eq!(&Credential::decode(&c.encode()).unwrap(), c);
+    }
+
+    // Signed: the signature covers the whole body, signing key included.
+    let authority = Authority::generate(&mut rng(10));
+    let signed = authority
+        .try_issue_v2(
+            "app",
+            [7; 32],
+            [8; 32],
+            produce.clone(),
+            consume.clone(),
+            5,
+            9,
+        )
+        .unwrap();
+    let mut body = layout(2, Some([8; 32]));
+    body.extend_from_slice(&authority.public_key());
+    let bytes = signed.encode();
+    assert_eq!(&bytes[..bytes.len() - 64], &body[..]);
+    let mut msg = b"kafka-e2ee/v1/credential".to_vec();
+    msg.extend_from_slice(&body);
+    let sig_bytes: [u8; 64] = bytes[bytes.len() - 64..].try_into().unwrap();
+    let sig = ed25519_dalek::Signature::from_bytes(&sig_bytes);
+    ed25519_dalek::VerifyingKey::from_bytes(&authority.public_key())
+        .unwrap()
+        .verify_strict(&msg, &sig)
+        .unwrap();
+    // The v1 issuers are unchanged.
+    let signed_v1 = authority
+        .try_issue("app", [7; 32], produce.clone(), consume.clone(), 5, 9)
+        .unwrap();
+    assert_eq!(signed_v1.version(), 1);
+    let mut body = layout(1, None);
+    body.extend_from_slice(&authority.public_key());
+    assert_eq!(&signed_v1.encode()[..body.len()], &body[..]);
+    assert_eq!(
+        authority.issue("app", [7; 32], produce.clone(), consume.clone(), 5, 9),
+        signed_v1
+    );
+    assert_eq!(
+        authority.issue_v2("app", [7; 32], [8; 32], produce, consume, 5, 9),
+        signed
+    );
+}
+
+#[test]
+fn unknown_versions_rejected() {
+    let (_, id, _) = setup();
+    let mut bytes = id.credential().encode();
+    for v in [0u8, 3, 255] {
+        bytes[4] = v;
+        assert_eq!(
+            Credential::decode(&bytes),
+            Err(TrustError::UnsupportedCredentialVersion { found: v })
+        );
+    }
+}
+
+#[test]
+fn signing_key_bit_flips_fail_authority_verification() {
+    let (_, id, anchor) = setup();
+    let c = id.credential();
+    let bytes = c.encode();
+    let at = signing_key_offset(c);
+    assert_eq!(&bytes[at..at + 32], &c.signing_key().unwrap());
+    for bit in 0..256 {
+        let mut b = bytes.clone();
+        b[at + bit / 8] ^= 1 << (bit % 8);
+        let flipped = Credential::decode(&b).unwrap();
+        assert_ne!(flipped.signing_key(), c.signing_key());
+        assert_eq!(
+            anchor.verify(&flipped, NOW, 0),
+            Err(TrustError::BadSignature),
+            "bit {bit}"
+        );
+    }
+}
+
+#[test]
+fn from_parts_checks_the_signing_key() {
+    let (authority, id, _) = setup();
+    let other = Identity::generate("o", vec![], vec![], 0, u64::MAX, &authority, &mut rng(11));
+    // Right X25519 key, someone else's signing key.
+    let wrong = authority.issue_v2(
+        "orders-writer",
+        id.public_key(),
+        other.signing_public_key(),
+        vec![],
+        vec![],
+        0,
+        u64::MAX,
+    );
+    assert_eq!(
+        Identity::from_parts(id.private_key_bytes(), wrong.clone()).unwrap_err(),
+        TrustError::KeyMismatch
+    );
+    let text = format!(
+        "kafka-e2ee-credential v1\nprivate-key: {}\ncredential: {}\n",
+        STANDARD.encode(*id.private_key_bytes()),
+        STANDARD.encode(wrong.encode())
+    );
+    assert_eq!(
+        Identity::from_file_bytes(text.as_bytes()).unwrap_err(),
+        TrustError::KeyMismatch
+    );
+    // The right one is accepted.
+    let right = authority.issue_v2(
+        "orders-writer",
+        id.public_key(),
+        id.signing_public_key(),
+        vec![],
+        vec![],
+        0,
+        u64::MAX,
+    );
+    let again = Identity::from_parts(id.private_key_bytes(), right).unwrap();
+    assert!(again.has_signing_key());
+    // A version 1 credential (no signing key) is still accepted.
+    let v1 = authority.issue(
+        "orders-writer",
+        id.public_key(),
+        vec![],
+        vec![],
+        0,
+        u64::MAX,
+    );
+    let old = Identity::from_parts(id.private_key_bytes(), v1.clone()).unwrap();
+    assert!(!old.has_signing_key());
+    assert_eq!(old.credential(), &v1);
+    // It still derives the same signing key, it is just not certified.
+    assert_eq!(old.signing_public_key(), id.signing_public_key());
+    // And an old credential file round-trips byte for byte.
+    let back = Identity::from_file_bytes(&old.to_file_bytes()).unwrap();
+    assert_eq!(back.credential().encode(), v1.encode());
+}
+
+#[test]
+fn statements_sign_and_verify() {
+    let (authority, id, _) = setup();
+    let c = id.credential();
+    let sig = id.sign_statement(CTX, b"prekey 1");
+    assert!(c.verify_statement(CTX, b"prekey 1", &sig));
+    // Deterministic (Ed25519).
+    assert_eq!(id.sign_statement(CTX, b"prekey 1"), sig);
+    // Wrong context, message, signature or key.
+    assert!(!c.verify_statement(b"kafka-e2ee/test/other", b"prekey 1", &sig));
+    assert!(!c.verify_statement(CTX, b"prekey 2", &sig));
+    assert!(!c.verify_statement(CTX, b"", &sig));
+    for i in [0, 31, 32, 63] {
+        let mut bad = sig;
+        bad[i] ^= 1;
+        assert!(!c.verify_statement(CTX, b"prekey 1", &bad), "byte {i}");
+    }
+    let other = Identity::generate("o", vec![], vec![], 0, u64::MAX, &authority, &mut rng(12));
+    assert!(!other.credential().verify_statement(CTX, b"prekey 1", &sig));
+    assert!(!c.verify_statement(CTX, b"prekey 1", &other.sign_statement(CTX, b"prekey 1")));
+    // The signature is plain Ed25519 over context || message.
+    let vk = ed25519_dalek::VerifyingKey::from_bytes(&id.signing_public_key()).unwrap();
+    let mut msg = CTX.to_vec();
+    msg.extend_from_slice(b"prekey 1");
+    vk.verify_strict(&msg, &ed25519_dalek::Signature::from_bytes(&sig))
+        .unwrap();
+    // Survives the binary encoding.
+    let decoded = Credential::decode(&c.encode()).unwrap();
+    assert!(decoded.verify_statement(CTX, b"prekey 1", &sig));
+}
+
+#[test]
+fn version_1_credentials_verify_no_statements() {
+    let (authority, id, anchor) = setup();
+    let v1 = authority.issue("old", id.public_key(), pats(&["*"]), vec![], 0, u64::MAX);
+    anchor.verify(&v1, NOW, 0).unwrap();
+    let old = Identity::from_parts(id.private_key_bytes(), v1).unwrap();
+    let sig = old.sign_statement(CTX, b"m");
+    assert!(!old.credential().verify_statement(CTX, b"m", &sig));
+    // An unusable signing key (not a curve point) verifies nothing either.
+    let mut bad_key = [0xffu8; 32];
+    bad_key[31] = 0x7f;
+    let bad = Credential::new_unsigned_v2("b", [1; 32], bad_key, vec![], vec![], 0, 1).unwrap();
+    assert!(!bad.verify_statement(CTX, b"m", &[0; 64]));
+    // Nor does an all-zero (small-order) key accept an all-zero signature.
+    let zero = Credential::new_unsigned_v2("z", [1; 32], [0; 32], vec![], vec![], 0, 1).unwrap();
+    assert!(!zero.verify_statement(CTX, b"m", &[0; 64]));
+}
+
+#[test]
+fn debug_shows_the_signing_key_fingerprint() {
+    let (authority, id, _) = setup();
+    let shown = format!("{:?}", id.credential());
+    let fp = kafka_e2ee_core::trust::fingerprint(&id.signing_public_key());
+    assert!(shown.contains(&fp), "{shown}");
+    assert_eq!(id.credential().signing_key_fingerprint(), Some(fp));
+    let v1 = authority.issue("old", id.public_key(), vec![], vec![], 0, 1);
+    assert!(format!("{v1:?}").contains("none (version 1)"));
+    // The derived seed is secret: not in the Identity's Debug.
+    let sk = id.private_key_bytes();
+    let hk = hkdf::Hkdf::<sha2::Sha256>::new(None, &*sk);
+    let mut seed = [0u8; 32];
+    hk.expand(b"kafka-e2ee/v2/signing-key", &mut seed).unwrap();
+    let id_debug = format!("{id:?} {id:#?}");
+    assert!(!id_debug.contains(&hex(&seed)));
+    assert!(!id_debug.contains(&format!("{seed:?}")));
+    assert!(!id_debug.contains(&STANDARD.encode(seed)));
+}

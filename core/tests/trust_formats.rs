@@ -31,19 +31,27 @@ fn credential() -> impl Strategy<Value = Credential> {
         any::<u64>(),
         any::<u64>(),
         any::<bool>(),
+        prop::option::of(any::<[u8; 32]>()),
     )
-        .prop_map(|(name, pk, produce, consume, nb, exp, seed, signed)| {
+        .prop_map(|(name, pk, produce, consume, nb, exp, seed, signed, sk)| {
             let name: String = name.chars().take(60).collect();
             let name = if name.len() > 255 {
                 "n".to_owned()
             } else {
                 name
             };
-            if signed {
-                let a = Authority::generate(&mut ChaCha20Rng::seed_from_u64(seed));
-                a.try_issue(&name, pk, produce, consume, nb, exp).unwrap()
-            } else {
-                Credential::new_unsigned(&name, pk, produce, consume, nb, exp).unwrap()
+            let a = Authority::generate(&mut ChaCha20Rng::seed_from_u64(seed));
+            match (signed, sk) {
+                (true, None) => a.try_issue(&name, pk, produce, consume, nb, exp).unwrap(),
+                (true, Some(sk)) => a
+                    .try_issue_v2(&name, pk, sk, produce, consume, nb, exp)
+                    .unwrap(),
+                (false, None) => {
+                    Credential::new_unsigned(&name, pk, produce, consume, nb, exp).unwrap()
+                }
+                (false, Some(sk)) => {
+                    Credential::new_unsigned_v2(&name, pk, sk, produce, consume, nb, exp).unwrap()
+                }
             }
         })
 }
@@ -56,7 +64,31 @@ proptest! {
         let bytes = c.encode();
         let back = Credential::decode(&bytes).unwrap();
         prop_assert_eq!(&back, &c);
-        prop_assert_eq!(back.encode(), bytes);
+        prop_assert_eq!(back.encode(), bytes.clone());
+        // The version byte says whether a signing key follows the public key.
+        let version = if c.signing_key().is_some() { 2 } else { 1 };
+        prop_assert_eq!(bytes[4], version);
+        prop_assert_eq!(c.version(), version);
+    }
+
+    #[test]
+    fn v1_and_v2_differ_only_by_the_signing_key(
+        name in "[a-z][a-z0-9.-]{0,30}",
+        pk in any::<[u8; 32]>(),
+        sk in any::<[u8; 32]>(),
+        p in prop::collection::vec(pattern(), 0..4),
+        nb in any::<u64>(),
+        exp in any::<u64>(),
+    ) {
+        let v1 = Credential::new_unsigned(&name, pk, p.clone(), p.clone(), nb, exp).unwrap();
+        let v2 = Credential::new_unsigned_v2(&name, pk, sk, p.clone(), p, nb, exp).unwrap();
+        let (b1, b2) = (v1.encode(), v2.encode());
+        let at = 4 + 1 + 1 + name.len() + 32;
+        prop_assert_eq!(b2[4], 2);
+        prop_assert_eq!(&b2[..4], &b1[..4]);
+        prop_assert_eq!(&b2[5..at], &b1[5..at]);
+        prop_assert_eq!(&b2[at..at + 32], &sk[..]);
+        prop_assert_eq!(&b2[at + 32..], &b1[at..]);
     }
 
     #[test]
@@ -78,6 +110,7 @@ proptest! {
         let file = id.to_file_bytes();
         let back = Identity::from_file_bytes(&file).unwrap();
         prop_assert_eq!(back.credential(), id.credential());
+        prop_assert_eq!(back.credential().signing_key(), Some(id.signing_public_key()));
         prop_assert_eq!(*back.private_key_bytes(), *id.private_key_bytes());
         // Windows line endings are accepted too.
         let crlf = String::from_utf8(file.to_vec()).unwrap().replace('\n', "\r\n");

@@ -51,9 +51,57 @@ impl Authority {
         not_before_ms: u64,
         expires_ms: u64,
     ) -> Result<Credential, TrustError> {
+        self.try_issue_inner(
+            name,
+            public_key,
+            None,
+            produce,
+            consume,
+            not_before_ms,
+            expires_ms,
+        )
+    }
+
+    /// Issues and signs a version 2 credential, which also certifies the
+    /// participant's Ed25519 verifying key `signing_key` (the signature
+    /// covers it). Validates like [`Authority::try_issue`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn try_issue_v2(
+        &self,
+        name: &str,
+        public_key: [u8; 32],
+        signing_key: [u8; 32],
+        produce: Vec<TopicPattern>,
+        consume: Vec<TopicPattern>,
+        not_before_ms: u64,
+        expires_ms: u64,
+    ) -> Result<Credential, TrustError> {
+        self.try_issue_inner(
+            name,
+            public_key,
+            Some(signing_key),
+            produce,
+            consume,
+            not_before_ms,
+            expires_ms,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn try_issue_inner(
+        &self,
+        name: &str,
+        public_key: [u8; 32],
+        signing_key: Option<[u8; 32]>,
+        produce: Vec<TopicPattern>,
+        consume: Vec<TopicPattern>,
+        not_before_ms: u64,
+        expires_ms: u64,
+    ) -> Result<Credential, TrustError> {
         let mut cred = Credential::unsigned(
             name,
             public_key,
+            signing_key,
             produce,
             consume,
             not_before_ms,
@@ -67,11 +115,60 @@ impl Authority {
     /// [`Authority::try_issue`] would reject is made acceptable (control
     /// characters become `?`, empty becomes `unnamed`, cut to 255 bytes), and
     /// lists longer than [`MAX_PATTERNS`] are cut, which only takes rights
-    /// away. Use `try_issue` to get an error instead.
+    /// away. Use `try_issue` to get an error instead. The credential is
+    /// version 1 (no signing key); [`Authority::issue_v2`] issues version 2.
     pub fn issue(
         &self,
         name: &str,
         public_key: [u8; 32],
+        produce: Vec<TopicPattern>,
+        consume: Vec<TopicPattern>,
+        not_before_ms: u64,
+        expires_ms: u64,
+    ) -> Credential {
+        self.issue_inner(
+            name,
+            public_key,
+            None,
+            produce,
+            consume,
+            not_before_ms,
+            expires_ms,
+        )
+    }
+
+    /// Issues and signs a version 2 credential that also certifies the
+    /// Ed25519 verifying key `signing_key`. Never fails, making the input
+    /// acceptable like [`Authority::issue`]; use [`Authority::try_issue_v2`]
+    /// to get an error instead.
+    #[allow(clippy::too_many_arguments)]
+    pub fn issue_v2(
+        &self,
+        name: &str,
+        public_key: [u8; 32],
+        signing_key: [u8; 32],
+        produce: Vec<TopicPattern>,
+        consume: Vec<TopicPattern>,
+        not_before_ms: u64,
+        expires_ms: u64,
+    ) -> Credential {
+        self.issue_inner(
+            name,
+            public_key,
+            Some(signing_key),
+            produce,
+            consume,
+            not_before_ms,
+            expires_ms,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn issue_inner(
+        &self,
+        name: &str,
+        public_key: [u8; 32],
+        signing_key: Option<[u8; 32]>,
         mut produce: Vec<TopicPattern>,
         mut consume: Vec<TopicPattern>,
         not_before_ms: u64,
@@ -83,6 +180,7 @@ impl Authority {
         let mut cred = match Credential::unsigned(
             &name,
             public_key,
+            signing_key,
             produce,
             consume,
             not_before_ms,
@@ -91,7 +189,9 @@ impl Authority {
             Ok(cred) => cred,
             // Unreachable after sanitizing; fall back to a credential that
             // grants nothing rather than panic.
-            Err(_) => Credential::unsigned_empty(public_key, not_before_ms, expires_ms),
+            Err(_) => {
+                Credential::unsigned_empty(public_key, signing_key, not_before_ms, expires_ms)
+            }
         };
         self.sign(&mut cred);
         cred

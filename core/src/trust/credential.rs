@@ -1,23 +1,41 @@
 use core::fmt;
 
+use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use super::{TopicPattern, TrustError, CREDENTIAL_SIGNATURE_CONTEXT, MAX_TOPIC_LEN};
 
 /// First bytes of every binary credential.
 pub const CREDENTIAL_MAGIC: &[u8; 4] = b"KE2C";
-/// The binary credential version this build writes and reads.
-pub const CREDENTIAL_VERSION: u8 = 1;
+/// The newest binary credential version: this build writes it for every
+/// credential that certifies an Ed25519 signing key, and reads it and
+/// [`CREDENTIAL_VERSION_1`].
+pub const CREDENTIAL_VERSION: u8 = 2;
+/// The first binary credential version (no signing key). Still read, and
+/// still written for credentials without a signing key, byte for byte.
+pub const CREDENTIAL_VERSION_1: u8 = 1;
 /// Longest credential name, in UTF-8 bytes.
 pub const MAX_NAME_LEN: usize = 255;
 /// Most patterns in each of the produce and consume lists.
 pub const MAX_PATTERNS: usize = 64;
-/// Upper bound of an encoded credential's length (fits a Noise message).
-pub const MAX_ENCODED_LEN: usize =
-    4 + 1 + 1 + MAX_NAME_LEN + 32 + 2 * (1 + MAX_PATTERNS * (1 + MAX_TOPIC_LEN)) + 8 + 8 + 32 + 64;
+/// Upper bound of an encoded credential's length, of either version (fits a
+/// Noise message).
+pub const MAX_ENCODED_LEN: usize = 4
+    + 1
+    + 1
+    + MAX_NAME_LEN
+    + 32
+    + 32
+    + 2 * (1 + MAX_PATTERNS * (1 + MAX_TOPIC_LEN))
+    + 8
+    + 8
+    + 32
+    + 64;
 
 /// Binds an X25519 public key to a name, topic permissions and a validity
-/// window, signed by an authority (or unsigned, for pinned trust).
+/// window, signed by an authority (or unsigned, for pinned trust). A version 2
+/// credential also certifies an Ed25519 signing key, with which its holder
+/// signs statements ([`Credential::verify_statement`]).
 ///
 /// Every `Credential` value is valid by construction: its name and patterns
 /// are within the limits of the binary encoding, so [`Credential::encode`]
@@ -27,6 +45,8 @@ pub const MAX_ENCODED_LEN: usize =
 pub struct Credential {
     name: String,
     public_key: [u8; 32],
+    /// Present exactly in version 2 credentials.
+    signing_key: Option<[u8; 32]>,
     produce: Vec<TopicPattern>,
     consume: Vec<TopicPattern>,
     not_before_ms: u64,
@@ -98,10 +118,12 @@ pub(super) fn sanitize_name(name: &str) -> String {
 
 impl Credential {
     /// A credential with the given attributes and no signature yet (issuer and
-    /// signature all zero). Validates the name and the pattern counts.
+    /// signature all zero). Validates the name and the pattern counts. With a
+    /// signing key it is a version 2 credential, without one version 1.
     pub(super) fn unsigned(
         name: &str,
         public_key: [u8; 32],
+        signing_key: Option<[u8; 32]>,
         produce: Vec<TopicPattern>,
         consume: Vec<TopicPattern>,
         not_before_ms: u64,
@@ -113,6 +135,7 @@ impl Credential {
         Ok(Self {
             name: name.to_owned(),
             public_key,
+            signing_key,
             produce,
             consume,
             not_before_ms,
@@ -122,10 +145,10 @@ impl Credential {
         })
     }
 
-    /// An unsigned credential, for pinned trust (the trust file lists it
-    /// byte for byte). Fails if the name is empty, longer than
-    /// [`MAX_NAME_LEN`] bytes or has control characters, or a list has more
-    /// than [`MAX_PATTERNS`] patterns.
+    /// An unsigned version 1 credential (no signing key), for pinned trust
+    /// (the trust file lists it byte for byte). Fails if the name is empty,
+    /// longer than [`MAX_NAME_LEN`] bytes or has control characters, or a
+    /// list has more than [`MAX_PATTERNS`] patterns.
     pub fn new_unsigned(
         name: &str,
         public_key: [u8; 32],
@@ -137,6 +160,30 @@ impl Credential {
         Self::unsigned(
             name,
             public_key,
+            None,
+            produce,
+            consume,
+            not_before_ms,
+            expires_ms,
+        )
+    }
+
+    /// An unsigned version 2 credential that also certifies the Ed25519
+    /// verifying key `signing_key`, for pinned trust. Fails like
+    /// [`Credential::new_unsigned`].
+    pub fn new_unsigned_v2(
+        name: &str,
+        public_key: [u8; 32],
+        signing_key: [u8; 32],
+        produce: Vec<TopicPattern>,
+        consume: Vec<TopicPattern>,
+        not_before_ms: u64,
+        expires_ms: u64,
+    ) -> Result<Self, TrustError> {
+        Self::unsigned(
+            name,
+            public_key,
+            Some(signing_key),
             produce,
             consume,
             not_before_ms,
@@ -148,12 +195,14 @@ impl Credential {
     /// constructors.
     pub(super) fn unsigned_empty(
         public_key: [u8; 32],
+        signing_key: Option<[u8; 32]>,
         not_before_ms: u64,
         expires_ms: u64,
     ) -> Self {
         Self {
             name: "unnamed".to_owned(),
             public_key,
+            signing_key,
             produce: Vec::new(),
             consume: Vec::new(),
             not_before_ms,
@@ -176,6 +225,46 @@ impl Credential {
     pub fn public_key(&self) -> [u8; 32] {
         self.public_key
     }
+    /// The Ed25519 verifying key this credential certifies (version 2), or
+    /// `None` for a version 1 credential.
+    pub fn signing_key(&self) -> Option<[u8; 32]> {
+        self.signing_key
+    }
+    /// The binary version this credential encodes as: 2 if it carries a
+    /// signing key, 1 otherwise.
+    pub fn version(&self) -> u8 {
+        if self.signing_key.is_some() {
+            CREDENTIAL_VERSION
+        } else {
+            CREDENTIAL_VERSION_1
+        }
+    }
+    /// Fingerprint of the certified signing key, see [`fingerprint`]; `None`
+    /// for a version 1 credential.
+    pub fn signing_key_fingerprint(&self) -> Option<String> {
+        self.signing_key.as_ref().map(fingerprint)
+    }
+
+    /// Whether `signature` is a valid Ed25519 signature (strict verification,
+    /// `verify_strict`) by the certified signing key over
+    /// `context || message`. False for a version 1 credential, which
+    /// certifies no signing key, and for a signing key that is not a valid
+    /// Ed25519 point. Whether the credential itself is trusted is
+    /// [`super::TrustAnchor::verify`]'s question, to ask first.
+    pub fn verify_statement(&self, context: &[u8], message: &[u8], signature: &[u8; 64]) -> bool {
+        let Some(key) = &self.signing_key else {
+            return false;
+        };
+        let Ok(key) = VerifyingKey::from_bytes(key) else {
+            return false;
+        };
+        let mut signed = Vec::with_capacity(context.len() + message.len());
+        signed.extend_from_slice(context);
+        signed.extend_from_slice(message);
+        key.verify_strict(&signed, &Signature::from_bytes(signature))
+            .is_ok()
+    }
+
     /// Topics this participant may produce to.
     pub fn produce(&self) -> &[TopicPattern] {
         &self.produce
@@ -254,11 +343,14 @@ impl Credential {
 
     fn encode_body(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(CREDENTIAL_MAGIC);
-        out.push(CREDENTIAL_VERSION);
+        out.push(self.version());
         // Lengths fit in a byte: enforced when the value was built or decoded.
         out.push(u8::try_from(self.name.len()).unwrap_or(u8::MAX));
         out.extend_from_slice(self.name.as_bytes());
         out.extend_from_slice(&self.public_key);
+        if let Some(signing_key) = &self.signing_key {
+            out.extend_from_slice(signing_key);
+        }
         for list in [&self.produce, &self.consume] {
             out.push(u8::try_from(list.len()).unwrap_or(u8::MAX));
             for p in list {
@@ -280,16 +372,16 @@ impl Credential {
         out
     }
 
-    /// Decodes the binary encoding strictly: wrong magic, unknown version,
-    /// out-of-bounds lengths or counts, invalid names or patterns, and
-    /// trailing bytes are errors. Never panics.
+    /// Decodes the binary encoding (version 1 or 2) strictly: wrong magic,
+    /// unknown version, out-of-bounds lengths or counts, invalid names or
+    /// patterns, and trailing bytes are errors. Never panics.
     pub fn decode(bytes: &[u8]) -> Result<Self, TrustError> {
         let mut r = Reader { rest: bytes };
         if r.take(4, "truncated in the magic")? != CREDENTIAL_MAGIC {
             return Err(malformed("it does not start with KE2C"));
         }
         let version = r.u8("truncated in the version")?;
-        if version != CREDENTIAL_VERSION {
+        if version != CREDENTIAL_VERSION && version != CREDENTIAL_VERSION_1 {
             return Err(TrustError::UnsupportedCredentialVersion { found: version });
         }
         let name_len = usize::from(r.u8("truncated in the name length")?);
@@ -298,6 +390,11 @@ impl Credential {
         validate_name(name)
             .map_err(|_| malformed("the name is empty or has control characters"))?;
         let public_key = r.array::<32>("truncated in the public key")?;
+        let signing_key = if version == CREDENTIAL_VERSION {
+            Some(r.array::<32>("truncated in the signing key")?)
+        } else {
+            None
+        };
         let produce = r.patterns()?;
         let consume = r.patterns()?;
         let not_before_ms = u64::from_be_bytes(r.array::<8>("truncated in not-before")?);
@@ -310,6 +407,7 @@ impl Credential {
         Ok(Self {
             name: name.to_owned(),
             public_key,
+            signing_key,
             produce,
             consume,
             not_before_ms,
@@ -372,9 +470,13 @@ impl fmt::Debug for Credential {
         } else {
             fingerprint(&self.issuer)
         };
+        let signing_key = self
+            .signing_key_fingerprint()
+            .unwrap_or_else(|| "none (version 1)".to_owned());
         f.debug_struct("Credential")
             .field("name", &self.name)
             .field("fingerprint", &self.fingerprint())
+            .field("signing_key", &signing_key)
             .field("produce", &self.produce)
             .field("consume", &self.consume)
             .field("not_before_ms", &self.not_before_ms)
@@ -402,8 +504,13 @@ mod tests {
         let p: Vec<_> = (0..MAX_PATTERNS)
             .map(|i| TopicPattern::parse(&format!("{i:0>249}")).unwrap())
             .collect();
-        let c = Credential::unsigned(&"n".repeat(255), [1; 32], p.clone(), p, 0, 1).unwrap();
+        let c = Credential::unsigned(&"n".repeat(255), [1; 32], Some([2; 32]), p.clone(), p, 0, 1)
+            .unwrap();
         assert_eq!(c.encode().len(), MAX_ENCODED_LEN);
         assert_eq!(Credential::decode(&c.encode()).unwrap(), c);
+        let mut v1 = c.clone();
+        v1.signing_key = None;
+        assert_eq!(v1.encode().len(), MAX_ENCODED_LEN - 32);
+        assert_eq!(Credential::decode(&v1.encode()).unwrap(), v1);
     }
 }

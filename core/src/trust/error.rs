@@ -43,7 +43,9 @@ pub enum TrustError {
         /// What is wrong.
         reason: String,
     },
-    /// The private key in a credential file does not belong to its credential.
+    /// The private key in a credential file does not belong to its credential:
+    /// its X25519 public key, or the Ed25519 signing key derived from it,
+    /// differs from the credential's.
     KeyMismatch,
     /// The credential's public key is on the deny list.
     Denied {
@@ -90,7 +92,7 @@ impl fmt::Display for TrustError {
             ),
             Self::UnsupportedCredentialVersion { found } => write!(
                 f,
-                "credential version {found} is not supported (this build reads version 1); \
+                "credential version {found} is not supported (this build reads versions 1 and 2); \
                  upgrade kafka-e2ee or re-issue the credential"
             ),
             Self::InvalidTopicPattern { pattern, reason } => write!(
@@ -114,7 +116,8 @@ impl fmt::Display for TrustError {
             }
             Self::KeyMismatch => write!(
                 f,
-                "credential file: the private key does not match the credential's public key; \
+                "credential file: the private key does not match the credential's public key \
+                 or signing key; \
                  the file was edited or assembled from two files — issue a new credential"
             ),
             Self::Denied { fingerprint } => write!(

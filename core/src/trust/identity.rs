@@ -2,6 +2,7 @@ use core::fmt;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use ed25519_dalek::{Signer as _, SigningKey};
 use hkdf::Hkdf;
 use rand_core::CryptoRngCore;
 use sha2::Sha256;
@@ -9,7 +10,7 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
 use super::text::{decode_b64, decode_key32, TextFile};
-use super::{Authority, Credential, TopicPattern, TrustError, STATE_KEY_INFO};
+use super::{Authority, Credential, TopicPattern, TrustError, SIGNING_KEY_INFO, STATE_KEY_INFO};
 
 /// First line of a credential file.
 pub(super) const CREDENTIAL_FILE_HEADER: &str = "kafka-e2ee-credential v1";
@@ -17,6 +18,10 @@ const FILE: &str = "credential file";
 
 /// A participant: its static X25519 key pair and its credential. The private
 /// key is zeroized on drop and never shown by `Debug`.
+///
+/// The participant's Ed25519 signing key is not stored: it is derived from
+/// the X25519 private key when needed (see [`Identity::signing_public_key`]),
+/// so a credential file holds one private key for both.
 pub struct Identity {
     secret: StaticSecret,
     credential: Credential,
@@ -37,9 +42,11 @@ impl Identity {
     ) -> Identity {
         let secret = StaticSecret::random_from_rng(rng);
         let public_key = PublicKey::from(&secret).to_bytes();
-        let credential = authority.issue(
+        let signing_key = derived_signing_public_key(&secret);
+        let credential = authority.issue_v2(
             name,
             public_key,
+            signing_key,
             produce,
             consume,
             not_before_ms,
@@ -61,9 +68,11 @@ impl Identity {
     ) -> Result<Identity, TrustError> {
         let secret = StaticSecret::random_from_rng(rng);
         let public_key = PublicKey::from(&secret).to_bytes();
-        let credential = authority.try_issue(
+        let signing_key = derived_signing_public_key(&secret);
+        let credential = authority.try_issue_v2(
             name,
             public_key,
+            signing_key,
             produce,
             consume,
             not_before_ms,
@@ -85,9 +94,11 @@ impl Identity {
     ) -> Result<Identity, TrustError> {
         let secret = StaticSecret::random_from_rng(rng);
         let public_key = PublicKey::from(&secret).to_bytes();
-        let credential = Credential::new_unsigned(
+        let signing_key = derived_signing_public_key(&secret);
+        let credential = Credential::new_unsigned_v2(
             name,
             public_key,
+            signing_key,
             produce,
             consume,
             not_before_ms,
@@ -97,7 +108,9 @@ impl Identity {
     }
 
     /// Pairs a private key with its credential; fails with
-    /// [`TrustError::KeyMismatch`] if the credential is for another key.
+    /// [`TrustError::KeyMismatch`] if the credential is for another key, or
+    /// (version 2) certifies a signing key other than the one derived from
+    /// this private key. A version 1 credential (no signing key) is accepted.
     pub fn from_parts(
         private_key: Zeroizing<[u8; 32]>,
         credential: Credential,
@@ -105,6 +118,11 @@ impl Identity {
         let secret = StaticSecret::from(*private_key);
         if PublicKey::from(&secret).to_bytes() != credential.public_key() {
             return Err(TrustError::KeyMismatch);
+        }
+        if let Some(signing_key) = credential.signing_key() {
+            if derived_signing_public_key(&secret) != signing_key {
+                return Err(TrustError::KeyMismatch);
+            }
         }
         Ok(Self { secret, credential })
     }
@@ -117,6 +135,34 @@ impl Identity {
     /// The static X25519 public key (equal to the credential's).
     pub fn public_key(&self) -> [u8; 32] {
         PublicKey::from(&self.secret).to_bytes()
+    }
+
+    /// Whether this participant's credential certifies its signing key
+    /// (version 2). Without it, [`Identity::sign_statement`] still signs, but
+    /// nobody can verify against the credential: reissue it with
+    /// `kafka-e2ee credential issue`.
+    pub fn has_signing_key(&self) -> bool {
+        self.credential.signing_key().is_some()
+    }
+
+    /// The Ed25519 verifying key derived from the X25519 private key (what a
+    /// version 2 credential certifies): the Ed25519 seed is
+    /// HKDF-SHA256(salt = none, ikm = X25519 private key, info =
+    /// `kafka-e2ee/v2/signing-key`), 32 bytes.
+    pub fn signing_public_key(&self) -> [u8; 32] {
+        derived_signing_public_key(&self.secret)
+    }
+
+    /// Signs `context || message` with the derived Ed25519 signing key
+    /// ([`Identity::signing_public_key`]); the counterpart is
+    /// [`Credential::verify_statement`]. `context` is a fixed domain
+    /// separation string chosen per kind of statement.
+    pub fn sign_statement(&self, context: &[u8], message: &[u8]) -> [u8; 64] {
+        let key = derive_signing_key(&self.secret);
+        let mut signed = Vec::with_capacity(context.len() + message.len());
+        signed.extend_from_slice(context);
+        signed.extend_from_slice(message);
+        key.sign(&signed).to_bytes()
     }
 
     /// The raw static private key, for the Noise handshake.
@@ -195,6 +241,23 @@ impl Identity {
         out.push(b'\n');
         out
     }
+}
+
+/// The Ed25519 signing key derived from an X25519 private key (see
+/// [`Identity::signing_public_key`]). The seed and the private key copy are
+/// zeroized on drop, and so is the returned key.
+fn derive_signing_key(secret: &StaticSecret) -> SigningKey {
+    let ikm = Zeroizing::new(secret.to_bytes());
+    let hk = Hkdf::<Sha256>::new(None, ikm.as_slice());
+    let mut seed = Zeroizing::new([0u8; 32]);
+    // Expanding 32 bytes is far below HKDF-SHA256's limit (255 * 32 bytes),
+    // so this error cannot happen; there is nothing to report.
+    let _cannot_fail = hk.expand(SIGNING_KEY_INFO, seed.as_mut_slice());
+    SigningKey::from_bytes(&seed)
+}
+
+fn derived_signing_public_key(secret: &StaticSecret) -> [u8; 32] {
+    derive_signing_key(secret).verifying_key().to_bytes()
 }
 
 impl fmt::Debug for Identity {

@@ -19,8 +19,8 @@ mod text;
 pub use anchor::TrustAnchor;
 pub use authority::Authority;
 pub use credential::{
-    fingerprint, Credential, CREDENTIAL_MAGIC, CREDENTIAL_VERSION, MAX_ENCODED_LEN, MAX_NAME_LEN,
-    MAX_PATTERNS,
+    fingerprint, Credential, CREDENTIAL_MAGIC, CREDENTIAL_VERSION, CREDENTIAL_VERSION_1,
+    MAX_ENCODED_LEN, MAX_NAME_LEN, MAX_PATTERNS,
 };
 pub use error::TrustError;
 pub use identity::Identity;
@@ -31,6 +31,10 @@ pub const CREDENTIAL_SIGNATURE_CONTEXT: &[u8] = b"kafka-e2ee/v1/credential";
 
 /// HKDF info string for [`Identity::state_key`].
 pub const STATE_KEY_INFO: &[u8] = b"kafka-e2ee/v1/state-at-rest";
+
+/// HKDF info string of the Ed25519 signing key an [`Identity`] derives from
+/// its X25519 private key (see [`Identity::signing_public_key`]).
+pub const SIGNING_KEY_INFO: &[u8] = b"kafka-e2ee/v2/signing-key";
 
 /// Default clock-skew tolerance the engine passes to [`TrustAnchor::verify`].
 pub const DEFAULT_SKEW_MS: u64 = 5 * 60 * 1000;
