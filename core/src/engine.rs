@@ -14,8 +14,8 @@ use rand_core::CryptoRngCore;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, KeyUnavailable};
-use crate::exchange::wire::{valid_topic, Reader};
 use crate::exchange::mailbox::Mailbox;
+use crate::exchange::wire::{valid_topic, Reader};
 use crate::exchange::Exchange;
 use crate::format::{
     self, DataKey, EpochSecret, InstanceId, KeyBinding, KeyId, RecordHeader, Sealing, HEADER_LEN,

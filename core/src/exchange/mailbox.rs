@@ -522,14 +522,16 @@ impl Exchange {
             return Ok(()); // only producers seal to mailboxes
         }
         let record = Prekeys::decode(bytes)?;
-        if self.mailbox.as_ref().is_some_and(|m| m.id == record.mailbox) {
+        if self
+            .mailbox
+            .as_ref()
+            .is_some_and(|m| m.id == record.mailbox)
+        {
             return Ok(()); // our own
         }
         let now = self.now_ms;
         let period = Self::period_ms(sh);
-        let last = record
-            .first_period
-            .saturating_add(record.keys.len() as u64);
+        let last = record.first_period.saturating_add(record.keys.len() as u64);
         if last.saturating_mul(period) <= now {
             return Ok(()); // every prekey it lists is in the past: stale
         }
@@ -574,8 +576,7 @@ impl Exchange {
         }
         // Forget what belongs to deleted epochs.
         self.seals.retain(|id, _| sh.producer.get(id).is_some());
-        self.sealed_final
-            .retain(|id| sh.producer.get(id).is_some());
+        self.sealed_final.retain(|id| sh.producer.get(id).is_some());
         self.recipients.retain(|_, r| {
             let last = r
                 .prekeys
