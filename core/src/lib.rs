@@ -24,5 +24,7 @@ pub mod settings;
 pub mod state;
 pub mod trust;
 
-pub use engine::{Channel, ControlMessage, Engine, EngineConfig, Metrics, MetricsSnapshot, Opened, Storage};
+pub use engine::{
+    Channel, ControlMessage, Engine, EngineConfig, Metrics, MetricsSnapshot, Opened, Storage,
+};
 pub use error::{ControlError, Error, KeyUnavailable};
