@@ -95,7 +95,13 @@ pub fn run(opts: &Options<'_>) -> Result<Output, String> {
             "run without --offline on a host that reaches the cluster",
         );
     } else {
-        check_broker(&props, &values.control_topic, opts.timeout, &mut r);
+        check_broker(
+            &props,
+            &values.control_topic,
+            (&values.keys_topic, values.keys_retention_ms),
+            opts.timeout,
+            &mut r,
+        );
     }
     Ok(render(opts.config, &r))
 }
@@ -266,6 +272,9 @@ struct Values {
     topics: Vec<TopicPattern>,
     state_dir: Option<String>,
     control_topic: String,
+    keys_topic: String,
+    /// retention.ms the clients give the keys topic when they create it.
+    keys_retention_ms: u64,
 }
 
 /// Every `e2ee.*` property: known names, well-formed values, the rules
@@ -427,12 +436,41 @@ fn check_properties(props: &[Property], java: bool, r: &mut Report) -> Values {
             "remove it to use _e2ee_control",
         );
     }
+    let keys_topic = value("e2ee.keys.topic");
+    if keys_topic.is_empty() {
+        r.problem("e2ee.keys.topic", "is empty", "remove it to use _e2ee_keys");
+    } else if keys_topic == control_topic {
+        r.problem(
+            "e2ee.keys.topic",
+            format!("is the control topic ({control_topic}): the two need different retention and cleanup"),
+            "remove it to use _e2ee_keys",
+        );
+    }
+    let close = value("e2ee.close.timeout.ms");
+    match close.parse::<u64>() {
+        Err(_) => r.problem(
+            "e2ee.close.timeout.ms",
+            format!("'{close}' is not a whole number of milliseconds"),
+            "give 0 or more milliseconds, or remove it to use 30000",
+        ),
+        Ok(0) => r.warn(
+            "e2ee.close.timeout.ms",
+            "0: a producer's close does not wait for its key envelopes to reach the broker",
+            "keep the default 30000 so records stay readable after the producer exits",
+        ),
+        Ok(_) => {}
+    }
     Values {
         credential: get("e2ee.credential"),
         trust: get("e2ee.trust"),
         topics,
         state_dir: get("e2ee.state.dir"),
         control_topic,
+        keys_topic,
+        keys_retention_ms: retention
+            .unwrap_or(604_800_000)
+            .saturating_add(rotation.unwrap_or(900_000))
+            .saturating_add(86_400_000),
     }
 }
 
@@ -683,7 +721,13 @@ fn check_state_dir(id: &Identity, dir: Option<&str>, base: &Path, r: &mut Report
     }
 }
 
-fn check_broker(props: &[Property], control_topic: &str, timeout: Duration, r: &mut Report) {
+fn check_broker(
+    props: &[Property],
+    control_topic: &str,
+    (keys_topic, keys_retention_ms): (&str, u64),
+    timeout: Duration,
+    r: &mut Report,
+) {
     let conn = match kafka::Connection::from_config(None, props, timeout) {
         Ok(c) => c,
         Err(e) => {
@@ -721,9 +765,20 @@ fn check_broker(props: &[Property], control_topic: &str, timeout: Duration, r: &
                 Some((_, parts)) => r.ok("control topic", format!("{control_topic} exists ({parts} partition(s))")),
                 None => r.warn(
                     "control topic",
-                    format!("{control_topic} does not exist yet. Java clients create it on first start; librdkafka clients need the broker to auto-create it"),
+                    format!("{control_topic} does not exist yet: clients create it on first start if they may"),
                     format!(
                         "create it: kafka-topics.sh --bootstrap-server {} --create --topic {control_topic} --partitions 1 --config retention.ms=3600000",
+                        conn.bootstrap.first().map_or("HOST:PORT", String::as_str)
+                    ),
+                ),
+            }
+            match list.iter().find(|(n, _)| n == keys_topic) {
+                Some((_, parts)) => r.ok("keys topic", format!("{keys_topic} exists ({parts} partition(s))")),
+                None => r.warn(
+                    "keys topic",
+                    format!("{keys_topic} does not exist yet: clients create it on first start (compact,delete, retention = e2ee.key.retention.ms + e2ee.key.rotation.ms + 1 day) if they may"),
+                    format!(
+                        "or create it: kafka-topics.sh --bootstrap-server {} --create --topic {keys_topic} --partitions 1 --config cleanup.policy=compact,delete --config retention.ms={keys_retention_ms}",
                         conn.bootstrap.first().map_or("HOST:PORT", String::as_str)
                     ),
                 ),

@@ -579,7 +579,8 @@ fn doctor_names_each_problem_and_its_fix() {
             "e2ee.credentail=/x\n\
              value.serializer=dev.kafkae2ee.EncryptingSerializer\n\
              e2ee.credential={}\ne2ee.trust={}\ne2ee.topics=orders,bad topic\n\
-             e2ee.key.rotation.ms=ten\ne2ee.key.retention.ms=10\ne2ee.key.rotation.records=0\n",
+             e2ee.key.rotation.ms=ten\ne2ee.key.retention.ms=10\ne2ee.key.rotation.records=0\n\
+             e2ee.keys.topic=_e2ee_control\ne2ee.close.timeout.ms=-5\n",
             s(&cred),
             s(&auth.join("trust")),
         ),
@@ -597,10 +598,12 @@ fn doctor_names_each_problem_and_its_fix() {
         "the trust file does not accept this credential",
         "topic orders: the credential may not produce to it",
         "e2ee.state.dir: not set",
+        "e2ee.keys.topic: is the control topic",
+        "e2ee.close.timeout.ms: '-5' is not a whole number",
     ] {
         assert!(text.contains(needle), "missing '{needle}' in:\n{text}");
     }
-    assert!(text.matches("fix: ").count() >= 8, "{text}");
+    assert!(text.matches("fix: ").count() >= 10, "{text}");
 }
 
 #[test]

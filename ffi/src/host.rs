@@ -59,6 +59,11 @@ pub struct HostConfig {
     pub wait_ms: u64,
     pub state_dir: Option<PathBuf>,
     pub control_topic: String,
+    /// `e2ee.keys.topic`: prekeys and key envelopes, read from the beginning.
+    pub keys_topic: String,
+    /// `e2ee.close.timeout.ms`: how long a producer's close may take to hand
+    /// its key envelopes to the broker.
+    pub close_timeout_ms: u64,
     pub bind_key: bool,
     /// `e2ee.cipher` and `e2ee.compression`.
     pub sealing: Sealing,
@@ -153,6 +158,25 @@ impl HostConfig {
         if control_topic.is_empty() {
             return Err(bad("e2ee.control.topic", "must not be empty"));
         }
+        let keys_topic = get("e2ee.keys.topic").trim().to_owned();
+        if keys_topic.is_empty() {
+            return Err(bad(
+                "e2ee.keys.topic",
+                "must not be empty: remove it to use _e2ee_keys, or name the keys topic",
+            ));
+        }
+        let close_timeout_ms = get("e2ee.close.timeout.ms")
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| {
+                bad(
+                    "e2ee.close.timeout.ms",
+                    format!(
+                        "must be a whole number of milliseconds, 0 or more, got '{}'; remove it to use 30000",
+                        get("e2ee.close.timeout.ms")
+                    ),
+                )
+            })?;
         Ok(HostConfig {
             credential: required(
                 "e2ee.credential",
@@ -169,12 +193,25 @@ impl HostConfig {
             wait_ms: number("e2ee.key.wait.ms")?,
             state_dir: (!state_dir.is_empty()).then(|| PathBuf::from(state_dir)),
             control_topic,
+            keys_topic,
+            close_timeout_ms,
             bind_key,
             sealing: Sealing {
                 cipher,
                 compression,
             },
         })
+    }
+
+    /// `retention.ms` of the keys topic: an envelope must outlive the last
+    /// record sealed under its key (an epoch lasts up to e2ee.key.rotation.ms,
+    /// its key is kept e2ee.key.retention.ms after it ended), plus a day of
+    /// margin for clock skew and late consumers. Capped at Kafka's long.
+    pub fn keys_topic_retention_ms(&self) -> u64 {
+        self.retention_ms
+            .saturating_add(self.rotation_ms)
+            .saturating_add(86_400_000)
+            .min(i64::MAX as u64)
     }
 
     fn engine_config(&self) -> Result<EngineConfig, ConfigError> {
@@ -317,7 +354,8 @@ fn registry() -> &'static Registry {
     REGISTRY.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-/// One engine per process, cluster and credential: clients that share them
+/// One engine per process, cluster, credential, control topic and keys
+/// topic: clients that share them
 /// share the engine (and its keys and sessions). `cluster` is the client's
 /// bootstrap servers string. Clients that differ in `e2ee.cipher` or
 /// `e2ee.compression` get an engine each, so each seals as it was told
@@ -326,10 +364,11 @@ pub fn shared_engine(cluster: &str, cfg: &HostConfig) -> Result<(Arc<Engine>, bo
     // The pid keeps a forked child from reusing its parent's engine (and
     // so its epoch keys and nonce counters).
     let key = format!(
-        "{}\u{0}{cluster}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
+        "{}\u{0}{cluster}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
         std::process::id(),
         cfg.credential.display(),
         cfg.control_topic,
+        cfg.keys_topic,
         cfg.sealing.cipher,
         cfg.sealing.compression
     );
@@ -358,6 +397,45 @@ pub fn live_engines() -> Vec<(String, Arc<Engine>)> {
     out
 }
 
+/// Key envelopes (keys-topic messages) a closing control plane could not
+/// get acknowledged, by engine instance: a host-side counter, kept next to
+/// the core's, because only the host sees delivery reports.
+fn unacknowledged() -> &'static Mutex<HashMap<[u8; 8], u64>> {
+    static U: std::sync::OnceLock<Mutex<HashMap<[u8; 8], u64>>> = std::sync::OnceLock::new();
+    U.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Counts `n` key envelopes of `engine` that the broker did not acknowledge.
+pub fn add_key_envelopes_unacknowledged(engine: &Engine, n: u64) {
+    let mut u = unacknowledged()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let c = u.entry(engine.instance_id().0).or_insert(0);
+    *c = c.saturating_add(n);
+}
+
+/// The count kept by [`add_key_envelopes_unacknowledged`].
+pub fn key_envelopes_unacknowledged(engine: &Engine) -> u64 {
+    unacknowledged()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&engine.instance_id().0)
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The ERROR line of a close that could not get every key envelope
+/// acknowledged: what it means and what fixes it (both hosts say the same).
+pub fn unacknowledged_message(n: u64, keys_topic: &str, close_timeout_ms: u64) -> String {
+    format!(
+        "{n} key envelope(s) were not acknowledged by the broker on keys topic {keys_topic} \
+         within e2ee.close.timeout.ms ({close_timeout_ms} ms) of close: records this producer \
+         sealed may stay unreadable for consumers that were not running. To fix it, keep the \
+         producer running until the broker is reachable, or restart it on its e2ee.state.dir \
+         (it publishes them again), and check that the keys topic's ACLs let this client write it"
+    )
+}
+
 /// One engine's counters as a JSON object: its instance id, credential name
 /// and cluster, then every counter by name. Names and counts only: nothing
 /// secret.
@@ -371,6 +449,10 @@ pub fn metrics_json(cluster: &str, engine: &Engine) -> String {
     for (name, value) in engine.metrics().named() {
         out.push_str(&format!(",\"{name}\":{value}"));
     }
+    out.push_str(&format!(
+        ",\"key_envelopes_unacknowledged\":{}",
+        key_envelopes_unacknowledged(engine)
+    ));
     out.push('}');
     out
 }
@@ -381,6 +463,10 @@ pub fn metrics_line(engine: &Engine) -> String {
     for (name, value) in engine.metrics().named() {
         out.push_str(&format!(" {name}={value}"));
     }
+    out.push_str(&format!(
+        " key_envelopes_unacknowledged={}",
+        key_envelopes_unacknowledged(engine)
+    ));
     out
 }
 
@@ -421,8 +507,48 @@ pub fn preferred_cipher() -> Cipher {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
-    use super::json_string;
+    use super::{json_string, HostConfig};
+
+    fn parse(extra: &[(&'static str, &'static str)]) -> Result<HostConfig, super::ConfigError> {
+        let mut props = vec![("e2ee.credential", "c"), ("e2ee.trust", "t")];
+        props.extend_from_slice(extra);
+        HostConfig::from_properties(props)
+    }
+
+    #[test]
+    fn keys_topic_and_close_timeout_have_defaults() {
+        let c = parse(&[]).expect("defaults parse");
+        assert_eq!(c.keys_topic, "_e2ee_keys");
+        assert_eq!(c.close_timeout_ms, 30_000);
+        // retention + rotation + one day
+        assert_eq!(
+            c.keys_topic_retention_ms(),
+            604_800_000 + 900_000 + 86_400_000
+        );
+        let c =
+            parse(&[("e2ee.keys.topic", " k "), ("e2ee.close.timeout.ms", "0")]).expect("parses");
+        assert_eq!((c.keys_topic.as_str(), c.close_timeout_ms), ("k", 0));
+    }
+
+    #[test]
+    fn keys_topic_and_close_timeout_are_validated() {
+        let e = parse(&[("e2ee.keys.topic", " ")]).expect_err("empty topic");
+        assert_eq!(e.property, "e2ee.keys.topic");
+        for bad in ["-1", "soon", "1.5", ""] {
+            let e = parse(&[("e2ee.close.timeout.ms", bad)]).expect_err(bad);
+            assert_eq!(e.property, "e2ee.close.timeout.ms");
+            assert!(e.message.contains("remove it to use 30000"), "{e}");
+        }
+    }
+
+    #[test]
+    fn keys_topic_retention_saturates() {
+        let mut c = parse(&[]).expect("defaults parse");
+        c.retention_ms = u64::MAX - 1;
+        assert_eq!(c.keys_topic_retention_ms(), i64::MAX as u64);
+    }
 
     #[test]
     fn json_strings_are_escaped() {

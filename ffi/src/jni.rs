@@ -27,7 +27,7 @@ use jni::objects::{JByteArray, JClass, JObject, JObjectArray, JString, JValue, R
 use jni::sys::{jboolean, jint, jlong, jlongArray, jobjectArray, jstring};
 use jni::JNIEnv;
 use kafka_e2ee_core::format::{KeyBinding, KeyId, RecordHeader, HEADER_LEN};
-use kafka_e2ee_core::{Engine, Error, KeyUnavailable, Opened};
+use kafka_e2ee_core::{Channel, Engine, Error, KeyUnavailable, Opened};
 
 use crate::host::{self, ConfigError, HostConfig};
 
@@ -51,6 +51,9 @@ const KIND_CONTROL: jint = 11;
 const BIND_UNBOUND: jint = 0;
 const BIND_NULL: jint = 1;
 const BIND_BYTES: jint = 2;
+// The topic of a message from pollTransmit0 (Engine.CHANNEL_* in Java).
+const CHANNEL_CONTROL: u8 = 0;
+const CHANNEL_KEYS: u8 = 1;
 
 /// What an entry reports to Java.
 enum Failure {
@@ -522,9 +525,12 @@ pub extern "system" fn Java_dev_kafkae2ee_Engine_pollTimeout0<'l>(
     })
 }
 
-/// `static native byte[][] pollTransmit0(long)`: the next control message as
-/// {recipient instance id (8 bytes) or null for a broadcast, payload}, or
-/// null if there is none.
+/// `static native byte[][] pollTransmit0(long)`: the next message to publish
+/// as {record key or null, payload, {channel}}, or null if there is none.
+/// The record key is `ControlMessage::record_key` (the recipient's 8-byte
+/// instance id or null for a broadcast on the control topic; always set on
+/// the keys topic, which is compacted); channel is CHANNEL_CONTROL (0) or
+/// CHANNEL_KEYS (1), the topic the message goes to (Engine.java).
 #[no_mangle]
 pub extern "system" fn Java_dev_kafkae2ee_Engine_pollTransmit0<'l>(
     mut env: JNIEnv<'l>,
@@ -535,14 +541,20 @@ pub extern "system" fn Java_dev_kafkae2ee_Engine_pollTransmit0<'l>(
         let Some(message) = engine(handle)?.poll_transmit() else {
             return Ok(std::ptr::null_mut());
         };
-        let pair = env.new_object_array(2, "[B", JObject::null())?;
-        if let Some(to) = message.to {
-            let to = env.byte_array_from_slice(&to.0)?;
-            env.set_object_array_element(&pair, 0, to)?;
+        let out = env.new_object_array(3, "[B", JObject::null())?;
+        if let Some(key) = message.record_key() {
+            let key = env.byte_array_from_slice(&key)?;
+            env.set_object_array_element(&out, 0, key)?;
         }
         let payload = env.byte_array_from_slice(&message.payload)?;
-        env.set_object_array_element(&pair, 1, payload)?;
-        Ok(pair.into_raw())
+        env.set_object_array_element(&out, 1, payload)?;
+        let channel = match message.channel {
+            Channel::Control => CHANNEL_CONTROL,
+            Channel::Keys => CHANNEL_KEYS,
+        };
+        let channel = env.byte_array_from_slice(&[channel])?;
+        env.set_object_array_element(&out, 2, channel)?;
+        Ok(out.into_raw())
     })
 }
 

@@ -150,11 +150,19 @@ def test_doctor_against_a_live_broker(broker, tmp_path):
     control = [c for c in r["checks"] if c["subject"] == "control topic"]
     assert control[0]["level"] == "warning" and "does not exist" in control[0]["message"]
     assert "kafka-topics.sh" in control[0]["fix"]
+    keys = [c for c in r["checks"] if c["subject"] == "keys topic"]
+    assert keys[0]["level"] == "warning" and "does not exist" in keys[0]["message"]
+    # the retention the clients would give it: default retention + rotation + 1 day
+    assert "cleanup.policy=compact,delete" in keys[0]["fix"]
+    assert f"retention.ms={604_800_000 + 900_000 + 86_400_000}" in keys[0]["fix"]
 
     broker.tool("topics", "--create", "--topic", "_e2ee_control", "--partitions", "1")
+    broker.tool("topics", "--create", "--topic", "_e2ee_keys", "--partitions", "1")
     r = json.loads(cli("doctor", "--config", str(cfg), "--json").stdout)
     control = [c for c in r["checks"] if c["subject"] == "control topic"]
     assert control[0]["level"] == "ok", control
+    keys = [c for c in r["checks"] if c["subject"] == "keys topic"]
+    assert keys[0]["level"] == "ok", keys
     broker_check = [c for c in r["checks"] if c["subject"] == "broker"]
     assert broker_check[0]["level"] == "ok"
 

@@ -30,6 +30,8 @@ pub enum Event {}
 pub type Err = c_int;
 pub const ERR_NO_ERROR: Err = 0;
 pub const ERR_VALUE_DESERIALIZATION: Err = -159;
+pub const ERR_PARTITION_EOF: Err = -191;
+pub const OFFSET_BEGINNING: i64 = -2;
 pub const CONF_UNKNOWN: c_int = -2;
 pub const CONF_INVALID: c_int = -1;
 pub const CONF_OK: c_int = 0;
@@ -185,6 +187,7 @@ api! {
     header_remove: "rd_kafka_header_remove" => unsafe extern "C" fn(*mut Headers, *const c_char) -> Err,
     new: "rd_kafka_new" => unsafe extern "C" fn(c_int, *mut Conf, *mut c_char, usize) -> *mut Kafka,
     destroy: "rd_kafka_destroy" => unsafe extern "C" fn(*mut Kafka),
+    kind: "rd_kafka_type" => unsafe extern "C" fn(*const Kafka) -> c_int,
     topic_new: "rd_kafka_topic_new" => unsafe extern "C" fn(*mut Kafka, *const c_char, *mut TopicConf) -> *mut Topic,
     topic_destroy: "rd_kafka_topic_destroy" => unsafe extern "C" fn(*mut Topic),
     produce: "rd_kafka_produce" => unsafe extern "C" fn(*mut Topic, i32, c_int, *mut c_void, usize, *const c_void, usize, *mut c_void) -> c_int,

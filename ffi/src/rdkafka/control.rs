@@ -2,22 +2,40 @@
 //! made from the host's own librdkafka and a filtered copy of the host's
 //! configuration (so its SASL/SSL settings apply), driven by one thread.
 //!
-//! Contract shared with the Java host: each control record's key is the
-//! recipient's 8-byte instance id (null = broadcast), its value the control
-//! message; every instance reads all partitions from the end offsets as of
-//! its start, with no group membership and no commits.
+//! Contract shared with the Java host (ControlPlane.java):
+//! - Two topics. `e2ee.control.topic` (live exchange; delete policy, 1 h) is
+//!   read on all partitions from the end offsets as of start, known before
+//!   the first message is sent. `e2ee.keys.topic` (prekeys and key
+//!   envelopes; `compact,delete`, retention = e2ee.key.retention.ms +
+//!   e2ee.key.rotation.ms + 1 day) is read on all partitions from the
+//!   beginning. Both with `assign`: no group membership, no commits. Both are
+//!   created if missing (1 partition, the broker's default replication).
+//! - Every non-null record value of either topic goes to
+//!   `Engine::handle_control`; the messages say what they are.
+//! - Every message of `poll_transmit` goes to the topic its `channel` names,
+//!   keyed by `ControlMessage::record_key` (the recipient's 8-byte instance
+//!   id or null on the control topic; always set on the compacted keys
+//!   topic).
+//! - "Caught up": the keys topic has been read up to the end offsets it had
+//!   when reading started.
+//! - Close, when a producer client used the engine: within
+//!   e2ee.close.timeout.ms from the start of close, wait until caught up (so
+//!   the engine knows every recipient's prekey), tick the engine once more
+//!   and send everything it queued, flush; key envelopes the broker has not
+//!   acknowledged by then are logged at ERROR and counted
+//!   (key_envelopes_unacknowledged). A consumer-only engine stops at once.
 
 use std::collections::HashMap;
 use std::ffi::{c_int, c_void, CString};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use kafka_e2ee_core::Engine;
+use kafka_e2ee_core::{Channel, ControlMessage, Engine};
 
 use super::api::{self, Api, Conf, Kafka, Topic};
-use crate::host::now_ms;
+use crate::host::{self, now_ms, HostConfig};
 
 /// Wakes consumers waiting for a key when the control thread handled input.
 #[derive(Debug, Default)]
@@ -52,18 +70,86 @@ impl KeySignal {
     }
 }
 
+/// What the control thread needs of the client settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub control_topic: String,
+    pub keys_topic: String,
+    pub keys_retention_ms: u64,
+    pub close_timeout_ms: u64,
+}
+
+impl Settings {
+    pub fn of(cfg: &HostConfig) -> Settings {
+        Settings {
+            control_topic: cfg.control_topic.clone(),
+            keys_topic: cfg.keys_topic.clone(),
+            keys_retention_ms: cfg.keys_topic_retention_ms(),
+            close_timeout_ms: cfg.close_timeout_ms,
+        }
+    }
+}
+
+/// State shared between a control plane and its thread.
+#[derive(Debug, Default)]
+struct Status {
+    stop: AtomicBool,
+    /// A producer client used this engine: close delivers its key envelopes.
+    drain: AtomicBool,
+    /// Unix ms when close started (set before `stop`).
+    close_started_ms: AtomicU64,
+    caught_up: AtomicBool,
+}
+
+impl Status {
+    /// Whether the thread should end now: stopped, and either nothing to
+    /// deliver or out of time.
+    fn give_up(&self, close_timeout_ms: u64) -> bool {
+        self.stop.load(Ordering::Acquire)
+            && (!self.drain.load(Ordering::Acquire)
+                || now_ms() >= self.deadline_ms(close_timeout_ms))
+    }
+    fn deadline_ms(&self, close_timeout_ms: u64) -> u64 {
+        self.close_started_ms
+            .load(Ordering::Acquire)
+            .saturating_add(close_timeout_ms)
+    }
+}
+
 /// One per engine; dropped when the last client using it is destroyed.
 #[derive(Debug)]
 pub struct ControlPlane {
     engine: Arc<Engine>,
     pub keys: Arc<KeySignal>,
-    stop: Arc<AtomicBool>,
+    status: Arc<Status>,
     thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl ControlPlane {
+    /// A producer client joined: from now on, close delivers key envelopes
+    /// before it stops (a consumer-only engine has none and stops at once).
+    pub fn producer_joined(&self) {
+        self.status.drain.store(true, Ordering::Release);
+    }
+
+    /// Whether the keys topic has been read up to the end offsets it had when
+    /// this control plane started reading it.
+    // Read by close (in the thread) today; the record path will consult it
+    // once the core publishes prekeys (a consumer then knows whether a
+    // missing envelope may still be on its way).
+    #[allow(dead_code)]
+    pub fn caught_up(&self) -> bool {
+        self.status.caught_up.load(Ordering::Acquire)
+    }
 }
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
+        // The close timeout counts from here.
+        self.status
+            .close_started_ms
+            .store(now_ms(), Ordering::Release);
+        self.status.stop.store(true, Ordering::Release);
         let t = self
             .thread
             .get_mut()
@@ -71,6 +157,8 @@ impl Drop for ControlPlane {
             .take();
         // The thread touches only its own handles, never a client's, so
         // joining from a client's on_destroy cannot deadlock librdkafka.
+        // It returns within e2ee.close.timeout.ms (plus at most one
+        // librdkafka call's own timeout) after the stop above.
         if let Some(t) = t {
             if t.thread().id() != std::thread::current().id() {
                 let _ = t.join();
@@ -79,7 +167,12 @@ impl Drop for ControlPlane {
         // The last client of this engine is gone: leave its counters where
         // any app (kcat too) shows them, if something was turned away.
         let m = self.engine.metrics();
-        if m.records_rejected + m.records_missing_header + m.records_failed + m.control_rejected > 0
+        if m.records_rejected
+            + m.records_missing_header
+            + m.records_failed
+            + m.control_rejected
+            + host::key_envelopes_unacknowledged(&self.engine)
+            > 0
         {
             eprintln!(
                 "kafka-e2ee: closing with rejections: {}",
@@ -116,7 +209,7 @@ pub unsafe fn join(
     engine: Arc<Engine>,
     api: &Arc<Api>,
     host_conf: *const Conf,
-    control_topic: &str,
+    settings: &Settings,
 ) -> Result<Arc<ControlPlane>, String> {
     let key = format!("{key}\u{0}{}", api.library);
     let mut reg = registry().lock().unwrap_or_else(PoisonError::into_inner);
@@ -135,35 +228,92 @@ pub unsafe fn join(
             return Err(e);
         }
     };
-    let stop = Arc::new(AtomicBool::new(false));
+    let status = Arc::new(Status::default());
     let keys = Arc::new(KeySignal::default());
     let handles = Handles {
         api: api.clone(),
         producer_conf,
         consumer_conf,
     };
-    let (e2, s2, k2, topic) = (
+    let (e2, s2, k2, settings) = (
         engine.clone(),
-        stop.clone(),
+        status.clone(),
         keys.clone(),
-        control_topic.to_owned(),
+        settings.clone(),
     );
     let thread = std::thread::Builder::new()
         .name("kafka-e2ee-control".into())
         .spawn(move || {
             let h = handles;
             // SAFETY: the confs are ours and live; run() consumes them.
-            unsafe { run(&h, &e2, &s2, &k2, &topic) }
+            unsafe { run(&h, &e2, &s2, &k2, &settings) }
         })
         .map_err(|e| format!("cannot start the control thread: {e}"))?;
     let cp = Arc::new(ControlPlane {
         engine,
         keys,
-        stop,
+        status,
         thread: Mutex::new(Some(thread)),
     });
     reg.insert(key, Arc::downgrade(&cp));
     Ok(cp)
+}
+
+/// Delivery outcomes of the keys-topic messages of one control producer.
+/// Its address is the `msg_opaque` of every keys message, so the delivery
+/// report callback finds it; it lives on the control thread's stack until
+/// after the producer is destroyed (librdkafka serves delivery reports only
+/// inside that thread's poll, flush and destroy calls).
+#[derive(Debug, Default)]
+struct KeysDelivery {
+    /// Handed to the producer, no delivery report yet.
+    pending: AtomicU64,
+    /// Failed for good (delivery report with an error, or never queued).
+    failed: AtomicU64,
+}
+
+impl KeysDelivery {
+    fn queued(&self) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+    }
+    fn reported(&self, ok: bool) {
+        // Never below zero, even for a report that was not counted in.
+        let _ = self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        if !ok {
+            self.failed.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+    fn never_queued(&self) {
+        self.failed.fetch_add(1, Ordering::AcqRel);
+    }
+    /// Not acknowledged by the broker: failed, or still waiting.
+    fn unacknowledged(&self) -> u64 {
+        self.pending
+            .load(Ordering::Acquire)
+            .saturating_add(self.failed.load(Ordering::Acquire))
+    }
+}
+
+/// librdkafka's `dr_msg_cb` for the control producer: counts the outcome of
+/// keys-topic messages (their `msg_opaque` is the thread's [`KeysDelivery`];
+/// control-topic messages have none).
+unsafe extern "C" fn delivered(_rk: *mut Kafka, msg: *const api::Message, _opaque: *mut c_void) {
+    let _ = std::panic::catch_unwind(|| {
+        if msg.is_null() {
+            return;
+        }
+        // SAFETY: librdkafka passes a live message for the callback's span.
+        let m = unsafe { &*msg };
+        if m.private.is_null() {
+            return;
+        }
+        // SAFETY: a non-null msg_opaque is always the KeysDelivery of the
+        // thread that produced it, alive until the producer is destroyed.
+        let d = unsafe { &*m.private.cast::<KeysDelivery>() };
+        d.reported(m.err == api::ERR_NO_ERROR);
+    });
 }
 
 /// A copy of the host's configuration without the plugin, the e2ee.*
@@ -200,11 +350,14 @@ unsafe fn control_conf(
     unsafe {
         (api.conf_set_error_cb)(conf, std::ptr::null());
         (api.conf_set_stats_cb)(conf, std::ptr::null());
-        (api.conf_set_events)(conf, 0);
         if kind == api::PRODUCER {
-            (api.conf_set_dr_msg_cb)(conf, std::ptr::null());
+            // Delivery reports tell close which key envelopes the broker
+            // acknowledged; the app's own callbacks are not ours to call.
+            (api.conf_set_events)(conf, 0);
+            (api.conf_set_dr_msg_cb)(conf, delivered as *const c_void);
             (api.conf_set_dr_cb)(conf, std::ptr::null());
         } else {
+            (api.conf_set_events)(conf, 0);
             (api.conf_set_rebalance_cb)(conf, std::ptr::null());
             (api.conf_set_offset_commit_cb)(conf, std::ptr::null());
             (api.conf_set_consume_cb)(conf, std::ptr::null());
@@ -220,7 +373,9 @@ unsafe fn control_conf(
         settings.push(("group.id", format!("_e2ee-control-{id}")));
         settings.push(("enable.auto.commit", "false".into()));
         settings.push(("enable.auto.offset.store", "false".into()));
-        settings.push(("enable.partition.eof", "false".into()));
+        // End-of-partition events tell when the keys topic is caught up,
+        // also where its last offsets were compacted or deleted away.
+        settings.push(("enable.partition.eof", "true".into()));
         settings.push(("fetch.wait.max.ms", "50".into()));
     }
     for (k, v) in settings {
@@ -253,20 +408,34 @@ unsafe fn new_client(api: &Api, kind: c_int, conf: *mut Conf) -> Result<*mut Kaf
     Ok(rk)
 }
 
-/// Creates the control topic if it is missing — one partition, one hour of
-/// retention, delete policy, the broker's default replication — through the
-/// admin API of the host's librdkafka (the same as the Java host does). An
-/// existing topic, or a cluster that refuses (no ACL), is not an error: the
-/// metadata loop below waits for the topic either way.
-unsafe fn create_control_topic(api: &Api, producer: *mut Kafka, topic: &CString) {
+/// The topic configuration of the keys topic: compacted, so the newest
+/// prekey and envelope under each record key stay, and deleted after
+/// `retention_ms`, so shredded keys' envelopes go too.
+fn keys_topic_configs(retention_ms: u64) -> [(&'static str, String); 2] {
+    [
+        ("retention.ms", retention_ms.to_string()),
+        ("cleanup.policy", "compact,delete".to_owned()),
+    ]
+}
+
+/// Creates a topic if it is missing — one partition, the broker's default
+/// replication — through the admin API of the host's librdkafka (as the Java
+/// host does). An existing topic, or a cluster that refuses (no ACL), is not
+/// an error: the metadata loop below waits for the topic either way.
+unsafe fn create_topic(
+    api: &Api,
+    producer: *mut Kafka,
+    topic: &CString,
+    configs: &[(&str, String)],
+) {
     let mut err = [0 as std::ffi::c_char; 256];
     // SAFETY: topic is NUL-terminated; err is a writable buffer.
     let nt = unsafe { (api.new_topic_new)(topic.as_ptr(), 1, -1, err.as_mut_ptr(), err.len()) };
     if nt.is_null() {
         return;
     }
-    for (k, v) in [("retention.ms", "3600000"), ("cleanup.policy", "delete")] {
-        let (Ok(k), Ok(v)) = (CString::new(k), CString::new(v)) else {
+    for (k, v) in configs {
+        let (Ok(k), Ok(v)) = (CString::new(*k), CString::new(v.as_str())) else {
             continue;
         };
         // SAFETY: nt is ours; strings are NUL-terminated and copied.
@@ -291,70 +460,287 @@ unsafe fn create_control_topic(api: &Api, producer: *mut Kafka, topic: &CString)
     unsafe { (api.new_topic_destroy)(nt) };
 }
 
-/// Finds the control topic's partitions (creating the topic first if it is
-/// missing) and assigns them all from their end offsets as of now.
-unsafe fn assign_from_end(
+/// The partition count of `rkt`'s topic, if the cluster knows the topic.
+unsafe fn partition_count(api: &Api, producer: *mut Kafka, rkt: *mut Topic) -> Option<i32> {
+    let mut md: *const api::Metadata = std::ptr::null();
+    // SAFETY: handles are live; md is written on success.
+    let err = unsafe { (api.metadata)(producer, 0, rkt, &mut md, 5000) };
+    let mut partitions = 0;
+    if err == api::ERR_NO_ERROR && !md.is_null() {
+        // SAFETY: a successful metadata result for one topic.
+        unsafe {
+            let m = &*md;
+            if m.topic_cnt >= 1 && !m.topics.is_null() {
+                let t = &*m.topics;
+                if t.err == api::ERR_NO_ERROR {
+                    partitions = t.partition_cnt;
+                }
+            }
+            (api.metadata_destroy)(md);
+        }
+    }
+    (partitions > 0).then_some(partitions)
+}
+
+/// How far the keys topic has been read, against the end offsets it had
+/// when reading started.
+#[derive(Debug, Default)]
+struct KeysProgress {
+    /// (partition, end offset as of start, reached)
+    partitions: Vec<(i32, i64, bool)>,
+}
+
+impl KeysProgress {
+    /// A partition whose start and end offsets were `lo` and `hi`.
+    fn add(&mut self, partition: i32, lo: i64, hi: i64) {
+        self.partitions.push((partition, hi, hi <= lo));
+    }
+    /// A record at `offset` was read from `partition`.
+    fn read(&mut self, partition: i32, offset: i64) {
+        for p in self.partitions.iter_mut().filter(|p| p.0 == partition) {
+            if offset.saturating_add(1) >= p.1 {
+                p.2 = true;
+            }
+        }
+    }
+    /// The consumer reached the end of `partition` (gaps left by compaction
+    /// or deletion count as read).
+    fn at_end(&mut self, partition: i32) {
+        for p in self.partitions.iter_mut().filter(|p| p.0 == partition) {
+            p.2 = true;
+        }
+    }
+    fn caught_up(&self) -> bool {
+        self.partitions.iter().all(|p| p.2)
+    }
+}
+
+/// Finds both topics' partitions (creating the topics first if they are
+/// missing) and assigns them all: the control topic from its end offsets as
+/// of now, the keys topic from the beginning. Returns the keys topic's end
+/// offsets as of now, or None if stopped first.
+#[allow(clippy::too_many_arguments)]
+unsafe fn assign(
     api: &Api,
     producer: *mut Kafka,
-    rkt: *mut Topic,
     consumer: *mut Kafka,
-    topic: &str,
-    stop: &AtomicBool,
-) -> bool {
-    let Ok(ctopic) = CString::new(topic) else {
-        return false;
-    };
-    while !stop.load(Ordering::Acquire) {
-        let mut md: *const api::Metadata = std::ptr::null();
-        // SAFETY: handles are live; md is written on success.
-        let err = unsafe { (api.metadata)(producer, 0, rkt, &mut md, 5000) };
-        let mut partitions = 0;
-        if err == api::ERR_NO_ERROR && !md.is_null() {
-            // SAFETY: a successful metadata result for one topic.
-            unsafe {
-                let m = &*md;
-                if m.topic_cnt >= 1 && !m.topics.is_null() {
-                    let t = &*m.topics;
-                    if t.err == api::ERR_NO_ERROR {
-                        partitions = t.partition_cnt;
-                    }
-                }
-                (api.metadata_destroy)(md);
-            }
-        }
-        if partitions <= 0 {
+    control: (*mut Topic, &CString),
+    keys: (*mut Topic, &CString),
+    status: &Status,
+    close_timeout_ms: u64,
+) -> Option<KeysProgress> {
+    while !status.give_up(close_timeout_ms) {
+        // SAFETY: handles are live.
+        let counts = unsafe {
+            (
+                partition_count(api, producer, control.0),
+                partition_count(api, producer, keys.0),
+            )
+        };
+        let (Some(nc), Some(nk)) = counts else {
             std::thread::sleep(Duration::from_millis(200));
             continue;
-        }
+        };
         // SAFETY: list is ours until destroyed below.
-        let list = unsafe { (api.tpl_new)(partitions) };
+        let list = unsafe { (api.tpl_new)(nc.saturating_add(nk)) };
+        let mut progress = KeysProgress::default();
         let mut ok = true;
-        for p in 0..partitions {
-            let (mut lo, mut hi) = (0i64, 0i64);
-            // SAFETY: consumer is live.
-            let e = unsafe {
-                (api.query_watermark_offsets)(consumer, ctopic.as_ptr(), p, &mut lo, &mut hi, 5000)
-            };
-            if e != api::ERR_NO_ERROR {
-                ok = false;
-                break;
+        'topics: for (topic, n, from_end) in [(control.1, nc, true), (keys.1, nk, false)] {
+            for p in 0..n {
+                let (mut lo, mut hi) = (0i64, 0i64);
+                // SAFETY: consumer is live.
+                let e = unsafe {
+                    (api.query_watermark_offsets)(
+                        consumer,
+                        topic.as_ptr(),
+                        p,
+                        &mut lo,
+                        &mut hi,
+                        5000,
+                    )
+                };
+                if e != api::ERR_NO_ERROR {
+                    ok = false;
+                    break 'topics;
+                }
+                // SAFETY: tpl_add returns a pointer into list.
+                let tp = unsafe { &mut *(api.tpl_add)(list, topic.as_ptr(), p) };
+                if from_end {
+                    tp.offset = hi;
+                } else {
+                    tp.offset = api::OFFSET_BEGINNING;
+                    progress.add(p, lo, hi);
+                }
             }
-            // SAFETY: tpl_add returns a pointer into list.
-            unsafe { (*(api.tpl_add)(list, ctopic.as_ptr(), p)).offset = hi };
         }
         // SAFETY: list and consumer are live.
         let assigned = ok && unsafe { (api.assign)(consumer, list) } == api::ERR_NO_ERROR;
         // SAFETY: ours.
         unsafe { (api.tpl_destroy)(list) };
         if assigned {
-            return true;
+            return Some(progress);
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    false
+    None
 }
 
-unsafe fn run(h: &Handles, engine: &Engine, stop: &AtomicBool, keys: &KeySignal, topic: &str) {
+/// The control thread's clients and what it tracks.
+struct Io<'a> {
+    api: &'a Api,
+    engine: &'a Engine,
+    status: &'a Status,
+    keys: &'a KeySignal,
+    producer: *mut Kafka,
+    consumer: *mut Kafka,
+    control_rkt: *mut Topic,
+    keys_rkt: *mut Topic,
+    keys_topic: &'a CString,
+    progress: KeysProgress,
+    delivery: &'a KeysDelivery,
+}
+
+impl Io<'_> {
+    /// One round: read (up to `wait_ms`), tick the engine when due, send
+    /// what it queued.
+    unsafe fn step(&mut self, wait_ms: u64) {
+        let api = self.api;
+        // SAFETY: consumer is live.
+        let m =
+            unsafe { (api.consumer_poll)(self.consumer, c_int::try_from(wait_ms).unwrap_or(50)) };
+        let mut handled = false;
+        if !m.is_null() {
+            // SAFETY: a message from consumer_poll, destroyed right after.
+            unsafe {
+                let msg = &*m;
+                // SAFETY: the message's topic handle is live with it.
+                let from_keys = !msg.rkt.is_null()
+                    && std::ffi::CStr::from_ptr((api.topic_name)(msg.rkt))
+                        == self.keys_topic.as_c_str();
+                if msg.err == api::ERR_NO_ERROR {
+                    if !msg.payload.is_null() {
+                        let value = std::slice::from_raw_parts(msg.payload.cast::<u8>(), msg.len);
+                        let _ = self.engine.handle_control(now_ms(), value);
+                        handled = true;
+                    }
+                    if from_keys {
+                        self.progress.read(msg.partition, msg.offset);
+                    }
+                } else if msg.err == api::ERR_PARTITION_EOF && from_keys {
+                    self.progress.at_end(msg.partition);
+                }
+                (api.message_destroy)(m);
+            }
+            if self.progress.caught_up() {
+                self.status.caught_up.store(true, Ordering::Release);
+            }
+        }
+        let now = now_ms();
+        if now >= self.engine.poll_timeout() {
+            let _ = self.engine.handle_timeout(now);
+            handled = true;
+        }
+        // SAFETY: handles are live.
+        unsafe { self.transmit() };
+        if handled {
+            self.keys.notify();
+        }
+    }
+
+    /// Sends every queued message to the topic its channel names.
+    unsafe fn transmit(&mut self) {
+        while let Some(out) = self.engine.poll_transmit() {
+            // SAFETY: handles are live.
+            unsafe { self.send(&out) };
+        }
+        // SAFETY: producer is live.
+        unsafe { (self.api.poll)(self.producer, 0) };
+    }
+
+    unsafe fn send(&mut self, out: &ControlMessage) {
+        let api = self.api;
+        let key = out.record_key();
+        let (kp, kl) = match &key {
+            Some(k) => (k.as_ptr().cast::<c_void>(), k.len()),
+            None => (std::ptr::null(), 0),
+        };
+        let (rkt, opaque) = match out.channel {
+            Channel::Control => (self.control_rkt, std::ptr::null_mut()),
+            Channel::Keys => {
+                self.delivery.queued();
+                (
+                    self.keys_rkt,
+                    std::ptr::from_ref(self.delivery)
+                        .cast_mut()
+                        .cast::<c_void>(),
+                )
+            }
+        };
+        for _ in 0..100 {
+            // SAFETY: F_COPY: librdkafka copies payload and key.
+            let r = unsafe {
+                (api.produce)(
+                    rkt,
+                    api::PARTITION_UA,
+                    api::MSG_F_COPY,
+                    out.payload.as_ptr() as *mut c_void,
+                    out.payload.len(),
+                    kp,
+                    kl,
+                    opaque,
+                )
+            };
+            if r == 0 {
+                return;
+            }
+            // Queue full: serve delivery reports and retry.
+            // SAFETY: producer is live.
+            unsafe { (api.poll)(self.producer, 10) };
+        }
+        if out.channel == Channel::Keys {
+            // Never handed over: no delivery report will come.
+            self.delivery.reported(true);
+            self.delivery.never_queued();
+        }
+    }
+
+    /// Close of an engine a producer used: keep the promise that the key
+    /// envelopes of what it sealed reach the keys topic (module comment).
+    unsafe fn close(&mut self, settings: &Settings) {
+        let deadline = self.status.deadline_ms(settings.close_timeout_ms);
+        // (a) every recipient's prekey known before the last envelopes.
+        while !self.status.caught_up.load(Ordering::Acquire) && now_ms() < deadline {
+            let wait = deadline.saturating_sub(now_ms()).min(50);
+            // SAFETY: handles are live.
+            unsafe { self.step(wait) };
+        }
+        // (b) one more tick, and everything it queued goes out.
+        let _ = self.engine.handle_timeout(now_ms());
+        // SAFETY: handles are live.
+        unsafe { self.transmit() };
+        // (c) flush within what is left.
+        let left = deadline.saturating_sub(now_ms());
+        // SAFETY: producer is live.
+        unsafe { (self.api.flush)(self.producer, c_int::try_from(left).unwrap_or(c_int::MAX)) };
+        // (d) say what was not acknowledged.
+        report_unacknowledged(self.engine, self.delivery.unacknowledged(), settings);
+    }
+}
+
+/// Logs and counts key envelopes the broker did not acknowledge by the end
+/// of close.
+fn report_unacknowledged(engine: &Engine, n: u64, settings: &Settings) {
+    if n == 0 {
+        return;
+    }
+    host::add_key_envelopes_unacknowledged(engine, n);
+    eprintln!(
+        "kafka-e2ee: ERROR: {}",
+        host::unacknowledged_message(n, &settings.keys_topic, settings.close_timeout_ms)
+    );
+}
+
+unsafe fn run(h: &Handles, engine: &Engine, status: &Status, keys: &KeySignal, s: &Settings) {
     let api = &*h.api;
     // SAFETY: confs are ours; new_client consumes them either way.
     let producer = match unsafe { new_client(api, api::PRODUCER, h.producer_conf) } {
@@ -376,80 +762,162 @@ unsafe fn run(h: &Handles, engine: &Engine, stop: &AtomicBool, keys: &KeySignal,
             return;
         }
     };
-    let ctopic = CString::new(topic).unwrap_or_default();
-    // Before the topic handle exists, so the producer's metadata requests do
-    // not auto-create it with the broker's defaults first.
+    let control_topic = CString::new(s.control_topic.as_str()).unwrap_or_default();
+    let keys_topic = CString::new(s.keys_topic.as_str()).unwrap_or_default();
+    // Before the topic handles exist, so the producer's metadata requests do
+    // not auto-create them with the broker's defaults first.
     // SAFETY: producer is live.
-    unsafe { create_control_topic(api, producer, &ctopic) };
-    // SAFETY: producer is live.
-    let rkt = unsafe { (api.topic_new)(producer, ctopic.as_ptr(), std::ptr::null_mut()) };
-    // SAFETY: all live.
-    let ready =
-        !rkt.is_null() && unsafe { assign_from_end(api, producer, rkt, consumer, topic, stop) };
-    while ready && !stop.load(Ordering::Acquire) {
-        let now = now_ms();
-        let wait = engine.poll_timeout().saturating_sub(now).min(50);
-        // SAFETY: consumer is live.
-        let m = unsafe { (api.consumer_poll)(consumer, c_int::try_from(wait).unwrap_or(50)) };
-        let mut handled = false;
-        if !m.is_null() {
-            // SAFETY: a message from consumer_poll, destroyed right after.
-            unsafe {
-                let msg = &*m;
-                if msg.err == api::ERR_NO_ERROR && !msg.payload.is_null() {
-                    let value = std::slice::from_raw_parts(msg.payload.cast::<u8>(), msg.len);
-                    let _ = engine.handle_control(now_ms(), value);
-                    handled = true;
-                }
-                (api.message_destroy)(m);
-            }
-        }
-        let now = now_ms();
-        if now >= engine.poll_timeout() {
-            let _ = engine.handle_timeout(now);
-            handled = true;
-        }
-        while let Some(out) = engine.poll_transmit() {
-            let key = out.to.map(|id| id.0);
-            let (kp, kl) = match &key {
-                Some(k) => (k.as_ptr().cast::<c_void>(), k.len()),
-                None => (std::ptr::null(), 0),
-            };
-            for _ in 0..100 {
-                // SAFETY: F_COPY: librdkafka copies payload and key.
-                let r = unsafe {
-                    (api.produce)(
-                        rkt,
-                        api::PARTITION_UA,
-                        api::MSG_F_COPY,
-                        out.payload.as_ptr() as *mut c_void,
-                        out.payload.len(),
-                        kp,
-                        kl,
-                        std::ptr::null_mut(),
-                    )
-                };
-                if r == 0 {
-                    break;
-                }
-                // Queue full: serve delivery reports and retry.
-                // SAFETY: producer is live.
-                unsafe { (api.poll)(producer, 10) };
-            }
-        }
-        // SAFETY: producer is live.
-        unsafe { (api.poll)(producer, 0) };
-        if handled {
-            keys.notify();
-        }
-    }
-    // SAFETY: all handles are ours; nothing else uses them.
     unsafe {
-        (api.flush)(producer, 2000);
-        if !rkt.is_null() {
-            (api.topic_destroy)(rkt);
+        create_topic(
+            api,
+            producer,
+            &control_topic,
+            &[
+                ("retention.ms", "3600000".to_owned()),
+                ("cleanup.policy", "delete".to_owned()),
+            ],
+        );
+        create_topic(
+            api,
+            producer,
+            &keys_topic,
+            &keys_topic_configs(s.keys_retention_ms),
+        );
+    }
+    // SAFETY: producer is live.
+    let control_rkt =
+        unsafe { (api.topic_new)(producer, control_topic.as_ptr(), std::ptr::null_mut()) };
+    // SAFETY: producer is live.
+    let keys_rkt = unsafe { (api.topic_new)(producer, keys_topic.as_ptr(), std::ptr::null_mut()) };
+    // Outlives the producer: delivery reports point at it (KeysDelivery).
+    let delivery = KeysDelivery::default();
+    let progress = if control_rkt.is_null() || keys_rkt.is_null() {
+        None
+    } else {
+        // SAFETY: all live.
+        unsafe {
+            assign(
+                api,
+                producer,
+                consumer,
+                (control_rkt, &control_topic),
+                (keys_rkt, &keys_topic),
+                status,
+                s.close_timeout_ms,
+            )
+        }
+    };
+    if let Some(progress) = progress {
+        status
+            .caught_up
+            .store(progress.caught_up(), Ordering::Release);
+        let mut io = Io {
+            api,
+            engine,
+            status,
+            keys,
+            producer,
+            consumer,
+            control_rkt,
+            keys_rkt,
+            keys_topic: &keys_topic,
+            progress,
+            delivery: &delivery,
+        };
+        while !status.stop.load(Ordering::Acquire) {
+            let wait = engine.poll_timeout().saturating_sub(now_ms()).min(50);
+            // SAFETY: handles are live.
+            unsafe { io.step(wait) };
+        }
+        if status.drain.load(Ordering::Acquire) {
+            // SAFETY: handles are live.
+            unsafe { io.close(s) };
+        }
+    } else if status.drain.load(Ordering::Acquire) {
+        // Stopped before the topics could be used: whatever key envelopes
+        // the engine holds were never sent.
+        let _ = engine.handle_timeout(now_ms());
+        let mut lost = 0u64;
+        while let Some(out) = engine.poll_transmit() {
+            if out.channel == Channel::Keys {
+                lost += 1;
+            }
+        }
+        report_unacknowledged(engine, lost, s);
+    }
+    // SAFETY: all handles are ours; nothing else uses them. Anything still
+    // queued after the flush above is purged by destroy; its delivery
+    // reports, if any, still find `delivery` alive.
+    unsafe {
+        if !status.drain.load(Ordering::Acquire) {
+            (api.flush)(producer, 2000);
+        }
+        if !control_rkt.is_null() {
+            (api.topic_destroy)(control_rkt);
+        }
+        if !keys_rkt.is_null() {
+            (api.topic_destroy)(keys_rkt);
         }
         (api.destroy)(consumer);
         (api.destroy)(producer);
+    }
+    // `delivery` goes out of scope only here, after the producer is gone.
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_progress_counts_each_partition_to_its_start_end() {
+        let mut p = KeysProgress::default();
+        p.add(0, 0, 3);
+        p.add(1, 5, 5); // empty: caught up from the start
+        assert!(!p.caught_up());
+        p.read(0, 1);
+        assert!(!p.caught_up());
+        p.read(1, 9); // another partition's offset moves nothing
+        p.read(0, 2);
+        assert!(p.caught_up());
+        let mut q = KeysProgress::default();
+        q.add(0, 0, 10);
+        q.at_end(0); // compacted away at the end
+        assert!(q.caught_up());
+        assert!(KeysProgress::default().caught_up());
+    }
+
+    #[test]
+    fn keys_delivery_counts_failed_and_pending() {
+        let d = KeysDelivery::default();
+        d.queued();
+        d.queued();
+        d.queued();
+        d.reported(true);
+        d.reported(false);
+        assert_eq!(d.unacknowledged(), 2); // one failed, one pending
+        d.reported(true);
+        d.reported(true); // a stray report never wraps below zero
+        assert_eq!(d.unacknowledged(), 1);
+        d.never_queued();
+        assert_eq!(d.unacknowledged(), 2);
+    }
+
+    #[test]
+    fn keys_topic_is_compacted_and_deleted_after_its_retention() {
+        let c = keys_topic_configs(42);
+        assert_eq!(c[0], ("retention.ms", "42".to_owned()));
+        assert_eq!(c[1], ("cleanup.policy", "compact,delete".to_owned()));
+    }
+
+    #[test]
+    fn close_gives_up_only_when_stopped_and_done_or_late() {
+        let s = Status::default();
+        assert!(!s.give_up(1000));
+        s.close_started_ms.store(now_ms(), Ordering::Release);
+        s.stop.store(true, Ordering::Release);
+        assert!(s.give_up(1000)); // consumer-only: at once
+        s.drain.store(true, Ordering::Release);
+        assert!(!s.give_up(60_000));
+        assert!(s.give_up(0));
     }
 }

@@ -390,7 +390,7 @@ unsafe extern "C" fn on_new(
         };
         let api = st.api.clone();
         // SAFETY: conf is the client's live configuration.
-        let client = match unsafe { start(st, conf) } {
+        let client = match unsafe { start(st, conf, (api.kind)(rk) == api::PRODUCER) } {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("kafka-e2ee: {e}: this client sends and delivers no records");
@@ -417,7 +417,7 @@ unsafe extern "C" fn on_new(
     })
 }
 
-unsafe fn start(st: &ConfState, conf: *const Conf) -> Result<Client, ConfigError> {
+unsafe fn start(st: &ConfState, conf: *const Conf, producer: bool) -> Result<Client, ConfigError> {
     let props = st
         .props
         .lock()
@@ -430,16 +430,23 @@ unsafe fn start(st: &ConfState, conf: *const Conf) -> Result<Client, ConfigError
         .unwrap_or_default();
     let (engine, _) = host::shared_engine(&bootstrap, &cfg)?;
     let key = format!(
-        "{bootstrap}\u{0}{}\u{0}{}",
+        "{bootstrap}\u{0}{}\u{0}{}\u{0}{}",
         cfg.credential.display(),
-        cfg.control_topic
+        cfg.control_topic,
+        cfg.keys_topic
     );
+    let settings = control::Settings::of(&cfg);
     // SAFETY: conf is live.
-    let cp = unsafe { control::join(&key, engine.clone(), &st.api, conf, &cfg.control_topic) }
-        .map_err(|m| ConfigError {
-            property: "e2ee.control.topic".into(),
-            message: m,
+    let cp =
+        unsafe { control::join(&key, engine.clone(), &st.api, conf, &settings) }.map_err(|m| {
+            ConfigError {
+                property: "e2ee.control.topic".into(),
+                message: m,
+            }
         })?;
+    if producer {
+        cp.producer_joined();
+    }
     let keys = cp.keys.clone();
     *st.control.lock().unwrap_or_else(PoisonError::into_inner) = Some(cp);
     Ok(Client {

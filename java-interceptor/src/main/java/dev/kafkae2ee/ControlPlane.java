@@ -9,6 +9,7 @@ import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.NewTopic;
@@ -34,10 +35,27 @@ import org.slf4j.LoggerFactory;
  * engine, and ticks its timers. It uses a Java producer and consumer built from the host client's
  * connection and security settings, so it authenticates exactly as the host does.
  *
- * <p>Contract (shared with the librdkafka plugin): read every partition of the control topic with
- * {@code assign}, from the end offsets as of start, and know the positions before sending the
- * first message; record key = the recipient's 8-byte instance id, or null for a broadcast; value =
- * the payload.
+ * <p>Contract (shared with the librdkafka plugin, ffi/src/rdkafka/control.rs):
+ *
+ * <ul>
+ *   <li>Two topics, both read on every partition with {@code assign} (no group, no commits) and
+ *       created when missing (1 partition, min(3, brokers) replicas). {@code e2ee.control.topic}
+ *       (live exchange; delete policy, 1 h) is read from its end offsets as of start, and the
+ *       positions are known before the first message is sent. {@code e2ee.keys.topic} (prekeys
+ *       and key envelopes; {@code compact,delete}, retention = e2ee.key.retention.ms +
+ *       e2ee.key.rotation.ms + 1 day) is read from the beginning.
+ *   <li>Every non-null record value of either topic goes to {@link Engine#handleControl}.
+ *   <li>Every message of {@link Engine#pollTransmit} goes to the topic its channel names, with its
+ *       record key (the recipient's 8-byte instance id, or null for a broadcast, on the control
+ *       topic; always set on the compacted keys topic).
+ *   <li>"Caught up" ({@link #caughtUp()}): the keys topic has been read up to the end offsets it
+ *       had when reading started.
+ *   <li>Close of an engine a producer used: within e2ee.close.timeout.ms from the start of close,
+ *       wait until caught up (so the engine knows every recipient's prekey), tick the engine once
+ *       more and send all it queued, flush; key envelopes the broker has not acknowledged then are
+ *       logged at ERROR and counted (key-envelopes-unacknowledged). A consumer-only engine stops
+ *       at once.
+ * </ul>
  */
 final class ControlPlane implements AutoCloseable {
     private static final Logger log = LoggerFactory.getLogger(ControlPlane.class);
@@ -58,21 +76,76 @@ final class ControlPlane implements AutoCloseable {
             "interceptor.classes", "group.id", "group.instance.id", "group.protocol",
             "group.remote.assignor", "transactional.id", "client.id");
 
+    /** What the control plane needs of the client settings. */
+    static final class Settings {
+        final String controlTopic;
+        final String keysTopic;
+        final long keysRetentionMs;
+        final long closeTimeoutMs;
+
+        Settings(String controlTopic, String keysTopic, long keysRetentionMs, long closeTimeoutMs) {
+            this.controlTopic = controlTopic;
+            this.keysTopic = keysTopic;
+            this.keysRetentionMs = keysRetentionMs;
+            this.closeTimeoutMs = closeTimeoutMs;
+        }
+
+        static Settings of(E2eeConfig config) {
+            return new Settings(config.getString(E2eeConfig.CONTROL_TOPIC), config.getString(E2eeConfig.KEYS_TOPIC),
+                    keysRetentionMs(config.getLong(E2eeConfig.KEY_RETENTION_MS),
+                            config.getLong(E2eeConfig.KEY_ROTATION_MS)),
+                    config.getLong(E2eeConfig.CLOSE_TIMEOUT_MS));
+        }
+    }
+
+    /**
+     * retention.ms of the keys topic: an envelope must outlive the last record sealed under its key
+     * (an epoch lasts up to the rotation interval, its key is kept the retention after it ended),
+     * plus a day of margin for clock skew and late consumers; saturates at Long.MAX_VALUE.
+     */
+    static long keysRetentionMs(long keyRetentionMs, long keyRotationMs) {
+        long sum = keyRetentionMs + keyRotationMs + 86_400_000L;
+        return sum < 0 ? Long.MAX_VALUE : sum; // both are positive (ConfigDef): overflow wraps negative
+    }
+
+    /** The ERROR line of a close that could not get every key envelope acknowledged (as the plugin's). */
+    static String unacknowledgedMessage(long n, String keysTopic, long closeTimeoutMs) {
+        return n + " key envelope(s) were not acknowledged by the broker on keys topic " + keysTopic
+                + " within e2ee.close.timeout.ms (" + closeTimeoutMs + " ms) of close: records this producer "
+                + "sealed may stay unreadable for consumers that were not running. To fix it, keep the "
+                + "producer running until the broker is reachable, or restart it on its e2ee.state.dir (it "
+                + "publishes them again), and check that the keys topic's ACLs let this client write it";
+    }
+
     private final Engine engine;
     private final String topic;
+    private final String keysTopic;
+    private final Settings settings;
     private final Map<String, Object> base;
     private final E2eeMetrics metrics;
     private final Thread thread;
     private volatile boolean running = true;
+    /** close() was called; with {@link #drain}, the thread delivers key envelopes until the deadline. */
+    private volatile boolean closing;
+    private volatile boolean drain;
+    private volatile long closeDeadlineMs;
+    private volatile boolean caughtUp;
+    /** The keys topic's end offsets when reading started; owned by the thread. */
+    private Map<TopicPartition, Long> keysEnd = Map.of();
+    /** Keys-topic messages handed to the producer without a delivery outcome yet, and those that failed. */
+    private final AtomicLong keysPending = new AtomicLong();
+    private final AtomicLong keysFailed = new AtomicLong();
     private volatile KafkaConsumer<byte[], byte[]> consumer;
     /** No poll before this time (after a failed read); timers and sends go on meanwhile. */
     private long readRetryAt;
     private final Problems readProblems = new Problems("cannot read control topic");
     private final Problems sendProblems = new Problems("control message not delivered to");
 
-    ControlPlane(Engine engine, String instance, String topic, Map<String, ?> host, E2eeMetrics metrics) {
+    ControlPlane(Engine engine, String instance, Settings settings, Map<String, ?> host, E2eeMetrics metrics) {
         this.engine = engine;
-        this.topic = topic;
+        this.settings = settings;
+        this.topic = settings.controlTopic;
+        this.keysTopic = settings.keysTopic;
         this.metrics = metrics;
         this.base = baseConfig(host, instance);
         this.thread = new Thread(this::run, "kafka-e2ee-control-" + instance);
@@ -124,36 +197,52 @@ final class ControlPlane implements AutoCloseable {
         KafkaConsumer<byte[], byte[]> c = null;
         try {
             long backoff = 100;
-            while (running) {
+            while (!giveUp()) {
                 try {
-                    ensureTopic();
+                    ensureTopics();
                     c = newConsumer();
-                    List<TopicPartition> partitions = partitions(c);
-                    c.assign(partitions);
-                    c.seekToEnd(partitions);
-                    for (TopicPartition tp : partitions) {
+                    List<TopicPartition> control = partitions(c, topic);
+                    List<TopicPartition> keys = partitions(c, keysTopic);
+                    List<TopicPartition> all = new ArrayList<>(control);
+                    all.addAll(keys);
+                    c.assign(all);
+                    c.seekToEnd(control);
+                    c.seekToBeginning(keys);
+                    for (TopicPartition tp : all) {
                         c.position(tp); // the position must be known before we send anything
                     }
+                    keysEnd = c.endOffsets(keys, Duration.ofSeconds(30));
                     producer = newProducer();
                     break;
                 } catch (Exception e) {
                     closeQuietly(c);
                     c = null;
-                    if (!running) {
-                        return;
+                    if (giveUp()) {
+                        break;
                     }
-                    log.warn("kafka-e2ee control plane cannot reach control topic {} yet ({}); retrying",
-                            topic, e.toString());
+                    log.warn("kafka-e2ee control plane cannot reach control topic {} / keys topic {} yet ({}); "
+                            + "retrying", topic, keysTopic, e.toString());
                     sleep(backoff);
                     backoff = Math.min(backoff * 2, 5_000);
                 }
             }
-            if (!running) {
+            if (producer == null) {
+                if (drain) {
+                    // Stopped before the topics could be used: the key envelopes the engine holds
+                    // were never sent.
+                    closeWithoutBroker();
+                }
                 return;
             }
+            updateCaughtUp(c); // before nudges can reach the consumer
             consumer = c;
-            log.info("kafka-e2ee control plane running on topic {}", topic);
+            log.info("kafka-e2ee control plane running on topics {} and {}", topic, keysTopic);
             loop(c, producer);
+            if (closing && drain && running) {
+                KafkaProducer<byte[], byte[]> p = producer;
+                producer = null; // closed by closeAndDeliver, within the deadline
+                closeAndDeliver(c, p);
+            }
         } catch (Throwable t) {
             if (!running) {
                 log.debug("kafka-e2ee control plane stopped", t);
@@ -170,20 +259,100 @@ final class ControlPlane implements AutoCloseable {
         }
     }
 
+    /** Whether the thread should end now: stopped hard, or closing with nothing to deliver or out of time. */
+    private boolean giveUp() {
+        return !running || (closing && (!drain || System.currentTimeMillis() >= closeDeadlineMs));
+    }
+
     private void loop(KafkaConsumer<byte[], byte[]> c, KafkaProducer<byte[], byte[]> producer) {
-        while (running) {
-            try {
-                step(c, producer);
-            } catch (WakeupException e) {
-                // nudged outside poll: go round again
-            } catch (RuntimeException e) {
-                if (!running) {
-                    return;
-                }
-                // One bad round (a broker hiccup, a producer error) must not end key exchange.
-                readProblems.failed(topic, e);
-                sleep(MAX_POLL_MS);
+        while (running && !closing) {
+            round(c, producer);
+        }
+    }
+
+    /**
+     * Close of an engine a producer used: (a) read the keys topic up to its end, (b) tick once more
+     * and send everything, (c) flush, all by the deadline; (d) report what the broker did not
+     * acknowledge.
+     */
+    private void closeAndDeliver(KafkaConsumer<byte[], byte[]> c, KafkaProducer<byte[], byte[]> producer) {
+        try {
+            while (running && !caughtUp && System.currentTimeMillis() < closeDeadlineMs) {
+                round(c, producer);
             }
+            String problem = engine.handleTimeout(System.currentTimeMillis());
+            if (problem != null) {
+                log.warn("kafka-e2ee engine timer: {}", problem);
+            }
+            transmit(producer);
+        } catch (RuntimeException e) {
+            log.warn("kafka-e2ee control plane closing: {}", e.toString());
+        } finally {
+            long left = Math.max(0, closeDeadlineMs - System.currentTimeMillis());
+            // close(timeout) is flush with a deadline: what is still unsent then fails, and its
+            // callback counts it.
+            try {
+                producer.close(Duration.ofMillis(left));
+            } catch (RuntimeException e) {
+                log.debug("closing the control producer", e);
+            }
+            reportUnacknowledged(keysPending.get() + keysFailed.get());
+        }
+    }
+
+    /** Closing before the topics were usable: count the key envelopes the engine still holds. */
+    private void closeWithoutBroker() {
+        long lost = 0;
+        try {
+            engine.handleTimeout(System.currentTimeMillis());
+            Engine.Transmit t;
+            while ((t = engine.pollTransmit()) != null) {
+                if (t.keys) {
+                    lost++;
+                }
+            }
+        } catch (RuntimeException e) {
+            log.debug("draining the engine at close", e);
+        }
+        reportUnacknowledged(lost);
+    }
+
+    private void reportUnacknowledged(long n) {
+        if (n > 0) {
+            metrics.keyEnvelopesUnacknowledged(n);
+            log.error("kafka-e2ee: {}", unacknowledgedMessage(n, keysTopic, settings.closeTimeoutMs));
+        }
+    }
+
+    /** Whether the keys topic has been read up to the end offsets it had when reading started. */
+    boolean caughtUp() {
+        return caughtUp;
+    }
+
+    private void updateCaughtUp(KafkaConsumer<byte[], byte[]> c) {
+        if (caughtUp) {
+            return;
+        }
+        for (Map.Entry<TopicPartition, Long> e : keysEnd.entrySet()) {
+            if (e.getValue() != null && c.position(e.getKey()) < e.getValue()) {
+                return;
+            }
+        }
+        caughtUp = true;
+    }
+
+    private void round(KafkaConsumer<byte[], byte[]> c, KafkaProducer<byte[], byte[]> producer) {
+        try {
+            step(c, producer);
+        } catch (WakeupException e) {
+            // nudged outside poll: go round again
+        } catch (RuntimeException e) {
+            if (!running) {
+                return;
+            }
+            // One bad round (a broker hiccup, a producer error) must not end key exchange.
+            readProblems.failed(topic, e);
+            sleep(MAX_POLL_MS);
         }
     }
 
@@ -195,6 +364,7 @@ final class ControlPlane implements AutoCloseable {
             sleep(Math.min(wait, readRetryAt - start));
         } else {
             read(c, wait);
+            updateCaughtUp(c);
         }
         long now = System.currentTimeMillis();
         if (now >= engine.pollTimeout()) {
@@ -203,19 +373,43 @@ final class ControlPlane implements AutoCloseable {
                 log.warn("kafka-e2ee engine timer: {}", problem);
             }
         }
-        byte[][] message;
-        while ((message = engine.pollTransmit()) != null) {
-            producer.send(new ProducerRecord<>(topic, message[0], message[1]), (md, e) -> {
-                if (e != null) {
-                    metrics.controlSendFailed();
-                    sendProblems.failed(topic, e);
-                } else {
-                    sendProblems.succeeded(topic);
-                }
-            });
-        }
+        transmit(producer);
         if (engine.keyGeneration() != generation) {
             engine.signalKeyArrival();
+        }
+    }
+
+    /** Sends every queued message to the topic its channel names; counts keys-topic outcomes. */
+    private void transmit(KafkaProducer<byte[], byte[]> producer) {
+        Engine.Transmit t;
+        while ((t = engine.pollTransmit()) != null) {
+            boolean keys = t.keys;
+            String to = keys ? keysTopic : topic;
+            if (keys) {
+                keysPending.incrementAndGet();
+            }
+            try {
+                producer.send(new ProducerRecord<>(to, t.key, t.payload), (md, e) -> {
+                    if (keys) {
+                        keysPending.decrementAndGet();
+                    }
+                    if (e != null) {
+                        if (keys) {
+                            keysFailed.incrementAndGet();
+                        }
+                        metrics.controlSendFailed();
+                        sendProblems.failed(to, e);
+                    } else {
+                        sendProblems.succeeded(to);
+                    }
+                });
+            } catch (RuntimeException e) {
+                if (keys) { // thrown, so no callback: never handed over
+                    keysPending.decrementAndGet();
+                    keysFailed.incrementAndGet();
+                }
+                throw e;
+            }
         }
     }
 
@@ -288,32 +482,55 @@ final class ControlPlane implements AutoCloseable {
         }
     }
 
-    private void ensureTopic() throws InterruptedException {
+    /** Creates the control and keys topics where missing, with the broker's default replication. */
+    private void ensureTopics() throws InterruptedException {
         Map<String, Object> cfg = new HashMap<>(base);
         cfg.put("client.id", base.get("client.id") + "-admin");
         try (Admin admin = Admin.create(cfg)) {
-            if (admin.listTopics().names().get(30, TimeUnit.SECONDS).contains(topic)) {
-                return;
-            }
-            int brokers = admin.describeCluster().nodes().get(30, TimeUnit.SECONDS).size();
-            short replicas = (short) Math.max(1, Math.min(3, brokers));
-            NewTopic t = new NewTopic(topic, 1, replicas).configs(Map.of(
-                    "retention.ms", Long.toString(RETENTION_MS), "cleanup.policy", "delete"));
-            admin.createTopics(List.of(t)).all().get(30, TimeUnit.SECONDS);
-            log.info("kafka-e2ee created control topic {} (1 partition, {} replicas)", topic, replicas);
-        } catch (ExecutionException e) {
-            if (!(e.getCause() instanceof TopicExistsException)) {
-                throw new IllegalStateException("cannot create control topic " + topic + ": " + e.getCause(), e);
-            }
+            Set<String> existing = admin.listTopics().names().get(30, TimeUnit.SECONDS);
+            ensureTopic(admin, existing, "control topic", topic, controlTopicConfigs());
+            ensureTopic(admin, existing, "keys topic", keysTopic, keysTopicConfigs(settings.keysRetentionMs));
         } catch (java.util.concurrent.TimeoutException e) {
-            throw new IllegalStateException("timed out checking control topic " + topic, e);
+            throw new IllegalStateException("timed out checking topics " + topic + " and " + keysTopic, e);
+        } catch (ExecutionException e) {
+            throw new IllegalStateException("cannot list topics: " + e.getCause(), e);
         }
     }
 
-    private List<TopicPartition> partitions(KafkaConsumer<byte[], byte[]> c) {
-        List<PartitionInfo> infos = c.partitionsFor(topic, Duration.ofSeconds(30));
+    static Map<String, String> controlTopicConfigs() {
+        return Map.of("retention.ms", Long.toString(RETENTION_MS), "cleanup.policy", "delete");
+    }
+
+    /**
+     * Compacted, so the newest prekey and envelope under each record key stay however old; deleted
+     * after the retention, so shredded keys' envelopes go too.
+     */
+    static Map<String, String> keysTopicConfigs(long retentionMs) {
+        return Map.of("retention.ms", Long.toString(retentionMs), "cleanup.policy", "compact,delete");
+    }
+
+    private static void ensureTopic(Admin admin, Set<String> existing, String what, String name,
+            Map<String, String> configs) throws InterruptedException, java.util.concurrent.TimeoutException {
+        if (existing.contains(name)) {
+            return;
+        }
+        try {
+            int brokers = admin.describeCluster().nodes().get(30, TimeUnit.SECONDS).size();
+            short replicas = (short) Math.max(1, Math.min(3, brokers));
+            NewTopic t = new NewTopic(name, 1, replicas).configs(configs);
+            admin.createTopics(List.of(t)).all().get(30, TimeUnit.SECONDS);
+            log.info("kafka-e2ee created {} {} (1 partition, {} replicas, {})", what, name, replicas, configs);
+        } catch (ExecutionException e) {
+            if (!(e.getCause() instanceof TopicExistsException)) {
+                throw new IllegalStateException("cannot create " + what + " " + name + ": " + e.getCause(), e);
+            }
+        }
+    }
+
+    private static List<TopicPartition> partitions(KafkaConsumer<byte[], byte[]> c, String name) {
+        List<PartitionInfo> infos = c.partitionsFor(name, Duration.ofSeconds(30));
         if (infos == null || infos.isEmpty()) {
-            throw new IllegalStateException("control topic " + topic + " has no partitions yet");
+            throw new IllegalStateException("topic " + name + " has no partitions yet");
         }
         List<TopicPartition> out = new ArrayList<>();
         for (PartitionInfo p : infos) {
@@ -357,21 +574,45 @@ final class ControlPlane implements AutoCloseable {
         }
     }
 
-    /** Stops the thread and its clients; waits for them. */
+    /** Stops the thread and its clients at once (a consumer-only engine); waits for them. */
     @Override
     public void close() {
-        running = false;
-        if (consumer == null) {
-            thread.interrupt(); // still setting up: may be blocked on an admin call
+        close(false);
+    }
+
+    /**
+     * Stops the thread and its clients; waits for them. With {@code deliver} (a producer used the
+     * engine), the thread first keeps the close promise of the class comment, within
+     * e2ee.close.timeout.ms from now.
+     */
+    void close(boolean deliver) {
+        long start = System.currentTimeMillis();
+        long timeout = settings.closeTimeoutMs;
+        closeDeadlineMs = start + timeout;
+        drain = deliver;
+        closing = true;
+        if (!deliver) {
+            running = false;
+            if (consumer == null) {
+                thread.interrupt(); // still setting up: may be blocked on an admin call
+            }
         }
         nudge();
         try {
-            thread.join(30_000);
+            // The thread ends by the deadline unless a blocking call holds it; a little grace for
+            // the producer close and the report, then it is interrupted.
+            thread.join(deliver ? timeout + 2_000 : 30_000);
+            if (thread.isAlive() && deliver) {
+                running = false;
+                thread.interrupt();
+                nudge();
+                thread.join(5_000);
+            }
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }
         if (thread.isAlive()) {
-            log.warn("kafka-e2ee control thread {} did not stop within 30 s", thread.getName());
+            log.warn("kafka-e2ee control thread {} did not stop in time", thread.getName());
         }
     }
 }

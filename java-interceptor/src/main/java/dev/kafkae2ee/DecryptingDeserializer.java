@@ -82,7 +82,7 @@ public class DecryptingDeserializer<T> implements Deserializer<T> {
         Deserializer<T> created = Utils.newInstance(innerClass, Deserializer.class);
         created.configure(configs, false);
         try {
-            lease = Engines.acquire(configs, config);
+            lease = Engines.acquire(configs, config, false);
         } catch (RuntimeException e) {
             Utils.closeQuietly(created, "inner deserializer");
             throw e;

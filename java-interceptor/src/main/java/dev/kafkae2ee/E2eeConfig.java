@@ -31,6 +31,8 @@ public final class E2eeConfig extends AbstractConfig {
     public static final String KEY_WAIT_MS = "e2ee.key.wait.ms";
     public static final String STATE_DIR = "e2ee.state.dir";
     public static final String CONTROL_TOPIC = "e2ee.control.topic";
+    public static final String KEYS_TOPIC = "e2ee.keys.topic";
+    public static final String CLOSE_TIMEOUT_MS = "e2ee.close.timeout.ms";
     public static final String BIND_KEY = "e2ee.bind.key";
     public static final String CIPHER = "e2ee.cipher";
     public static final String COMPRESSION = "e2ee.compression";
@@ -38,7 +40,7 @@ public final class E2eeConfig extends AbstractConfig {
     /** The properties the native engine reads (everything but the Java-only inner serdes). */
     static final List<String> NATIVE = List.of(
             CREDENTIAL, TRUST, TOPICS, KEY_ROTATION_MS, KEY_ROTATION_RECORDS, KEY_RETENTION_MS,
-            KEY_WAIT_MS, STATE_DIR, CONTROL_TOPIC, BIND_KEY, CIPHER, COMPRESSION);
+            KEY_WAIT_MS, STATE_DIR, CONTROL_TOPIC, KEYS_TOPIC, CLOSE_TIMEOUT_MS, BIND_KEY, CIPHER, COMPRESSION);
 
     public static final ConfigDef CONFIG_DEF = new ConfigDef()
             .define(CREDENTIAL, Type.STRING, null, new ReadableFile(
@@ -85,6 +87,17 @@ public final class E2eeConfig extends AbstractConfig {
                     Importance.LOW,
                     "The topic that carries the key exchange. Created when missing (1 partition, "
                             + "retention 1 hour). All clients of one deployment must use the same one.")
+            .define(KEYS_TOPIC, Type.STRING, "_e2ee_keys", new ConfigDef.NonEmptyString(), Importance.LOW,
+                    "The topic that keeps consumers' prekeys and the key envelopes producers seal to them, so "
+                            + "records stay readable after their producer has exited. Read from the beginning; "
+                            + "created when missing (1 partition, cleanup.policy=compact,delete, retention.ms = "
+                            + "e2ee.key.retention.ms + e2ee.key.rotation.ms + 1 day). All clients of one "
+                            + "deployment must use the same one, and may need Read and Write on it.")
+            .define(CLOSE_TIMEOUT_MS, Type.LONG, 30_000L, Range.atLeast(0), Importance.LOW,
+                    "How long closing a producer may wait for the broker to acknowledge the key envelopes "
+                            + "of what it sealed (after reading the keys topic up to its end). What is still "
+                            + "unacknowledged then is logged at ERROR and counted in the "
+                            + "key-envelopes-unacknowledged metric. Consumers close at once.")
             .define(CIPHER, Type.STRING, "auto",
                     ConfigDef.ValidString.in("auto", "chacha20-poly1305", "aes-256-gcm"), Importance.LOW,
                     "The cipher producers seal values with: auto (AES-256-GCM where the CPU has AES and "

@@ -40,7 +40,7 @@ public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> 
                 "org.apache.kafka.common.serialization.StringDeserializer",
                 "org.apache.kafka.common.serialization.ByteArrayDeserializer",
                 "value.deserializer=dev.kafkae2ee.DecryptingDeserializer");
-        lease = Engines.acquire(configs, new E2eeConfig(configs));
+        lease = Engines.acquire(configs, new E2eeConfig(configs), false);
     }
 
     @Override

@@ -27,6 +27,7 @@ final class E2eeMetrics implements AutoCloseable {
     private final AtomicLong recordsDropped = new AtomicLong();
     private final AtomicLong sendsRefused = new AtomicLong();
     private final AtomicLong controlSendFailures = new AtomicLong();
+    private final AtomicLong keyEnvelopesUnacknowledged = new AtomicLong();
 
     E2eeMetrics(Engine engine, String instance) {
         JmxReporter jmx = new JmxReporter();
@@ -55,6 +56,10 @@ final class E2eeMetrics implements AutoCloseable {
                 tags, sendsRefused);
         addCounter("control-send-failures", "control messages the broker did not accept", tags,
                 controlSendFailures);
+        addCounter("key-envelopes-unacknowledged",
+                "key envelopes the broker had not acknowledged when a producer's close gave up "
+                        + "(e2ee.close.timeout.ms); records they cover may stay unreadable",
+                tags, keyEnvelopesUnacknowledged);
     }
 
     private void add(String name, String doc, Map<String, String> tags, Gauge<Long> gauge) {
@@ -88,6 +93,14 @@ final class E2eeMetrics implements AutoCloseable {
 
     void controlSendFailed() {
         controlSendFailures.incrementAndGet();
+    }
+
+    void keyEnvelopesUnacknowledged(long n) {
+        keyEnvelopesUnacknowledged.addAndGet(n);
+    }
+
+    long keyEnvelopesUnacknowledged() {
+        return keyEnvelopesUnacknowledged.get();
     }
 
     @Override

@@ -45,7 +45,7 @@ public class E2eeProducerInterceptor<K, V> implements ProducerInterceptor<K, V> 
                 "org.apache.kafka.common.serialization.StringSerializer",
                 "org.apache.kafka.common.serialization.ByteArraySerializer",
                 "value.serializer=dev.kafkae2ee.EncryptingSerializer");
-        lease = Engines.acquire(configs, new E2eeConfig(configs));
+        lease = Engines.acquire(configs, new E2eeConfig(configs), true);
     }
 
     @Override

@@ -51,7 +51,7 @@ public class EncryptingSerializer<T> implements Serializer<T> {
         Serializer<T> created = Utils.newInstance(innerClass, Serializer.class);
         created.configure(configs, false);
         try {
-            lease = Engines.acquire(configs, config);
+            lease = Engines.acquire(configs, config, true);
         } catch (RuntimeException e) {
             Utils.closeQuietly(created, "inner serializer");
             throw e;

@@ -34,6 +34,26 @@ final class Engine implements AutoCloseable {
         "handshakes",
     };
 
+    /** pollTransmit0's channel byte: the message goes to e2ee.control.topic. */
+    static final byte CHANNEL_CONTROL = 0;
+    /** pollTransmit0's channel byte: the message goes to e2ee.keys.topic (compacted; always keyed). */
+    static final byte CHANNEL_KEYS = 1;
+
+    /** A message the engine wants published: on which topic, under which record key. */
+    static final class Transmit {
+        /** The Kafka record key: recipient instance id or null (control topic); always set (keys topic). */
+        final byte[] key;
+        final byte[] payload;
+        /** True: e2ee.keys.topic; false: e2ee.control.topic. */
+        final boolean keys;
+
+        Transmit(byte[] key, byte[] payload, boolean keys) {
+            this.key = key;
+            this.payload = payload;
+            this.keys = keys;
+        }
+    }
+
     /** The length of the e2ee header value (format v1). */
     static final int HEADER_LEN = 34;
     /** Past this many distinct topics, topic facts are computed per call instead of cached. */
@@ -198,14 +218,24 @@ final class Engine implements AutoCloseable {
         }
     }
 
-    /** {recipient (8 bytes) or null for a broadcast, payload}, or null if none is queued. */
-    byte[][] pollTransmit() {
+    /** The next message to publish, or null if none is queued. */
+    Transmit pollTransmit() {
+        byte[][] m;
         long h = acquire();
         try {
-            return pollTransmit0(h);
+            m = pollTransmit0(h);
         } finally {
             release();
         }
+        if (m == null) {
+            return null;
+        }
+        if (m.length != 3 || m[1] == null || m[2] == null || m[2].length != 1
+                || (m[2][0] != CHANNEL_CONTROL && m[2][0] != CHANNEL_KEYS)) {
+            // A native library of another shape: never guess the topic (fail closed).
+            throw new E2eeException(E2eeException.Kind.INTERNAL, null, "malformed message from the native engine");
+        }
+        return new Transmit(m[0], m[1], m[2][0] == CHANNEL_KEYS);
     }
 
     String instanceId() {

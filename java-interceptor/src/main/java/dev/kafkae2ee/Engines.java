@@ -6,7 +6,7 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * One engine, control plane and metrics per process, cluster, credential and control topic,
+ * One engine, control plane and metrics per process, cluster, credential, control topic and keys topic,
  * shared by every client that configures a kafka-e2ee hook; torn down when the last one closes.
  */
 final class Engines {
@@ -54,6 +54,8 @@ final class Engines {
         final ControlPlane control;
         final E2eeMetrics metrics;
         int leases;
+        /** A producer-side client used this engine: its close delivers key envelopes first. */
+        boolean producer;
 
         Shared(String key, Engine engine, ControlPlane control, E2eeMetrics metrics) {
             this.key = key;
@@ -63,7 +65,7 @@ final class Engines {
         }
 
         void shutdown() {
-            control.close();
+            control.close(producer);
             metrics.close();
             engine.close();
             log.info("kafka-e2ee engine for {} closed", key.replace('\0', ' '));
@@ -74,11 +76,14 @@ final class Engines {
      * The shared engine for this client's configuration. Fails with Kafka's ConfigException
      * naming the property when the credential, trust or settings are unusable. Clients that
      * differ in e2ee.cipher or e2ee.compression get an engine each, so each seals as configured.
+     * {@code producer}: the client seals (serializer, producer interceptor), so the engine's close
+     * waits for its key envelopes to be delivered (e2ee.close.timeout.ms).
      */
-    static Lease acquire(Map<String, ?> originals, E2eeConfig config) {
+    static Lease acquire(Map<String, ?> originals, E2eeConfig config, boolean producer) {
         String cluster = E2eeConfig.cluster(originals);
         String key = cluster + '\0' + config.getString(E2eeConfig.CREDENTIAL) + '\0'
-                + config.getString(E2eeConfig.CONTROL_TOPIC) + '\0' + config.getString(E2eeConfig.CIPHER)
+                + config.getString(E2eeConfig.CONTROL_TOPIC) + '\0' + config.getString(E2eeConfig.KEYS_TOPIC)
+                + '\0' + config.getString(E2eeConfig.CIPHER)
                 + '\0' + config.getString(E2eeConfig.COMPRESSION);
         long waitMs = config.getLong(E2eeConfig.KEY_WAIT_MS);
         synchronized (Engines.class) {
@@ -96,12 +101,13 @@ final class Engines {
                 String instance = engine.instanceId();
                 E2eeMetrics metrics = new E2eeMetrics(engine, instance);
                 ControlPlane control = new ControlPlane(
-                        engine, instance, config.getString(E2eeConfig.CONTROL_TOPIC), originals, metrics);
+                        engine, instance, ControlPlane.Settings.of(config), originals, metrics);
                 shared = new Shared(key, engine, control, metrics);
                 SHARED.put(key, shared);
                 log.info("kafka-e2ee engine {} started for cluster {}", instance, cluster);
             }
             shared.leases++;
+            shared.producer |= producer;
             return new Lease(shared, waitMs);
         }
     }

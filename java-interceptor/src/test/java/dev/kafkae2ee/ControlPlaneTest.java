@@ -52,4 +52,23 @@ class ControlPlaneTest {
         p.succeeded("_e2ee_control");
         assertTrue(p.failed("_e2ee_control", e)); // a new outage is reported at once
     }
+
+    @Test
+    void theKeysTopicIsCompactedAndOutlivesKeyRetentionByARotationAndADay() {
+        assertEquals(604_800_000L + 900_000L + 86_400_000L, ControlPlane.keysRetentionMs(604_800_000L, 900_000L));
+        assertEquals(Long.MAX_VALUE, ControlPlane.keysRetentionMs(Long.MAX_VALUE - 5, 900_000L));
+        Map<String, String> keys = ControlPlane.keysTopicConfigs(42);
+        assertEquals("compact,delete", keys.get("cleanup.policy"));
+        assertEquals("42", keys.get("retention.ms"));
+        assertEquals("delete", ControlPlane.controlTopicConfigs().get("cleanup.policy"));
+    }
+
+    @Test
+    void theUnacknowledgedLineSaysWhatItMeansAndWhatFixesIt() {
+        String m = ControlPlane.unacknowledgedMessage(3, "_e2ee_keys", 30_000);
+        for (String part : new String[] {"3 key envelope(s)", "_e2ee_keys", "unreadable", "keep the producer running",
+            "e2ee.state.dir", "ACLs"}) {
+            assertTrue(m.contains(part), part);
+        }
+    }
 }

@@ -38,11 +38,32 @@ class E2eeConfigTest {
         assertEquals("900000", n.get(E2eeConfig.KEY_ROTATION_MS));
         assertEquals("30000", n.get(E2eeConfig.KEY_WAIT_MS));
         assertEquals("_e2ee_control", n.get(E2eeConfig.CONTROL_TOPIC));
+        assertEquals("_e2ee_keys", n.get(E2eeConfig.KEYS_TOPIC));
+        assertEquals("30000", n.get(E2eeConfig.CLOSE_TIMEOUT_MS));
         assertFalse(n.containsKey(E2eeConfig.INNER_VALUE_SERIALIZER), "Java-only settings stay in Java");
         for (String name : E2eeConfig.CONFIG_DEF.names()) {
             String doc = E2eeConfig.CONFIG_DEF.configKeys().get(name).documentation;
             assertTrue(doc != null && doc.length() > 20, name + " is documented");
         }
+    }
+
+    @Test
+    void theKeysTopicMustNotBeEmptyAndTheCloseTimeoutNotNegative() throws IOException {
+        Map<String, Object> m = valid();
+        m.put(E2eeConfig.KEYS_TOPIC, "");
+        assertTrue(fails(m).contains(E2eeConfig.KEYS_TOPIC));
+        m = valid();
+        m.put(E2eeConfig.CLOSE_TIMEOUT_MS, "-1");
+        assertTrue(fails(m).contains(E2eeConfig.CLOSE_TIMEOUT_MS));
+        m = valid();
+        m.put(E2eeConfig.CLOSE_TIMEOUT_MS, "soon");
+        assertTrue(fails(m).contains(E2eeConfig.CLOSE_TIMEOUT_MS));
+        m = valid();
+        m.put(E2eeConfig.KEYS_TOPIC, "k");
+        m.put(E2eeConfig.CLOSE_TIMEOUT_MS, "0");
+        Map<String, String> n = new E2eeConfig(m).nativeProperties();
+        assertEquals("k", n.get(E2eeConfig.KEYS_TOPIC));
+        assertEquals("0", n.get(E2eeConfig.CLOSE_TIMEOUT_MS));
     }
 
     @Test

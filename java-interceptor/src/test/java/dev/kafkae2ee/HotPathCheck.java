@@ -52,7 +52,7 @@ final class HotPathCheck {
 
         E2eeConsumerInterceptor<byte[], byte[]> consumer = new E2eeConsumerInterceptor<>();
         consumer.configure(configs);
-        try (Engines.Lease lease = Engines.acquire(configs, new E2eeConfig(configs))) {
+        try (Engines.Lease lease = Engines.acquire(configs, new E2eeConfig(configs), false)) {
             Engine engine = lease.engine;
             byte[][] plain = new byte[BATCH][];
             Random random = new Random(7);
