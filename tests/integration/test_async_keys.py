@@ -199,4 +199,6 @@ def test_a_consumer_whose_credential_lacks_the_topic_still_reads_nothing(broker,
     c = kcat(broker, creds, "outsider", "-C", "-t", topic, "-o", "beginning", "-c", "1", "-f", "%s\\n",
              state=state, timeout=60)
     assert "top-secret" not in c.stdout
-    assert "may not consume" in (c.stdout + c.stderr), (c.stdout, c.stderr[-2000:])
+    # An error on the client's error path (the plugin's reason text is cut to
+    # the record's length: a known limit, issue 14), never the value.
+    assert f"ERROR: Topic {topic} [0] error: kafka-e2e" in c.stderr, (c.stdout, c.stderr[-2000:])
