@@ -109,6 +109,19 @@ impl Status {
             && (!self.drain.load(Ordering::Acquire)
                 || now_ms() >= self.deadline_ms(close_timeout_ms))
     }
+    /// The timeout of one blocking librdkafka call: `ms`, cut to what is
+    /// left of the close deadline once closing, so a close with the broker
+    /// down ends on time.
+    fn budget_ms(&self, ms: u64, close_timeout_ms: u64) -> c_int {
+        let ms = if self.stop.load(Ordering::Acquire) {
+            self.deadline_ms(close_timeout_ms)
+                .saturating_sub(now_ms())
+                .clamp(1, ms)
+        } else {
+            ms
+        };
+        c_int::try_from(ms).unwrap_or(c_int::MAX)
+    }
     fn deadline_ms(&self, close_timeout_ms: u64) -> u64 {
         self.close_started_ms
             .load(Ordering::Acquire)
@@ -418,53 +431,82 @@ fn keys_topic_configs(retention_ms: u64) -> [(&'static str, String); 2] {
     ]
 }
 
-/// Creates a topic if it is missing — one partition, the broker's default
-/// replication — through the admin API of the host's librdkafka (as the Java
-/// host does). An existing topic, or a cluster that refuses (no ACL), is not
-/// an error: the metadata loop below waits for the topic either way.
-unsafe fn create_topic(
+/// Creates the topics that are missing — one partition each, the broker's
+/// default replication — in one request through the admin API of the host's
+/// librdkafka (as the Java host does). An existing topic, or a cluster that
+/// refuses (no ACL), is not an error: the metadata loop below waits for the
+/// topics either way. Waits up to 10 s for the answer, less when closing.
+unsafe fn create_topics(
     api: &Api,
     producer: *mut Kafka,
-    topic: &CString,
-    configs: &[(&str, String)],
+    topics: &[(&CString, Vec<(&str, String)>)],
+    status: &Status,
+    close_timeout_ms: u64,
 ) {
-    let mut err = [0 as std::ffi::c_char; 256];
-    // SAFETY: topic is NUL-terminated; err is a writable buffer.
-    let nt = unsafe { (api.new_topic_new)(topic.as_ptr(), 1, -1, err.as_mut_ptr(), err.len()) };
-    if nt.is_null() {
-        return;
-    }
-    for (k, v) in configs {
-        let (Ok(k), Ok(v)) = (CString::new(*k), CString::new(v.as_str())) else {
+    let mut nts: Vec<*mut api::NewTopic> = Vec::new();
+    for (topic, configs) in topics {
+        let mut err = [0 as std::ffi::c_char; 256];
+        // SAFETY: topic is NUL-terminated; err is a writable buffer.
+        let nt = unsafe { (api.new_topic_new)(topic.as_ptr(), 1, -1, err.as_mut_ptr(), err.len()) };
+        if nt.is_null() {
             continue;
-        };
-        // SAFETY: nt is ours; strings are NUL-terminated and copied.
-        let _ = unsafe { (api.new_topic_set_config)(nt, k.as_ptr(), v.as_ptr()) };
+        }
+        for (k, v) in configs {
+            let (Ok(k), Ok(v)) = (CString::new(*k), CString::new(v.as_str())) else {
+                continue;
+            };
+            // SAFETY: nt is ours; strings are NUL-terminated and copied.
+            let _ = unsafe { (api.new_topic_set_config)(nt, k.as_ptr(), v.as_ptr()) };
+        }
+        nts.push(nt);
     }
     // SAFETY: producer is live; the queue is ours until destroyed.
-    let queue = unsafe { (api.queue_new)(producer) };
+    let queue = if nts.is_empty() {
+        std::ptr::null_mut()
+    } else {
+        unsafe { (api.queue_new)(producer) }
+    };
     if !queue.is_null() {
-        let mut topics = [nt];
-        // SAFETY: topics holds one live NewTopic; null options = defaults.
-        unsafe { (api.create_topics)(producer, topics.as_mut_ptr(), 1, std::ptr::null(), queue) };
-        // SAFETY: the result event, if any, is ours to destroy.
-        let ev = unsafe { (api.queue_poll)(queue, 10_000) };
-        if !ev.is_null() {
-            // SAFETY: as above.
-            unsafe { (api.event_destroy)(ev) };
+        // SAFETY: nts holds live NewTopics; null options = defaults.
+        unsafe {
+            (api.create_topics)(
+                producer,
+                nts.as_mut_ptr(),
+                nts.len(),
+                std::ptr::null(),
+                queue,
+            )
+        };
+        // In slices, so a close (whose deadline may be near) is not held up.
+        let until = now_ms().saturating_add(10_000);
+        while now_ms() < until && !status.give_up(close_timeout_ms) {
+            // SAFETY: the result event, if any, is ours to destroy.
+            let ev = unsafe { (api.queue_poll)(queue, 100) };
+            if !ev.is_null() {
+                // SAFETY: as above.
+                unsafe { (api.event_destroy)(ev) };
+                break;
+            }
         }
-        // SAFETY: ours.
+        // SAFETY: ours; a result still to come is dropped with it.
         unsafe { (api.queue_destroy)(queue) };
     }
-    // SAFETY: ours (CreateTopics copied what it needed).
-    unsafe { (api.new_topic_destroy)(nt) };
+    for nt in nts {
+        // SAFETY: ours (CreateTopics copied what it needed).
+        unsafe { (api.new_topic_destroy)(nt) };
+    }
 }
 
 /// The partition count of `rkt`'s topic, if the cluster knows the topic.
-unsafe fn partition_count(api: &Api, producer: *mut Kafka, rkt: *mut Topic) -> Option<i32> {
+unsafe fn partition_count(
+    api: &Api,
+    producer: *mut Kafka,
+    rkt: *mut Topic,
+    timeout_ms: c_int,
+) -> Option<i32> {
     let mut md: *const api::Metadata = std::ptr::null();
     // SAFETY: handles are live; md is written on success.
-    let err = unsafe { (api.metadata)(producer, 0, rkt, &mut md, 5000) };
+    let err = unsafe { (api.metadata)(producer, 0, rkt, &mut md, timeout_ms) };
     let mut partitions = 0;
     if err == api::ERR_NO_ERROR && !md.is_null() {
         // SAFETY: a successful metadata result for one topic.
@@ -533,8 +575,18 @@ unsafe fn assign(
         // SAFETY: handles are live.
         let counts = unsafe {
             (
-                partition_count(api, producer, control.0),
-                partition_count(api, producer, keys.0),
+                partition_count(
+                    api,
+                    producer,
+                    control.0,
+                    status.budget_ms(5000, close_timeout_ms),
+                ),
+                partition_count(
+                    api,
+                    producer,
+                    keys.0,
+                    status.budget_ms(5000, close_timeout_ms),
+                ),
             )
         };
         let (Some(nc), Some(nk)) = counts else {
@@ -556,7 +608,7 @@ unsafe fn assign(
                         p,
                         &mut lo,
                         &mut hi,
-                        5000,
+                        status.budget_ms(5000, close_timeout_ms),
                     )
                 };
                 if e != api::ERR_NO_ERROR {
@@ -768,20 +820,24 @@ unsafe fn run(h: &Handles, engine: &Engine, status: &Status, keys: &KeySignal, s
     // not auto-create them with the broker's defaults first.
     // SAFETY: producer is live.
     unsafe {
-        create_topic(
+        create_topics(
             api,
             producer,
-            &control_topic,
             &[
-                ("retention.ms", "3600000".to_owned()),
-                ("cleanup.policy", "delete".to_owned()),
+                (
+                    &control_topic,
+                    vec![
+                        ("retention.ms", "3600000".to_owned()),
+                        ("cleanup.policy", "delete".to_owned()),
+                    ],
+                ),
+                (
+                    &keys_topic,
+                    keys_topic_configs(s.keys_retention_ms).to_vec(),
+                ),
             ],
-        );
-        create_topic(
-            api,
-            producer,
-            &keys_topic,
-            &keys_topic_configs(s.keys_retention_ms),
+            status,
+            s.close_timeout_ms,
         );
     }
     // SAFETY: producer is live.
@@ -907,6 +963,16 @@ mod tests {
         let c = keys_topic_configs(42);
         assert_eq!(c[0], ("retention.ms", "42".to_owned()));
         assert_eq!(c[1], ("cleanup.policy", "compact,delete".to_owned()));
+    }
+
+    #[test]
+    fn blocking_calls_get_at_most_what_is_left_of_close() {
+        let s = Status::default();
+        assert_eq!(s.budget_ms(5000, 1000), 5000);
+        s.close_started_ms.store(now_ms(), Ordering::Release);
+        s.stop.store(true, Ordering::Release);
+        assert!(s.budget_ms(5000, 1000) <= 1000);
+        assert_eq!(s.budget_ms(5000, 0), 1);
     }
 
     #[test]

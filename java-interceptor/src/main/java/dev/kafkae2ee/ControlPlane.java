@@ -333,10 +333,15 @@ final class ControlPlane implements AutoCloseable {
         if (caughtUp) {
             return;
         }
-        for (Map.Entry<TopicPartition, Long> e : keysEnd.entrySet()) {
-            if (e.getValue() != null && c.position(e.getKey()) < e.getValue()) {
-                return;
+        try {
+            for (Map.Entry<TopicPartition, Long> e : keysEnd.entrySet()) {
+                // Known locally after a fetch; never block the thread on a lookup here.
+                if (e.getValue() != null && c.position(e.getKey(), Duration.ZERO) < e.getValue()) {
+                    return;
+                }
             }
+        } catch (org.apache.kafka.common.errors.TimeoutException e) {
+            return; // position being reset: not caught up yet, ask again next round
         }
         caughtUp = true;
     }
