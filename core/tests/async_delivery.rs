@@ -321,3 +321,14 @@ fn forged_tampered_and_misdirected_keys_topic_messages_are_rejected() {
     c.handle_control(T0 + 3, env).unwrap();
     assert_eq!(c.metrics().keys_received, n);
 }
+
+#[test]
+fn a_clock_jump_far_ahead_and_back_costs_no_long_hash_chain_walk() {
+    let mut w = World::new(46);
+    let c = w.identity("c", &[], &["orders"]);
+    let c = w.engine(c, None);
+    for now in [u64::MAX, i64::MAX as u64, 0, T0, T0 + 1] {
+        c.handle_timeout(now).unwrap();
+        while c.poll_transmit().is_some() {}
+    }
+}

@@ -480,7 +480,15 @@ impl Exchange {
         let Some(mb) = self.mailbox.as_mut() else {
             return;
         };
-        if mb.advance(keep_from) {
+        if keep_from.saturating_sub(mb.first) > MAX_CHAIN {
+            // A clock jump far ahead: every period still in the chain is
+            // past keeping, so a fresh seed loses nothing and spares a walk
+            // down a hash chain of any length.
+            let mut seed = Zeroizing::new([0u8; 32]);
+            self.rng.fill_bytes(&mut seed[..]);
+            *mb = Mailbox::new(mb.id, keep_from, seed);
+            self.state_dirty = true;
+        } else if mb.advance(keep_from) {
             self.state_dirty = true;
         }
         let current = now_ms / period;
