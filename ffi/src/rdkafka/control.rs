@@ -90,6 +90,12 @@ impl Settings {
     }
 }
 
+/// The timeout of each blocking librdkafka call of the setup (metadata,
+/// watermarks). Short, so a close is never held up long by a call already in
+/// flight when it starts (the broker may be down); the setup loop retries,
+/// and a connection still being made carries over to the next try.
+const SLICE_MS: u64 = 1000;
+
 /// State shared between a control plane and its thread.
 #[derive(Debug, Default)]
 struct Status {
@@ -447,7 +453,8 @@ unsafe fn create_topics(
     // controller, and clusters (and librdkafka's mock) that do not answer it
     // would hold every start for the whole wait below.
     // SAFETY: producer is live.
-    let existing = unsafe { topic_names(api, producer, status.budget_ms(5000, close_timeout_ms)) };
+    let existing =
+        unsafe { topic_names(api, producer, status.budget_ms(SLICE_MS, close_timeout_ms)) };
     let mut nts: Vec<*mut api::NewTopic> = Vec::new();
     for (topic, configs) in topics {
         if existing.iter().any(|t| t.as_c_str() == topic.as_c_str()) {
@@ -614,13 +621,13 @@ unsafe fn assign(
                     api,
                     producer,
                     control.0,
-                    status.budget_ms(5000, close_timeout_ms),
+                    status.budget_ms(SLICE_MS, close_timeout_ms),
                 ),
                 partition_count(
                     api,
                     producer,
                     keys.0,
-                    status.budget_ms(5000, close_timeout_ms),
+                    status.budget_ms(SLICE_MS, close_timeout_ms),
                 ),
             )
         };
@@ -643,7 +650,7 @@ unsafe fn assign(
                         p,
                         &mut lo,
                         &mut hi,
-                        status.budget_ms(5000, close_timeout_ms),
+                        status.budget_ms(SLICE_MS, close_timeout_ms),
                     )
                 };
                 if e != api::ERR_NO_ERROR {
