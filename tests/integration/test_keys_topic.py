@@ -134,3 +134,34 @@ def test_plugin_producer_creates_the_keys_topic_and_exits_within_the_timeout(bui
     assert proc.returncode == 0, output
     assert took < CLOSE_TIMEOUT_MS / 1000, f"exit took {took:.1f} s"
     assert "key envelope(s) were not acknowledged" not in output, output
+
+
+def closing_time_with_no_broker(kind: str, creds, timeout_ms: int) -> float:
+    """Seconds a confluent-kafka client of ``kind`` with the plugin takes to
+    be destroyed (``del``) when nothing listens at its bootstrap address."""
+    conf = {"bootstrap.servers": "127.0.0.1:1", "plugin.library.paths": str(PLUGIN),
+            "e2ee.credential": str(creds["writer"]), "e2ee.trust": str(creds["trust"]),
+            "e2ee.close.timeout.ms": str(timeout_ms), "log_level": "0"}
+    if kind == "Consumer":
+        conf["group.id"] = "g"
+    script = ("import json, sys, time\n"
+              f"from confluent_kafka import {kind}\n"
+              f"c = {kind}(json.loads(sys.argv[1]))\n"
+              "time.sleep(0.5)\n"
+              "t = time.monotonic()\n"
+              "del c\n"
+              "print(time.monotonic() - t)\n")
+    p = subprocess.run([sys.executable, "-c", script, json.dumps(conf)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return float(p.stdout.strip())
+
+
+def test_plugin_close_with_no_broker_waits_for_producers_only_and_on_time(built, creds):
+    """The producer's close cannot catch up on the keys topic, so it waits,
+    but no longer than e2ee.close.timeout.ms (blocking setup calls are cut to
+    the deadline); a consumer-only client does not wait for key envelopes."""
+    took = closing_time_with_no_broker("Producer", creds, 2000)
+    assert 1.5 <= took < 3.0, f"producer close took {took:.1f} s"
+    took = closing_time_with_no_broker("Consumer", creds, 2000)
+    assert took < 1.5, f"consumer close took {took:.1f} s"

@@ -172,6 +172,7 @@ int main(int argc, char **argv) {
         snprintf(bootstraps, sizeof(bootstraps), "%s", rd_kafka_mock_cluster_bootstraps(mock));
         rd_kafka_mock_topic_create(mock, TOPIC, 1, 1);
         rd_kafka_mock_topic_create(mock, "_e2ee_control", 1, 1);
+        rd_kafka_mock_topic_create(mock, "_e2ee_keys", 1, 1); /* the mock has no CreateTopics */
 
         bad_conf_values();
 

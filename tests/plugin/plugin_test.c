@@ -259,6 +259,8 @@ int main(int argc, char **argv) {
         snprintf(bootstraps, sizeof(bootstraps), "%s", rd_kafka_mock_cluster_bootstraps(mock));
         rd_kafka_mock_topic_create(mock, TOPIC, 2, 1);
         rd_kafka_mock_topic_create(mock, "_e2ee_control", 1, 1);
+        /* The mock does not answer CreateTopics: the plugin finds both topics. */
+        rd_kafka_mock_topic_create(mock, "_e2ee_keys", 1, 1);
         rd_kafka_mock_topic_create(mock, "other", 1, 1);
 
         /* 1. Produce every kind of message; the writer stays up to serve keys.

@@ -90,6 +90,12 @@ impl Settings {
     }
 }
 
+/// The timeout of each blocking librdkafka call of the setup (metadata,
+/// watermarks). Short, so a close is never held up long by a call already in
+/// flight when it starts (the broker may be down); the setup loop retries,
+/// and a connection still being made carries over to the next try.
+const SLICE_MS: u64 = 1000;
+
 /// State shared between a control plane and its thread.
 #[derive(Debug, Default)]
 struct Status {
@@ -443,8 +449,17 @@ unsafe fn create_topics(
     status: &Status,
     close_timeout_ms: u64,
 ) {
+    // Only what is missing: a CreateTopics request costs a round trip to the
+    // controller, and clusters (and librdkafka's mock) that do not answer it
+    // would hold every start for the whole wait below.
+    // SAFETY: producer is live.
+    let existing =
+        unsafe { topic_names(api, producer, status.budget_ms(SLICE_MS, close_timeout_ms)) };
     let mut nts: Vec<*mut api::NewTopic> = Vec::new();
     for (topic, configs) in topics {
+        if existing.iter().any(|t| t.as_c_str() == topic.as_c_str()) {
+            continue;
+        }
         let mut err = [0 as std::ffi::c_char; 256];
         // SAFETY: topic is NUL-terminated; err is a writable buffer.
         let nt = unsafe { (api.new_topic_new)(topic.as_ptr(), 1, -1, err.as_mut_ptr(), err.len()) };
@@ -495,6 +510,33 @@ unsafe fn create_topics(
         // SAFETY: ours (CreateTopics copied what it needed).
         unsafe { (api.new_topic_destroy)(nt) };
     }
+}
+
+/// The names of the cluster's topics (none if the metadata request fails:
+/// then every topic is created, and an existing one is refused harmlessly).
+/// Asked for all topics, so the request auto-creates none.
+unsafe fn topic_names(api: &Api, producer: *mut Kafka, timeout_ms: c_int) -> Vec<CString> {
+    let mut md: *const api::Metadata = std::ptr::null();
+    // SAFETY: producer is live; md is written on success.
+    let err = unsafe { (api.metadata)(producer, 1, std::ptr::null_mut(), &mut md, timeout_ms) };
+    let mut out = Vec::new();
+    if err == api::ERR_NO_ERROR && !md.is_null() {
+        // SAFETY: a successful metadata result: `topic_cnt` topics, each
+        // with a NUL-terminated name, alive until metadata_destroy.
+        unsafe {
+            let m = &*md;
+            if !m.topics.is_null() {
+                for i in 0..usize::try_from(m.topic_cnt).unwrap_or(0) {
+                    let t = &*m.topics.add(i);
+                    if !t.topic.is_null() {
+                        out.push(std::ffi::CStr::from_ptr(t.topic).to_owned());
+                    }
+                }
+            }
+            (api.metadata_destroy)(md);
+        }
+    }
+    out
 }
 
 /// The partition count of `rkt`'s topic, if the cluster knows the topic.
@@ -579,13 +621,13 @@ unsafe fn assign(
                     api,
                     producer,
                     control.0,
-                    status.budget_ms(5000, close_timeout_ms),
+                    status.budget_ms(SLICE_MS, close_timeout_ms),
                 ),
                 partition_count(
                     api,
                     producer,
                     keys.0,
-                    status.budget_ms(5000, close_timeout_ms),
+                    status.budget_ms(SLICE_MS, close_timeout_ms),
                 ),
             )
         };
@@ -608,7 +650,7 @@ unsafe fn assign(
                         p,
                         &mut lo,
                         &mut hi,
-                        status.budget_ms(5000, close_timeout_ms),
+                        status.budget_ms(SLICE_MS, close_timeout_ms),
                     )
                 };
                 if e != api::ERR_NO_ERROR {

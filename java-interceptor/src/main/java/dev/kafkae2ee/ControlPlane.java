@@ -209,9 +209,9 @@ final class ControlPlane implements AutoCloseable {
                     c.seekToEnd(control);
                     c.seekToBeginning(keys);
                     for (TopicPartition tp : all) {
-                        c.position(tp); // the position must be known before we send anything
+                        c.position(tp, budget()); // the position must be known before we send anything
                     }
-                    keysEnd = c.endOffsets(keys, Duration.ofSeconds(30));
+                    keysEnd = c.endOffsets(keys, budget());
                     producer = newProducer();
                     break;
                 } catch (Exception e) {
@@ -257,6 +257,18 @@ final class ControlPlane implements AutoCloseable {
             }
             closeQuietly(c);
         }
+    }
+
+    /**
+     * The timeout of one blocking setup call: 30 s, cut to what is left of the close deadline once a
+     * delivering close has started, so a close with the broker down ends on time.
+     */
+    private Duration budget() {
+        long ms = 30_000;
+        if (closing) {
+            ms = Math.max(1, Math.min(ms, closeDeadlineMs - System.currentTimeMillis()));
+        }
+        return Duration.ofMillis(ms);
     }
 
     /** Whether the thread should end now: stopped hard, or closing with nothing to deliver or out of time. */
@@ -491,14 +503,19 @@ final class ControlPlane implements AutoCloseable {
     private void ensureTopics() throws InterruptedException {
         Map<String, Object> cfg = new HashMap<>(base);
         cfg.put("client.id", base.get("client.id") + "-admin");
-        try (Admin admin = Admin.create(cfg)) {
-            Set<String> existing = admin.listTopics().names().get(30, TimeUnit.SECONDS);
+        Admin admin = Admin.create(cfg);
+        try {
+            Set<String> existing = admin.listTopics().names().get(budget().toMillis(), TimeUnit.MILLISECONDS);
             ensureTopic(admin, existing, "control topic", topic, controlTopicConfigs());
             ensureTopic(admin, existing, "keys topic", keysTopic, keysTopicConfigs(settings.keysRetentionMs));
         } catch (java.util.concurrent.TimeoutException e) {
             throw new IllegalStateException("timed out checking topics " + topic + " and " + keysTopic, e);
         } catch (ExecutionException e) {
             throw new IllegalStateException("cannot list topics: " + e.getCause(), e);
+        } finally {
+            // Bounded: a call that timed out above is still pending in the admin client, and an
+            // unbounded close would wait for it (up to default.api.timeout.ms) past a close deadline.
+            admin.close(budget());
         }
     }
 
@@ -514,16 +531,16 @@ final class ControlPlane implements AutoCloseable {
         return Map.of("retention.ms", Long.toString(retentionMs), "cleanup.policy", "compact,delete");
     }
 
-    private static void ensureTopic(Admin admin, Set<String> existing, String what, String name,
+    private void ensureTopic(Admin admin, Set<String> existing, String what, String name,
             Map<String, String> configs) throws InterruptedException, java.util.concurrent.TimeoutException {
         if (existing.contains(name)) {
             return;
         }
         try {
-            int brokers = admin.describeCluster().nodes().get(30, TimeUnit.SECONDS).size();
+            int brokers = admin.describeCluster().nodes().get(budget().toMillis(), TimeUnit.MILLISECONDS).size();
             short replicas = (short) Math.max(1, Math.min(3, brokers));
             NewTopic t = new NewTopic(name, 1, replicas).configs(configs);
-            admin.createTopics(List.of(t)).all().get(30, TimeUnit.SECONDS);
+            admin.createTopics(List.of(t)).all().get(budget().toMillis(), TimeUnit.MILLISECONDS);
             log.info("kafka-e2ee created {} {} (1 partition, {} replicas, {})", what, name, replicas, configs);
         } catch (ExecutionException e) {
             if (!(e.getCause() instanceof TopicExistsException)) {
@@ -532,8 +549,8 @@ final class ControlPlane implements AutoCloseable {
         }
     }
 
-    private static List<TopicPartition> partitions(KafkaConsumer<byte[], byte[]> c, String name) {
-        List<PartitionInfo> infos = c.partitionsFor(name, Duration.ofSeconds(30));
+    private List<TopicPartition> partitions(KafkaConsumer<byte[], byte[]> c, String name) {
+        List<PartitionInfo> infos = c.partitionsFor(name, budget());
         if (infos == null || infos.isEmpty()) {
             throw new IllegalStateException("topic " + name + " has no partitions yet");
         }
