@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, KeyUnavailable};
 use crate::exchange::mailbox::Mailbox;
+use crate::exchange::statement::{self, Salt, Statement};
 use crate::exchange::wire::{valid_topic, Reader};
 use crate::exchange::Exchange;
 use crate::format::{
@@ -208,6 +209,9 @@ pub(crate) struct Shared {
     /// Instance ids restored from the state directory: this process still
     /// serves the keys it sealed under them before a restart.
     pub(crate) restored: HashSet<InstanceId>,
+    /// The salts that bind this process's instance ids (its own and the
+    /// restored ones) to its signing key (exchange/statement.rs).
+    pub(crate) salts: std::collections::BTreeMap<InstanceId, Salt>,
     pub(crate) identity: Identity,
     pub(crate) trust: TrustAnchor,
     pub(crate) producer: ProducerKeys,
@@ -220,6 +224,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    pub(crate) fn salt_of(&self, id: InstanceId) -> Option<Salt> {
+        self.salts.get(&id).copied()
+    }
+
     pub(crate) fn is_mine(&self, id: InstanceId) -> bool {
         id == self.me || self.restored.contains(&id)
     }
@@ -256,14 +264,12 @@ impl Engine {
     ) -> Result<Engine, Error> {
         config.validate()?;
         trust.verify(identity.credential(), now_ms, config.clock_skew_ms)?;
-        let mut me = InstanceId([0; 8]);
-        while me.0 == [0; 8] {
-            rng.fill_bytes(&mut me.0);
-        }
+        let (me, salt) = new_instance(&identity, &mut *rng);
         let mut shared = Shared {
             config,
             me,
             restored: HashSet::new(),
+            salts: salt.map(|s| (me, s)).into_iter().collect(),
             identity,
             trust,
             producer: ProducerKeys::default(),
@@ -541,9 +547,9 @@ impl Engine {
         ex.forget_sessions();
         let sh = &mut self.shared;
         sh.producer.abandon_sealing(now_ms);
-        let mut me = InstanceId([0; 8]);
-        while me.0 == [0; 8] {
-            ex.rng().fill_bytes(&mut me.0);
+        let (me, salt) = new_instance(&sh.identity, ex.rng());
+        if let Some(salt) = salt {
+            sh.salts.insert(me, salt);
         }
         sh.restored.insert(sh.me);
         sh.me = me;
@@ -569,6 +575,27 @@ impl Engine {
     /// The instances this engine has live sessions with (for tests and tools).
     pub fn peers(&self) -> HashSet<InstanceId> {
         self.exchange().peers()
+    }
+}
+
+/// A new instance id: bound to the signing key through a random salt when
+/// the credential has one (version 2), random otherwise.
+fn new_instance(identity: &Identity, rng: &mut dyn CryptoRngCore) -> (InstanceId, Option<Salt>) {
+    loop {
+        if identity.has_signing_key() {
+            let mut salt = [0u8; 16];
+            rng.fill_bytes(&mut salt);
+            let id = statement::instance_id(&identity.signing_public_key(), &salt);
+            if id.0 != [0; 8] {
+                return (id, Some(salt));
+            }
+        } else {
+            let mut id = InstanceId([0; 8]);
+            rng.fill_bytes(&mut id.0);
+            if id.0 != [0; 8] {
+                return (id, None);
+            }
+        }
     }
 }
 
@@ -658,6 +685,33 @@ pub(crate) fn encode_state(
         plain.extend_from_slice(&m.first.to_be_bytes());
         plain.extend_from_slice(m.seed());
     }
+    // The salts of the instance ids whose epochs are kept: a restarted
+    // producer signs statements for them as their owner.
+    let ids: HashSet<InstanceId> = epochs.iter().map(|e| e.key_id.producer).collect();
+    let salts: Vec<_> = sh.salts.iter().filter(|(id, _)| ids.contains(id)).collect();
+    if !salts.is_empty() {
+        plain.push(SALTS_TAG);
+        plain.extend_from_slice(&u32::try_from(salts.len()).unwrap_or(0).to_be_bytes());
+        for (id, salt) in salts {
+            plain.extend_from_slice(&id.0);
+            plain.extend_from_slice(&salt[..]);
+        }
+    }
+    // The statements of held keys, so a restarted holder still relays them.
+    let signed: Vec<_> = held
+        .iter()
+        .filter_map(|(id, topic, h)| h.statement.as_ref().map(|st| (id, topic, st)))
+        .collect();
+    if !signed.is_empty() {
+        plain.push(STATEMENTS_TAG);
+        plain.extend_from_slice(&u32::try_from(signed.len()).unwrap_or(0).to_be_bytes());
+        for (id, topic, st) in signed {
+            plain.extend_from_slice(&id.producer.0);
+            plain.extend_from_slice(&id.epoch.to_be_bytes());
+            crate::exchange::wire::put_topic(&mut plain, topic);
+            st.encode(&mut plain);
+        }
+    }
     let key = sh.identity.state_key();
     let cipher = ChaCha20Poly1305::new((&*key).into());
     let mut nonce = [0u8; 12];
@@ -674,8 +728,10 @@ pub(crate) fn encode_state(
     out
 }
 
-/// Tag of the mailbox section at the end of the state blob.
+/// Tags of the sections at the end of the state blob (key exchange v2).
 pub(crate) const MAILBOX_TAG: u8 = 1;
+const SALTS_TAG: u8 = 2;
+const STATEMENTS_TAG: u8 = 3;
 
 fn decode_state(sh: &mut Shared, blob: &[u8], now_ms: u64) -> Result<Option<Mailbox>, Error> {
     let bad =
@@ -738,19 +794,40 @@ fn decode_state(sh: &mut Shared, blob: &[u8], now_ms: u64) -> Result<Option<Mail
                     key: Arc::new(key),
                     epoch_started_ms,
                     delete_at_ms,
+                    statement: None,
                 },
             );
         }
     }
     let mut mailbox = None;
-    if r.remaining() > 0 {
-        if r.u8().map_err(|_| bad())? != MAILBOX_TAG {
-            return Err(bad());
+    while r.remaining() > 0 {
+        match r.u8().map_err(|_| bad())? {
+            MAILBOX_TAG => {
+                let id = InstanceId(r.array().map_err(|_| bad())?);
+                let first = r.u64().map_err(|_| bad())?;
+                let seed = Zeroizing::new(r.array().map_err(|_| bad())?);
+                mailbox = Some(Mailbox::new(id, first, seed));
+            }
+            SALTS_TAG => {
+                for _ in 0..r.u32().map_err(|_| bad())? {
+                    let id = InstanceId(r.array().map_err(|_| bad())?);
+                    let salt: Salt = r.array().map_err(|_| bad())?;
+                    sh.salts.insert(id, salt);
+                }
+            }
+            STATEMENTS_TAG => {
+                for _ in 0..r.u32().map_err(|_| bad())? {
+                    let key_id = KeyId {
+                        producer: InstanceId(r.array().map_err(|_| bad())?),
+                        epoch: r.u32().map_err(|_| bad())?,
+                    };
+                    let topic = r.topic().map_err(|_| bad())?;
+                    let st = Statement::decode(&mut r).map_err(|_| bad())?;
+                    sh.keyring.attach_statement(&key_id, &topic, Arc::new(st));
+                }
+            }
+            _ => return Err(bad()),
         }
-        let id = InstanceId(r.array().map_err(|_| bad())?);
-        let first = r.u64().map_err(|_| bad())?;
-        let seed = Zeroizing::new(r.array().map_err(|_| bad())?);
-        mailbox = Some(Mailbox::new(id, first, seed));
     }
     r.finish().map_err(|_| bad())?;
     sh.restored.remove(&sh.me);

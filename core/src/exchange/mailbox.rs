@@ -31,6 +31,7 @@ use crate::error::ControlError;
 use crate::format::{DataKey, InstanceId, KeyId};
 use crate::trust::Credential;
 
+use super::statement::{Salt, Statement};
 use super::wire::{put_topic, Reader, MAGIC, ROUTE_LEN, VERSION};
 
 /// The kind bytes of the two keys-topic messages (after the v1 kinds 1-6).
@@ -317,6 +318,8 @@ pub struct EnvelopeItem {
     /// the epoch runs). An instant, not a duration: an envelope may be read
     /// days after it was written.
     pub delete_by_ms: u64,
+    /// The producer's statement signature (statement.rs) over this item.
+    pub signature: [u8; 64],
 }
 
 impl core::fmt::Debug for EnvelopeItem {
@@ -333,14 +336,16 @@ impl core::fmt::Debug for EnvelopeItem {
 /// its clock when it sealed, and the topic keys.
 pub fn encode_payload(
     credential: &[u8],
+    salt: &Salt,
     sealed_ms: u64,
     items: &[EnvelopeItem],
 ) -> Zeroizing<Vec<u8>> {
     let mut out = Zeroizing::new(Vec::with_capacity(
-        12 + credential.len() + items.len() * (2 + 64 + 32 + 16),
+        28 + credential.len() + items.len() * (2 + 64 + 32 + 16 + 64),
     ));
     out.extend_from_slice(&u16::try_from(credential.len()).unwrap_or(0).to_be_bytes());
     out.extend_from_slice(credential);
+    out.extend_from_slice(salt);
     out.extend_from_slice(&sealed_ms.to_be_bytes());
     let n = items.len().min(MAX_ENVELOPE_ITEMS);
     out.extend_from_slice(&u16::try_from(n).unwrap_or(0).to_be_bytes());
@@ -349,24 +354,34 @@ pub fn encode_payload(
         out.extend_from_slice(item.key.as_bytes());
         out.extend_from_slice(&item.epoch_started_ms.to_be_bytes());
         out.extend_from_slice(&item.delete_by_ms.to_be_bytes());
+        out.extend_from_slice(&item.signature);
     }
     out
 }
 
-/// An envelope's contents: the producer's credential, its clock when it
-/// sealed, the topic keys.
-pub type Payload = (Credential, u64, Vec<EnvelopeItem>);
+/// An envelope's contents: the producer's credential (encoded and decoded),
+/// its instance salt, its clock when it sealed, the topic keys.
+#[derive(Debug)]
+pub struct Payload {
+    pub credential_bytes: Vec<u8>,
+    pub credential: Credential,
+    pub salt: Salt,
+    pub sealed_ms: u64,
+    pub items: Vec<EnvelopeItem>,
+}
 
 pub fn decode_payload(bytes: &[u8]) -> Result<Payload, ControlError> {
     let mut r = Reader::new(bytes);
     let len = usize::from(r.u16()?);
-    let credential = Credential::decode(r.take(len)?).map_err(ControlError::Untrusted)?;
+    let credential_bytes = r.take(len)?.to_vec();
+    let credential = Credential::decode(&credential_bytes).map_err(ControlError::Untrusted)?;
+    let salt = r.array()?;
     let sealed_ms = r.u64()?;
     let n = usize::from(r.u16()?);
     if n > MAX_ENVELOPE_ITEMS {
         return Err(ControlError::Malformed);
     }
-    let mut items = Vec::with_capacity(n.min(r.remaining() / 51));
+    let mut items = Vec::with_capacity(n.min(r.remaining() / 115));
     let mut seen = BTreeSet::new();
     for _ in 0..n {
         let topic = r.topic()?;
@@ -378,10 +393,17 @@ pub fn decode_payload(bytes: &[u8]) -> Result<Payload, ControlError> {
             key: DataKey::from_bytes(r.array()?),
             epoch_started_ms: r.u64()?,
             delete_by_ms: r.u64()?,
+            signature: r.array()?,
         });
     }
     r.finish()?;
-    Ok((credential, sealed_ms, items))
+    Ok(Payload {
+        credential_bytes,
+        credential,
+        salt,
+        sealed_ms,
+        items,
+    })
 }
 
 /// A recipient as a producer knows it: its newest verified prekeys.
@@ -579,7 +601,9 @@ impl Exchange {
     /// that an authorized mailbox lacks. Runs at every tick, so a topic first
     /// written mid-epoch, and a mailbox that appears, are covered within one.
     pub(crate) fn seal_envelopes(&mut self, sh: &Shared, now_ms: u64) {
-        if sh.identity.credential().produce().is_empty() {
+        if sh.identity.credential().produce().is_empty() || !sh.identity.has_signing_key() {
+            // (A version 1 credential cannot sign the key statements that
+            // envelopes carry: such a producer delivers live only.)
             return;
         }
         // Forget what belongs to deleted epochs.
@@ -675,16 +699,35 @@ impl Exchange {
         topics: &[String],
     ) -> Result<(), ControlError> {
         let delete_by_ms = epoch.delete_at_ms(&sh.config.key);
+        let salt = sh.salt_of(epoch.key_id.producer).ok_or(ControlError::Unauthorized)?;
         let items: Vec<EnvelopeItem> = topics
             .iter()
-            .map(|t| EnvelopeItem {
-                topic: t.clone(),
-                key: epoch.topic_key(t).as_ref().clone(),
-                epoch_started_ms: epoch.started_ms,
-                delete_by_ms,
+            .map(|t| {
+                let key = epoch.topic_key(t).as_ref().clone();
+                let st = Statement::sign(
+                    &sh.identity,
+                    salt,
+                    &epoch.key_id,
+                    t,
+                    &key,
+                    epoch.started_ms,
+                    delete_by_ms,
+                );
+                EnvelopeItem {
+                    topic: t.clone(),
+                    key,
+                    epoch_started_ms: epoch.started_ms,
+                    delete_by_ms,
+                    signature: st.signature,
+                }
             })
             .collect();
-        let payload = encode_payload(&sh.identity.credential().encode(), self.now_ms, &items);
+        let payload = encode_payload(
+            &sh.identity.credential().encode(),
+            &salt,
+            self.now_ms,
+            &items,
+        );
         let mut id = [0u8; 8];
         self.rng.fill_bytes(&mut id);
         let mut env = SealedEnvelope {
@@ -745,7 +788,13 @@ impl Exchange {
             .read_message(&env.noise, &mut payload)
             .map_err(|_| ControlError::Decrypt)?;
         payload.truncate(n);
-        let (cred, sealed_ms, items) = decode_payload(&payload)?;
+        let Payload {
+            credential_bytes,
+            credential: cred,
+            salt,
+            sealed_ms,
+            items,
+        } = decode_payload(&payload)?;
         if hs.get_remote_static() != Some(&cred.public_key()[..]) {
             return Err(ControlError::Unauthorized.into());
         }
@@ -760,9 +809,27 @@ impl Exchange {
             .saturating_add(policy.rotation_ms.saturating_mul(2));
         let mut rejected = false;
         for item in items {
+            let statement = Statement {
+                credential: credential_bytes.clone(),
+                salt,
+                epoch_started_ms: item.epoch_started_ms,
+                delete_by_ms: item.delete_by_ms,
+                signature: item.signature,
+            };
+            // The statement proves the producer owns the instance the
+            // envelope names and minted this key for this topic.
             if !valid_topic(&item.topic)
-                || !cred.may_produce(&item.topic)
                 || !sh.identity.credential().may_consume(&item.topic)
+                || statement
+                    .verify(
+                        &sh.trust,
+                        now,
+                        sh.config.clock_skew_ms,
+                        &key_id,
+                        &item.topic,
+                        &item.key,
+                    )
+                    .is_err()
             {
                 rejected = true;
                 continue;
@@ -783,6 +850,7 @@ impl Exchange {
                 key: Arc::new(item.key),
                 epoch_started_ms: item.epoch_started_ms,
                 delete_at_ms,
+                statement: Some(Arc::new(statement)),
             };
             if sh.keyring.insert(key_id, &item.topic, held) {
                 sh.metrics.add_key_received();

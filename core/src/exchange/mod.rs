@@ -9,6 +9,7 @@
 
 pub mod mailbox;
 pub mod session;
+pub mod statement;
 pub mod wire;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -24,6 +25,7 @@ use crate::keys::{HeldKey, ProducerEpoch};
 use crate::trust::Credential;
 
 use session::{new_handshake, Handshake, Session, MAX_NOISE};
+use statement::Statement;
 use wire::{Body, Delivery, Envelope, Inner, Refusal, SessionId, BROADCAST};
 
 /// Upper bounds that keep a flood of control messages from growing state.
@@ -630,14 +632,26 @@ impl Exchange {
                 sh.metrics.add_refused();
                 return None;
             }
+            let key = (*epoch.topic_key(topic)).clone();
+            let delete_by = epoch.delete_at_ms(&sh.config.key);
+            let statement = sh.salt_of(key_id.producer).map(|salt| {
+                Statement::sign(
+                    &sh.identity,
+                    salt,
+                    key_id,
+                    topic,
+                    &key,
+                    epoch.started_ms,
+                    delete_by,
+                )
+            });
             return Some(Delivery {
                 key_id: *key_id,
                 topic: topic.to_owned(),
-                key: (*epoch.topic_key(topic)).clone(),
+                key,
                 epoch_started_ms: epoch.started_ms,
-                retain_ms: epoch
-                    .delete_at_ms(&sh.config.key)
-                    .saturating_sub(self.now_ms),
+                retain_ms: delete_by.saturating_sub(self.now_ms),
+                statement,
             });
         }
         let held = sh.keyring.get(key_id, topic)?;
@@ -645,12 +659,16 @@ impl Exchange {
             sh.metrics.add_refused();
             return None;
         }
+        // A holder relays only what its producer signed: a key without a
+        // statement (from a version 1 producer) stays with its holder.
+        let statement = held.statement.as_deref()?.clone();
         Some(Delivery {
             key_id: *key_id,
             topic: topic.to_owned(),
             key: (*held.key).clone(),
             epoch_started_ms: held.epoch_started_ms,
             retain_ms: held.delete_at_ms.saturating_sub(self.now_ms),
+            statement: Some(statement),
         })
     }
 
@@ -836,7 +854,8 @@ impl Exchange {
         let (mut hs, payload) = read_handshake(&mut self.outgoing, session, from, to, noise)?;
         let cred = self.check_peer(sh, hs.state.get_remote_static(), &payload)?;
         let items = self.queued.remove(&from).unwrap_or_default();
-        let inner = self.materialize(sh, &cred, from, items);
+        let mut inner = self.proof(sh, &cred, to);
+        inner.extend(self.materialize(sh, &cred, from, items));
         let batch = wire::encode_batch(&inner);
         let finish = wire::encode_finish_payload(&sh.identity.credential().encode(), &batch);
         let mut msg = noise_buffer(finish.len());
@@ -871,6 +890,7 @@ impl Exchange {
             .state
             .into_stateless_transport_mode()
             .map_err(|_| ControlError::Malformed)?;
+        let bound = cred.signing_key().is_none();
         self.sessions.insert(
             session,
             Session {
@@ -881,6 +901,7 @@ impl Exchange {
                 transport,
                 established_ms: self.now_ms,
                 initiator,
+                bound,
                 confirmed: !initiator,
                 send_nonce: 0,
                 replay: Default::default(),
@@ -905,8 +926,9 @@ impl Exchange {
         let (cred_bytes, batch) = wire::decode_finish_payload(&payload)?;
         let cred = self.check_peer(sh, hs.state.get_remote_static(), cred_bytes)?;
         let items = wire::decode_batch(batch)?;
+        let mut replies = self.proof(sh, &cred, to);
         self.establish(hs, session, cred, false)?;
-        let mut replies = self.process(sh, session, items);
+        replies.extend(self.process(sh, session, items)?);
         let queued = self.queued.remove(&from).unwrap_or_default();
         if let Some(cred) = self
             .sessions
@@ -935,12 +957,24 @@ impl Exchange {
             return Err(ControlError::UnknownSession.into());
         }
         let plaintext = session.open(nonce, noise)?;
-        if !session.confirmed {
-            session.confirmed = true;
+        let confirming = !session.confirmed;
+        let items = wire::decode_batch(&plaintext)?;
+        let replies = self.process(sh, id, items)?;
+        if confirming {
+            // The responder's first message must prove it owns the instance
+            // we addressed (when its credential can): otherwise it is another
+            // credential answering in that instance's name. Drop the session
+            // and back off, as for a failed handshake.
+            let bound = self.sessions.get(&id).is_some_and(|s| s.bound);
+            if !bound {
+                self.drop_session(sh, id, from);
+                return Err(ControlError::Unauthorized.into());
+            }
+            if let Some(s) = self.sessions.get_mut(&id) {
+                s.confirmed = true;
+            }
             self.backoff.remove(&from);
         }
-        let items = wire::decode_batch(&plaintext)?;
-        let replies = self.process(sh, id, items);
         if !replies.is_empty() {
             self.send_sealed(id, &replies)?;
         }
@@ -1006,15 +1040,30 @@ impl Exchange {
 
     /// Handles a batch of inner messages from an authenticated peer and
     /// returns the replies.
-    fn process(&mut self, sh: &Shared, id: SessionId, items: Vec<Inner>) -> Vec<Inner> {
+    fn process(
+        &mut self,
+        sh: &Shared,
+        id: SessionId,
+        items: Vec<Inner>,
+    ) -> Result<Vec<Inner>, Error> {
         let Some(session) = self.sessions.get(&id) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let peer = session.peer;
         let peer_cred = session.peer_credential.clone();
         let mut replies = Vec::new();
         for item in items {
+            let bound = self.sessions.get(&id).is_some_and(|s| s.bound);
             match item {
+                Inner::InstanceProof { salt } => {
+                    if !statement::owns(&peer_cred, peer, &salt) {
+                        self.drop_session(sh, id, peer);
+                        return Err(ControlError::Unauthorized.into());
+                    }
+                    if let Some(s) = self.sessions.get_mut(&id) {
+                        s.bound = true;
+                    }
+                }
                 Inner::KeyRequest { key_id, topic } => {
                     self.on_key_request(sh, peer, &peer_cred, key_id, topic, &mut replies);
                 }
@@ -1024,7 +1073,9 @@ impl Exchange {
                     topic,
                     reason,
                 } => {
-                    if key_id.producer == peer {
+                    // Only the instance itself refuses its keys, and only
+                    // once it proved it is that instance.
+                    if key_id.producer == peer && bound {
                         if let Some(w) = self.wants.get_mut(&(key_id, topic)) {
                             w.refused = Some(match reason {
                                 Refusal::NotAuthorized => KeyUnavailable::Refused,
@@ -1036,7 +1087,31 @@ impl Exchange {
                 }
             }
         }
-        replies
+        Ok(replies)
+    }
+
+    /// The `InstanceProof` for the id a peer addressed us as, for peers
+    /// whose software knows it (a version 2 credential means version 2).
+    fn proof(&self, sh: &Shared, peer_cred: &Credential, local: InstanceId) -> Vec<Inner> {
+        match sh.salt_of(local) {
+            Some(salt) if peer_cred.signing_key().is_some() => {
+                vec![Inner::InstanceProof { salt }]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn drop_session(&mut self, sh: &Shared, id: SessionId, peer: InstanceId) {
+        self.sessions.remove(&id);
+        if self.by_peer.get(&peer) == Some(&id) {
+            self.by_peer.remove(&peer);
+        }
+        let (failures, _) = self.backoff.get(&peer).copied().unwrap_or((0, 0));
+        let delay = self.retry_delay(sh, failures);
+        self.backoff.insert(
+            peer,
+            (failures.saturating_add(1), self.now_ms.saturating_add(delay)),
+        );
     }
 
     fn on_key_request(
@@ -1104,6 +1179,33 @@ impl Exchange {
             sh.metrics.add_control_rejected();
             return;
         }
+        // Only producers mint keys: a key is taken with its producer's
+        // signed statement (whoever relays it), or from a version 1 producer
+        // itself, which cannot sign, over its own session.
+        let statement = match d.statement {
+            Some(st) => {
+                if st
+                    .verify(
+                        &sh.trust,
+                        now,
+                        sh.config.clock_skew_ms,
+                        &d.key_id,
+                        &d.topic,
+                        &d.key,
+                    )
+                    .is_err()
+                {
+                    sh.metrics.add_control_rejected();
+                    return;
+                }
+                Some(Arc::new(st))
+            }
+            None if peer == d.key_id.producer && peer_cred.signing_key().is_none() => None,
+            None => {
+                sh.metrics.add_control_rejected();
+                return;
+            }
+        };
         if d.retain_ms == 0 {
             return;
         }
@@ -1115,6 +1217,7 @@ impl Exchange {
             key: Arc::new(d.key),
             epoch_started_ms: d.epoch_started_ms,
             delete_at_ms: now.saturating_add(d.retain_ms.min(cap)),
+            statement,
         };
         if sh.keyring.insert(d.key_id, &d.topic, held) {
             sh.metrics.add_key_received();

@@ -181,6 +181,9 @@ pub struct Session {
     /// The initiator learns that message 3 arrived when the first transport
     /// message comes back; until then the session may be one-sided.
     pub confirmed: bool,
+    /// The peer proved it owns the instance id it speaks as (an
+    /// `InstanceProof`), or its credential is version 1 and cannot.
+    pub bound: bool,
     pub send_nonce: u64,
     pub replay: ReplayWindow,
 }

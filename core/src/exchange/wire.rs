@@ -78,6 +78,11 @@ pub enum Inner {
         topic: String,
         reason: Refusal,
     },
+    /// Key exchange v2: "I own the instance id this session names": the
+    /// salt that derives it from the sender's signing key. A responder
+    /// sends it first thing, so an instance cannot be impersonated (nor its
+    /// answers, refusals included, forged) by another credential.
+    InstanceProof { salt: super::statement::Salt },
 }
 
 /// One topic key handed to an authorized peer.
@@ -92,6 +97,9 @@ pub struct Delivery {
     /// instant, so that each holder counts it down on its own clock and a
     /// skewed clock neither drops a key at once nor keeps it too long.
     pub retain_ms: u64,
+    /// The producer's signed statement (key exchange v2): travels with the
+    /// key wherever it goes. `None` only from a version 1 producer itself.
+    pub statement: Option<super::statement::Statement>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,12 +305,20 @@ pub fn encode_batch(items: &[Inner]) -> Zeroizing<Vec<u8>> {
                 put_topic(&mut out, topic);
             }
             Inner::KeyDelivery(d) => {
-                out.push(2);
+                // Kind 2 as in version 1; kind 4 adds the statement.
+                out.push(if d.statement.is_some() { 4 } else { 2 });
                 put_key_id(&mut out, &d.key_id);
                 put_topic(&mut out, &d.topic);
                 out.extend_from_slice(d.key.as_bytes());
                 out.extend_from_slice(&d.epoch_started_ms.to_be_bytes());
                 out.extend_from_slice(&d.retain_ms.to_be_bytes());
+                if let Some(st) = &d.statement {
+                    st.encode(&mut out);
+                }
+            }
+            Inner::InstanceProof { salt } => {
+                out.push(5);
+                out.extend_from_slice(salt);
             }
             Inner::KeyUnavailable {
                 key_id,
@@ -332,18 +348,27 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Inner>, ControlError> {
                 key_id: r.key_id()?,
                 topic: r.topic()?,
             },
-            2 => {
+            kind @ (2 | 4) => {
                 let key_id = r.key_id()?;
                 let topic = r.topic()?;
                 let key = DataKey::from_bytes(r.array()?);
+                let epoch_started_ms = r.u64()?;
+                let retain_ms = r.u64()?;
+                let statement = if kind == 4 {
+                    Some(super::statement::Statement::decode(&mut r)?)
+                } else {
+                    None
+                };
                 Inner::KeyDelivery(Delivery {
                     key_id,
                     topic,
                     key,
-                    epoch_started_ms: r.u64()?,
-                    retain_ms: r.u64()?,
+                    epoch_started_ms,
+                    retain_ms,
+                    statement,
                 })
             }
+            5 => Inner::InstanceProof { salt: r.array()? },
             3 => {
                 let key_id = r.key_id()?;
                 let topic = r.topic()?;

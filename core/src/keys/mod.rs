@@ -339,6 +339,10 @@ pub struct HeldKey {
     pub key: Arc<DataKey>,
     pub epoch_started_ms: u64,
     pub delete_at_ms: u64,
+    /// The producer's signed statement for this key, relayed with it when
+    /// this holder serves it (key exchange v2); `None` for a key a version 1
+    /// producer delivered itself, which is never relayed.
+    pub statement: Option<Arc<crate::exchange::statement::Statement>>,
 }
 
 /// The consumer role's keys: topic keys by key id and topic.
@@ -366,6 +370,19 @@ impl Keyring {
         }
         per_topic.insert(topic.to_owned(), held);
         true
+    }
+
+    /// Attaches the producer's statement to a held key (restoring state).
+    pub fn attach_statement(
+        &self,
+        key_id: &KeyId,
+        topic: &str,
+        statement: Arc<crate::exchange::statement::Statement>,
+    ) {
+        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(h) = keys.get_mut(key_id).and_then(|m| m.get_mut(topic)) {
+            h.statement = Some(statement);
+        }
     }
 
     pub fn all(&self) -> Vec<(KeyId, String, HeldKey)> {
