@@ -694,12 +694,14 @@ impl Exchange {
     // ---- receiving ---------------------------------------------------------
 
     pub(crate) fn handle_control(&mut self, sh: &Shared, bytes: &[u8]) -> Result<(), Error> {
+        // Framing first (magic, version, a sender): whatever is not a
+        // control message is refused, whichever topic it came from.
+        let (from, to) = Envelope::route(bytes)?;
         match bytes.get(5) {
             Some(&mailbox::KIND_PREKEYS) => return self.on_prekeys(sh, bytes),
             Some(&mailbox::KIND_ENVELOPE) => return self.on_envelope(sh, bytes),
             _ => {}
         }
-        let (from, to) = Envelope::route(bytes)?;
         if from == sh.me {
             return Ok(()); // our own message, read back from the topic
         }
