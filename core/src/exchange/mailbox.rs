@@ -699,7 +699,9 @@ impl Exchange {
         topics: &[String],
     ) -> Result<(), ControlError> {
         let delete_by_ms = epoch.delete_at_ms(&sh.config.key);
-        let salt = sh.salt_of(epoch.key_id.producer).ok_or(ControlError::Unauthorized)?;
+        let salt = sh
+            .salt_of(epoch.key_id.producer)
+            .ok_or(ControlError::Unauthorized)?;
         let items: Vec<EnvelopeItem> = topics
             .iter()
             .map(|t| {

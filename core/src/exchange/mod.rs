@@ -635,7 +635,7 @@ impl Exchange {
             let key = (*epoch.topic_key(topic)).clone();
             let delete_by = epoch.delete_at_ms(&sh.config.key);
             let statement = sh.salt_of(key_id.producer).map(|salt| {
-                Statement::sign(
+                Box::new(Statement::sign(
                     &sh.identity,
                     salt,
                     key_id,
@@ -643,7 +643,7 @@ impl Exchange {
                     &key,
                     epoch.started_ms,
                     delete_by,
-                )
+                ))
             });
             return Some(Delivery {
                 key_id: *key_id,
@@ -661,7 +661,7 @@ impl Exchange {
         }
         // A holder relays only what its producer signed: a key without a
         // statement (from a version 1 producer) stays with its holder.
-        let statement = held.statement.as_deref()?.clone();
+        let statement = Box::new(held.statement.as_deref()?.clone());
         Some(Delivery {
             key_id: *key_id,
             topic: topic.to_owned(),
@@ -672,23 +672,46 @@ impl Exchange {
         })
     }
 
+    /// Sends `items` over a session, in as many Sealed messages as it
+    /// takes: a batch holds at most 255 items and must fit one Noise message
+    /// (signed deliveries carry the producer's credential, ~0.5 KiB each).
+    /// Always at least one message (an empty batch confirms a session).
     fn send_sealed(&mut self, id: SessionId, items: &[Inner]) -> Result<(), Error> {
-        let batch = wire::encode_batch(items);
-        let Some(session) = self.sessions.get_mut(&id) else {
-            return Ok(());
-        };
-        let (nonce, noise) = session.seal(&batch)?;
-        let (from, to) = (session.local, session.peer);
-        self.push(
-            from,
-            to,
-            Body::Sealed {
-                session: id,
-                nonce,
-                noise,
-            },
-        );
-        Ok(())
+        const MAX_BATCH_BYTES: usize = 48 * 1024;
+        let mut start = 0;
+        loop {
+            let mut end = start;
+            let mut bytes = 1;
+            while end < items.len() && end - start < usize::from(u8::MAX) {
+                let n = items
+                    .get(end)
+                    .map_or(0, |i| wire::encode_batch(std::slice::from_ref(i)).len() - 1);
+                if end > start && bytes + n > MAX_BATCH_BYTES {
+                    break;
+                }
+                bytes += n;
+                end += 1;
+            }
+            let batch = wire::encode_batch(items.get(start..end).unwrap_or_default());
+            let Some(session) = self.sessions.get_mut(&id) else {
+                return Ok(());
+            };
+            let (nonce, noise) = session.seal(&batch)?;
+            let (from, to) = (session.local, session.peer);
+            self.push(
+                from,
+                to,
+                Body::Sealed {
+                    session: id,
+                    nonce,
+                    noise,
+                },
+            );
+            if end >= items.len() {
+                return Ok(());
+            }
+            start = end;
+        }
     }
 
     // ---- receiving ---------------------------------------------------------
@@ -857,7 +880,13 @@ impl Exchange {
         let cred = self.check_peer(sh, hs.state.get_remote_static(), &payload)?;
         let items = self.queued.remove(&from).unwrap_or_default();
         let mut inner = self.proof(sh, &cred, to);
-        inner.extend(self.materialize(sh, &cred, from, items));
+        let mut later = self.materialize(sh, &cred, from, items);
+        // Requests ride in message 3; deliveries (signed, ~0.5 KiB each) go
+        // in Sealed messages right after it, which split as they must.
+        let (requests, deliveries): (Vec<_>, Vec<_>) = later
+            .drain(..)
+            .partition(|i| !matches!(i, Inner::KeyDelivery(_)));
+        inner.extend(requests.into_iter().take(usize::from(u8::MAX) - 1));
         let batch = wire::encode_batch(&inner);
         let finish = wire::encode_finish_payload(&sh.identity.credential().encode(), &batch);
         let mut msg = noise_buffer(finish.len());
@@ -875,6 +904,9 @@ impl Exchange {
                 noise: msg,
             },
         );
+        if !deliveries.is_empty() {
+            self.send_sealed(session, &deliveries)?;
+        }
         Ok(())
     }
 
@@ -1112,7 +1144,10 @@ impl Exchange {
         let delay = self.retry_delay(sh, failures);
         self.backoff.insert(
             peer,
-            (failures.saturating_add(1), self.now_ms.saturating_add(delay)),
+            (
+                failures.saturating_add(1),
+                self.now_ms.saturating_add(delay),
+            ),
         );
     }
 
@@ -1200,7 +1235,7 @@ impl Exchange {
                     sh.metrics.add_control_rejected();
                     return;
                 }
-                Some(Arc::new(st))
+                Some(Arc::new(*st))
             }
             None if peer == d.key_id.producer && peer_cred.signing_key().is_none() => None,
             None => {

@@ -82,7 +82,9 @@ pub enum Inner {
     /// salt that derives it from the sender's signing key. A responder
     /// sends it first thing, so an instance cannot be impersonated (nor its
     /// answers, refusals included, forged) by another credential.
-    InstanceProof { salt: super::statement::Salt },
+    InstanceProof {
+        salt: super::statement::Salt,
+    },
 }
 
 /// One topic key handed to an authorized peer.
@@ -99,7 +101,7 @@ pub struct Delivery {
     pub retain_ms: u64,
     /// The producer's signed statement (key exchange v2): travels with the
     /// key wherever it goes. `None` only from a version 1 producer itself.
-    pub statement: Option<super::statement::Statement>,
+    pub statement: Option<Box<super::statement::Statement>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,7 +357,7 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Inner>, ControlError> {
                 let epoch_started_ms = r.u64()?;
                 let retain_ms = r.u64()?;
                 let statement = if kind == 4 {
-                    Some(super::statement::Statement::decode(&mut r)?)
+                    Some(Box::new(super::statement::Statement::decode(&mut r)?))
                 } else {
                     None
                 };

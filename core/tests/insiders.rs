@@ -1,0 +1,244 @@
+//! Only producers mint keys: an insider that holds a valid credential and
+//! speaks the protocol by hand (not through an engine) answers a consumer's
+//! Hello in a producer's name, pushes forged keys for the producer's current
+//! and future epochs, refuses in its name, and serves a key as a holder with a
+//! statement it signed itself. None of it changes what the honest consumer
+//! holds or believes; the real producer's key still arrives and opens.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use common::{pump, World, T0};
+use kafka_e2ee_core::exchange::session::new_handshake;
+use kafka_e2ee_core::exchange::statement::Statement;
+use kafka_e2ee_core::exchange::wire::{
+    self, encode_batch, Body, Delivery, Envelope, Inner, Refusal,
+};
+use kafka_e2ee_core::format::{DataKey, InstanceId, KeyBinding, KeyId, RecordHeader};
+use kafka_e2ee_core::trust::Identity;
+use kafka_e2ee_core::{Channel, Engine, Error, KeyUnavailable};
+use zeroize::Zeroizing;
+
+/// The consumer's next control-topic message of this kind.
+fn next_of(e: &Engine, kind: fn(&Body) -> bool) -> Envelope {
+    while let Some(m) = e.poll_transmit() {
+        if m.channel != Channel::Control {
+            continue;
+        }
+        let env = Envelope::decode(&m.payload).unwrap();
+        if kind(&env.body) {
+            return env;
+        }
+    }
+    panic!("no such message");
+}
+
+/// Answers `hello` as `as_id` with the insider's own (valid) credential, and
+/// returns what it would need to speak over the session once the consumer's
+/// HelloFinish arrives.
+fn answer_hello(
+    insider: &Identity,
+    hello: &Envelope,
+    as_id: InstanceId,
+    consumer: &Engine,
+    now: u64,
+) -> (snow::StatelessTransportState, [u8; 8]) {
+    let Body::Hello { session, noise } = &hello.body else {
+        panic!()
+    };
+    let mut hs = new_handshake(
+        false,
+        &insider.private_key_bytes(),
+        hello.from,
+        as_id,
+        Zeroizing::new([7u8; 64]),
+    )
+    .unwrap();
+    let mut buf = vec![0u8; 4096];
+    hs.read_message(noise, &mut buf).unwrap();
+    let cred = insider.credential().encode();
+    let n = hs.write_message(&cred, &mut buf).unwrap();
+    let reply = Envelope {
+        from: as_id,
+        to: hello.from,
+        body: Body::HelloReply {
+            session: *session,
+            noise: buf[..n].to_vec(),
+        },
+    };
+    consumer.handle_control(now, &reply.encode()).unwrap();
+    let finish = next_of(consumer, |b| matches!(b, Body::HelloFinish { .. }));
+    let Body::HelloFinish { noise, .. } = &finish.body else {
+        panic!()
+    };
+    let n = hs.read_message(noise, &mut buf).unwrap();
+    let (_cred, _batch) = wire::decode_finish_payload(&buf[..n]).unwrap();
+    (hs.into_stateless_transport_mode().unwrap(), *session)
+}
+
+fn sealed(
+    t: &snow::StatelessTransportState,
+    session: [u8; 8],
+    nonce: u64,
+    from: InstanceId,
+    to: InstanceId,
+    items: &[Inner],
+) -> Vec<u8> {
+    let batch = encode_batch(items);
+    let mut buf = vec![0u8; batch.len() + 64];
+    let n = t.write_message(nonce, &batch, &mut buf).unwrap();
+    Envelope {
+        from,
+        to,
+        body: Body::Sealed {
+            session,
+            nonce,
+            noise: buf[..n].to_vec(),
+        },
+    }
+    .encode()
+}
+
+fn forged(key_id: KeyId, statement: Option<Statement>) -> Inner {
+    let statement = statement.map(Box::new);
+    Inner::KeyDelivery(Delivery {
+        key_id,
+        topic: "orders".into(),
+        key: DataKey::from_bytes([0x42; 32]),
+        epoch_started_ms: T0,
+        retain_ms: 3_600_000,
+        statement,
+    })
+}
+
+#[test]
+fn an_insider_answering_as_the_producer_cannot_push_keys_or_refuse_in_its_name() {
+    let mut w = World::new(60);
+    let p = w.identity("p", &["orders"], &[]);
+    let c = w.identity("c", &[], &["orders"]);
+    // Insiders: one that may only consume the topic, one that may even
+    // produce it (but is not the producer instance).
+    let reader = w.identity("insider-reader", &[], &["orders"]);
+    let writer = w.identity("insider-writer", &["orders"], &["orders"]);
+    let (p, c) = (w.engine(p, None), w.engine(c, None));
+    let mut value = b"the record".to_vec();
+    let h = p
+        .seal("orders", KeyBinding::Bytes(b"k"), &mut value)
+        .unwrap();
+    let key_id = RecordHeader::decode(&h).unwrap().key_id;
+    let future = KeyId {
+        producer: key_id.producer,
+        epoch: key_id.epoch + 5,
+    };
+
+    for (i, insider) in [&reader, &writer].into_iter().enumerate() {
+        // (Past the backoff the previous dropped session earned.)
+        let now = T0 + 60_000 * i as u64;
+        let mut probe = value.clone();
+        assert!(c
+            .open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut probe)
+            .is_err());
+        c.handle_timeout(now).unwrap();
+        let hello = next_of(&c, |b| matches!(b, Body::Hello { .. }));
+        assert_eq!(hello.to, key_id.producer);
+        let (t, session) = answer_hello(insider, &hello, key_id.producer, &c, now);
+        // Forged keys (current and a future epoch; no statement, and one the
+        // insider signed itself), then a refusal in the producer's name.
+        let own = Statement::sign(
+            insider,
+            [1; 16],
+            &key_id,
+            "orders",
+            &DataKey::from_bytes([0x42; 32]),
+            T0,
+            T0 + 1,
+        );
+        let items = [
+            forged(key_id, None),
+            forged(future, None),
+            forged(key_id, Some(own)),
+            Inner::KeyUnavailable {
+                key_id,
+                topic: "orders".into(),
+                reason: Refusal::NotAuthorized,
+            },
+        ];
+        let msg = sealed(&t, session, 0, key_id.producer, hello.from, &items);
+        assert!(
+            c.handle_control(now, &msg).is_err(),
+            "an unproven session is dropped"
+        );
+        assert_eq!(c.metrics().keys_received, 0);
+        assert!(!c.holds_key(key_id, "orders") && !c.holds_key(future, "orders"));
+        assert_eq!(
+            c.want_status(key_id, "orders"),
+            Some(KeyUnavailable::Pending),
+            "the refusal was not taken"
+        );
+        let mut probe = value.clone();
+        assert!(matches!(
+            c.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut probe),
+            Err(Error::KeyUnavailable {
+                reason: KeyUnavailable::Pending,
+                ..
+            })
+        ));
+    }
+    // The real producer still serves the consumer, after the backoff the
+    // dropped sessions earned.
+    let mut now = T0 + 120_000;
+    for _ in 0..40 {
+        now += 1000;
+        c.handle_timeout(now).unwrap();
+        pump(&[&p, &c], now);
+        if c.holds_key(key_id, "orders") {
+            break;
+        }
+    }
+    let mut v = value.clone();
+    c.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v)
+        .unwrap();
+    assert_eq!(v, b"the record");
+}
+
+#[test]
+fn a_holder_relays_the_producers_statement_so_a_key_outlives_its_producer_through_holders() {
+    let mut w = World::new(61);
+    let p = w.identity("p", &["orders"], &[]);
+    let a = w.identity("a", &[], &["orders"]);
+    let b = w.identity("b", &[], &["orders"]);
+    let (p, a, b) = (w.engine(p, None), w.engine(a, None), w.engine(b, None));
+    let mut value = b"relayed".to_vec();
+    let h = p
+        .seal("orders", KeyBinding::Bytes(b"k"), &mut value)
+        .unwrap();
+    let key_id = RecordHeader::decode(&h).unwrap().key_id;
+    // a gets the key from the producer; the producer goes away; b gets it
+    // from a (Want, Have, session) with the producer's statement.
+    let mut probe = value.clone();
+    let _ = a.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut probe);
+    a.handle_timeout(T0).unwrap();
+    pump(&[&p, &a], T0);
+    assert!(a.holds_key(key_id, "orders"));
+    drop(p);
+    let mut probe = value.clone();
+    let _ = b.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut probe);
+    let mut now = T0;
+    for _ in 0..60 {
+        now += 500;
+        b.handle_timeout(now).unwrap();
+        pump(&[&a, &b], now);
+        if b.holds_key(key_id, "orders") {
+            break;
+        }
+    }
+    let mut v = value.clone();
+    b.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v)
+        .unwrap();
+    assert_eq!(v, b"relayed");
+}
