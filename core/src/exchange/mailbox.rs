@@ -420,6 +420,9 @@ pub struct Recipient {
 #[derive(Debug, Default)]
 pub struct EpochSeals {
     pub done: BTreeSet<(MailboxId, String)>,
+    /// The statement signature of each topic key, by the deletion instant
+    /// it states: one signature serves every recipient (it names none).
+    pub signatures: BTreeMap<String, (u64, [u8; 64])>,
 }
 
 /// Convenience: the key id an envelope's keys belong to.
@@ -706,21 +709,30 @@ impl Exchange {
             .iter()
             .map(|t| {
                 let key = epoch.topic_key(t).as_ref().clone();
-                let st = Statement::sign(
-                    &sh.identity,
-                    salt,
-                    &epoch.key_id,
-                    t,
-                    &key,
-                    epoch.started_ms,
-                    delete_by_ms,
-                );
+                let seals = self.seals.entry(epoch.key_id).or_default();
+                let signature = match seals.signatures.get(t) {
+                    Some((at, sig)) if *at == delete_by_ms => *sig,
+                    _ => {
+                        let sig = Statement::sign(
+                            &sh.identity,
+                            salt,
+                            &epoch.key_id,
+                            t,
+                            &key,
+                            epoch.started_ms,
+                            delete_by_ms,
+                        )
+                        .signature;
+                        seals.signatures.insert(t.clone(), (delete_by_ms, sig));
+                        sig
+                    }
+                };
                 EnvelopeItem {
                     topic: t.clone(),
                     key,
                     epoch_started_ms: epoch.started_ms,
                     delete_by_ms,
-                    signature: st.signature,
+                    signature,
                 }
             })
             .collect();
