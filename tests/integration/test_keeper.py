@@ -179,9 +179,12 @@ def test_a_newcomer_reads_from_the_keeper_after_the_producer_exited(broker, cred
         assert f"ERROR: Topic {topic} [0] error: kafka-e2e" in c.stderr, (c.stdout, c.stderr[-2000:])
     finally:
         status = keeper.proc.poll()
+        rc = keeper.stop() if status is None else status
         keeper.kill()
-    assert status is None, log.read_text()[-3000:]
-    assert "secret" not in log.read_text()
+    assert status is None and rc == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    assert "secret" not in text
+    assert text.count("kafka-e2ee keeper: stopped:") == 2, text
 
     # inspect: the keeper is among the recipients of the producer's epochs...
     r = cli("--json", "inspect", "--bootstrap", broker.bootstrap, "--topic", "kept")
