@@ -136,6 +136,24 @@ def test_a_newcomer_reads_from_the_keeper_after_the_producer_exited(broker, cred
     p = kcat(broker, creds, "writer", "-P", "-t", "lonely", input="lonely-secret\n")
     assert p.returncode == 0, p.stderr
 
+    # Topics that do not exist: it waits for them (503 with the reason and
+    # how to create them) and still stops cleanly on SIGTERM.
+    waiting = tmp_path / "waiting.properties"
+    waiting.write_text(f"bootstrap.servers={broker.bootstrap}\ne2ee.credential={creds['keeper']}\n"
+                       f"e2ee.trust={creds['trust']}\ne2ee.state.dir={tmp_path / 'waiting-state'}\n"
+                       "e2ee.control.topic=_wait_control\ne2ee.keys.topic=_wait_keys\n")
+    w = Keeper(waiting, tmp_path / "waiting.log")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "waiting for the topics" not in get(w.port, "/health")[1]:
+            time.sleep(0.3)
+        status, body = get(w.port, "/health")
+        assert status == 503 and "waiting for the topics _wait_control and _wait_keys" in body, body
+        assert "cleanup.policy=compact,delete" in body, body
+        assert w.stop() == 0
+    finally:
+        w.kill()
+
     config = tmp_path / "keeper.properties"
     config.write_text(f"bootstrap.servers={broker.bootstrap}\ne2ee.credential={creds['keeper']}\n"
                       f"e2ee.trust={creds['trust']}\ne2ee.state.dir={tmp_path / 'keeper-state'}\n")
