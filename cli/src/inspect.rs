@@ -3,12 +3,14 @@
 //! cannot check a tag (that needs the key), so "encrypted" means "carries a
 //! well-formed header"; a consumer still verifies every record.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
+use kafka_e2ee_core::exchange::mailbox::{Prekeys, SealedEnvelope, KIND_ENVELOPE, KIND_PREKEYS};
 use kafka_e2ee_core::format::{RecordHeader, HEADER_NAME};
-use kafka_e2ee_core::trust::TopicPattern;
+use kafka_e2ee_core::trust::{Credential, TopicPattern};
+use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
 
 use crate::json::{self, Value};
 use crate::props::{self, Property};
@@ -101,7 +103,209 @@ pub fn run(opts: &Options<'_>) -> Result<Output, String> {
             classify(&mut t, s.partition, r);
         }
     }
-    Ok(render(opts, is_protected, &samples, &t))
+    let keys_topic = props::get(&config, "e2ee.keys.topic")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .unwrap_or("_e2ee_keys");
+    let directory = if t.keys.is_empty() || opts.topic == keys_topic {
+        None
+    } else {
+        progress(&format!("reading {keys_topic} for the key recipients ..."));
+        Some(read_directory(&conn, &client, keys_topic))
+    };
+    let mut out = render(opts, is_protected, &samples, &t);
+    if let Some(directory) = directory {
+        recipients_section(&mut out, keys_topic, &t, directory);
+    }
+    Ok(out)
+}
+
+/// Most keys-topic records inspect reads (the topic is compacted: about one
+/// prekeys record per mailbox and one envelope per epoch and recipient).
+const MAX_DIRECTORY_RECORDS: usize = 1_000_000;
+
+/// A mailbox as its prekeys record describes it (names are public there).
+struct MailboxInfo {
+    name: String,
+    keeper: bool,
+}
+
+/// What the keys topic says about recipients: mailboxes by id, and the
+/// mailboxes each (producer instance, epoch) sealed envelopes to.
+#[derive(Default)]
+struct Directory {
+    mailboxes: BTreeMap<String, MailboxInfo>,
+    sealed_to: BTreeMap<(String, u32), BTreeSet<String>>,
+    records: usize,
+    truncated: bool,
+}
+
+fn read_directory(
+    conn: &kafka::Connection,
+    client: &rskafka::client::Client,
+    topic: &str,
+) -> Result<Directory, String> {
+    let partitions = kafka::topics(conn, client)?
+        .into_iter()
+        .find(|(n, _)| n == topic)
+        .map(|(_, n)| n)
+        .ok_or_else(|| {
+            format!("{topic} does not exist: no client has started with a keys topic")
+        })?;
+    let mut d = Directory::default();
+    for p in 0..i32::try_from(partitions).unwrap_or(i32::MAX) {
+        let pc = conn.run(client.partition_client(topic, p, UnknownTopicHandling::Error))?;
+        let mut offset = conn.run(pc.get_offset(OffsetAt::Earliest))?;
+        let latest = conn.run(pc.get_offset(OffsetAt::Latest))?;
+        while offset < latest {
+            if d.records >= MAX_DIRECTORY_RECORDS {
+                d.truncated = true;
+                break;
+            }
+            let (batch, _high) = conn.run(pc.fetch_records(offset, 1..4_194_304, 500))?;
+            let Some(last) = batch.last().map(|r| r.offset) else {
+                break;
+            };
+            for r in batch
+                .iter()
+                .filter(|r| r.offset >= offset && r.offset < latest)
+            {
+                d.records += 1;
+                if let Some(v) = &r.record.value {
+                    d.add(v);
+                }
+            }
+            offset = last + 1;
+        }
+    }
+    Ok(d)
+}
+
+impl Directory {
+    /// Records that do not decode are skipped: inspect reports, the clients
+    /// verify (signatures included), and a forged record changes no key.
+    fn add(&mut self, value: &[u8]) {
+        match value.get(5) {
+            Some(&KIND_PREKEYS) => {
+                let Ok(p) = Prekeys::decode(value) else {
+                    return;
+                };
+                let name = Credential::decode(&p.credential)
+                    .map(|c| c.name().to_owned())
+                    .unwrap_or_else(|_| "(unreadable credential)".into());
+                let id = p.mailbox.to_string();
+                // Compaction may leave an older record next to a newer one.
+                self.mailboxes.insert(
+                    id,
+                    MailboxInfo {
+                        name,
+                        keeper: p.keeper,
+                    },
+                );
+            }
+            Some(&KIND_ENVELOPE) => {
+                let Ok(e) = SealedEnvelope::decode(value) else {
+                    return;
+                };
+                self.sealed_to
+                    .entry((e.producer.to_string(), e.epoch))
+                    .or_default()
+                    .insert(e.mailbox.to_string());
+            }
+            _ => {}
+        }
+    }
+}
+
+fn recipients_section(
+    out: &mut Output,
+    keys_topic: &str,
+    t: &Tally,
+    directory: Result<Directory, String>,
+) {
+    let d = match directory {
+        Ok(d) => d,
+        Err(e) => {
+            out.text.push_str(&format!(
+                "\n  key recipients: cannot read {keys_topic}: {e}\n"
+            ));
+            out.json = json_add(&out.json, "recipients_error", Value::Str(e));
+            return;
+        }
+    };
+    out.text.push_str(&format!(
+        "\n  key recipients (from {keys_topic}, {} record(s){}):\n",
+        d.records,
+        if d.truncated { ", read partly" } else { "" }
+    ));
+    let mut items = Vec::new();
+    let (mut without_keeper, mut without_anyone) = (0usize, 0usize);
+    for (p, e) in t.keys.keys() {
+        let mailboxes = d.sealed_to.get(&(p.clone(), *e));
+        let mut names: Vec<String> = Vec::new();
+        let mut keepers = 0u64;
+        for m in mailboxes.into_iter().flatten() {
+            match d.mailboxes.get(m) {
+                Some(info) if info.keeper => {
+                    keepers += 1;
+                    names.push(format!("{} (keeper)", info.name));
+                }
+                Some(info) => names.push(info.name.clone()),
+                None => names.push(format!("mailbox {m} (no prekeys record left)")),
+            }
+        }
+        let n = mailboxes.map_or(0, BTreeSet::len) as u64;
+        let flag = if n == 0 {
+            without_anyone += 1;
+            "  NO RECIPIENT: nobody will be able to read these records after the producer exits"
+                .to_owned()
+        } else if keepers == 0 {
+            without_keeper += 1;
+            "  (no keeper)".to_owned()
+        } else {
+            String::new()
+        };
+        out.text.push_str(&format!(
+            "    {p}/{e}  sealed to {n} mailbox(es){}{}{flag}\n",
+            if names.is_empty() { "" } else { ": " },
+            names.join(", ")
+        ));
+        items.push(crate::json::object(&[
+            ("key_id", Value::Str(format!("{p}/{e}"))),
+            ("mailboxes", Value::Num(n)),
+            ("keepers", Value::Num(keepers)),
+            ("names", Value::List(names)),
+        ]));
+    }
+    if without_anyone > 0 {
+        out.text.push_str(&format!(
+            "  warning: {without_anyone} epoch(s) were sealed to no recipient: nobody will be able \
+             to read these records after the producer exits (no consumer or keeper with a \
+             mailbox had published prekeys before the epoch ended)\n"
+        ));
+    }
+    if without_keeper > 0 {
+        out.text.push_str(&format!(
+            "  warning: no keeper among the recipients of {without_keeper} epoch(s): a consumer \
+             that starts after the producer exits can read them only from a live holder \
+             (run `kafka-e2ee keeper`, docs/KEEPER.md)\n"
+        ));
+    }
+    out.json = json_add(
+        &out.json,
+        "recipients",
+        Value::Raw(crate::json::array(&items)),
+    );
+}
+
+/// Adds one field to a rendered JSON object.
+fn json_add(object: &str, name: &str, value: Value) -> String {
+    let field = crate::json::object(&[(name, value)]);
+    match (object.strip_suffix('}'), field.strip_prefix('{')) {
+        (Some(head), Some(tail)) if head.trim_end().ends_with('{') => format!("{head}{tail}"),
+        (Some(head), Some(tail)) => format!("{head},{tail}"),
+        _ => object.to_owned(),
+    }
 }
 
 fn classify(t: &mut Tally, partition: i32, r: &rskafka::record::RecordAndOffset) {
@@ -271,5 +475,92 @@ fn render(
         text,
         json,
         failed: is_protected && exposed > 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_e2ee_core::format::InstanceId;
+    use kafka_e2ee_core::trust::Identity;
+
+    fn prekeys(mailbox: u8, name: &str, keeper: bool) -> Vec<u8> {
+        let id = Identity::try_generate_unsigned(
+            name,
+            vec![],
+            vec![TopicPattern::all()],
+            0,
+            u64::MAX / 2,
+            &mut rand_core::OsRng,
+        )
+        .unwrap();
+        Prekeys {
+            mailbox: InstanceId([mailbox; 8]),
+            keeper,
+            published_ms: 1,
+            first_period: 1,
+            keys: vec![[1; 32]],
+            credential: id.credential().encode(),
+            signature: [0; 64],
+        }
+        .encode()
+    }
+
+    fn envelope(producer: u8, epoch: u32, mailbox: u8) -> Vec<u8> {
+        SealedEnvelope {
+            producer: InstanceId([producer; 8]),
+            mailbox: InstanceId([mailbox; 8]),
+            id: [epoch as u8; 8],
+            epoch,
+            period: 1,
+            noise: vec![0; 48],
+        }
+        .encode()
+    }
+
+    #[test]
+    fn recipients_name_the_keeper_and_flag_epochs_without_one() {
+        let mut d = Directory::default();
+        d.add(&prekeys(1, "keeper-a", true));
+        d.add(&prekeys(2, "billing", false));
+        d.add(&envelope(9, 1, 1));
+        d.add(&envelope(9, 1, 2));
+        d.add(&envelope(9, 2, 2));
+        d.add(b"garbage");
+        let mut t = Tally::default();
+        let p = InstanceId([9; 8]).to_string();
+        for e in [1, 2, 3] {
+            t.keys.insert((p.clone(), e), KeyStats::default());
+        }
+        let mut out = Output {
+            text: String::new(),
+            json: "{\"topic\":\"t\"}".into(),
+            failed: false,
+        };
+        recipients_section(&mut out, "_e2ee_keys", &t, Ok(d));
+        let lines: Vec<&str> = out.text.lines().collect();
+        let line = |e: u32| {
+            lines
+                .iter()
+                .find(|l| l.contains(&format!("{p}/{e} ")))
+                .copied()
+                .unwrap()
+        };
+        assert!(
+            line(1).contains("2 mailbox(es): keeper-a (keeper), billing"),
+            "{}",
+            out.text
+        );
+        assert!(line(2).contains("(no keeper)"), "{}", out.text);
+        assert!(line(3).contains("NO RECIPIENT"), "{}", out.text);
+        assert!(out.text.contains("1 epoch(s) were sealed to no recipient"));
+        assert!(out
+            .text
+            .contains("no keeper among the recipients of 1 epoch(s)"));
+        assert!(
+            out.json.starts_with("{\"topic\":\"t\",\"recipients\":[{"),
+            "{}",
+            out.json
+        );
     }
 }

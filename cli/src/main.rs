@@ -18,6 +18,7 @@ mod files;
 mod inspect;
 mod json;
 mod kafka;
+mod keeper;
 mod keys;
 mod props;
 mod settings;
@@ -92,6 +93,19 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 1000)]
         max: usize,
         /// Seconds to wait for the broker.
+        #[arg(long, value_name = "SECS", default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Run a keeper: a long-running consumer identity that holds every epoch's keys
+    /// its credential may read and serves them to authorized newcomers (docs/KEEPER.md).
+    Keeper {
+        /// A client configuration: connection settings and e2ee.* (e2ee.state.dir required).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Serve GET /health and /metrics here: HOST:PORT, or a PORT on 127.0.0.1.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+        /// Seconds each broker call may take.
         #[arg(long, value_name = "SECS", default_value_t = 10)]
         timeout: u64,
     },
@@ -306,6 +320,15 @@ fn main() -> ExitCode {
             max: max.max(1),
             timeout: timeout(secs),
             now: now_ms(),
+        }),
+        Command::Keeper {
+            config,
+            listen,
+            timeout: secs,
+        } => keeper::run(&keeper::Options {
+            config: &config,
+            listen: listen.as_deref(),
+            timeout: timeout(secs),
         }),
         Command::Config(ConfigCommand::Docs) => {
             let md = settings::markdown();

@@ -57,6 +57,11 @@ pub struct EngineConfig {
     /// after their keys' retention (forward secrecy at rest), at the cost of
     /// longer directory records.
     pub prekey_period_ms: u64,
+    /// This engine is a keeper (`kafka-e2ee keeper`): its prekeys record
+    /// says so, so operators (`kafka-e2ee inspect`) can tell whether every
+    /// epoch was sealed to something that outlives the consumers. It changes
+    /// nothing else: a keeper holds and serves keys as any consumer does.
+    pub keeper: bool,
 }
 
 impl Default for EngineConfig {
@@ -74,6 +79,7 @@ impl Default for EngineConfig {
             housekeeping_ms: 1000,
             handshakes_per_sec: 100,
             prekey_period_ms: 60 * 60 * 1000,
+            keeper: false,
         }
     }
 }
@@ -326,6 +332,12 @@ impl Engine {
 
     pub fn metrics(&self) -> MetricsSnapshot {
         self.shared.metrics.snapshot()
+    }
+
+    /// How many topic keys of other producers this engine holds now (what a
+    /// keeper exports as `keys_held`); its own epochs are not counted.
+    pub fn keys_held(&self) -> usize {
+        self.shared.keyring.len()
     }
 
     /// Whether records of `topic` must be encrypted.

@@ -313,6 +313,16 @@ impl Storage for FileStorage {
 /// Builds an engine from the settings: reads and checks the credential and
 /// trust files, opens the state directory, seeds from the OS RNG.
 pub fn build_engine(cfg: &HostConfig) -> Result<Engine, ConfigError> {
+    build(cfg, false)
+}
+
+/// [`build_engine`] for `kafka-e2ee keeper`: the same engine, whose prekeys
+/// record says it is a keeper (so `kafka-e2ee inspect` can tell).
+pub fn build_keeper_engine(cfg: &HostConfig) -> Result<Engine, ConfigError> {
+    build(cfg, true)
+}
+
+fn build(cfg: &HostConfig, keeper: bool) -> Result<Engine, ConfigError> {
     let identity = Identity::from_file_bytes(&read_file("e2ee.credential", &cfg.credential)?)
         .map_err(|e| {
             bad(
@@ -327,7 +337,10 @@ pub fn build_engine(cfg: &HostConfig) -> Result<Engine, ConfigError> {
         None => None,
     };
     Engine::new(
-        cfg.engine_config()?,
+        EngineConfig {
+            keeper,
+            ..cfg.engine_config()?
+        },
         identity,
         trust,
         now_ms(),

@@ -7,3 +7,6 @@ pub mod jni;
 /// The librdkafka plugin (`conf_init`): not part of the C ABI header.
 /// cbindgen:ignore
 pub mod rdkafka;
+/// Stop signals for long-running hosts (the CLI's keeper).
+/// cbindgen:ignore
+pub mod signals;

@@ -146,6 +146,10 @@ impl Mailbox {
 #[derive(Debug, Clone)]
 pub struct Prekeys {
     pub mailbox: MailboxId,
+    /// Published by a keeper. Carried in the first byte of the route's
+    /// recipient field (0x01; a consumer's is 0x00, the other 7 bytes are
+    /// always zero), so it is covered by the mailbox's signature.
+    pub keeper: bool,
     pub published_ms: u64,
     pub first_period: u64,
     pub keys: Vec<[u8; 32]>,
@@ -161,7 +165,7 @@ impl Prekeys {
         out.push(VERSION);
         out.push(KIND_PREKEYS);
         out.extend_from_slice(&self.mailbox.0);
-        out.extend_from_slice(&[0u8; 8]);
+        out.extend_from_slice(&[u8::from(self.keeper), 0, 0, 0, 0, 0, 0, 0]);
         out.extend_from_slice(&self.published_ms.to_be_bytes());
         out.extend_from_slice(&self.first_period.to_be_bytes());
         // Bounded by MAX_PREKEYS when built or decoded.
@@ -187,7 +191,13 @@ impl Prekeys {
     pub fn decode(bytes: &[u8]) -> Result<Prekeys, ControlError> {
         let mut r = Reader::new(bytes);
         let (kind, mailbox, to) = read_route(&mut r)?;
-        if kind != KIND_PREKEYS || to != InstanceId([0; 8]) {
+        // The recipient field is the keeper flag: 0 or 1, then 7 zero bytes.
+        let keeper = match to.0 {
+            [0, 0, 0, 0, 0, 0, 0, 0] => false,
+            [1, 0, 0, 0, 0, 0, 0, 0] => true,
+            _ => return Err(ControlError::Malformed),
+        };
+        if kind != KIND_PREKEYS {
             return Err(ControlError::Malformed);
         }
         let published_ms = r.u64()?;
@@ -206,6 +216,7 @@ impl Prekeys {
         r.finish()?;
         Ok(Prekeys {
             mailbox,
+            keeper,
             published_ms,
             first_period,
             keys,
@@ -531,6 +542,7 @@ impl Exchange {
         }
         let mut record = Prekeys {
             mailbox: mb.id,
+            keeper: sh.config.keeper,
             published_ms: now_ms,
             first_period: current,
             keys,
@@ -878,5 +890,49 @@ impl Exchange {
             return Err(ControlError::Unauthorized.into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(keeper: bool) -> Prekeys {
+        Prekeys {
+            mailbox: InstanceId([7; 8]),
+            keeper,
+            published_ms: 1_000,
+            first_period: 3,
+            keys: vec![[9; 32], [8; 32]],
+            credential: b"cred".to_vec(),
+            signature: [5; 64],
+        }
+    }
+
+    #[test]
+    fn keeper_flag_round_trips_and_is_signed() {
+        for keeper in [false, true] {
+            let bytes = record(keeper).encode();
+            // The route's recipient field: the flag, then seven zero bytes.
+            assert_eq!(bytes[14], u8::from(keeper));
+            assert_eq!(&bytes[15..22], &[0; 7]);
+            let back = Prekeys::decode(&bytes).unwrap();
+            assert_eq!(back.keeper, keeper);
+            assert_eq!(back.mailbox, InstanceId([7; 8]));
+            assert_eq!(back.keys, vec![[9; 32], [8; 32]]);
+            assert_eq!(back.encode(), bytes);
+        }
+        // The flag is inside what the mailbox signs.
+        assert_ne!(record(true).signed_part(), record(false).signed_part());
+    }
+
+    #[test]
+    fn other_recipient_bytes_are_rejected() {
+        let good = record(true).encode();
+        for (at, value) in [(14, 2u8), (14, 0xff), (15, 1), (21, 1)] {
+            let mut bad = good.clone();
+            bad[at] = value;
+            assert!(Prekeys::decode(&bad).is_err(), "byte {at} = {value}");
+        }
     }
 }
