@@ -78,7 +78,13 @@ fn identity(rng: &mut ChaCha20Rng, a: &Authority, name: &str, produce: bool) -> 
     )
 }
 
-fn engine(rng: &mut ChaCha20Rng, trust: &TrustAnchor, id: Identity, mem: Option<Mem>, now: u64) -> Engine {
+fn engine(
+    rng: &mut ChaCha20Rng,
+    trust: &TrustAnchor,
+    id: Identity,
+    mem: Option<Mem>,
+    now: u64,
+) -> Engine {
     Engine::new(
         EngineConfig::default(),
         id,
@@ -91,7 +97,10 @@ fn engine(rng: &mut ChaCha20Rng, trust: &TrustAnchor, id: Identity, mem: Option<
 }
 
 fn main() {
-    let args: Vec<u64> = std::env::args().skip(1).map(|a| a.parse().unwrap()).collect();
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().unwrap())
+        .collect();
     let consumers = *args.first().unwrap_or(&100) as usize;
     let topics = *args.get(1).unwrap_or(&10) as usize;
     let days = *args.get(2).unwrap_or(&7);
@@ -111,7 +120,13 @@ fn main() {
     let probe_state = Mem::default();
     let probe_id = identity(&mut rng, &authority, "probe", false);
     let probe_file = probe_id.to_file_bytes();
-    cons.push(engine(&mut rng, &trust, probe_id, Some(probe_state.clone()), T0));
+    cons.push(engine(
+        &mut rng,
+        &trust,
+        probe_id,
+        Some(probe_state.clone()),
+        T0,
+    ));
     for i in 1..consumers {
         let id = identity(&mut rng, &authority, &format!("c{i}"), false);
         cons.push(engine(&mut rng, &trust, id, None, T0));
@@ -208,8 +223,15 @@ fn main() {
     println!("setup: 1 producer, {consumers} consumer instances + 1 keeper, {topics} topics, rotation {} min, {days} days ({rotations} rotations)", rotation / 60_000);
     println!("prekeys: {prekey_records} records, {prekey_bytes} bytes in all ({} bytes each), republished once an hour per mailbox", prekey_bytes / prekey_records.max(1));
     println!("envelopes per rotation (steady): {steady} bytes ({:.1} KiB), {} envelopes of {} topic keys", steady as f64 / 1024.0, consumers + 1, topics);
-    println!("envelopes, {days} days: {envelope_bytes} bytes ({:.1} MiB); keys topic total {:.1} MiB", envelope_bytes as f64 / 1048576.0, log_bytes as f64 / 1048576.0);
-    println!("producer CPU sealing envelopes: {:.1} ms per rotation", seal_time * 1000.0 / rotations as f64);
+    println!(
+        "envelopes, {days} days: {envelope_bytes} bytes ({:.1} MiB); keys topic total {:.1} MiB",
+        envelope_bytes as f64 / 1048576.0,
+        log_bytes as f64 / 1048576.0
+    );
+    println!(
+        "producer CPU sealing envelopes: {:.1} ms per rotation",
+        seal_time * 1000.0 / rotations as f64
+    );
     println!("control topic bytes meanwhile: {}", log.control_bytes);
     println!("consumer start-up after {days} days offline: read {} records ({:.1} MiB) in {:.2} s, {probe_keys} keys received", log.keys.len(), log_bytes as f64 / 1048576.0, probe_time);
     println!("keeper: start-up reading the same in {keeper_time:.2} s, state {keeper_state_bytes} bytes; restart on its state {restore_time:.3} s");

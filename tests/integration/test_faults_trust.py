@@ -41,6 +41,7 @@ CLI = ROOT / "target" / "release" / "kafka-e2ee"
 APP = "dev.kafkae2ee.it.E2eeApp"
 # e2ee.control.topic's default (core/src/settings.rs); the clients here keep it.
 CONTROL_TOPIC = "_e2ee_control"
+KEYS_TOPIC = "_e2ee_keys"
 # With an authorizer an ACL can take the control topic away; without ACLs
 # everyone may do everything, so the other tests' clients are unaffected.
 AUTHORIZER = {
@@ -291,24 +292,28 @@ def epochs_on_disk(kafka, topic: str) -> list[int]:
 
 
 def acl(kafka, deny: bool):
-    """Denies the clients every operation on the control topic, or lifts that."""
+    """Denies the clients every operation on the control plane's topics, the
+    control topic and the keys topic (key exchange v2: either carries keys),
+    or lifts that."""
     from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType,
                                        AdminClient, ResourcePatternType, ResourceType)
 
     admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
-    if deny:
-        b = AclBinding(ResourceType.TOPIC, CONTROL_TOPIC, ResourcePatternType.LITERAL, PRINCIPAL, "*",
-                       AclOperation.ALL, AclPermissionType.DENY)
-        admin.create_acls([b])[b].result(timeout=30)
-    else:
-        f = AclBindingFilter(ResourceType.TOPIC, CONTROL_TOPIC, ResourcePatternType.LITERAL, PRINCIPAL, None,
-                             AclOperation.ANY, AclPermissionType.ANY)
-        for fut in admin.delete_acls([f]).values():
-            fut.result(timeout=30)
-    # The broker applies ACLs from its metadata log: check it took effect.
-    any_acl = AclBindingFilter(ResourceType.TOPIC, CONTROL_TOPIC, ResourcePatternType.LITERAL, None, None,
-                               AclOperation.ANY, AclPermissionType.ANY)
-    wait_for(lambda: bool(admin.describe_acls(any_acl).result(timeout=30)) == deny, 30, "the ACL change")
+    for topic in (CONTROL_TOPIC, KEYS_TOPIC):
+        if deny:
+            b = AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, PRINCIPAL, "*",
+                           AclOperation.ALL, AclPermissionType.DENY)
+            admin.create_acls([b])[b].result(timeout=30)
+        else:
+            f = AclBindingFilter(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, PRINCIPAL, None,
+                                 AclOperation.ANY, AclPermissionType.ANY)
+            for fut in admin.delete_acls([f]).values():
+                fut.result(timeout=30)
+        # The broker applies ACLs from its metadata log: check it took effect.
+        any_acl = AclBindingFilter(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, None, None,
+                                   AclOperation.ANY, AclPermissionType.ANY)
+        wait_for(lambda f=any_acl: bool(admin.describe_acls(f).result(timeout=30)) == deny, 30,
+                 "the ACL change")
 
 
 def close_all(parties):
@@ -332,7 +337,8 @@ def close_all(parties):
 def test_control_topic_unreachable_for_60s_records_keep_flowing_then_everything_recovers(
     built, kafka, pki, tmp_path
 ):
-    """A DENY ACL takes the control topic away from every client for 60 s.
+    """A DENY ACL takes the control plane (the control topic and the keys
+    topic) away from every client for 60 s.
     What happens (core/src/exchange, PROTOCOL.md §5): producers never wait
     and rotate on time (e2ee.key.rotation.ms=15000: several epoch boundaries
     fall inside the outage and after it); consumers keep opening records
@@ -405,46 +411,66 @@ def test_control_topic_unreachable_for_60s_records_keep_flowing_then_everything_
 # ---- 2. clocks skewed by 5 minutes ----------------------------------------
 
 
-def control_end_offsets(kafka) -> dict[int, int]:
-    """The control topic's end offset per partition, now."""
+def end_offsets(kafka, topic: str = CONTROL_TOPIC) -> dict[int, int]:
+    """A topic's end offset per partition, now ({} while it does not exist)."""
     from confluent_kafka import Consumer, TopicPartition
 
     c = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "control-reader"})
     try:
-        parts = c.list_topics(CONTROL_TOPIC, timeout=30).topics[CONTROL_TOPIC].partitions
-        return {p: c.get_watermark_offsets(TopicPartition(CONTROL_TOPIC, p), timeout=30)[1] for p in parts}
+        md = c.list_topics(topic, timeout=30).topics.get(topic)
+        if md is None or md.error is not None:
+            return {}
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in md.partitions}
     finally:
         c.close()
 
 
-def hello_stamps(kafka, since: dict[int, int]) -> list[float]:
-    """The CreateTime (Unix s) of every Hello on the control topic after the
-    offsets ``since``. Only a consumer starts a handshake (it asks for the
-    keys it lacks; holders never open sessions), so these are the consumers'
-    clocks (PROTOCOL.md sections 3 and 5)."""
+def control_end_offsets(kafka) -> dict[int, int]:
+    """The control topic's end offset per partition, now."""
+    return end_offsets(kafka, CONTROL_TOPIC)
+
+
+def stamps(kafka, topic: str, since: dict[int, int], kind: int) -> list[float]:
+    """The CreateTime (Unix s) of every control message of ``kind`` on
+    ``topic`` after the offsets ``since`` (partitions missing there: from 0)."""
     from confluent_kafka import Consumer, TopicPartition
 
-    end = control_end_offsets(kafka)
+    end = end_offsets(kafka, topic)
     c = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": "control-reader", "enable.auto.commit": False})
-    c.assign([TopicPartition(CONTROL_TOPIC, p, since.get(p, 0)) for p in end])
+    c.assign([TopicPartition(topic, p, since.get(p, 0)) for p in end])
     left = sum(end[p] - since.get(p, 0) for p in end)
-    stamps: list[float] = []
+    out: list[float] = []
 
     def read() -> bool:
         nonlocal left
         m = c.poll(0.5)
         if m is not None and not m.error():
             left -= 1
-            # Envelope: magic (4), version (1), kind (1); Hello is kind 1.
-            if m.value()[5] == 1:
-                stamps.append(m.timestamp()[1] / 1000)
+            # Envelope: magic (4), version (1), kind (1).
+            if m.value() is not None and len(m.value()) > 5 and m.value()[5] == kind:
+                out.append(m.timestamp()[1] / 1000)
         return left <= 0
 
     try:
-        wait_for(read, 60, "the control topic", every=0)
+        if left > 0:
+            wait_for(read, 60, f"topic {topic}", every=0)
     finally:
         c.close()
-    return stamps
+    return out
+
+
+def hello_stamps(kafka, since: dict[int, int]) -> list[float]:
+    """The CreateTime (Unix s) of every Hello (kind 1) on the control topic
+    after the offsets ``since``. Only a consumer starts a handshake (it asks
+    for the keys it lacks; holders never open sessions), so these are the
+    consumers' clocks (PROTOCOL.md sections 3 and 5)."""
+    return stamps(kafka, CONTROL_TOPIC, since, 1)
+
+
+def prekey_stamps(kafka, since: dict[int, int]) -> list[float]:
+    """The CreateTime of every prekeys record (kind 7) on the keys topic after
+    ``since``: only consumers publish them (PROTOCOL.md section 5a)."""
+    return stamps(kafka, KEYS_TOPIC, since, 7)
 
 
 def test_clocks_skewed_by_5_minutes_between_parties_everything_flows(built, kafka, pki, skewed_clock, tmp_path):
@@ -460,13 +486,14 @@ def test_clocks_skewed_by_5_minutes_between_parties_everything_flows(built, kafk
     10 minutes ahead does not drop every key of that producer as deleted.
     Every record opens for both consumers, none fails, the broker holds no
     plaintext, and the clocks really were moved (record timestamps, and the
-    consumers' Hellos on the control topic)."""
+    consumers' Hellos and prekeys)."""
     skew, rotation, retention, n = 5 * 60, 3000, 240_000, 100
     writer, reader = pki["issue"]("writer", "--produce", "*"), pki["issue"]("reader", "--consume", "*")
     trust, topics = pki["trust"], ["skew-java", "skew-rdkafka"]
     for t in topics:
         kafka.create_topic(t)
     control_start = control_end_offsets(kafka)
+    keys_start = end_offsets(kafka, KEYS_TOPIC)
     ahead, behind = skewed_clock(skew * 1000), skewed_clock(-skew * 1000)
     parties = []
     try:
@@ -514,14 +541,16 @@ def test_clocks_skewed_by_5_minutes_between_parties_everything_flows(built, kafk
     finally:
         c.close()
     assert all(t_start + skew - 1 <= s <= t_end + skew + 1 for s in java_stamps), (t_start, java_stamps[:3])
-    # ...and the consumers' handshakes came from one clock 5 minutes ahead
-    # and one 5 minutes behind, none from a true clock.
+    # ...and the consumers' key exchange (their Hellos on the control topic,
+    # their prekeys on the keys topic: a consumer may get every key from the
+    # envelopes and never need a handshake) came from one clock 5 minutes
+    # ahead and one 5 minutes behind, none from a true clock.
     def clock(s: float) -> int | None:
         """-1, 0 or 1: stamped by a clock behind, true or ahead (None: neither)."""
         return next((k for k in (-1, 0, 1) if t_start + k * skew - 1 <= s <= t_end + k * skew + 1), None)
 
-    hellos = hello_stamps(kafka, control_start)
-    assert {clock(s) for s in hellos} == {-1, 1}, [round(s - t_start) for s in hellos][:10]
+    exchanged = hello_stamps(kafka, control_start) + prekey_stamps(kafka, keys_start)
+    assert {clock(s) for s in exchanged} == {-1, 1}, [round(s - t_start) for s in exchanged][:10]
     for t in topics:
         assert len(set(epochs_on_disk(kafka, t))) >= 3, (t, sorted(set(epochs_on_disk(kafka, t))))
     assert_no_plaintext(kafka, jw.values + cw.values)

@@ -521,7 +521,7 @@ impl Exchange {
             };
             let inner = self.materialize(sh, &session.peer_credential.clone(), peer, items);
             if !inner.is_empty() {
-                self.send_sealed(id, &inner)?;
+                self.send_sealed(sh, id, &inner)?;
             }
             return Ok(());
         }
@@ -676,13 +676,26 @@ impl Exchange {
     /// takes: a batch holds at most 255 items and must fit one Noise message
     /// (signed deliveries carry the producer's credential, ~0.5 KiB each).
     /// Always at least one message (an empty batch confirms a session).
-    fn send_sealed(&mut self, id: SessionId, items: &[Inner]) -> Result<(), Error> {
+    fn send_sealed(&mut self, sh: &Shared, id: SessionId, items: &[Inner]) -> Result<(), Error> {
         const MAX_BATCH_BYTES: usize = 48 * 1024;
+        // Every batch opens with this instance's proof (17 bytes): the
+        // network may lose or reorder messages, and whichever arrives first
+        // confirms the session and must carry it.
+        let proof = match self.sessions.get(&id) {
+            Some(s) => self.proof(sh, &s.peer_credential, s.local),
+            None => return Ok(()),
+        };
+        let items: Vec<Inner> = items
+            .iter()
+            .filter(|i| !matches!(i, Inner::InstanceProof { .. }))
+            .cloned()
+            .collect();
+        let items = &items[..];
         let mut start = 0;
         loop {
             let mut end = start;
             let mut bytes = 1;
-            while end < items.len() && end - start < usize::from(u8::MAX) {
+            while end < items.len() && end - start < usize::from(u8::MAX) - proof.len() {
                 let n = items
                     .get(end)
                     .map_or(0, |i| wire::encode_batch(std::slice::from_ref(i)).len() - 1);
@@ -692,7 +705,9 @@ impl Exchange {
                 bytes += n;
                 end += 1;
             }
-            let batch = wire::encode_batch(items.get(start..end).unwrap_or_default());
+            let mut chunk = proof.clone();
+            chunk.extend_from_slice(items.get(start..end).unwrap_or_default());
+            let batch = wire::encode_batch(&chunk);
             let Some(session) = self.sessions.get_mut(&id) else {
                 return Ok(());
             };
@@ -905,7 +920,7 @@ impl Exchange {
             },
         );
         if !deliveries.is_empty() {
-            self.send_sealed(session, &deliveries)?;
+            self.send_sealed(sh, session, &deliveries)?;
         }
         Ok(())
     }
@@ -972,7 +987,7 @@ impl Exchange {
             replies.extend(self.materialize(sh, &cred, from, queued));
         }
         // Always answer, even with an empty batch: it confirms the session.
-        self.send_sealed(session, &replies)
+        self.send_sealed(sh, session, &replies)
     }
 
     fn on_sealed(
@@ -1010,7 +1025,7 @@ impl Exchange {
             self.backoff.remove(&from);
         }
         if !replies.is_empty() {
-            self.send_sealed(id, &replies)?;
+            self.send_sealed(sh, id, &replies)?;
         }
         Ok(())
     }
