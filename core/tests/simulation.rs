@@ -29,7 +29,8 @@ use kafka_e2ee_core::exchange::mailbox::{
 use kafka_e2ee_core::exchange::session::{new_handshake, one_way};
 use kafka_e2ee_core::exchange::statement::Statement;
 use kafka_e2ee_core::exchange::wire::{
-    decode_batch, decode_finish_payload, encode_batch, Body, Delivery, Envelope, Inner, Refusal,
+    decode_batch, decode_finish_payload, encode_batch, encode_finish_payload, Body, Delivery,
+    Envelope, Inner, Refusal,
 };
 use kafka_e2ee_core::format::{DataKey, InstanceId, KeyBinding, KeyId, RecordHeader};
 use kafka_e2ee_core::keys::KeyPolicy;
@@ -159,6 +160,8 @@ struct Insider {
     /// Hellos it answered in another instance's name: session ->
     /// (the instance it posed as, the initiator, the handshake).
     pending: BTreeMap<[u8; 8], (InstanceId, InstanceId, snow::HandshakeState)>,
+    /// Sessions it opened as itself to push keys unasked: session -> (peer, handshake).
+    initiated: BTreeMap<[u8; 8], (InstanceId, snow::HandshakeState)>,
     next_hijack: u64,
     next_forgery: u64,
 }
@@ -307,6 +310,7 @@ impl Sim {
                     node: i,
                     identity,
                     pending: BTreeMap::new(),
+                    initiated: BTreeMap::new(),
                     next_hijack: T0,
                     next_forgery: T0 + SEC,
                 });
@@ -969,6 +973,58 @@ impl Sim {
                 self.hijacks += 1;
                 self.send(node, reply.encode());
             }
+            Body::HelloReply { session, noise } => {
+                // A consumer answered the insider's own Hello: finish the
+                // handshake as itself and push keys nobody asked for, in the
+                // first batch (no statement, or one it signed itself).
+                let Some((peer, mut hs)) = self.insiders[k].initiated.remove(&session) else {
+                    return;
+                };
+                if env.from != peer {
+                    return;
+                }
+                let mut buf = vec![0u8; noise.len() + 64];
+                if hs.read_message(&noise, &mut buf).is_err() {
+                    return;
+                }
+                let mut items = Vec::new();
+                let recent: Vec<(KeyId, String)> = self
+                    .records
+                    .iter()
+                    .rev()
+                    .take(2)
+                    .map(|r| (r.key_id, r.topic.clone()))
+                    .collect();
+                for (key_id, topic) in recent {
+                    let future = KeyId {
+                        producer: key_id.producer,
+                        epoch: key_id.epoch + 1,
+                    };
+                    for id in [key_id, future] {
+                        items.push(self.forged_delivery(k, id, &topic, false));
+                        items.push(self.forged_delivery(k, id, &topic, true));
+                    }
+                }
+                let ins = &self.insiders[k];
+                let payload = encode_finish_payload(
+                    &ins.identity.credential().encode(),
+                    &encode_batch(&items),
+                );
+                let mut buf = vec![0u8; payload.len() + 256];
+                let Ok(n) = hs.write_message(&payload, &mut buf) else {
+                    return;
+                };
+                let msg = Envelope {
+                    from: env.to,
+                    to: peer,
+                    body: Body::HelloFinish {
+                        session,
+                        noise: buf[..n].to_vec(),
+                    },
+                };
+                self.forgeries += 1;
+                self.send(node, msg.encode());
+            }
             Body::HelloFinish { session, noise } => {
                 let Some((as_id, peer, mut hs)) = self.insiders[k].pending.remove(&session) else {
                     return;
@@ -1097,7 +1153,45 @@ impl Sim {
             .credential()
             .encode();
         self.forgeries += 1;
-        if self.rng.next_u64().is_multiple_of(2) {
+        let what = self.rng.next_u64() % 3;
+        if what == 2 {
+            // A session of its own (as itself) with an honest consumer, to
+            // push keys into it unasked (see `insider_observe`).
+            let Some(me) = self.nodes[node].engine.as_ref().map(Engine::instance_id) else {
+                return;
+            };
+            let to = self.nodes[victim].engine.as_ref().unwrap().instance_id();
+            let mut seed = [0u8; 64];
+            self.rng.fill_bytes(&mut seed);
+            let mut session = [0u8; 8];
+            self.rng.fill_bytes(&mut session);
+            let ins = &mut self.insiders[k];
+            let mut hs = new_handshake(
+                true,
+                &ins.identity.private_key_bytes(),
+                me,
+                to,
+                Zeroizing::new(seed),
+            )
+            .unwrap();
+            let mut buf = vec![0u8; 256];
+            let n = hs.write_message(&[], &mut buf).unwrap();
+            ins.initiated.insert(session, (to, hs));
+            while ins.initiated.len() > 64 {
+                ins.initiated.pop_first();
+            }
+            let hello = Envelope {
+                from: me,
+                to,
+                body: Body::Hello {
+                    session,
+                    noise: buf[..n].to_vec(),
+                },
+            };
+            self.send(node, hello.encode());
+            return;
+        }
+        if what == 0 {
             let keys: Vec<[u8; 32]> = (0..4)
                 .map(|_| {
                     let mut b = [0u8; 32];
