@@ -595,6 +595,16 @@ impl Exchange {
             return Err(ControlError::Unauthorized.into());
         }
         let first_seen_ms = match self.recipients.get(&record.mailbox) {
+            // A mailbox belongs to the credential that first published it: a
+            // newer record for it from another credential (an insider that
+            // read the mailbox id on the keys topic) would otherwise replace
+            // its prekeys here, and this producer would seal that mailbox's
+            // keys to the insider's prekeys instead, so the consumer would
+            // get no envelope (found by tests/simulation.rs, seed 1 and
+            // others with the insider's forged prekeys records).
+            Some(r) if r.credential.public_key() != cred.public_key() => {
+                return Err(ControlError::Unauthorized.into());
+            }
             Some(r) => r.first_seen_ms,
             None if self.recipients.len() >= MAX_RECIPIENTS => {
                 return Err(ControlError::Busy.into());
