@@ -268,14 +268,28 @@ fn an_insider_cannot_take_over_a_consumers_mailbox_with_its_own_prekeys() {
     p.handle_control(T0, &published.unwrap()).unwrap();
     let mut forged = Prekeys {
         mailbox,
+        keeper: false,
         published_ms: T0 + 1,
         first_period: T0 / 3_600_000,
+        salt: [3; 16],
         keys: vec![[9; 32]; 4],
         credential: insider.credential().encode(),
         signature: [0; 64],
     };
     forged.signature = insider.sign_statement(PREKEYS_CONTEXT, &forged.signed_part());
     assert!(p.handle_control(T0 + 1, &forged.encode()).is_err());
+    // Compaction keeps the newest record per mailbox, so a producer that
+    // starts later may see the insider's record first, or alone: the mailbox
+    // id is bound to its owner's signing key, so that changes nothing.
+    let q = w.identity("q", &["orders"], &[]);
+    let q = w.engine(q, None);
+    assert!(q.handle_control(T0 + 1, &forged.encode()).is_err());
+    let _ = q.seal("orders", KeyBinding::Bytes(b"k"), &mut b"y".to_vec());
+    q.handle_timeout(T0 + 2).unwrap();
+    assert!(
+        std::iter::from_fn(|| q.poll_transmit()).all(|m| m.channel != Channel::Keys),
+        "nothing sealed to the insider's prekeys"
+    );
     let mut value = b"x".to_vec();
     let h = p
         .seal("orders", KeyBinding::Bytes(b"k"), &mut value)

@@ -1203,8 +1203,10 @@ impl Sim {
             let ins = &self.insiders[k];
             let mut record = Prekeys {
                 mailbox,
+                keeper: false,
                 published_ms: self.now,
                 first_period: self.now / period,
+                salt: [0x5a; 16],
                 keys,
                 credential: if own {
                     ins.identity.credential().encode()
