@@ -499,6 +499,7 @@ mod tests {
             keeper,
             published_ms: 1,
             first_period: 1,
+            salt: [0; 16],
             keys: vec![[1; 32]],
             credential: id.credential().encode(),
             signature: [0; 64],

@@ -663,7 +663,7 @@ fn state_aad() -> [u8; 5] {
 /// The state blob: producer epochs and held keys, encrypted under a key
 /// derived from the identity's private key, so the state directory alone
 /// reveals nothing. A trailing section (key exchange v2) holds the mailbox:
-/// tag 1, its id, its oldest period and that period's chain seed.
+/// tag 1, its id, its salt, its oldest period and that period's chain seed.
 pub(crate) fn encode_state(
     sh: &Shared,
     mailbox: Option<&Mailbox>,
@@ -694,6 +694,7 @@ pub(crate) fn encode_state(
     if let Some(m) = mailbox {
         plain.push(MAILBOX_TAG);
         plain.extend_from_slice(&m.id.0);
+        plain.extend_from_slice(&m.salt);
         plain.extend_from_slice(&m.first.to_be_bytes());
         plain.extend_from_slice(m.seed());
     }
@@ -816,9 +817,10 @@ fn decode_state(sh: &mut Shared, blob: &[u8], now_ms: u64) -> Result<Option<Mail
         match r.u8().map_err(|_| bad())? {
             MAILBOX_TAG => {
                 let id = InstanceId(r.array().map_err(|_| bad())?);
+                let salt: Salt = r.array().map_err(|_| bad())?;
                 let first = r.u64().map_err(|_| bad())?;
                 let seed = Zeroizing::new(r.array().map_err(|_| bad())?);
-                mailbox = Some(Mailbox::new(id, first, seed));
+                mailbox = Some(Mailbox::new(id, salt, first, seed));
             }
             SALTS_TAG => {
                 for _ in 0..r.u32().map_err(|_| bad())? {

@@ -14,6 +14,7 @@
 mod common;
 
 use common::{pump, World, T0};
+use kafka_e2ee_core::exchange::mailbox::{Prekeys, PREKEYS_CONTEXT};
 use kafka_e2ee_core::exchange::session::new_handshake;
 use kafka_e2ee_core::exchange::statement::Statement;
 use kafka_e2ee_core::exchange::wire::{
@@ -241,4 +242,67 @@ fn a_holder_relays_the_producers_statement_so_a_key_outlives_its_producer_throug
     b.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v)
         .unwrap();
     assert_eq!(v, b"relayed");
+}
+
+/// Found by the simulation: an insider that reads an honest consumer's
+/// mailbox id on the keys topic publishes a newer prekeys record for that
+/// mailbox, signed with its own (valid, consuming) credential. Producers must
+/// not take it over the owner's, or they would seal the mailbox's keys to the
+/// insider's prekeys and the consumer would get no envelope.
+#[test]
+fn an_insider_cannot_take_over_a_consumers_mailbox_with_its_own_prekeys() {
+    let mut w = World::new(62);
+    let c = w.identity("c", &[], &["orders"]);
+    let insider = w.identity("insider", &[], &["orders"]);
+    let p = w.identity("p", &["orders"], &[]);
+    let c = w.engine(c, None);
+    let p = w.engine(p, None);
+    let mailbox = c.mailbox_id().unwrap();
+    c.handle_timeout(T0).unwrap();
+    let mut published = None;
+    while let Some(m) = c.poll_transmit() {
+        if m.channel == Channel::Keys {
+            published = Some(m.payload);
+        }
+    }
+    p.handle_control(T0, &published.unwrap()).unwrap();
+    let mut forged = Prekeys {
+        mailbox,
+        keeper: false,
+        published_ms: T0 + 1,
+        first_period: T0 / 3_600_000,
+        salt: [3; 16],
+        keys: vec![[9; 32]; 4],
+        credential: insider.credential().encode(),
+        signature: [0; 64],
+    };
+    forged.signature = insider.sign_statement(PREKEYS_CONTEXT, &forged.signed_part());
+    assert!(p.handle_control(T0 + 1, &forged.encode()).is_err());
+    // Compaction keeps the newest record per mailbox, so a producer that
+    // starts later may see the insider's record first, or alone: the mailbox
+    // id is bound to its owner's signing key, so that changes nothing.
+    let q = w.identity("q", &["orders"], &[]);
+    let q = w.engine(q, None);
+    assert!(q.handle_control(T0 + 1, &forged.encode()).is_err());
+    let _ = q.seal("orders", KeyBinding::Bytes(b"k"), &mut b"y".to_vec());
+    q.handle_timeout(T0 + 2).unwrap();
+    assert!(
+        std::iter::from_fn(|| q.poll_transmit()).all(|m| m.channel != Channel::Keys),
+        "nothing sealed to the insider's prekeys"
+    );
+    let mut value = b"x".to_vec();
+    let h = p
+        .seal("orders", KeyBinding::Bytes(b"k"), &mut value)
+        .unwrap();
+    let key_id = RecordHeader::decode(&h).unwrap().key_id;
+    p.handle_timeout(T0 + 2).unwrap();
+    while let Some(m) = p.poll_transmit() {
+        if m.channel == Channel::Keys {
+            let _ = c.handle_control(T0 + 2, &m.payload);
+        }
+    }
+    assert!(
+        c.holds_key(key_id, "orders"),
+        "the envelope reached its owner"
+    );
 }

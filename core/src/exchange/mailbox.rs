@@ -31,7 +31,7 @@ use crate::error::ControlError;
 use crate::format::{DataKey, InstanceId, KeyId};
 use crate::trust::Credential;
 
-use super::statement::{Salt, Statement};
+use super::statement::{mailbox_id, owns_mailbox, Salt, Statement};
 use super::wire::{put_topic, Reader, MAGIC, ROUTE_LEN, VERSION};
 
 /// The kind bytes of the two keys-topic messages (after the v1 kinds 1-6).
@@ -67,6 +67,8 @@ fn hkdf32(ikm: &[u8], info: &[u8]) -> Zeroizing<[u8; 32]> {
 /// A consumer's mailbox: its id and the prekey chain from period `first` on.
 pub(crate) struct Mailbox {
     pub id: MailboxId,
+    /// Derives `id` from the credential's signing key (`mailbox_id`).
+    pub salt: Salt,
     /// The oldest period whose private key may still be needed.
     pub first: u64,
     /// The chain seed of period `first`. Later seeds are derived from it;
@@ -88,9 +90,10 @@ impl core::fmt::Debug for Mailbox {
 }
 
 impl Mailbox {
-    pub fn new(id: MailboxId, first: u64, seed: Zeroizing<[u8; 32]>) -> Self {
+    pub fn new(id: MailboxId, salt: Salt, first: u64, seed: Zeroizing<[u8; 32]>) -> Self {
         Mailbox {
             id,
+            salt,
             first,
             seed,
             cache: BTreeMap::new(),
@@ -152,6 +155,9 @@ pub struct Prekeys {
     pub keeper: bool,
     pub published_ms: u64,
     pub first_period: u64,
+    /// Derives the mailbox id from the credential's signing key: only the
+    /// owner of a mailbox can publish its prekeys.
+    pub salt: Salt,
     pub keys: Vec<[u8; 32]>,
     pub credential: Vec<u8>,
     pub signature: [u8; 64],
@@ -168,6 +174,7 @@ impl Prekeys {
         out.extend_from_slice(&[u8::from(self.keeper), 0, 0, 0, 0, 0, 0, 0]);
         out.extend_from_slice(&self.published_ms.to_be_bytes());
         out.extend_from_slice(&self.first_period.to_be_bytes());
+        out.extend_from_slice(&self.salt);
         // Bounded by MAX_PREKEYS when built or decoded.
         out.extend_from_slice(&u16::try_from(self.keys.len()).unwrap_or(0).to_be_bytes());
         for k in &self.keys {
@@ -202,6 +209,7 @@ impl Prekeys {
         }
         let published_ms = r.u64()?;
         let first_period = r.u64()?;
+        let salt = r.array()?;
         let n = usize::from(r.u16()?);
         if n == 0 || n > MAX_PREKEYS {
             return Err(ControlError::Malformed);
@@ -219,6 +227,7 @@ impl Prekeys {
             keeper,
             published_ms,
             first_period,
+            salt,
             keys,
             credential,
             signature,
@@ -494,13 +503,26 @@ impl Exchange {
         if sh.identity.credential().consume().is_empty() {
             return None;
         }
-        let mut id = InstanceId([0; 8]);
-        while id.0 == [0; 8] {
-            self.rng.fill_bytes(&mut id.0);
-        }
+        // Bound to the signing key (a version 1 credential has none: its
+        // mailbox publishes nothing, so any id will do).
+        let signing = sh
+            .identity
+            .has_signing_key()
+            .then(|| sh.identity.signing_public_key());
+        let (id, salt) = loop {
+            let mut salt = [0u8; 16];
+            self.rng.fill_bytes(&mut salt);
+            let id = match &signing {
+                Some(k) => mailbox_id(k, &salt),
+                None => InstanceId(salt[..8].try_into().unwrap_or([0; 8])),
+            };
+            if id.0 != [0; 8] {
+                break (id, salt);
+            }
+        };
         let mut seed = Zeroizing::new([0u8; 32]);
         self.rng.fill_bytes(&mut seed[..]);
-        Some(Mailbox::new(id, now_ms / Self::period_ms(sh), seed))
+        Some(Mailbox::new(id, salt, now_ms / Self::period_ms(sh), seed))
     }
 
     pub(crate) fn mailbox(&self) -> Option<&Mailbox> {
@@ -522,7 +544,7 @@ impl Exchange {
             // down a hash chain of any length.
             let mut seed = Zeroizing::new([0u8; 32]);
             self.rng.fill_bytes(&mut seed[..]);
-            *mb = Mailbox::new(mb.id, keep_from, seed);
+            *mb = Mailbox::new(mb.id, mb.salt, keep_from, seed);
             self.state_dirty = true;
         } else if mb.advance(keep_from) {
             self.state_dirty = true;
@@ -545,6 +567,7 @@ impl Exchange {
             keeper: sh.config.keeper,
             published_ms: now_ms,
             first_period: current,
+            salt: mb.salt,
             keys,
             credential: sh.identity.credential().encode(),
             signature: [0; 64],
@@ -590,11 +613,22 @@ impl Exchange {
             .verify(&cred, now, sh.config.clock_skew_ms)
             .map_err(ControlError::Untrusted)?;
         if cred.consume().is_empty()
+            || !owns_mailbox(&cred, record.mailbox, &record.salt)
             || !cred.verify_statement(PREKEYS_CONTEXT, &record.signed_part(), &record.signature)
         {
             return Err(ControlError::Unauthorized.into());
         }
         let first_seen_ms = match self.recipients.get(&record.mailbox) {
+            // A mailbox belongs to the credential that first published it: a
+            // newer record for it from another credential (an insider that
+            // read the mailbox id on the keys topic) would otherwise replace
+            // its prekeys here, and this producer would seal that mailbox's
+            // keys to the insider's prekeys instead, so the consumer would
+            // get no envelope (found by tests/simulation.rs, seed 1 and
+            // others with the insider's forged prekeys records).
+            Some(r) if r.credential.public_key() != cred.public_key() => {
+                return Err(ControlError::Unauthorized.into());
+            }
             Some(r) => r.first_seen_ms,
             None if self.recipients.len() >= MAX_RECIPIENTS => {
                 return Err(ControlError::Busy.into());
@@ -903,6 +937,7 @@ mod tests {
             keeper,
             published_ms: 1_000,
             first_period: 3,
+            salt: [4; 16],
             keys: vec![[9; 32], [8; 32]],
             credential: b"cred".to_vec(),
             signature: [5; 64],

@@ -39,6 +39,28 @@ pub fn instance_id(signing_key: &[u8; 32], salt: &Salt) -> InstanceId {
     InstanceId(id)
 }
 
+const MAILBOX_INFO: &[u8] = b"kafka-e2ee/v2/mailbox";
+
+/// A mailbox id bound to a signing key, as instance ids are (another
+/// domain, so neither can stand for the other).
+pub fn mailbox_id(signing_key: &[u8; 32], salt: &Salt) -> InstanceId {
+    let d = Sha256::new()
+        .chain_update(MAILBOX_INFO)
+        .chain_update(signing_key)
+        .chain_update(salt)
+        .finalize();
+    let mut id = [0u8; 8];
+    id.copy_from_slice(d.get(..8).unwrap_or(&[0; 8]));
+    InstanceId(id)
+}
+
+/// Whether `credential` owns `mailbox` through `salt`.
+pub fn owns_mailbox(credential: &Credential, mailbox: InstanceId, salt: &Salt) -> bool {
+    credential
+        .signing_key()
+        .is_some_and(|k| mailbox_id(&k, salt) == mailbox)
+}
+
 /// Whether `credential` owns `instance` through `salt`.
 pub fn owns(credential: &Credential, instance: InstanceId, salt: &Salt) -> bool {
     credential
