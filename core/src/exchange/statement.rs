@@ -29,8 +29,13 @@ pub type Salt = [u8; 16];
 /// of 64 bits (record format v1 has 8-byte ids) under a credential the
 /// deployment trusts to produce the topic.
 pub fn instance_id(signing_key: &[u8; 32], salt: &Salt) -> InstanceId {
+    bound_id(INSTANCE_INFO, signing_key, salt)
+}
+
+/// The first 8 bytes of SHA-256(`info` ‖ signing key ‖ salt).
+fn bound_id(info: &[u8], signing_key: &[u8; 32], salt: &Salt) -> InstanceId {
     let d = Sha256::new()
-        .chain_update(INSTANCE_INFO)
+        .chain_update(info)
         .chain_update(signing_key)
         .chain_update(salt)
         .finalize();
@@ -44,14 +49,7 @@ const MAILBOX_INFO: &[u8] = b"kafka-e2ee/v2/mailbox";
 /// A mailbox id bound to a signing key, as instance ids are (another
 /// domain, so neither can stand for the other).
 pub fn mailbox_id(signing_key: &[u8; 32], salt: &Salt) -> InstanceId {
-    let d = Sha256::new()
-        .chain_update(MAILBOX_INFO)
-        .chain_update(signing_key)
-        .chain_update(salt)
-        .finalize();
-    let mut id = [0u8; 8];
-    id.copy_from_slice(d.get(..8).unwrap_or(&[0; 8]));
-    InstanceId(id)
+    bound_id(MAILBOX_INFO, signing_key, salt)
 }
 
 /// Whether `credential` owns `mailbox` through `salt`.
