@@ -32,7 +32,7 @@ use crate::format::{DataKey, InstanceId, KeyId};
 use crate::trust::Credential;
 
 use super::statement::{mailbox_id, owns_mailbox, Salt, Statement};
-use super::wire::{put_topic, Reader, MAGIC, ROUTE_LEN, VERSION};
+use super::wire::{put_topic, Envelope, Reader, MAGIC, ROUTE_LEN, VERSION};
 
 /// The kind bytes of the two keys-topic messages (after the v1 kinds 1-6).
 pub const KIND_PREKEYS: u8 = 7;
@@ -197,7 +197,7 @@ impl Prekeys {
 
     pub fn decode(bytes: &[u8]) -> Result<Prekeys, ControlError> {
         let mut r = Reader::new(bytes);
-        let (kind, mailbox, to) = read_route(&mut r)?;
+        let (kind, mailbox, to) = Envelope::read_route(&mut r)?;
         // The recipient field is the keeper flag: 0 or 1, then 7 zero bytes.
         let keeper = match to.0 {
             [0, 0, 0, 0, 0, 0, 0, 0] => false,
@@ -239,19 +239,6 @@ impl Prekeys {
         let i = usize::try_from(period.checked_sub(self.first_period)?).ok()?;
         self.keys.get(i).copied()
     }
-}
-
-fn read_route(r: &mut Reader<'_>) -> Result<(u8, InstanceId, InstanceId), ControlError> {
-    if r.take(4)? != MAGIC || r.u8()? != VERSION {
-        return Err(ControlError::Malformed);
-    }
-    let kind = r.u8()?;
-    let from = InstanceId(r.array()?);
-    let to = InstanceId(r.array()?);
-    if from == InstanceId([0; 8]) {
-        return Err(ControlError::Malformed);
-    }
-    Ok((kind, from, to))
 }
 
 /// A sealed envelope as it travels: route (producer instance to mailbox),
@@ -297,7 +284,7 @@ impl SealedEnvelope {
 
     pub fn decode(bytes: &[u8]) -> Result<SealedEnvelope, ControlError> {
         let mut r = Reader::new(bytes);
-        let (kind, producer, mailbox) = read_route(&mut r)?;
+        let (kind, producer, mailbox) = Envelope::read_route(&mut r)?;
         if kind != KIND_ENVELOPE || mailbox == InstanceId([0; 8]) {
             return Err(ControlError::Malformed);
         }

@@ -238,7 +238,9 @@ impl Envelope {
         Ok((from, to))
     }
 
-    fn read_route(r: &mut Reader<'_>) -> Result<(u8, InstanceId, InstanceId), ControlError> {
+    pub(crate) fn read_route(
+        r: &mut Reader<'_>,
+    ) -> Result<(u8, InstanceId, InstanceId), ControlError> {
         if r.take(4)? != MAGIC || r.u8()? != VERSION {
             return Err(ControlError::Malformed);
         }
