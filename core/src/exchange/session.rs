@@ -77,18 +77,15 @@ pub fn new_handshake(
     responder_id: InstanceId,
     seed: Zeroizing<[u8; 64]>,
 ) -> Result<HandshakeState, ControlError> {
-    let params = NOISE_PARAMS.parse().map_err(|_| ControlError::Malformed)?;
     let prologue = prologue(initiator_id, responder_id);
-    let builder = snow::Builder::with_resolver(params, Box::new(Resolver { seed }))
-        .local_private_key(local_private)
-        .and_then(|b| b.prologue(&prologue))
-        .map_err(|_| ControlError::Malformed)?;
-    let state = if initiator {
-        builder.build_initiator()
-    } else {
-        builder.build_responder()
-    };
-    state.map_err(|_| ControlError::Malformed)
+    build(
+        NOISE_PARAMS,
+        initiator,
+        local_private,
+        None,
+        &prologue,
+        seed,
+    )
 }
 
 /// A one-way Noise handshake (the envelope pattern, `X`): the initiator
@@ -101,9 +98,26 @@ pub fn one_way(
     prologue: &[u8],
     seed: Zeroizing<[u8; 64]>,
 ) -> Result<HandshakeState, ControlError> {
-    let params = super::mailbox::ENVELOPE_NOISE
-        .parse()
-        .map_err(|_| ControlError::Malformed)?;
+    build(
+        super::mailbox::ENVELOPE_NOISE,
+        initiator,
+        local_private,
+        remote_public,
+        prologue,
+        seed,
+    )
+}
+
+/// One Noise handshake state on the engine's randomness: both patterns.
+fn build(
+    pattern: &str,
+    initiator: bool,
+    local_private: &[u8; 32],
+    remote_public: Option<&[u8; 32]>,
+    prologue: &[u8],
+    seed: Zeroizing<[u8; 64]>,
+) -> Result<HandshakeState, ControlError> {
+    let params = pattern.parse().map_err(|_| ControlError::Malformed)?;
     let mut builder = snow::Builder::with_resolver(params, Box::new(Resolver { seed }))
         .local_private_key(local_private)
         .and_then(|b| b.prologue(prologue))
