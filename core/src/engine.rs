@@ -17,7 +17,7 @@ use crate::error::{Error, KeyUnavailable};
 use crate::exchange::mailbox::Mailbox;
 use crate::exchange::statement::{self, Salt, Statement};
 use crate::exchange::wire::{valid_topic, Reader};
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, StateSizes};
 use crate::format::{
     self, DataKey, EpochSecret, InstanceId, KeyBinding, KeyId, RecordHeader, Sealing, HEADER_LEN,
 };
@@ -340,6 +340,13 @@ impl Engine {
         self.shared.keyring.len()
     }
 
+    /// The size of every map the key exchange keeps (see [`StateSizes`]).
+    pub fn state_sizes(&self) -> StateSizes {
+        let mut sizes = self.exchange().sizes();
+        sizes.keys_held = self.shared.keyring.len();
+        sizes
+    }
+
     /// Whether records of `topic` must be encrypted.
     pub fn is_protected(&self, topic: &str) -> bool {
         self.shared
@@ -366,6 +373,15 @@ impl Engine {
             });
         }
         let now = sh.last_now_ms.load(Ordering::Relaxed);
+        // An expired (or not yet valid) credential seals nothing: consumers
+        // would refuse its keys, and the record would be lost to them.
+        let own = sh.identity.credential();
+        if now >= own.expires_ms() {
+            return Err(Error::Trust(crate::trust::TrustError::Expired {
+                expires_ms: own.expires_ms(),
+                now_ms: now,
+            }));
+        }
         let k = sh
             .producer
             .sealing_key(topic, &sh.config.key, now)
@@ -461,7 +477,7 @@ impl Engine {
         }
         if sh.is_mine(key_id.producer) {
             if let Some(epoch) = sh.producer.get(&key_id) {
-                return Ok(epoch.topic_key(topic));
+                return Ok(epoch.derive_topic_key(topic));
             }
         }
         if let Some(held) = sh.keyring.get(&key_id, topic) {

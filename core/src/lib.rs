@@ -28,3 +28,4 @@ pub use engine::{
     Channel, ControlMessage, Engine, EngineConfig, Metrics, MetricsSnapshot, Opened, Storage,
 };
 pub use error::{ControlError, Error, KeyUnavailable};
+pub use exchange::StateSizes;

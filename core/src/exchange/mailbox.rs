@@ -867,6 +867,7 @@ impl Exchange {
             // envelope names and minted this key for this topic.
             if !valid_topic(&item.topic)
                 || !sh.identity.credential().may_consume(&item.topic)
+                || item.epoch_started_ms >= cred.expires_ms()
                 || statement
                     .verify(
                         &sh.trust,

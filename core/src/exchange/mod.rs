@@ -31,9 +31,28 @@ use wire::{Body, Delivery, Envelope, Inner, Refusal, SessionId, BROADCAST};
 /// Upper bounds that keep a flood of control messages from growing state.
 const MAX_PENDING_HANDSHAKES: usize = 1024;
 const MAX_QUEUED_PER_PEER: usize = 256;
+/// Peers with something queued, and peers whose handshakes failed. Anyone who
+/// can write a record can make up producer instance ids; each becomes a
+/// peer to call, so both maps are capped (and pruned as their wants go).
+const MAX_QUEUED_PEERS: usize = 4096;
+const MAX_BACKOFF: usize = 8192;
+/// After this many failed handshakes in a row a peer is given up on: its
+/// queue is dropped and it is not called again for `want_ttl_ms` (unless it
+/// speaks first). Keys still come by envelope and from other holders.
+const GIVE_UP_AFTER: u32 = 8;
+/// Consumers served (for pushing new epochs): authenticated, but a reader
+/// with wildcard rights can name any number of topics.
+const MAX_SERVED: usize = 65536;
 const MAX_WANTS: usize = 65536;
 /// Forged wants with ever new sender ids must not grow the answer log.
 const MAX_OFFERED: usize = 65536;
+/// A broadcast Want reaches every holder of the key. Each holder waits a
+/// random time below this before it answers, and stays silent once it has
+/// seen `HAVE_FANOUT` other holders answer: the requester asks one holder at
+/// a time, so more answers would only be traffic (and one forged Want would
+/// draw an answer from every holder).
+const HAVE_SPREAD_MS: u64 = 2000;
+const HAVE_FANOUT: u8 = 2;
 /// Room for a handshake message: ephemeral key, encrypted static key and
 /// payload tag (32 + 48 + 16), rounded up.
 const HANDSHAKE_OVERHEAD: usize = 128;
@@ -47,6 +66,34 @@ fn noise_buffer(payload_len: usize) -> Vec<u8> {
             .saturating_add(HANDSHAKE_OVERHEAD)
             .min(MAX_NOISE)
     ]
+}
+
+/// How many entries each of the key exchange's maps holds: what a
+/// long-running test (or an operator's debug output) checks stays bounded
+/// however much garbage reaches the control topic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateSizes {
+    pub sessions: usize,
+    /// Handshakes under way, either side.
+    pub handshakes: usize,
+    /// Peers with something queued for them, and the items queued.
+    pub queued_peers: usize,
+    pub queued_items: usize,
+    pub wants: usize,
+    /// Peers whose handshakes failed (backing off or given up on).
+    pub backoff: usize,
+    /// Broadcast wants answered, or to be answered.
+    pub offered: usize,
+    /// Producer side: consumers served, for pushing new epochs.
+    pub served: usize,
+    /// Consumer side: (producer, topic) pairs it reads.
+    pub subscribed: usize,
+    /// Producer side: mailboxes it seals envelopes to.
+    pub recipients: usize,
+    /// Producer side: epochs with envelope bookkeeping.
+    pub sealed_epochs: usize,
+    /// Topic keys of other producers held.
+    pub keys_held: usize,
 }
 
 /// Something to send to a peer once a session exists. Offers are turned into
@@ -95,6 +142,9 @@ pub(crate) struct Exchange {
     subscribed: BTreeMap<(InstanceId, String), (KeyId, u64)>,
     /// Rate limit for answering broadcast wants.
     offered: BTreeMap<(InstanceId, KeyId, String), u64>,
+    /// Answers to broadcast wants not sent yet: when they are due, and how
+    /// many other holders were seen answering the same want meanwhile.
+    haves: BTreeMap<(InstanceId, KeyId, String), (u64, u8)>,
     /// Token bucket for answering handshakes (see `take_hello_token`).
     hello_tokens: u64,
     hello_refilled_ms: u64,
@@ -135,6 +185,7 @@ impl Exchange {
             served: BTreeMap::new(),
             subscribed: BTreeMap::new(),
             offered: BTreeMap::new(),
+            haves: BTreeMap::new(),
             hello_tokens: u64::MAX,
             hello_refilled_ms: now_ms,
             outbox: VecDeque::new(),
@@ -174,20 +225,27 @@ impl Exchange {
         id
     }
 
-    pub(crate) fn new_epoch(&mut self, sh: &Shared, now_ms: u64) -> Arc<ProducerEpoch> {
+    pub(crate) fn new_epoch(
+        &mut self,
+        sh: &Shared,
+        now_ms: u64,
+    ) -> Result<Arc<ProducerEpoch>, Error> {
+        // Epoch numbers name keys: one used twice would be two keys under
+        // one id. An instance that ran out (2^32 rotations) fails.
+        let epoch = self.next_epoch;
+        self.next_epoch = epoch.checked_add(1).ok_or(Error::NoSealingKey)?;
         let mut secret = [0u8; 32];
         self.rng.fill_bytes(&mut secret);
         let key_id = KeyId {
             producer: sh.me,
-            epoch: self.next_epoch,
+            epoch,
         };
-        self.next_epoch = self.next_epoch.saturating_add(1);
-        Arc::new(ProducerEpoch::new(
+        Ok(Arc::new(ProducerEpoch::new(
             key_id,
             EpochSecret::from_bytes(secret),
             now_ms,
             u64::MAX,
-        ))
+        )))
     }
 
     // ---- wants -----------------------------------------------------------
@@ -257,16 +315,18 @@ impl Exchange {
             s.established_ms.saturating_add(lifetime) > now_ms && !unconfirmed_too_long
         });
         for peer in failed {
-            let (failures, _) = self.backoff.get(&peer).copied().unwrap_or((0, 0));
-            let delay = self.retry_delay(sh, failures);
-            self.backoff.insert(
-                peer,
-                (failures.saturating_add(1), now_ms.saturating_add(delay)),
-            );
+            self.handshake_failed(sh, peer);
         }
         let horizon = cfg.max_retry_ms.saturating_mul(4);
         self.backoff
             .retain(|_, (_, until)| until.saturating_add(horizon) > now_ms);
+        // Sessions end when the peer's credential does (expiry, deny list):
+        // nothing more is taken from, or sent to, it over them.
+        let (trust, skew) = (&sh.trust, cfg.clock_skew_ms);
+        self.sessions.retain(|_, s| {
+            s.peer_credential.is_valid_at(now_ms, skew)
+                && !trust.is_denied(&s.peer_credential.public_key())
+        });
         let sessions = &self.sessions;
         self.by_peer.retain(|_, id| sessions.contains_key(id));
 
@@ -356,12 +416,88 @@ impl Exchange {
             }
         }
 
+        self.send_haves(sh, now_ms);
+        self.prune_queued(sh);
         self.mailbox_tick(sh, now_ms);
         self.seal_envelopes(sh, now_ms);
 
-        self.flush_all(sh)?;
-        self.persist(sh)?;
-        Ok(())
+        // One failure to send must not stop the rest of the tick: above all
+        // not the save, which is what deletes expired keys from disk.
+        let sent = self.flush_all(sh);
+        let saved = self.persist(sh);
+        sent.and(saved)
+    }
+
+    /// Drops queued items whose reason is gone: a request lives as long as
+    /// the want or the subscription behind it, an offer as long as the
+    /// consumer is served and the epoch lives. Made-up instance ids (from
+    /// injected records) then cost nothing once their wants expire.
+    fn prune_queued(&mut self, sh: &Shared) {
+        let (wants, subscribed, served) = (&self.wants, &self.subscribed, &self.served);
+        self.queued.retain(|peer, items| {
+            items.retain(|item| match item {
+                Outgoing::Request { key_id, topic } => {
+                    let topic = topic.clone();
+                    wants.contains_key(&(*key_id, topic.clone()))
+                        || subscribed.contains_key(&(*peer, topic))
+                }
+                Outgoing::Offer { key_id, topic } => {
+                    served.contains_key(&(*peer, topic.clone()))
+                        && sh.producer.get(key_id).is_some()
+                }
+            });
+            !items.is_empty()
+        });
+    }
+
+    /// Sends the answers to broadcast wants that are due, unless enough
+    /// other holders answered first.
+    fn send_haves(&mut self, sh: &Shared, now_ms: u64) {
+        let due: Vec<_> = self
+            .haves
+            .iter()
+            .filter(|(_, (at, _))| *at <= now_ms)
+            .map(|(k, (_, seen))| (k.clone(), *seen))
+            .collect();
+        for ((to, key_id, topic), seen) in due {
+            self.haves.remove(&(to, key_id, topic.clone()));
+            if seen < HAVE_FANOUT {
+                self.push(sh.me, to, Body::Have { key_id, topic });
+            }
+        }
+    }
+
+    /// A handshake with `peer` failed (timed out, or its answer was refused):
+    /// back off exponentially, and give up after `GIVE_UP_AFTER` in a row.
+    fn handshake_failed(&mut self, sh: &Shared, peer: InstanceId) {
+        let (failures, _) = self.backoff.get(&peer).copied().unwrap_or((0, 0));
+        let failures = failures.saturating_add(1);
+        let delay = if failures >= GIVE_UP_AFTER {
+            self.queued.remove(&peer);
+            sh.config.want_ttl_ms.max(sh.config.max_retry_ms)
+        } else {
+            self.retry_delay(sh, failures - 1)
+        };
+        if self.backoff.len() >= MAX_BACKOFF && !self.backoff.contains_key(&peer) {
+            // Full: forget the backoff that ends first.
+            if let Some(first) = self
+                .backoff
+                .iter()
+                .min_by_key(|(_, (_, until))| *until)
+                .map(|(p, _)| *p)
+            {
+                self.backoff.remove(&first);
+            }
+        }
+        self.backoff
+            .insert(peer, (failures, self.now_ms.saturating_add(delay)));
+    }
+
+    /// Whether `peer` was given up on and is not to be called yet.
+    fn given_up(&self, peer: &InstanceId) -> bool {
+        self.backoff
+            .get(peer)
+            .is_some_and(|(f, until)| *f >= GIVE_UP_AFTER && *until > self.now_ms)
     }
 
     /// The earliest deadline of any timer: housekeeping, want retries,
@@ -378,6 +514,9 @@ impl Exchange {
         // backoff ends, not at some later housekeeping round.
         for h in self.outgoing.values() {
             next = next.min(h.started_ms.saturating_add(cfg.handshake_timeout_ms));
+        }
+        for (due, _) in self.haves.values() {
+            next = next.min(*due);
         }
         for s in self.sessions.values().filter(|s| !s.confirmed) {
             next = next.min(s.established_ms.saturating_add(cfg.handshake_timeout_ms));
@@ -405,7 +544,7 @@ impl Exchange {
                 let epoch = match sh.producer.next() {
                     Some(next) => next,
                     None => {
-                        let e = self.new_epoch(sh, now_ms);
+                        let e = self.new_epoch(sh, now_ms)?;
                         sh.producer.retain(Arc::clone(&e));
                         self.state_dirty = true;
                         // Persisted before it may seal: records under it must
@@ -429,7 +568,7 @@ impl Exchange {
             let start = sh.producer.current().map_or(now_ms, |c| {
                 c.started_ms.saturating_add(policy.rotation_ms).max(now_ms)
             });
-            let next = self.new_epoch(sh, start);
+            let next = self.new_epoch(sh, start)?;
             sh.producer.retain(Arc::clone(&next));
             self.state_dirty = true;
             self.persist(sh)?;
@@ -491,6 +630,22 @@ impl Exchange {
     }
 
     fn enqueue(&mut self, peer: InstanceId, item: Outgoing) {
+        if self.given_up(&peer) {
+            return;
+        }
+        if self.queued.len() >= MAX_QUEUED_PEERS && !self.queued.contains_key(&peer) {
+            // Full: the peer that failed most often (the likeliest made-up
+            // id) makes room.
+            let backoff = &self.backoff;
+            if let Some(worst) = self
+                .queued
+                .keys()
+                .max_by_key(|p| backoff.get(p).map_or(0, |(f, _)| *f))
+                .copied()
+            {
+                self.queued.remove(&worst);
+            }
+        }
         let q = self.queued.entry(peer).or_default();
         if !q.contains(&item) {
             if q.len() >= MAX_QUEUED_PER_PEER {
@@ -539,12 +694,7 @@ impl Exchange {
             return Ok(());
         }
         let seed = self.seed();
-        let mut hs = new_handshake(true, &sh.identity.private_key_bytes(), sh.me, peer, seed)?;
-        let mut buf = noise_buffer(0);
-        let n = hs
-            .write_message(&[], &mut buf)
-            .map_err(|_| ControlError::Malformed)?;
-        buf.truncate(n);
+        let (hs, buf) = first_message(sh, peer, &seed)?;
         let session = self.new_session_id();
         self.outgoing.insert(
             session,
@@ -553,6 +703,7 @@ impl Exchange {
                 local: sh.me,
                 state: hs,
                 started_ms: self.now_ms,
+                seed: Some(seed),
             },
         );
         self.push(
@@ -632,7 +783,7 @@ impl Exchange {
                 sh.metrics.add_refused();
                 return None;
             }
-            let key = (*epoch.topic_key(topic)).clone();
+            let key = (*epoch.derive_topic_key(topic)).clone();
             let delete_by = epoch.delete_at_ms(&sh.config.key);
             let statement = sh.salt_of(key_id.producer).map(|salt| {
                 Box::new(Statement::sign(
@@ -744,7 +895,20 @@ impl Exchange {
             return Ok(()); // our own message, read back from the topic
         }
         if to != BROADCAST && !sh.is_mine(to) {
-            return Ok(()); // for another instance: not even decoded
+            // For another instance: not even decoded, unless it answers a
+            // want this instance means to answer too.
+            if !self.haves.is_empty() && bytes.get(5) == Some(&6) {
+                if let Ok(Envelope {
+                    body: Body::Have { key_id, topic },
+                    ..
+                }) = Envelope::decode(bytes)
+                {
+                    if let Some((_, seen)) = self.haves.get_mut(&(to, key_id, topic)) {
+                        *seen = seen.saturating_add(1);
+                    }
+                }
+            }
+            return Ok(());
         }
         let env = Envelope::decode(bytes)?;
         match env.body {
@@ -826,6 +990,7 @@ impl Exchange {
                 local: to,
                 state: hs,
                 started_ms: self.now_ms,
+                seed: None,
             },
         );
         self.push(
@@ -892,7 +1057,22 @@ impl Exchange {
         noise: &[u8],
     ) -> Result<(), Error> {
         let (mut hs, payload) = read_handshake(&mut self.outgoing, session, from, to, noise)?;
-        let cred = self.check_peer(sh, hs.state.get_remote_static(), &payload)?;
+        let cred = match self.check_peer(sh, hs.state.get_remote_static(), &payload) {
+            Ok(cred) => cred,
+            Err(e) => {
+                // Anyone can answer a Hello with a Noise-valid reply under a
+                // key of their own: that says nothing about the peer we
+                // called, whose own reply may still come. The handshake goes
+                // back to where it was (rebuilt from its seed) and waits.
+                if let Some(seed) = hs.seed.take() {
+                    let (state, _) = first_message(sh, hs.peer, &seed)?;
+                    hs.state = state;
+                    hs.seed = Some(seed);
+                    self.outgoing.insert(session, hs);
+                }
+                return Err(e);
+            }
+        };
         let items = self.queued.remove(&from).unwrap_or_default();
         let mut inner = self.proof(sh, &cred, to);
         let mut later = self.materialize(sh, &cred, from, items);
@@ -901,7 +1081,11 @@ impl Exchange {
         let (requests, deliveries): (Vec<_>, Vec<_>) = later
             .drain(..)
             .partition(|i| !matches!(i, Inner::KeyDelivery(_)));
-        inner.extend(requests.into_iter().take(usize::from(u8::MAX) - 1));
+        // What does not fit one batch follows in Sealed messages.
+        let mut requests = requests;
+        let rest = requests.split_off(requests.len().min(usize::from(u8::MAX) - inner.len()));
+        inner.extend(requests);
+        let deliveries: Vec<Inner> = rest.into_iter().chain(deliveries).collect();
         let batch = wire::encode_batch(&inner);
         let finish = wire::encode_finish_payload(&sh.identity.credential().encode(), &batch);
         let mut msg = noise_buffer(finish.len());
@@ -978,6 +1162,10 @@ impl Exchange {
         let mut replies = self.proof(sh, &cred, to);
         self.establish(hs, session, cred, false)?;
         replies.extend(self.process(sh, session, items)?);
+        if self.sessions.get(&session).is_some_and(|s| s.bound) {
+            // It proved who it is: whatever we gave up on it is forgotten.
+            self.backoff.remove(&from);
+        }
         let queued = self.queued.remove(&from).unwrap_or_default();
         if let Some(cred) = self
             .sessions
@@ -1051,12 +1239,20 @@ impl Exchange {
         }
         // At most one answer per requester and key per window, so replayed
         // or forged wants cannot turn this instance into an amplifier.
-        let k = (from, key_id, topic.clone());
+        let k = (from, key_id, topic);
         if self.offered.contains_key(&k) || self.offered.len() >= MAX_OFFERED {
             return;
         }
-        self.offered.insert(k, self.now_ms);
-        self.push(sh.me, from, Body::Have { key_id, topic });
+        self.offered.insert(k.clone(), self.now_ms);
+        if to == BROADCAST {
+            let mut r = [0u8; 8];
+            self.rng.fill_bytes(&mut r);
+            let delay = u64::from_le_bytes(r) % HAVE_SPREAD_MS;
+            self.haves.insert(k, (self.now_ms.saturating_add(delay), 0));
+        } else {
+            let (from, key_id, topic) = k;
+            self.push(sh.me, from, Body::Have { key_id, topic });
+        }
     }
 
     /// A holder answered our want: ask it (one holder at a time). The
@@ -1155,15 +1351,7 @@ impl Exchange {
         if self.by_peer.get(&peer) == Some(&id) {
             self.by_peer.remove(&peer);
         }
-        let (failures, _) = self.backoff.get(&peer).copied().unwrap_or((0, 0));
-        let delay = self.retry_delay(sh, failures);
-        self.backoff.insert(
-            peer,
-            (
-                failures.saturating_add(1),
-                self.now_ms.saturating_add(delay),
-            ),
-        );
+        self.handshake_failed(sh, peer);
     }
 
     fn on_key_request(
@@ -1213,6 +1401,19 @@ impl Exchange {
                     }
                 }
             }
+            if self.served.len() >= MAX_SERVED && !self.served.contains_key(&(peer, topic.clone()))
+            {
+                // Full: the consumer served longest ago is pushed no more
+                // (it asks again when it needs a key).
+                if let Some(oldest) = self
+                    .served
+                    .iter()
+                    .min_by_key(|(_, t)| **t)
+                    .map(|(k, _)| k.clone())
+                {
+                    self.served.remove(&oldest);
+                }
+            }
             self.served.insert((peer, topic), self.now_ms);
         } else if let Some(d) = self.delivery_for(sh, peer_cred, &key_id, &topic) {
             // Another holder's key: serve it if the peer may read the topic.
@@ -1227,37 +1428,49 @@ impl Exchange {
         // them out: the producer itself, or another reader of the topic.
         let sender_ok = peer_cred.may_produce(&d.topic)
             || (peer != d.key_id.producer && peer_cred.may_consume(&d.topic));
-        if !sh.identity.credential().may_consume(&d.topic) || !sender_ok {
+        // The sender's credential is checked at every delivery, not only at
+        // the handshake: it may have expired or been denied since.
+        let sender_valid = peer_cred.is_valid_at(now, sh.config.clock_skew_ms)
+            && !sh.trust.is_denied(&peer_cred.public_key());
+        if !sh.identity.credential().may_consume(&d.topic) || !sender_ok || !sender_valid {
             sh.metrics.add_control_rejected();
             return;
         }
         // Only producers mint keys: a key is taken with its producer's
         // signed statement (whoever relays it), or from a version 1 producer
         // itself, which cannot sign, over its own session.
-        let statement = match d.statement {
+        let (statement, producer_expires, started) = match d.statement {
             Some(st) => {
-                if st
-                    .verify(
-                        &sh.trust,
-                        now,
-                        sh.config.clock_skew_ms,
-                        &d.key_id,
-                        &d.topic,
-                        &d.key,
-                    )
-                    .is_err()
-                {
+                let Ok(producer) = st.verify(
+                    &sh.trust,
+                    now,
+                    sh.config.clock_skew_ms,
+                    &d.key_id,
+                    &d.topic,
+                    &d.key,
+                ) else {
                     sh.metrics.add_control_rejected();
                     return;
-                }
-                Some(Arc::new(*st))
+                };
+                let started = st.epoch_started_ms;
+                (Some(Arc::new(*st)), producer.expires_ms(), started)
             }
-            None if peer == d.key_id.producer && peer_cred.signing_key().is_none() => None,
+            // A version 1 producer, over its own session, cannot sign; its
+            // credential is the session's, checked just above.
+            None if peer == d.key_id.producer && peer_cred.signing_key().is_none() => {
+                (None, peer_cred.expires_ms(), d.epoch_started_ms)
+            }
             None => {
                 sh.metrics.add_control_rejected();
                 return;
             }
         };
+        // No epoch that began after its producer's credential expired: an
+        // expired producer mints nothing (and seals nothing, see `seal`).
+        if started >= producer_expires {
+            sh.metrics.add_control_rejected();
+            return;
+        }
         if d.retain_ms == 0 {
             return;
         }
@@ -1267,7 +1480,7 @@ impl Exchange {
         let cap = policy.retention_ms.saturating_add(policy.rotation_ms);
         let held = HeldKey {
             key: Arc::new(d.key),
-            epoch_started_ms: d.epoch_started_ms,
+            epoch_started_ms: started,
             delete_at_ms: now.saturating_add(d.retain_ms.min(cap)),
             statement,
         };
@@ -1294,13 +1507,56 @@ impl Exchange {
         self.by_peer.clear();
     }
 
+    pub(crate) fn sizes(&self) -> StateSizes {
+        StateSizes {
+            sessions: self.sessions.len(),
+            handshakes: self.outgoing.len() + self.incoming.len(),
+            queued_peers: self.queued.len(),
+            queued_items: self.queued.values().map(Vec::len).sum(),
+            wants: self.wants.len(),
+            backoff: self.backoff.len(),
+            offered: self.offered.len() + self.haves.len(),
+            served: self.served.len(),
+            subscribed: self.subscribed.len(),
+            recipients: self.recipients.len(),
+            sealed_epochs: self.seals.len() + self.sealed_final.len(),
+            keys_held: 0,
+        }
+    }
+
     pub(crate) fn peers(&self) -> HashSet<InstanceId> {
         self.sessions.values().map(|s| s.peer).collect()
     }
 }
 
-/// Takes the pending handshake `session` (it must be with `from`, addressed
-/// to `to`; otherwise it stays pending) and reads the peer's next message.
+/// The initiator's handshake state after its first message, and that
+/// message. Deterministic in `seed`, so a handshake can be rebuilt.
+fn first_message(
+    sh: &Shared,
+    peer: InstanceId,
+    seed: &Zeroizing<[u8; 64]>,
+) -> Result<(snow::HandshakeState, Vec<u8>), Error> {
+    let mut hs = new_handshake(
+        true,
+        &sh.identity.private_key_bytes(),
+        sh.me,
+        peer,
+        seed.clone(),
+    )?;
+    let mut buf = noise_buffer(0);
+    let n = hs
+        .write_message(&[], &mut buf)
+        .map_err(|_| ControlError::Malformed)?;
+    buf.truncate(n);
+    Ok((hs, buf))
+}
+
+/// Reads the peer's next message of the pending handshake `session` (it
+/// must be with `from`, addressed to `to`) and takes the handshake out. A
+/// message that does not decrypt leaves it pending, untouched (snow rolls
+/// its state back on a failed read): anyone who can write to the control
+/// topic can send garbage in a session's name, and one such message must
+/// not end a handshake.
 fn read_handshake(
     pending: &mut BTreeMap<SessionId, Handshake>,
     session: SessionId,
@@ -1308,11 +1564,10 @@ fn read_handshake(
     to: InstanceId,
     noise: &[u8],
 ) -> Result<(Handshake, Zeroizing<Vec<u8>>), Error> {
-    let Some(mut hs) = pending.remove(&session) else {
+    let Some(hs) = pending.get_mut(&session) else {
         return Err(ControlError::UnknownSession.into());
     };
     if hs.peer != from || hs.local != to {
-        pending.insert(session, hs);
         return Err(ControlError::UnknownSession.into());
     }
     // A payload is never longer than the message that carries it.
@@ -1322,5 +1577,8 @@ fn read_handshake(
         .read_message(noise, &mut payload)
         .map_err(|_| ControlError::Decrypt)?;
     payload.truncate(n);
+    let hs = pending
+        .remove(&session)
+        .ok_or(ControlError::UnknownSession)?;
     Ok((hs, payload))
 }

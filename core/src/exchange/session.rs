@@ -143,6 +143,12 @@ pub struct Handshake {
     pub local: InstanceId,
     pub state: HandshakeState,
     pub started_ms: u64,
+    /// The initiator's randomness for this handshake (its ephemeral key),
+    /// kept so that the state before the reply can be rebuilt: a reply that
+    /// decrypts but then fails authentication (anyone can answer a Hello
+    /// with a Noise-valid message under their own static key) must not end
+    /// the handshake. `None` on the responder's side.
+    pub seed: Option<Zeroizing<[u8; 64]>>,
 }
 
 /// Sliding replay window over received transport nonces.
@@ -204,8 +210,10 @@ pub struct Session {
 
 impl Session {
     pub fn seal(&mut self, plaintext: &[u8]) -> Result<(u64, Vec<u8>), ControlError> {
+        // A nonce is never used twice: a session that ran out fails (and is
+        // replaced by a new handshake) rather than saturating.
         let nonce = self.send_nonce;
-        self.send_nonce = self.send_nonce.saturating_add(1);
+        self.send_nonce = nonce.checked_add(1).ok_or(ControlError::Malformed)?;
         let mut out = vec![0u8; plaintext.len().saturating_add(16)];
         let n = self
             .transport

@@ -118,6 +118,22 @@ impl ProducerEpoch {
         Arc::clone(map.entry(topic.to_owned()).or_insert(key))
     }
 
+    /// The topic key without caching it: for keys asked for by peers (or
+    /// needed to read a record back), whose topic names are theirs to
+    /// choose. The cache, and so `topics()` and the envelopes sealed for
+    /// them, holds only the topics this instance sealed to or prepared.
+    pub fn derive_topic_key(&self, topic: &str) -> Arc<DataKey> {
+        if let Some(k) = self
+            .topic_keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(topic)
+        {
+            return Arc::clone(k);
+        }
+        Arc::new(DataKey::derive(&self.secret, self.key_id, topic))
+    }
+
     /// The topics sealed to (or prepared) under this epoch so far, sorted
     /// (the map's order is randomly seeded; callers must be deterministic).
     pub fn topics(&self) -> Vec<String> {
