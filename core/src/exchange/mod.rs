@@ -655,12 +655,18 @@ impl Exchange {
         }
     }
 
+    /// Flushes every peer's queue; one peer's failure does not keep the
+    /// others waiting (the first error is returned once all were tried).
     fn flush_all(&mut self, sh: &Shared) -> Result<(), Error> {
         let peers: Vec<InstanceId> = self.queued.keys().copied().collect();
+        let mut result = Ok(());
         for peer in peers {
-            self.flush(sh, peer)?;
+            let r = self.flush(sh, peer);
+            if result.is_ok() {
+                result = r;
+            }
         }
-        Ok(())
+        result
     }
 
     /// Sends what is queued for `peer` over its session, or starts a handshake.
