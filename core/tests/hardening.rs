@@ -81,7 +81,7 @@ fn made_up_producer_ids_stop_costing_within_the_want_ttl() {
     let (h, ct) = seal(&p, "orders", b"real record");
     let mut rng = ChaCha20Rng::seed_from_u64(9);
 
-    let step = 5_000;
+    let step = 4_000;
     let mut handshakes_at_hour = Vec::new();
     let mut peak = kafka_e2ee_core::StateSizes::default();
     let mut t = T0;
