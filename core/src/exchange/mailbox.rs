@@ -949,7 +949,7 @@ mod tests {
             delete_by_ms: 3,
             signature: [4; 64],
         };
-        let items = vec![item("a"), item(&"b".repeat(249)), item("orders")];
+        let items = [item("a"), item(&"b".repeat(249)), item("orders")];
         for n in 0..=items.len() {
             let payload = encode_payload(&[5; 321], &[6; 16], 7, &items[..n]);
             assert_eq!(payload.len(), payload.capacity(), "{n} items");

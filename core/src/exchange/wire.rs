@@ -472,7 +472,7 @@ mod tests {
                 }),
             })
         };
-        let items = vec![
+        let items = [
             delivery(true),
             delivery(false),
             Inner::KeyRequest {
