@@ -1,6 +1,6 @@
 //! The cost of the wiping allocator (core/src/wipe.rs), which the native
 //! hosts install: the same work with it and with the plain system allocator,
-//! in the same run, alternating per round (best of 7), so that load drift
+//! in the same run, alternating per round (best of 11), so that load drift
 //! hits both alike.
 //!
 //! cargo bench -p kafka-e2ee-core --bench wipe
@@ -16,7 +16,7 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,8 @@ use rand_core::{RngCore, SeedableRng};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, CHACHA20_POLY1305};
 
 static WIPE: AtomicBool = AtomicBool::new(false);
+/// Blocks freed (or moved by `realloc`) so far, in either mode.
+static FREES: AtomicUsize = AtomicUsize::new(0);
 
 /// The hosts' allocator (`Wiping::SYSTEM`) while `WIPE` is set, else `System`.
 struct Switch;
@@ -44,6 +46,7 @@ unsafe impl GlobalAlloc for Switch {
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        FREES.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the caller's contract.
         unsafe {
             if WIPE.load(Ordering::Relaxed) {
@@ -54,6 +57,7 @@ unsafe impl GlobalAlloc for Switch {
         }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        FREES.fetch_add(1, Ordering::Relaxed);
         // SAFETY: the caller's contract.
         unsafe {
             if WIPE.load(Ordering::Relaxed) {
@@ -71,12 +75,13 @@ static GLOBAL: Switch = Switch;
 const TOPIC: &str = "payments.card-authorizations";
 const RECORD_KEY: &[u8] = b"customer-00004217";
 const NOW: u64 = 1_790_000_000_000;
+const ROUNDS: usize = 11;
 
-/// Time per call of `f`, best of 7 rounds of `iters` calls, for the plain
-/// and the wiping allocator, alternating.
+/// Time per call of `f`, best of `ROUNDS` rounds of `iters` calls, for the
+/// plain and the wiping allocator, alternating.
 fn compare(iters: u32, mut f: impl FnMut()) -> (Duration, Duration) {
     let mut best = [Duration::MAX; 2];
-    for _ in 0..7 {
+    for _ in 0..ROUNDS {
         for (i, wipe) in [false, true].into_iter().enumerate() {
             WIPE.store(wipe, Ordering::Relaxed);
             let start = Instant::now();
@@ -179,7 +184,7 @@ fn main() {
         trust,
         rng,
     };
-    println!("wiping allocator against the plain system allocator, best of 7 rounds");
+    println!("wiping allocator against the plain system allocator, best of {ROUNDS} rounds");
     println!(
         "  {:<44} {:>11} {:>11} {:>8}",
         "", "System", "Wiping", "cost"
@@ -210,6 +215,7 @@ fn main() {
         pump(&p, &c);
         c.open(TOPIC, Some(&h), KeyBinding::Bytes(RECORD_KEY), &mut buf)
             .unwrap();
+        let frees = FREES.load(Ordering::Relaxed);
         let engine = compare(50_000, || {
             let h = p
                 .seal(TOPIC, KeyBinding::Bytes(RECORD_KEY), black_box(&mut buf))
@@ -234,7 +240,12 @@ fn main() {
                 .unwrap();
             buf.truncate(1024);
         });
+        let frees = FREES.load(Ordering::Relaxed) - frees;
         line(&format!("seal+open 1 KiB, {name}"), engine);
+        println!(
+            "  {:<44} {frees}",
+            "  blocks freed in all those round trips"
+        );
         println!(
             "  {:<44} {:>10.3}x {:>10.3}x",
             "  against the raw AEAD",
