@@ -16,6 +16,10 @@
 //! key (snow copies it into its own key-pair box for every handshake) and
 //! state key.
 //!
+//! Beyond the needles, the wiped run asserts that every freed block is all
+//! zeros, which covers what this test cannot name: snow's transport and
+//! handshake keys and chaining key, which no public API exposes.
+//!
 //! The control case runs the same scenario on the same scanner with the
 //! wipe bypassed (frees and reallocs go straight to the scanner, as with
 //! `System` alone): it must find secrets, which proves the scanner sees
