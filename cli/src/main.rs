@@ -4,6 +4,8 @@
 //! cryptography is in kafka-e2ee-core.
 
 #![forbid(unsafe_code)]
+// The global allocator is kafka_e2ee's (ffi/src/lib.rs), linked with the
+// host code the keeper shares: every freed block is zeroized first.
 #![cfg_attr(
     test,
     allow(

@@ -685,8 +685,10 @@ pub(crate) fn encode_state(
     mailbox: Option<&Mailbox>,
     rng: &mut dyn CryptoRngCore,
 ) -> Vec<u8> {
-    let mut plain = Zeroizing::new(Vec::new());
     let epochs = sh.producer.all();
+    let held = sh.keyring.all();
+    let capacity = state_len(sh, &epochs, &held, mailbox);
+    let mut plain = Zeroizing::new(Vec::with_capacity(capacity));
     plain.extend_from_slice(&u32::try_from(epochs.len()).unwrap_or(0).to_be_bytes());
     for e in epochs.iter().take(u32::MAX as usize) {
         plain.extend_from_slice(&e.key_id.producer.0);
@@ -695,7 +697,6 @@ pub(crate) fn encode_state(
         plain.extend_from_slice(&e.delete_at_ms(&sh.config.key).to_be_bytes());
         plain.extend_from_slice(e.secret().as_bytes());
     }
-    let held = sh.keyring.all();
     plain.extend_from_slice(&u32::try_from(held.len()).unwrap_or(0).to_be_bytes());
     for (id, topic, h) in held.iter().take(u32::MAX as usize) {
         plain.extend_from_slice(&id.producer.0);
@@ -741,6 +742,10 @@ pub(crate) fn encode_state(
             st.encode(&mut plain);
         }
     }
+    debug_assert!(
+        plain.len() <= capacity,
+        "the state grew past state_len: update state_len with the state format"
+    );
     let key = sh.identity.state_key();
     let cipher = ChaCha20Poly1305::new((&*key).into());
     let mut nonce = [0u8; 12];
@@ -755,6 +760,37 @@ pub(crate) fn encode_state(
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&sealed);
     out
+}
+
+/// The length of the plaintext `encode_state` writes: its buffer holds every
+/// key and is sized exactly, because one that grows leaves copies of them in
+/// the blocks it moved out of (issue 14; core/src/wipe.rs covers the hosts
+/// whatever this says).
+fn state_len(
+    sh: &Shared,
+    epochs: &[Arc<ProducerEpoch>],
+    held: &[(KeyId, String, HeldKey)],
+    mailbox: Option<&Mailbox>,
+) -> usize {
+    let ids: HashSet<InstanceId> = epochs.iter().map(|e| e.key_id.producer).collect();
+    let salts = sh.salts.keys().filter(|id| ids.contains(id)).count();
+    let statements = held
+        .iter()
+        .filter_map(|(_, topic, h)| {
+            h.statement
+                .as_ref()
+                .map(|st| 14 + topic.len() + st.encoded_len())
+        })
+        .fold(None, |sum: Option<usize>, len| Some(sum.unwrap_or(5) + len));
+    4 + epochs.len() * 60
+        + 4
+        + held
+            .iter()
+            .map(|(_, topic, _)| 62 + topic.len())
+            .sum::<usize>()
+        + mailbox.map_or(0, |_| 1 + 8 + 16 + 8 + 32)
+        + if salts > 0 { 5 + salts * 24 } else { 0 }
+        + statements.unwrap_or(0)
 }
 
 /// Tags of the sections at the end of the state blob (key exchange v2).

@@ -2,8 +2,8 @@
 //! exchange, as a sans-IO engine. Time and randomness are inputs; control
 //! messages are outputs. Nothing here opens a socket, reads a clock or spawns a
 //! thread, which is what makes the deterministic simulation in `tests/` possible.
-// One audited exception: wiping ring's AEAD key schedules on drop
-// (`format::secret::AeadKey`).
+// Two audited exceptions: wiping ring's AEAD key schedules on drop
+// (`format::secret::AeadKey`) and the wiping global allocator (`wipe`).
 #![deny(unsafe_code)]
 #![cfg_attr(
     test,
@@ -23,6 +23,7 @@ pub mod keys;
 pub mod settings;
 pub mod state;
 pub mod trust;
+pub mod wipe;
 
 pub use engine::{
     Channel, ControlMessage, Engine, EngineConfig, Metrics, MetricsSnapshot, Opened, Storage,

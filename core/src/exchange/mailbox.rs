@@ -347,14 +347,23 @@ pub fn encode_payload(
     sealed_ms: u64,
     items: &[EnvelopeItem],
 ) -> Zeroizing<Vec<u8>> {
-    let mut out = Zeroizing::new(Vec::with_capacity(
-        28 + credential.len() + items.len() * (2 + 64 + 32 + 16 + 64),
-    ));
+    // Sized exactly: a buffer that grows leaves copies of the keys.
+    let n = items.len().min(MAX_ENVELOPE_ITEMS);
+    let len = 2
+        + credential.len()
+        + salt.len()
+        + 8
+        + 2
+        + items
+            .iter()
+            .take(n)
+            .map(|i| 2 + i.topic.len() + i.key.as_bytes().len() + 16 + i.signature.len())
+            .sum::<usize>();
+    let mut out = Zeroizing::new(Vec::with_capacity(len));
     out.extend_from_slice(&u16::try_from(credential.len()).unwrap_or(0).to_be_bytes());
     out.extend_from_slice(credential);
     out.extend_from_slice(salt);
     out.extend_from_slice(&sealed_ms.to_be_bytes());
-    let n = items.len().min(MAX_ENVELOPE_ITEMS);
     out.extend_from_slice(&u16::try_from(n).unwrap_or(0).to_be_bytes());
     for item in items.iter().take(n) {
         put_topic(&mut out, &item.topic);
@@ -929,6 +938,22 @@ mod tests {
             keys: vec![[9; 32], [8; 32]],
             credential: b"cred".to_vec(),
             signature: [5; 64],
+        }
+    }
+
+    #[test]
+    fn an_envelope_payload_is_encoded_into_a_buffer_of_its_exact_size() {
+        let item = |topic: &str| EnvelopeItem {
+            topic: topic.to_owned(),
+            key: DataKey::from_bytes([1; 32]),
+            epoch_started_ms: 2,
+            delete_by_ms: 3,
+            signature: [4; 64],
+        };
+        let items = [item("a"), item(&"b".repeat(249)), item("orders")];
+        for n in 0..=items.len() {
+            let payload = encode_payload(&[5; 321], &[6; 16], 7, &items[..n]);
+            assert_eq!(payload.len(), payload.capacity(), "{n} items");
         }
     }
 

@@ -176,6 +176,12 @@ impl Statement {
         Ok(cred)
     }
 
+    /// What [`Statement::encode`] appends, in bytes (buffers holding keys
+    /// are sized exactly, so that they never grow and leave a copy behind).
+    pub fn encoded_len(&self) -> usize {
+        2 + self.credential.len() + self.salt.len() + 8 + 8 + self.signature.len()
+    }
+
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(
             &u16::try_from(self.credential.len())

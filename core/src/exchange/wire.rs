@@ -298,8 +298,15 @@ impl Envelope {
 /// Inner messages travel in batches; the buffer holds keys, so it is
 /// zeroized when dropped.
 pub fn encode_batch(items: &[Inner]) -> Zeroizing<Vec<u8>> {
-    let mut out = Zeroizing::new(Vec::with_capacity(16 + items.len() * 64));
     let count = u8::try_from(items.len()).unwrap_or(u8::MAX);
+    // Sized exactly: a buffer that grows leaves copies of the keys it held
+    // in the blocks it moved out of.
+    let len = 1 + items
+        .iter()
+        .take(usize::from(count))
+        .map(inner_len)
+        .sum::<usize>();
+    let mut out = Zeroizing::new(Vec::with_capacity(len));
     out.push(count);
     for item in items.iter().take(usize::from(count)) {
         match item {
@@ -337,6 +344,24 @@ pub fn encode_batch(items: &[Inner]) -> Zeroizing<Vec<u8>> {
         }
     }
     out
+}
+
+/// What `encode_batch` writes for `item`.
+fn inner_len(item: &Inner) -> usize {
+    const KEY_ID: usize = 12;
+    let topic = |t: &str| 2 + t.len();
+    match item {
+        Inner::KeyRequest { topic: t, .. } => 1 + KEY_ID + topic(t),
+        Inner::KeyDelivery(d) => {
+            1 + KEY_ID
+                + topic(&d.topic)
+                + d.key.as_bytes().len()
+                + 16
+                + d.statement.as_ref().map_or(0, |st| st.encoded_len())
+        }
+        Inner::InstanceProof { salt } => 1 + salt.len(),
+        Inner::KeyUnavailable { topic: t, .. } => 1 + KEY_ID + topic(t) + 1,
+    }
 }
 
 pub fn decode_batch(bytes: &[u8]) -> Result<Vec<Inner>, ControlError> {
@@ -412,4 +437,59 @@ pub fn decode_finish_payload(bytes: &[u8]) -> Result<(&[u8], &[u8]), ControlErro
     let len = usize::from(r.u16()?);
     let credential = r.take(len)?;
     Ok((credential, r.rest()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exchange::statement::Statement;
+    use crate::format::InstanceId;
+
+    /// Buffers that hold keys are sized exactly: one that grows leaves
+    /// copies of the keys in the blocks it moved out of.
+    #[test]
+    fn a_batch_is_encoded_into_a_buffer_of_its_exact_size() {
+        let key_id = KeyId {
+            producer: InstanceId([1; 8]),
+            epoch: 2,
+        };
+        let topic = "t".repeat(249);
+        let delivery = |statement: bool| {
+            Inner::KeyDelivery(Delivery {
+                key_id,
+                topic: topic.clone(),
+                key: crate::format::DataKey::from_bytes([3; 32]),
+                epoch_started_ms: 4,
+                retain_ms: 5,
+                statement: statement.then(|| {
+                    Box::new(Statement {
+                        credential: vec![6; 300],
+                        salt: [7; 16],
+                        epoch_started_ms: 4,
+                        delete_by_ms: 8,
+                        signature: [9; 64],
+                    })
+                }),
+            })
+        };
+        let items = [
+            delivery(true),
+            delivery(false),
+            Inner::KeyRequest {
+                key_id,
+                topic: topic.clone(),
+            },
+            Inner::KeyUnavailable {
+                key_id,
+                topic: topic.clone(),
+                reason: Refusal::Expired,
+            },
+            Inner::InstanceProof { salt: [1; 16] },
+        ];
+        for n in 0..=items.len() {
+            let batch = encode_batch(&items[..n]);
+            assert_eq!(batch.len(), batch.capacity(), "{n} items");
+            assert_eq!(decode_batch(&batch).unwrap().len(), n);
+        }
+    }
 }

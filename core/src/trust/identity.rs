@@ -227,18 +227,26 @@ impl Identity {
         let key = self.private_key_bytes();
         let key_b64 = Zeroizing::new(STANDARD.encode(key.as_slice()));
         let cred_b64 = STANDARD.encode(self.credential.encode());
-        let mut out = Zeroizing::new(Vec::with_capacity(200 + cred_b64.len()));
-        out.extend_from_slice(CREDENTIAL_FILE_HEADER.as_bytes());
-        out.extend_from_slice(b"\n# SECRET: holds a private key.\n# name: ");
-        // Names have no control characters, so this stays one comment line.
-        out.extend_from_slice(self.credential.name().as_bytes());
-        out.extend_from_slice(b"\n# fingerprint: ");
-        out.extend_from_slice(self.credential.fingerprint().as_bytes());
-        out.extend_from_slice(b"\nprivate-key: ");
-        out.extend_from_slice(key_b64.as_bytes());
-        out.extend_from_slice(b"\ncredential: ");
-        out.extend_from_slice(cred_b64.as_bytes());
-        out.push(b'\n');
+        let fingerprint = self.credential.fingerprint();
+        let parts: [&[u8]; 10] = [
+            CREDENTIAL_FILE_HEADER.as_bytes(),
+            b"\n# SECRET: holds a private key.\n# name: ",
+            // Names have no control characters, so this stays one comment line.
+            self.credential.name().as_bytes(),
+            b"\n# fingerprint: ",
+            fingerprint.as_bytes(),
+            b"\nprivate-key: ",
+            key_b64.as_bytes(),
+            b"\ncredential: ",
+            cred_b64.as_bytes(),
+            b"\n",
+        ];
+        // Sized exactly: a buffer that grows leaves copies of the private
+        // key in the blocks it moved out of.
+        let mut out = Zeroizing::new(Vec::with_capacity(parts.iter().map(|p| p.len()).sum()));
+        for part in parts {
+            out.extend_from_slice(part);
+        }
         out
     }
 }
