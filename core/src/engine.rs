@@ -8,8 +8,6 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use chacha20poly1305::aead::Aead;
-use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
 use rand_core::CryptoRngCore;
 use zeroize::Zeroizing;
 
@@ -108,8 +106,12 @@ impl EngineConfig {
 }
 
 /// Where a host keeps the engine's state across restarts (a state directory).
-/// The engine hands over one opaque, already encrypted blob; the host should
-/// write it atomically (write a temporary file, then rename).
+/// The engine hands over its state as one blob **in plaintext** (it holds
+/// epoch keys, held keys, the mailbox's prekey seed): a storage seals it
+/// before it leaves memory, with [`state::seal`](crate::state::seal) under a
+/// file key it replaces on every save, and keeps no copy (the host's state
+/// directory, `kafka-e2ee-ffi`'s `state_dir`, does both). `load` returns what
+/// the last successful `store` was given.
 pub trait Storage: Send {
     fn load(&mut self) -> Result<Option<Vec<u8>>, String>;
     fn store(&mut self, blob: &[u8]) -> Result<(), String>;
@@ -287,6 +289,7 @@ impl Engine {
         let mut mailbox = None;
         if let Some(storage) = storage.as_mut() {
             if let Some(blob) = storage.load().map_err(Error::Storage)? {
+                let blob = Zeroizing::new(blob);
                 mailbox = decode_state(&mut shared, &blob, now_ms)?;
             }
         }
@@ -647,28 +650,16 @@ impl rand_core::CryptoRng for ForkRng {}
 
 // ---- state at rest ---------------------------------------------------------
 
-const STATE_MAGIC: &[u8; 4] = b"KE2S";
-const STATE_VERSION: u8 = 1;
-
-fn state_aad() -> [u8; 5] {
-    [
-        STATE_MAGIC[0],
-        STATE_MAGIC[1],
-        STATE_MAGIC[2],
-        STATE_MAGIC[3],
-        STATE_VERSION,
-    ]
-}
-
-/// The state blob: producer epochs and held keys, encrypted under a key
-/// derived from the identity's private key, so the state directory alone
-/// reveals nothing. A trailing section (key exchange v2) holds the mailbox:
-/// tag 1, its id, its salt, its oldest period and that period's chain seed.
+/// The state blob, in plaintext: producer epochs and held keys. The storage
+/// seals it (`crate::state::seal`: under a file key replaced on every save
+/// and the identity's state key). A trailing section (key exchange v2) holds
+/// the mailbox: tag 1, its id, its salt, its oldest period and that period's
+/// chain seed.
 pub(crate) fn encode_state(
     sh: &Shared,
     mailbox: Option<&Mailbox>,
-    rng: &mut dyn CryptoRngCore,
-) -> Vec<u8> {
+    _rng: &mut dyn CryptoRngCore,
+) -> Zeroizing<Vec<u8>> {
     let mut plain = Zeroizing::new(Vec::new());
     let epochs = sh.producer.all();
     plain.extend_from_slice(&u32::try_from(epochs.len()).unwrap_or(0).to_be_bytes());
@@ -725,20 +716,7 @@ pub(crate) fn encode_state(
             st.encode(&mut plain);
         }
     }
-    let key = sh.identity.state_key();
-    let cipher = ChaCha20Poly1305::new((&*key).into());
-    let mut nonce = [0u8; 12];
-    rng.fill_bytes(&mut nonce);
-    let payload = chacha20poly1305::aead::Payload {
-        msg: &plain,
-        aad: &state_aad(),
-    };
-    let sealed = cipher.encrypt((&nonce).into(), payload).unwrap_or_default();
-    let mut out = Vec::with_capacity(5 + 12 + sealed.len());
-    out.extend_from_slice(&state_aad());
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&sealed);
-    out
+    plain
 }
 
 /// Tags of the sections at the end of the state blob (key exchange v2).
@@ -747,25 +725,8 @@ const SALTS_TAG: u8 = 2;
 const STATEMENTS_TAG: u8 = 3;
 
 fn decode_state(sh: &mut Shared, blob: &[u8], now_ms: u64) -> Result<Option<Mailbox>, Error> {
-    let bad =
-        || Error::Storage("the state file is corrupt or belongs to another credential".into());
+    let bad = || Error::Storage("the state file is corrupt".into());
     let mut r = Reader::new(blob);
-    if r.take(5).map_err(|_| bad())? != state_aad() {
-        return Err(bad());
-    }
-    let nonce: [u8; 12] = r.array().map_err(|_| bad())?;
-    let key = sh.identity.state_key();
-    let cipher = ChaCha20Poly1305::new((&*key).into());
-    let payload = chacha20poly1305::aead::Payload {
-        msg: r.rest(),
-        aad: &state_aad(),
-    };
-    let plain = Zeroizing::new(
-        cipher
-            .decrypt((&nonce).into(), payload)
-            .map_err(|_| bad())?,
-    );
-    let mut r = Reader::new(&plain);
     let n = r.u32().map_err(|_| bad())?;
     for _ in 0..n {
         let key_id = KeyId {

@@ -10,3 +10,6 @@ pub mod rdkafka;
 /// Stop signals for long-running hosts (the CLI's keeper).
 /// cbindgen:ignore
 pub mod signals;
+/// The state directory (`e2ee.state.dir`): sealed state and its key file.
+/// cbindgen:ignore
+pub mod state_dir;
