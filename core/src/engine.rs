@@ -660,8 +660,48 @@ pub(crate) fn encode_state(
     mailbox: Option<&Mailbox>,
     _rng: &mut dyn CryptoRngCore,
 ) -> Zeroizing<Vec<u8>> {
-    let mut plain = Zeroizing::new(Vec::new());
     let epochs = sh.producer.all();
+    let held = sh.keyring.all();
+    // The salts of the instance ids whose epochs are kept: a restarted
+    // producer signs statements for them as their owner.
+    let ids: HashSet<InstanceId> = epochs.iter().map(|e| e.key_id.producer).collect();
+    let salts: Vec<_> = sh.salts.iter().filter(|(id, _)| ids.contains(id)).collect();
+    // The statements of held keys, so a restarted holder still relays them
+    // (public: signatures and credentials), encoded first so that the
+    // plaintext buffer is sized once and never reallocated (a reallocation
+    // would leave a copy of the keys in freed memory).
+    let signed: Vec<_> = held
+        .iter()
+        .filter_map(|(id, topic, h)| h.statement.as_ref().map(|st| (id, topic, st)))
+        .collect();
+    let mut statements = Vec::new();
+    if !signed.is_empty() {
+        statements.push(STATEMENTS_TAG);
+        statements.extend_from_slice(&u32::try_from(signed.len()).unwrap_or(0).to_be_bytes());
+        for (id, topic, st) in signed {
+            statements.extend_from_slice(&id.producer.0);
+            statements.extend_from_slice(&id.epoch.to_be_bytes());
+            crate::exchange::wire::put_topic(&mut statements, topic);
+            st.encode(&mut statements);
+        }
+    }
+    const KEY_ID: usize = 8 + 4;
+    const SECRET: usize = 32;
+    let size = 4
+        + epochs.len() * (KEY_ID + 8 + 8 + SECRET)
+        + 4
+        + held
+            .iter()
+            .map(|(_, topic, _)| KEY_ID + 2 + topic.len() + 8 + 8 + SECRET)
+            .sum::<usize>()
+        + mailbox.map_or(0, |m| 1 + m.id.0.len() + m.salt.len() + 8 + m.seed().len())
+        + if salts.is_empty() {
+            0
+        } else {
+            1 + 4 + salts.len() * (8 + core::mem::size_of::<Salt>())
+        }
+        + statements.len();
+    let mut plain = Zeroizing::new(Vec::with_capacity(size));
     plain.extend_from_slice(&u32::try_from(epochs.len()).unwrap_or(0).to_be_bytes());
     for e in epochs.iter().take(u32::MAX as usize) {
         plain.extend_from_slice(&e.key_id.producer.0);
@@ -670,7 +710,6 @@ pub(crate) fn encode_state(
         plain.extend_from_slice(&e.delete_at_ms(&sh.config.key).to_be_bytes());
         plain.extend_from_slice(e.secret().as_bytes());
     }
-    let held = sh.keyring.all();
     plain.extend_from_slice(&u32::try_from(held.len()).unwrap_or(0).to_be_bytes());
     for (id, topic, h) in held.iter().take(u32::MAX as usize) {
         plain.extend_from_slice(&id.producer.0);
@@ -689,10 +728,6 @@ pub(crate) fn encode_state(
         plain.extend_from_slice(&m.first.to_be_bytes());
         plain.extend_from_slice(m.seed());
     }
-    // The salts of the instance ids whose epochs are kept: a restarted
-    // producer signs statements for them as their owner.
-    let ids: HashSet<InstanceId> = epochs.iter().map(|e| e.key_id.producer).collect();
-    let salts: Vec<_> = sh.salts.iter().filter(|(id, _)| ids.contains(id)).collect();
     if !salts.is_empty() {
         plain.push(SALTS_TAG);
         plain.extend_from_slice(&u32::try_from(salts.len()).unwrap_or(0).to_be_bytes());
@@ -701,21 +736,8 @@ pub(crate) fn encode_state(
             plain.extend_from_slice(&salt[..]);
         }
     }
-    // The statements of held keys, so a restarted holder still relays them.
-    let signed: Vec<_> = held
-        .iter()
-        .filter_map(|(id, topic, h)| h.statement.as_ref().map(|st| (id, topic, st)))
-        .collect();
-    if !signed.is_empty() {
-        plain.push(STATEMENTS_TAG);
-        plain.extend_from_slice(&u32::try_from(signed.len()).unwrap_or(0).to_be_bytes());
-        for (id, topic, st) in signed {
-            plain.extend_from_slice(&id.producer.0);
-            plain.extend_from_slice(&id.epoch.to_be_bytes());
-            crate::exchange::wire::put_topic(&mut plain, topic);
-            st.encode(&mut plain);
-        }
-    }
+    plain.extend_from_slice(&statements);
+    debug_assert_eq!(plain.len(), size, "the state buffer was sized exactly");
     plain
 }
 
