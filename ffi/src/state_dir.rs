@@ -69,6 +69,9 @@ pub struct StateDir {
     current: Option<Option<usize>>,
 }
 
+/// A state file that opened: its plaintext, what opened it, the key file.
+type Found = (Zeroizing<Vec<u8>>, Sealing, Option<KeyFile>);
+
 impl core::fmt::Debug for StateDir {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("StateDir")
@@ -90,11 +93,22 @@ fn message(e: kafka_e2ee_core::Error) -> String {
     }
 }
 
-/// Syncs a directory, so a rename or a new file in it is durable.
+/// Syncs a directory, so a rename or a new file in it is durable. A
+/// filesystem that cannot sync directories (EINVAL) is taken at its word.
 fn sync_dir(dir: &Path) -> Result<(), String> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir, "sync directory"))
+    let d = File::open(dir).map_err(io(dir, "open directory"))?;
+    match d.sync_all() {
+        Ok(()) => Ok(()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::Unsupported
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(io(dir, "sync directory")(e)),
+    }
 }
 
 impl StateDir {
@@ -152,7 +166,7 @@ impl StateDir {
         }
     }
 
-    fn read_once(&self) -> Result<Option<(Zeroizing<Vec<u8>>, Sealing, Option<KeyFile>)>, String> {
+    fn read_once(&self) -> Result<Option<Found>, String> {
         // The key file first: a save in between makes the state newer than
         // the keys read, which fails and is read again (read-only users).
         let keys = self.read_keys()?;

@@ -2,6 +2,12 @@
 //! OPERATIONS.md, "What a state directory keeps"): forward secrecy against
 //! old copies of the state file, crash safety of every step of a save, the
 //! upgrade from version 1 directories, permissions and the lock.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::os::unix::fs::{FileExt as _, MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
