@@ -708,16 +708,25 @@ fn check_state_dir(id: &Identity, dir: Option<&str>, base: &Path, r: &mut Report
         );
         return;
     }
-    match fs::read(path.join("state")) {
-        Ok(blob) => match StateBlob::decode(id, &blob) {
-            Ok(s) => r.ok("e2ee.state.dir", format!("{}: {} stored key(s)", path.display(), s.keys().len())),
-            Err(_) => r.problem(
-                "e2ee.state.dir",
-                format!("{}/state belongs to another credential or is corrupt; the client refuses to start", path.display()),
-                "give each credential its own state directory (or move the old one away)",
+    let read = kafka_e2ee::state_dir::StateDir::open_read_only(&path, id).read();
+    match read.map(|o| o.map(|plain| StateBlob::parse(&plain))) {
+        Ok(Some(Ok(s))) => r.ok(
+            "e2ee.state.dir",
+            format!("{}: {} stored key(s)", path.display(), s.keys().len()),
+        ),
+        Ok(None) => r.ok(
+            "e2ee.state.dir",
+            format!("{}: no state yet", path.display()),
+        ),
+        Ok(Some(Err(_))) | Err(_) => r.problem(
+            "e2ee.state.dir",
+            format!(
+                "{}/state belongs to another credential or is corrupt (or its state.key is \
+                 missing or not the one saved with it); the client refuses to start",
+                path.display()
             ),
-        },
-        Err(_) => r.ok("e2ee.state.dir", format!("{}: no state yet", path.display())),
+            "give each credential its own state directory (or move the old one away)",
+        ),
     }
 }
 

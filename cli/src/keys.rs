@@ -1,27 +1,26 @@
 //! `kafka-e2ee keys list|shred`: the keys a client's state directory holds,
 //! and crypto-shredding. Key bytes are never printed.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 
+use kafka_e2ee::state_dir::{OpenError, StateDir, LOCK_FILE};
 use kafka_e2ee_core::state::{KeyOrigin, StateBlob, StoredKey};
 use kafka_e2ee_core::trust::Identity;
 
 use crate::json::{self, Value};
 use crate::{files, timefmt, Output};
 
-const STATE_FILE: &str = "state";
-const LOCK_FILE: &str = "lock";
-
-struct StateDir {
+struct Opened {
     dir: PathBuf,
     identity: Identity,
     /// `None` when the directory has no state file yet.
     blob: Option<StateBlob>,
 }
 
-fn open(dir: &Path, credential: &Path) -> Result<StateDir, String> {
+/// Opens `dir` read-only (`lock` false) or locked for writing.
+fn open(dir: &Path, credential: &Path, lock: bool) -> Result<(Opened, StateDir), String> {
     if !dir.is_dir() {
         return Err(format!(
             "state directory {} does not exist (it is the client's e2ee.state.dir)",
@@ -30,43 +29,37 @@ fn open(dir: &Path, credential: &Path) -> Result<StateDir, String> {
     }
     let identity = Identity::from_file_bytes(&files::read_secret(credential)?)
         .map_err(|e| format!("{}: {e}", credential.display()))?;
-    let path = dir.join(STATE_FILE);
-    let blob = match fs::read(&path) {
-        Ok(bytes) => Some(StateBlob::decode(&identity, &bytes).map_err(|_| {
-            format!(
-                "{} cannot be opened with {}: it belongs to another credential or is corrupt. \
-                 Give the credential file of the client that uses this state directory",
-                path.display(),
-                credential.display()
-            )
-        })?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    let state_dir = if lock {
+        StateDir::open(dir, &identity).map_err(|e| match e {
+            OpenError::InUse => format!(
+                "{} is in use by a running client. Stop that client first: it holds its keys \
+                 in memory and would write them back",
+                dir.display()
+            ),
+            OpenError::Io(m) => m,
+        })?
+    } else {
+        StateDir::open_read_only(dir, &identity)
     };
-    Ok(StateDir {
-        dir: dir.to_owned(),
-        identity,
-        blob,
-    })
-}
-
-/// Takes the lock a running client holds; fails if one does.
-fn lock(dir: &Path) -> Result<File, String> {
-    let path = dir.join(LOCK_FILE);
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    if file.try_lock().is_err() {
-        return Err(format!(
-            "{} is in use by a running client. Stop that client first: it holds its keys in \
-             memory and would write them back",
-            dir.display()
-        ));
-    }
-    Ok(file)
+    let blob = match state_dir.read() {
+        Ok(Some(plain)) => Some(StateBlob::parse(&plain).map_err(|e| e.to_string())?),
+        Ok(None) => None,
+        Err(e) => {
+            return Err(format!(
+                "{e}. It cannot be opened with {}: it belongs to another credential or is \
+                 corrupt. Give the credential file of the client that uses this state directory",
+                credential.display()
+            ))
+        }
+    };
+    Ok((
+        Opened {
+            dir: dir.to_owned(),
+            identity,
+            blob,
+        },
+        state_dir,
+    ))
 }
 
 fn in_use(dir: &Path) -> bool {
@@ -113,7 +106,7 @@ fn describe(keys: &[StoredKey], now: u64) -> (String, String) {
 }
 
 pub fn list(dir: &Path, credential: &Path, now: u64) -> Result<Output, String> {
-    let state = open(dir, credential)?;
+    let (state, _) = open(dir, credential, false)?;
     let keys = state.blob.as_ref().map(StateBlob::keys).unwrap_or_default();
     let busy = in_use(dir);
     let (table, items) = describe(&keys, now);
@@ -153,8 +146,7 @@ pub fn shred(
     yes: bool,
     now: u64,
 ) -> Result<Output, String> {
-    let _lock = lock(dir)?;
-    let mut state = open(dir, credential)?;
+    let (mut state, mut state_dir) = open(dir, credential, true)?;
     let cutoff = before.unwrap_or(u64::MAX);
     let Some(blob) = state.blob.as_mut() else {
         return Ok(Output {
@@ -183,8 +175,7 @@ pub fn shred(
         confirm(&doomed, now)?;
     }
     let n = blob.shred_before(cutoff);
-    let bytes = blob.encode(&state.identity, &mut rand_core::OsRng);
-    files::replace_atomic(&state.dir.join(STATE_FILE), &bytes, files::Mode::Secret)?;
+    state_dir.write(&blob.to_plain())?;
     let (table, items) = describe(&doomed, now);
     let text = format!(
         "Shredded {n} key(s); {kept} kept. Records sealed under these keys can no longer be \

@@ -14,11 +14,12 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use kafka_e2ee::state_dir::StateDir;
 use kafka_e2ee_core::format::KeyBinding;
 use kafka_e2ee_core::keys::KeyPolicy;
-use kafka_e2ee_core::state::StateBlob;
+use kafka_e2ee_core::state::{StateBlob, StoredKey};
 use kafka_e2ee_core::trust::{Identity, TopicPattern, TrustAnchor, DEFAULT_SKEW_MS};
-use kafka_e2ee_core::{Engine, EngineConfig, Storage};
+use kafka_e2ee_core::{Engine, EngineConfig};
 
 fn ok(o: &Output) {
     assert!(o.status.success(), "stdout: {}\nstderr: {}", out(o), err(o));
@@ -272,14 +273,17 @@ fn deny_bad_input() {
 
 // ---- keys -------------------------------------------------------------------
 
-struct Dir(PathBuf);
-impl Storage for Dir {
-    fn load(&mut self) -> Result<Option<Vec<u8>>, String> {
-        Ok(std::fs::read(self.0.join("state")).ok())
-    }
-    fn store(&mut self, blob: &[u8]) -> Result<(), String> {
-        std::fs::write(self.0.join("state"), blob).map_err(|e| e.to_string())
-    }
+fn state_dir(dir: &Path, cred: &Path) -> Box<StateDir> {
+    Box::new(StateDir::open(dir, &identity(cred)).unwrap())
+}
+
+/// The keys a state directory holds, read as `keys list` reads them.
+fn stored_keys(dir: &Path, cred: &Path) -> Vec<StoredKey> {
+    let plain = StateDir::open_read_only(dir, &identity(cred))
+        .read()
+        .unwrap()
+        .unwrap();
+    StateBlob::parse(&plain).unwrap().keys()
 }
 
 /// A state directory as a client leaves it: an engine that sealed under
@@ -302,7 +306,7 @@ fn client_state(cred: &Path, trust: &Path, dir: &Path) -> Vec<([u8; 34], Vec<u8>
         anchor(trust),
         t0,
         Box::new(rand_core::OsRng),
-        Some(Box::new(Dir(dir.to_owned()))),
+        Some(state_dir(dir, cred)),
     )
     .unwrap();
     let mut sealed = Vec::new();
@@ -323,9 +327,7 @@ fn keys_list_and_shred() {
     let dir = t.path("state");
     client_state(&cred, &auth.join("trust"), &dir);
     let blob_before = std::fs::read(dir.join("state")).unwrap();
-    let keys = StateBlob::decode(&identity(&cred), &blob_before)
-        .unwrap()
-        .keys();
+    let keys = stored_keys(&dir, &cred);
     assert!(keys.len() >= 3, "{keys:?}");
 
     let o = run(&[
@@ -380,9 +382,7 @@ fn keys_list_and_shred() {
     let o = run_with_input(&with_before, "yes\n");
     ok(&o);
     assert!(err(&o).contains("About to delete 1 key(s)"), "{}", err(&o));
-    let left = StateBlob::decode(&identity(&cred), &std::fs::read(dir.join("state")).unwrap())
-        .unwrap()
-        .keys();
+    let left = stored_keys(&dir, &cred);
     assert_eq!(left.len(), keys.len() - 1);
     assert!(left.iter().all(|k| k.epoch_started_ms >= cutoff));
     assert!(!dir.join("state.tmp").exists());
@@ -397,9 +397,7 @@ fn keys_list_and_shred() {
         "{}",
         out(&o)
     );
-    let left = StateBlob::decode(&identity(&cred), &std::fs::read(dir.join("state")).unwrap())
-        .unwrap()
-        .keys();
+    let left = stored_keys(&dir, &cred);
     assert!(left.is_empty());
     // Never prints key bytes: the only secrets are inside the blob; check the
     // output has no base64 of 32 bytes (44 chars ending in '=').
@@ -435,7 +433,7 @@ fn shredded_keys_no_longer_open_records() {
         anchor(&trust),
         now_ms(),
         Box::new(rand_core::OsRng),
-        Some(Box::new(Dir(dir.clone()))),
+        Some(state_dir(&dir, &cred)),
     )
     .unwrap();
     for (h, v) in sealed {

@@ -8,8 +8,6 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use chacha20poly1305::aead::Aead;
-use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
 use rand_core::CryptoRngCore;
 use zeroize::Zeroizing;
 
@@ -108,8 +106,12 @@ impl EngineConfig {
 }
 
 /// Where a host keeps the engine's state across restarts (a state directory).
-/// The engine hands over one opaque, already encrypted blob; the host should
-/// write it atomically (write a temporary file, then rename).
+/// The engine hands over its state as one blob **in plaintext** (it holds
+/// epoch keys, held keys, the mailbox's prekey seed): a storage seals it
+/// before it leaves memory, with [`state::seal`](crate::state::seal) under a
+/// file key it replaces on every save, and keeps no copy (the host's state
+/// directory, `kafka-e2ee-ffi`'s `state_dir`, does both). `load` returns what
+/// the last successful `store` was given.
 pub trait Storage: Send {
     fn load(&mut self) -> Result<Option<Vec<u8>>, String>;
     fn store(&mut self, blob: &[u8]) -> Result<(), String>;
@@ -287,6 +289,7 @@ impl Engine {
         let mut mailbox = None;
         if let Some(storage) = storage.as_mut() {
             if let Some(blob) = storage.load().map_err(Error::Storage)? {
+                let blob = Zeroizing::new(blob);
                 mailbox = decode_state(&mut shared, &blob, now_ms)?;
             }
         }
@@ -663,32 +666,58 @@ impl rand_core::CryptoRng for ForkRng {}
 
 // ---- state at rest ---------------------------------------------------------
 
-const STATE_MAGIC: &[u8; 4] = b"KE2S";
-const STATE_VERSION: u8 = 1;
-
-fn state_aad() -> [u8; 5] {
-    [
-        STATE_MAGIC[0],
-        STATE_MAGIC[1],
-        STATE_MAGIC[2],
-        STATE_MAGIC[3],
-        STATE_VERSION,
-    ]
-}
-
-/// The state blob: producer epochs and held keys, encrypted under a key
-/// derived from the identity's private key, so the state directory alone
-/// reveals nothing. A trailing section (key exchange v2) holds the mailbox:
-/// tag 1, its id, its salt, its oldest period and that period's chain seed.
+/// The state blob, in plaintext: producer epochs and held keys. The storage
+/// seals it (`crate::state::seal`: under a file key replaced on every save
+/// and the identity's state key). A trailing section (key exchange v2) holds
+/// the mailbox: tag 1, its id, its salt, its oldest period and that period's
+/// chain seed.
 pub(crate) fn encode_state(
     sh: &Shared,
     mailbox: Option<&Mailbox>,
-    rng: &mut dyn CryptoRngCore,
-) -> Vec<u8> {
+    _rng: &mut dyn CryptoRngCore,
+) -> Zeroizing<Vec<u8>> {
     let epochs = sh.producer.all();
     let held = sh.keyring.all();
-    let capacity = state_len(sh, &epochs, &held, mailbox);
-    let mut plain = Zeroizing::new(Vec::with_capacity(capacity));
+    // The salts of the instance ids whose epochs are kept: a restarted
+    // producer signs statements for them as their owner.
+    let ids: HashSet<InstanceId> = epochs.iter().map(|e| e.key_id.producer).collect();
+    let salts: Vec<_> = sh.salts.iter().filter(|(id, _)| ids.contains(id)).collect();
+    // The statements of held keys, so a restarted holder still relays them
+    // (public: signatures and credentials), encoded first so that the
+    // plaintext buffer is sized once and never reallocated (a reallocation
+    // would leave a copy of the keys in freed memory).
+    let signed: Vec<_> = held
+        .iter()
+        .filter_map(|(id, topic, h)| h.statement.as_ref().map(|st| (id, topic, st)))
+        .collect();
+    let mut statements = Vec::new();
+    if !signed.is_empty() {
+        statements.push(STATEMENTS_TAG);
+        statements.extend_from_slice(&u32::try_from(signed.len()).unwrap_or(0).to_be_bytes());
+        for (id, topic, st) in signed {
+            statements.extend_from_slice(&id.producer.0);
+            statements.extend_from_slice(&id.epoch.to_be_bytes());
+            crate::exchange::wire::put_topic(&mut statements, topic);
+            st.encode(&mut statements);
+        }
+    }
+    const KEY_ID: usize = 8 + 4;
+    const SECRET: usize = 32;
+    let size = 4
+        + epochs.len() * (KEY_ID + 8 + 8 + SECRET)
+        + 4
+        + held
+            .iter()
+            .map(|(_, topic, _)| KEY_ID + 2 + topic.len() + 8 + 8 + SECRET)
+            .sum::<usize>()
+        + mailbox.map_or(0, |m| 1 + m.id.0.len() + m.salt.len() + 8 + m.seed().len())
+        + if salts.is_empty() {
+            0
+        } else {
+            1 + 4 + salts.len() * (8 + core::mem::size_of::<Salt>())
+        }
+        + statements.len();
+    let mut plain = Zeroizing::new(Vec::with_capacity(size));
     plain.extend_from_slice(&u32::try_from(epochs.len()).unwrap_or(0).to_be_bytes());
     for e in epochs.iter().take(u32::MAX as usize) {
         plain.extend_from_slice(&e.key_id.producer.0);
@@ -715,10 +744,6 @@ pub(crate) fn encode_state(
         plain.extend_from_slice(&m.first.to_be_bytes());
         plain.extend_from_slice(m.seed());
     }
-    // The salts of the instance ids whose epochs are kept: a restarted
-    // producer signs statements for them as their owner.
-    let ids: HashSet<InstanceId> = epochs.iter().map(|e| e.key_id.producer).collect();
-    let salts: Vec<_> = sh.salts.iter().filter(|(id, _)| ids.contains(id)).collect();
     if !salts.is_empty() {
         plain.push(SALTS_TAG);
         plain.extend_from_slice(&u32::try_from(salts.len()).unwrap_or(0).to_be_bytes());
@@ -727,70 +752,9 @@ pub(crate) fn encode_state(
             plain.extend_from_slice(&salt[..]);
         }
     }
-    // The statements of held keys, so a restarted holder still relays them.
-    let signed: Vec<_> = held
-        .iter()
-        .filter_map(|(id, topic, h)| h.statement.as_ref().map(|st| (id, topic, st)))
-        .collect();
-    if !signed.is_empty() {
-        plain.push(STATEMENTS_TAG);
-        plain.extend_from_slice(&u32::try_from(signed.len()).unwrap_or(0).to_be_bytes());
-        for (id, topic, st) in signed {
-            plain.extend_from_slice(&id.producer.0);
-            plain.extend_from_slice(&id.epoch.to_be_bytes());
-            crate::exchange::wire::put_topic(&mut plain, topic);
-            st.encode(&mut plain);
-        }
-    }
-    debug_assert!(
-        plain.len() <= capacity,
-        "the state grew past state_len: update state_len with the state format"
-    );
-    let key = sh.identity.state_key();
-    let cipher = ChaCha20Poly1305::new((&*key).into());
-    let mut nonce = [0u8; 12];
-    rng.fill_bytes(&mut nonce);
-    let payload = chacha20poly1305::aead::Payload {
-        msg: &plain,
-        aad: &state_aad(),
-    };
-    let sealed = cipher.encrypt((&nonce).into(), payload).unwrap_or_default();
-    let mut out = Vec::with_capacity(5 + 12 + sealed.len());
-    out.extend_from_slice(&state_aad());
-    out.extend_from_slice(&nonce);
-    out.extend_from_slice(&sealed);
-    out
-}
-
-/// The length of the plaintext `encode_state` writes: its buffer holds every
-/// key and is sized exactly, because one that grows leaves copies of them in
-/// the blocks it moved out of (issue 14; core/src/wipe.rs covers the hosts
-/// whatever this says).
-fn state_len(
-    sh: &Shared,
-    epochs: &[Arc<ProducerEpoch>],
-    held: &[(KeyId, String, HeldKey)],
-    mailbox: Option<&Mailbox>,
-) -> usize {
-    let ids: HashSet<InstanceId> = epochs.iter().map(|e| e.key_id.producer).collect();
-    let salts = sh.salts.keys().filter(|id| ids.contains(id)).count();
-    let statements = held
-        .iter()
-        .filter_map(|(_, topic, h)| {
-            h.statement
-                .as_ref()
-                .map(|st| 14 + topic.len() + st.encoded_len())
-        })
-        .fold(None, |sum: Option<usize>, len| Some(sum.unwrap_or(5) + len));
-    4 + epochs.len() * 60
-        + 4
-        + held
-            .iter()
-            .map(|(_, topic, _)| 62 + topic.len())
-            .sum::<usize>()
-        + mailbox.map_or(0, |_| 1 + 8 + 16 + 8 + 32)
-        + if salts > 0 { 5 + salts * 24 } else { 0 }
-        + statements.unwrap_or(0)
+    plain.extend_from_slice(&statements);
+    debug_assert_eq!(plain.len(), size, "the state buffer was sized exactly");
+    plain
 }
 
 /// Tags of the sections at the end of the state blob (key exchange v2).
@@ -799,25 +763,8 @@ const SALTS_TAG: u8 = 2;
 const STATEMENTS_TAG: u8 = 3;
 
 fn decode_state(sh: &mut Shared, blob: &[u8], now_ms: u64) -> Result<Option<Mailbox>, Error> {
-    let bad =
-        || Error::Storage("the state file is corrupt or belongs to another credential".into());
+    let bad = || Error::Storage("the state file is corrupt".into());
     let mut r = Reader::new(blob);
-    if r.take(5).map_err(|_| bad())? != state_aad() {
-        return Err(bad());
-    }
-    let nonce: [u8; 12] = r.array().map_err(|_| bad())?;
-    let key = sh.identity.state_key();
-    let cipher = ChaCha20Poly1305::new((&*key).into());
-    let payload = chacha20poly1305::aead::Payload {
-        msg: r.rest(),
-        aad: &state_aad(),
-    };
-    let plain = Zeroizing::new(
-        cipher
-            .decrypt((&nonce).into(), payload)
-            .map_err(|_| bad())?,
-    );
-    let mut r = Reader::new(&plain);
     let n = r.u32().map_err(|_| bad())?;
     for _ in 0..n {
         let key_id = KeyId {

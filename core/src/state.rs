@@ -1,26 +1,318 @@
-//! The state blob at rest, for tools: list the keys a state directory holds
-//! and crypto-shred some of them without building an [`Engine`](crate::Engine)
-//! (which would create a new instance and epoch). The bytes are the ones
-//! `engine::encode_state` writes; `tests` below check both directions against
-//! a real engine so the two codecs cannot drift apart unnoticed.
+//! The state at rest: how a state directory's files are sealed, and the
+//! state blob for tools.
 //!
-//! Key bytes never leave this module: [`StoredKey`] describes a key, it does
-//! not hold one.
+//! The engine hands its [`Storage`](crate::Storage) the state in plaintext
+//! (epoch keys, held keys, the mailbox's prekey seed, instance salts); a
+//! storage seals it with [`seal`] before it leaves memory and opens it with
+//! [`open`]. The host's state directory (`kafka-e2ee-ffi`, `state_dir`) keeps
+//! two files next to its lock:
+//!
+//! - `state`: `"KE2S" 0x02 || nonce (12) || ChaCha20-Poly1305(plain)`, under
+//!   HKDF-SHA256(salt = [`Identity::state_key`](crate::trust::Identity::state_key), ikm = file key, info =
+//!   `kafka-e2ee/v2/state-file`), with the header and that info string (the
+//!   file's role) as associated data. Opening it takes the credential's
+//!   private key *and* the file key.
+//! - `state.key`: a [`KeyFile`], `"KE2K" 0x01 || slot 0 (32) || slot 1 (32)`.
+//!   Every save draws a new random file key into the free slot, renames a new
+//!   state file into place, then zeroes the old slot, each write in place
+//!   and synced. Once a save is done, no file key of an earlier save is
+//!   left in the file, so a copy of an earlier state file (freed blocks,
+//!   backups, snapshots) no longer opens, even with the credential.
+//!
+//! Version 1 state files (before `state.key`) are sealed under
+//! [`Identity::state_key`](crate::trust::Identity::state_key) alone; [`open`] still reads them, so a host
+//! upgrades a directory by saving it again at once.
+//!
+//! Key bytes never leave this module's types except to be sealed:
+//! [`StoredKey`] describes a key, it does not hold one.
 
 use chacha20poly1305::aead::Aead;
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
+use hkdf::Hkdf;
 use rand_core::CryptoRngCore;
+use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::error::Error;
 use crate::exchange::wire::Reader;
 use crate::format::{InstanceId, KeyId};
-use crate::trust::Identity;
 
 const STATE_MAGIC: &[u8; 4] = b"KE2S";
-const STATE_VERSION: u8 = 1;
+/// State files sealed under the credential-derived key alone (read only).
+const STATE_VERSION_1: u8 = 1;
+/// State files sealed under a file key from `state.key` and the credential.
+const STATE_VERSION: u8 = 2;
+/// HKDF info of the state file's AEAD key, and its role in the AAD.
+const STATE_FILE_INFO: &[u8] = b"kafka-e2ee/v2/state-file";
+const KEY_MAGIC: &[u8; 4] = b"KE2K";
+const KEY_VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
 const SECRET_LEN: usize = 32;
+const HEADER_LEN: usize = 5;
+
+/// The size of a key file: header and two 32-byte slots. It never changes,
+/// so each save overwrites the same bytes in place.
+pub const KEY_FILE_LEN: usize = HEADER_LEN + 2 * SECRET_LEN;
+
+/// A random 32-byte key a state file is sealed under (with the credential).
+pub type FileKey = Zeroizing<[u8; SECRET_LEN]>;
+
+/// Draws a new file key (never all zeros: that marks an empty slot).
+pub fn new_file_key(rng: &mut dyn CryptoRngCore) -> FileKey {
+    let mut key = Zeroizing::new([0u8; SECRET_LEN]);
+    while key.iter().all(|b| *b == 0) {
+        rng.fill_bytes(&mut key[..]);
+    }
+    key
+}
+
+/// The contents of `state.key`: two slots, each a file key or zeros.
+pub struct KeyFile {
+    slot0: FileKey,
+    slot1: FileKey,
+}
+
+impl core::fmt::Debug for KeyFile {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("KeyFile")
+            .field("set", &[self.is_set(0), self.is_set(1)])
+            .finish()
+    }
+}
+
+impl Default for KeyFile {
+    fn default() -> Self {
+        KeyFile::empty()
+    }
+}
+
+impl KeyFile {
+    /// Both slots empty.
+    pub fn empty() -> KeyFile {
+        KeyFile {
+            slot0: Zeroizing::new([0; SECRET_LEN]),
+            slot1: Zeroizing::new([0; SECRET_LEN]),
+        }
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<KeyFile, Error> {
+        let bad = || Error::Storage("the state key file (state.key) is corrupt".into());
+        if bytes.len() != KEY_FILE_LEN {
+            return Err(bad());
+        }
+        let mut r = Reader::new(bytes);
+        if r.take(4).map_err(|_| bad())? != KEY_MAGIC || r.u8().map_err(|_| bad())? != KEY_VERSION {
+            return Err(bad());
+        }
+        let mut k = KeyFile::empty();
+        k.slot0
+            .copy_from_slice(r.take(SECRET_LEN).map_err(|_| bad())?);
+        k.slot1
+            .copy_from_slice(r.take(SECRET_LEN).map_err(|_| bad())?);
+        Ok(k)
+    }
+
+    /// The whole file (written once, when it is created).
+    pub fn to_bytes(&self) -> Zeroizing<[u8; KEY_FILE_LEN]> {
+        let mut out = Zeroizing::new([0u8; KEY_FILE_LEN]);
+        let src = KEY_MAGIC
+            .iter()
+            .chain([KEY_VERSION].iter())
+            .chain(self.slot0.iter())
+            .chain(self.slot1.iter());
+        for (o, b) in out.iter_mut().zip(src) {
+            *o = *b;
+        }
+        out
+    }
+
+    /// Where slot `i` (0 or 1) sits in the file, for in-place writes.
+    pub fn slot_offset(i: usize) -> u64 {
+        if i == 0 {
+            HEADER_LEN as u64
+        } else {
+            (HEADER_LEN + SECRET_LEN) as u64
+        }
+    }
+
+    /// Slot `i`'s bytes (zeros when empty), to write in place.
+    pub fn slot(&self, i: usize) -> &[u8; SECRET_LEN] {
+        if i == 0 {
+            &self.slot0
+        } else {
+            &self.slot1
+        }
+    }
+
+    fn slot_mut(&mut self, i: usize) -> &mut [u8; SECRET_LEN] {
+        if i == 0 {
+            &mut self.slot0
+        } else {
+            &mut self.slot1
+        }
+    }
+
+    pub fn is_set(&self, i: usize) -> bool {
+        self.slot(i).iter().any(|b| *b != 0)
+    }
+
+    pub fn set(&mut self, i: usize, key: &[u8; SECRET_LEN]) {
+        self.slot_mut(i).copy_from_slice(key);
+    }
+
+    pub fn clear(&mut self, i: usize) {
+        self.slot_mut(i).copy_from_slice(&[0; SECRET_LEN]);
+    }
+}
+
+/// What opened a state file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sealing {
+    /// The file key in this slot of the key file (version 2).
+    Slot(usize),
+    /// The credential alone: a version 1 file, to be saved again at once.
+    Credential,
+}
+
+fn header(version: u8) -> [u8; HEADER_LEN] {
+    let m = STATE_MAGIC;
+    [m[0], m[1], m[2], m[3], version]
+}
+
+fn aad(version: u8) -> Zeroizing<Vec<u8>> {
+    let mut a = Zeroizing::new(header(version).to_vec());
+    if version != STATE_VERSION_1 {
+        a.extend_from_slice(STATE_FILE_INFO);
+    }
+    a
+}
+
+fn file_cipher(credential_key: &[u8; SECRET_LEN], file_key: &[u8; SECRET_LEN]) -> ChaCha20Poly1305 {
+    let hk = Hkdf::<Sha256>::new(Some(&credential_key[..]), &file_key[..]);
+    let mut okm = Zeroizing::new([0u8; SECRET_LEN]);
+    // 32 bytes is far below HKDF-SHA256's limit: this cannot fail.
+    let _cannot_fail = hk.expand(STATE_FILE_INFO, &mut okm[..]);
+    ChaCha20Poly1305::new((&*okm).into())
+}
+
+fn seal_with(
+    cipher: &ChaCha20Poly1305,
+    version: u8,
+    plain: &[u8],
+    rng: &mut dyn CryptoRngCore,
+) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill_bytes(&mut nonce);
+    let aad = aad(version);
+    let payload = chacha20poly1305::aead::Payload {
+        msg: plain,
+        aad: &aad,
+    };
+    let sealed = cipher.encrypt((&nonce).into(), payload).unwrap_or_default();
+    let mut out = Vec::with_capacity(HEADER_LEN + NONCE_LEN + sealed.len());
+    out.extend_from_slice(&header(version));
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&sealed);
+    out
+}
+
+/// Seals the engine's plaintext state under `file_key` and
+/// `credential_key` (the identity's [`Identity::state_key`](crate::trust::Identity::state_key)), with a fresh
+/// nonce: the bytes of a version 2 `state` file.
+pub fn seal(
+    credential_key: &[u8; SECRET_LEN],
+    file_key: &[u8; SECRET_LEN],
+    plain: &[u8],
+    rng: &mut dyn CryptoRngCore,
+) -> Vec<u8> {
+    seal_with(
+        &file_cipher(credential_key, file_key),
+        STATE_VERSION,
+        plain,
+        rng,
+    )
+}
+
+/// A version 1 state file, as hosts wrote them before `state.key`: for
+/// upgrade tests only.
+#[doc(hidden)]
+pub fn seal_version_1(
+    credential_key: &[u8; SECRET_LEN],
+    plain: &[u8],
+    rng: &mut dyn CryptoRngCore,
+) -> Vec<u8> {
+    seal_with(
+        &ChaCha20Poly1305::new(credential_key.into()),
+        STATE_VERSION_1,
+        plain,
+        rng,
+    )
+}
+
+fn corrupt() -> Error {
+    Error::Storage(
+        "the state file does not open: it is corrupt, belongs to another credential, or \
+         its state.key is not the one saved with it"
+            .into(),
+    )
+}
+
+fn open_with(cipher: &ChaCha20Poly1305, version: u8, blob: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let rest = blob.get(HEADER_LEN..)?;
+    let nonce: [u8; NONCE_LEN] = rest.get(..NONCE_LEN)?.try_into().ok()?;
+    let aad = aad(version);
+    let payload = chacha20poly1305::aead::Payload {
+        msg: rest.get(NONCE_LEN..)?,
+        aad: &aad,
+    };
+    cipher
+        .decrypt((&nonce).into(), payload)
+        .ok()
+        .map(Zeroizing::new)
+}
+
+/// Opens a state file: a version 2 file with `credential_key` (the
+/// identity's [`Identity::state_key`](crate::trust::Identity::state_key)) and a file key of `keys` (both slots
+/// are tried), a version 1 file with `credential_key` alone.
+pub fn open(
+    credential_key: &[u8; SECRET_LEN],
+    keys: Option<&KeyFile>,
+    blob: &[u8],
+) -> Result<(Zeroizing<Vec<u8>>, Sealing), Error> {
+    match blob.get(..HEADER_LEN) {
+        Some(h) if h == header(STATE_VERSION) => {
+            let Some(keys) = keys else {
+                return Err(Error::Storage(
+                    "the state file is sealed under a key kept in state.key, which is missing: \
+                     restore state and state.key together (or move the state file away to \
+                     start without it)"
+                        .into(),
+                ));
+            };
+            for i in 0..2 {
+                if !keys.is_set(i) {
+                    continue;
+                }
+                if let Some(plain) = open_with(
+                    &file_cipher(credential_key, keys.slot(i)),
+                    STATE_VERSION,
+                    blob,
+                ) {
+                    return Ok((plain, Sealing::Slot(i)));
+                }
+            }
+            Err(corrupt())
+        }
+        Some(h) if h == header(STATE_VERSION_1) => open_with(
+            &ChaCha20Poly1305::new(credential_key.into()),
+            STATE_VERSION_1,
+            blob,
+        )
+        .map(|plain| (plain, Sealing::Credential))
+        .ok_or_else(corrupt),
+        _ => Err(corrupt()),
+    }
+}
 
 /// Whose key a stored key is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -65,39 +357,10 @@ impl core::fmt::Debug for StateBlob {
     }
 }
 
-fn aad() -> [u8; 5] {
-    let m = STATE_MAGIC;
-    [m[0], m[1], m[2], m[3], STATE_VERSION]
-}
-
-fn corrupt() -> Error {
-    Error::Storage(
-        "the state file is corrupt or belongs to another credential (it is encrypted under \
-         the credential's private key)"
-            .into(),
-    )
-}
-
 impl StateBlob {
-    /// Decrypts and parses a blob written by an engine with `identity`.
-    pub fn decode(identity: &Identity, blob: &[u8]) -> Result<StateBlob, Error> {
-        let mut r = Reader::new(blob);
-        if r.take(5).map_err(|_| corrupt())? != aad() {
-            return Err(corrupt());
-        }
-        let nonce: [u8; NONCE_LEN] = r.array().map_err(|_| corrupt())?;
-        let key = identity.state_key();
-        let cipher = ChaCha20Poly1305::new((&*key).into());
-        let payload = chacha20poly1305::aead::Payload {
-            msg: r.rest(),
-            aad: &aad(),
-        };
-        let plain = Zeroizing::new(
-            cipher
-                .decrypt((&nonce).into(), payload)
-                .map_err(|_| corrupt())?,
-        );
-        let mut r = Reader::new(&plain);
+    /// Parses the engine's plaintext state (what [`open`] returns).
+    pub fn parse(plain: &[u8]) -> Result<StateBlob, Error> {
+        let mut r = Reader::new(plain);
         let mut entries = Vec::new();
         let n = r.u32().map_err(|_| corrupt())?;
         for _ in 0..n {
@@ -155,9 +418,16 @@ impl StateBlob {
         n - self.entries.len()
     }
 
-    /// Encrypts the blob again under `identity`'s state key with a fresh nonce.
-    pub fn encode(&self, identity: &Identity, rng: &mut dyn CryptoRngCore) -> Vec<u8> {
-        let mut plain = Zeroizing::new(Vec::new());
+    /// The plaintext state again, for [`seal`].
+    pub fn to_plain(&self) -> Zeroizing<Vec<u8>> {
+        let size = 8
+            + self.tail.len()
+            + self
+                .entries
+                .iter()
+                .map(|e| 12 + 2 + e.info.topic.as_ref().map_or(0, String::len) + 16 + SECRET_LEN)
+                .sum::<usize>();
+        let mut plain = Zeroizing::new(Vec::with_capacity(size));
         for origin in [KeyOrigin::Produced, KeyOrigin::Received] {
             let of: Vec<&Entry> = self
                 .entries
@@ -183,20 +453,7 @@ impl StateBlob {
             }
         }
         plain.extend_from_slice(&self.tail);
-        let key = identity.state_key();
-        let cipher = ChaCha20Poly1305::new((&*key).into());
-        let mut nonce = [0u8; NONCE_LEN];
-        rng.fill_bytes(&mut nonce);
-        let payload = chacha20poly1305::aead::Payload {
-            msg: &plain,
-            aad: &aad(),
-        };
-        let sealed = cipher.encrypt((&nonce).into(), payload).unwrap_or_default();
-        let mut out = Vec::with_capacity(5 + NONCE_LEN + sealed.len());
-        out.extend_from_slice(&aad());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(&sealed);
-        out
+        plain
     }
 }
 
@@ -217,7 +474,7 @@ mod tests {
     use super::*;
     use crate::format::KeyBinding;
     use crate::keys::KeyPolicy;
-    use crate::trust::{Authority, TopicPattern, TrustAnchor};
+    use crate::trust::{Authority, Identity, TopicPattern, TrustAnchor};
     use crate::{Engine, EngineConfig, Storage};
 
     const T0: u64 = 1_790_000_000_000;
@@ -282,7 +539,7 @@ mod tests {
             sealed.push((h, v));
         }
         let blob = store.0.lock().unwrap().clone().unwrap();
-        let mut state = StateBlob::decode(&id, &blob).unwrap();
+        let mut state = StateBlob::parse(&blob).unwrap();
         let keys = state.keys();
         assert!(keys.len() >= 3, "{keys:?}");
         assert!(keys
@@ -292,12 +549,12 @@ mod tests {
         // Shred the first epoch; a new engine restores only the rest.
         let first = keys.iter().map(|k| k.epoch_started_ms).min().unwrap();
         assert_eq!(state.shred_before(first + 1), 1);
-        let blob2 = state.encode(&id, &mut rng);
+        let blob2 = state.to_plain();
         assert_eq!(
-            StateBlob::decode(&id, &blob2).unwrap().keys().len(),
+            StateBlob::parse(&blob2).unwrap().keys().len(),
             keys.len() - 1
         );
-        *store.0.lock().unwrap() = Some(blob2);
+        *store.0.lock().unwrap() = Some(blob2.to_vec());
         drop(engine);
         let restored = Engine::new(
             config(),
@@ -323,19 +580,57 @@ mod tests {
     }
 
     #[test]
-    fn rejects_another_credential_and_garbage() {
+    fn a_state_file_opens_with_its_credential_and_a_file_key_of_its_key_file() {
         let mut rng = ChaCha20Rng::seed_from_u64(8);
         let authority = Authority::generate(&mut rng);
-        let a = identity(&mut rng, &authority);
-        let b = identity(&mut rng, &authority);
-        let blob = StateBlob {
-            entries: Vec::new(),
-            tail: Zeroizing::new(Vec::new()),
-        }
-        .encode(&a, &mut rng);
-        assert!(StateBlob::decode(&a, &blob).unwrap().keys().is_empty());
-        assert!(StateBlob::decode(&b, &blob).is_err());
-        assert!(StateBlob::decode(&a, b"").is_err());
-        assert!(StateBlob::decode(&a, &blob[..blob.len() - 1]).is_err());
+        let a = identity(&mut rng, &authority).state_key();
+        let b = identity(&mut rng, &authority).state_key();
+        let plain = b"the engine's state";
+        let k1 = new_file_key(&mut rng);
+        let k2 = new_file_key(&mut rng);
+        let blob = seal(&a, &k1, plain, &mut rng);
+        let mut keys = KeyFile::empty();
+        keys.set(1, &k1);
+        let (opened, how) = open(&a, Some(&keys), &blob).unwrap();
+        assert_eq!(&opened[..], plain);
+        assert_eq!(how, Sealing::Slot(1));
+        // Both slots are tried; the key file survives its own encoding.
+        keys.set(0, &k2);
+        let keys = KeyFile::parse(&keys.to_bytes()[..]).unwrap();
+        assert_eq!(open(&a, Some(&keys), &blob).unwrap().1, Sealing::Slot(1));
+        // Another credential, or a key file without that file key: nothing.
+        assert!(open(&b, Some(&keys), &blob).is_err());
+        let mut other = KeyFile::empty();
+        other.set(0, &k2);
+        assert!(open(&a, Some(&other), &blob).is_err());
+        assert!(open(&a, Some(&KeyFile::empty()), &blob).is_err());
+        let missing = open(&a, None, &blob).unwrap_err().to_string();
+        assert!(missing.contains("state.key"), "{missing}");
+        // The credential alone does not open a version 2 file, even when
+        // its header is rewritten to claim version 1.
+        let mut as_v1 = blob.clone();
+        as_v1[4] = 1;
+        assert!(open(&a, Some(&keys), &as_v1).is_err());
+        // Garbage, truncation, bit flips.
+        assert!(open(&a, Some(&keys), b"").is_err());
+        assert!(open(&a, Some(&keys), &blob[..blob.len() - 1]).is_err());
+        let mut flipped = blob.clone();
+        flipped[20] ^= 1;
+        assert!(open(&a, Some(&keys), &flipped).is_err());
+        assert!(KeyFile::parse(&keys.to_bytes()[..KEY_FILE_LEN - 1]).is_err());
+        assert!(KeyFile::parse(&[0u8; KEY_FILE_LEN]).is_err());
+    }
+
+    #[test]
+    fn version_1_files_open_with_the_credential_for_the_upgrade() {
+        let mut rng = ChaCha20Rng::seed_from_u64(9);
+        let authority = Authority::generate(&mut rng);
+        let a = identity(&mut rng, &authority).state_key();
+        let b = identity(&mut rng, &authority).state_key();
+        let blob = seal_version_1(&a, b"old state", &mut rng);
+        let (plain, how) = open(&a, None, &blob).unwrap();
+        assert_eq!(&plain[..], b"old state");
+        assert_eq!(how, Sealing::Credential);
+        assert!(open(&b, None, &blob).is_err());
     }
 }

@@ -11,6 +11,7 @@ mod common;
 use common::{pump, pump_skewed, MemStorage, World, T0};
 use kafka_e2ee_core::format::{KeyBinding, RecordHeader, HEADER_LEN};
 use kafka_e2ee_core::keys::KeyPolicy;
+use kafka_e2ee_core::state;
 use kafka_e2ee_core::{EngineConfig, Error, KeyUnavailable, Opened};
 
 fn seal(e: &kafka_e2ee_core::Engine, topic: &str, plain: &[u8]) -> ([u8; HEADER_LEN], Vec<u8>) {
@@ -224,18 +225,27 @@ fn restarted_producer_serves_keys_from_its_state_directory() {
         RecordHeader::decode(&h2).unwrap().key_id.producer,
         RecordHeader::decode(&h).unwrap().key_id.producer
     );
-    // The state blob holds no plaintext secret and is useless to another credential.
-    let blob = storage.0.lock().unwrap().clone().unwrap();
+    // The state as a state directory seals it (under a file key and the
+    // credential) is useless to another credential; garbage is refused.
+    let plain = storage.0.lock().unwrap().clone().unwrap();
+    let file_key = state::new_file_key(&mut rand_core::OsRng);
+    let mut keys = state::KeyFile::empty();
+    keys.set(0, &file_key);
+    let p_id = kafka_e2ee_core::trust::Identity::from_file_bytes(&p_secret_file)
+        .unwrap()
+        .state_key();
+    let blob = state::seal(&p_id, &file_key, &plain, &mut rand_core::OsRng);
+    assert!(state::open(&p_id, Some(&keys), &blob).is_ok());
     let other = w.identity("p", &["orders"], &[]);
-    let cfg = EngineConfig::default();
+    assert!(state::open(&other.state_key(), Some(&keys), &blob).is_err());
     let r = kafka_e2ee_core::Engine::new(
-        cfg,
+        EngineConfig::default(),
         other,
         w.trust.clone(),
         T0,
         Box::new(rand_core::OsRng),
         Some(Box::new(MemStorage(std::sync::Arc::new(
-            std::sync::Mutex::new(Some(blob)),
+            std::sync::Mutex::new(Some(b"garbage".to_vec())),
         )))),
     );
     assert!(matches!(r, Err(Error::Storage(_))));

@@ -4,8 +4,7 @@
 //! per process, cluster and credential.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -14,6 +13,8 @@ use kafka_e2ee_core::format::{Cipher, Compression, Sealing};
 use kafka_e2ee_core::keys::KeyPolicy;
 use kafka_e2ee_core::trust::{Identity, TopicPattern, TrustAnchor};
 use kafka_e2ee_core::{Engine, EngineConfig, Storage};
+
+use crate::state_dir::{OpenError, StateDir};
 
 /// Wall-clock time in Unix milliseconds.
 pub fn now_ms() -> u64 {
@@ -250,66 +251,6 @@ fn read_file(property: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
     fs::read(path).map_err(|e| bad(property, format!("cannot read '{}': {e}", path.display())))
 }
 
-/// The state directory: one encrypted blob, written atomically, and an
-/// exclusive lock so two processes never share one (they would reuse epoch
-/// numbers under one instance id).
-#[derive(Debug)]
-pub struct FileStorage {
-    path: PathBuf,
-    _lock: File,
-}
-
-impl FileStorage {
-    pub fn open(dir: &Path) -> Result<FileStorage, ConfigError> {
-        let p = "e2ee.state.dir";
-        fs::create_dir_all(dir)
-            .map_err(|e| bad(p, format!("cannot create '{}': {e}", dir.display())))?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("lock"))
-            .map_err(|e| bad(p, format!("cannot open '{}': {e}", dir.display())))?;
-        lock.try_lock().map_err(|_| {
-            bad(
-                p,
-                format!(
-                    "'{}' is in use by another process; give each process its own state directory",
-                    dir.display()
-                ),
-            )
-        })?;
-        Ok(FileStorage {
-            path: dir.join("state"),
-            _lock: lock,
-        })
-    }
-}
-
-impl Storage for FileStorage {
-    fn load(&mut self) -> Result<Option<Vec<u8>>, String> {
-        match fs::read(&self.path) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(format!("cannot read {}: {e}", self.path.display())),
-        }
-    }
-    fn store(&mut self, blob: &[u8]) -> Result<(), String> {
-        let tmp = self.path.with_extension("tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .open(&tmp)?;
-            f.write_all(blob)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &self.path)
-        };
-        write().map_err(|e| format!("cannot write {}: {e}", self.path.display()))
-    }
-}
-
 /// Builds an engine from the settings: reads and checks the credential and
 /// trust files, opens the state directory, seeds from the OS RNG.
 pub fn build_engine(cfg: &HostConfig) -> Result<Engine, ConfigError> {
@@ -333,7 +274,19 @@ fn build(cfg: &HostConfig, keeper: bool) -> Result<Engine, ConfigError> {
     let trust = TrustAnchor::from_file_bytes(&read_file("e2ee.trust", &cfg.trust)?)
         .map_err(|e| bad("e2ee.trust", format!("'{}': {e}", cfg.trust.display())))?;
     let storage: Option<Box<dyn Storage>> = match &cfg.state_dir {
-        Some(dir) => Some(Box::new(FileStorage::open(dir)?)),
+        Some(dir) => Some(Box::new(StateDir::open(dir, &identity).map_err(|e| {
+            bad(
+                "e2ee.state.dir",
+                match e {
+                    OpenError::InUse => format!(
+                        "'{}' is in use by another process; give each process its own state \
+                         directory",
+                        dir.display()
+                    ),
+                    OpenError::Io(m) => m,
+                },
+            )
+        })?)),
         None => None,
     };
     Engine::new(

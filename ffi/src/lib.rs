@@ -10,6 +10,9 @@ pub mod rdkafka;
 /// Stop signals for long-running hosts (the CLI's keeper).
 /// cbindgen:ignore
 pub mod signals;
+/// The state directory (`e2ee.state.dir`): sealed state and its key file.
+/// cbindgen:ignore
+pub mod state_dir;
 
 /// Every block the Rust code of `libkafka_e2ee.so` (and of the `kafka-e2ee`
 /// binary, which links this crate) frees is zeroized first, and no buffer

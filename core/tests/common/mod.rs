@@ -20,7 +20,10 @@ impl Storage for MemStorage {
         Ok(self.0.lock().unwrap().clone())
     }
     fn store(&mut self, blob: &[u8]) -> Result<(), String> {
-        *self.0.lock().unwrap() = Some(blob.to_vec());
+        // The engine hands over its state in plaintext: wipe what it replaces.
+        if let Some(mut old) = self.0.lock().unwrap().replace(blob.to_vec()) {
+            zeroize::Zeroize::zeroize(&mut old);
+        }
         Ok(())
     }
 }
