@@ -53,7 +53,23 @@ pub(crate) struct Client {
     /// Bind the record key into the AAD when sealing (`e2ee.bind.key`).
     pub bind_key: bool,
     pub fork_generation: u64,
+    /// The process the client was made in. A child made without
+    /// `pthread_atfork` running (a raw `fork`/`clone` system call, as some
+    /// runtimes and sandboxes make) leaves `fork_generation` unchanged; its
+    /// pid still differs.
+    pub pid: u32,
     pub keys: Option<Arc<control::KeySignal>>,
+}
+
+impl Client {
+    /// Whether this client may seal here and now: never in a child process
+    /// of the one that made it, where its engine's epoch and nonce counters
+    /// are copies of the parent's (sealing would repeat nonces). Checked on
+    /// every seal: an atomic load and a getpid() system call (glibc caches
+    /// no pid since 2.25), far below the cost of a seal.
+    pub fn may_seal_in_this_process(&self) -> bool {
+        self.fork_generation == fork_generation() && self.pid == std::process::id()
+    }
 }
 
 /// Per configuration object (and so per client).
@@ -400,6 +416,7 @@ unsafe extern "C" fn on_new(
                     wait_ms: 0,
                     bind_key: true,
                     fork_generation: FORK_GENERATION.load(Ordering::SeqCst),
+                    pid: std::process::id(),
                     keys: None,
                 }
             }
@@ -455,6 +472,7 @@ unsafe fn start(st: &ConfState, conf: *const Conf, producer: bool) -> Result<Cli
         wait_ms: cfg.wait_ms,
         bind_key: cfg.bind_key,
         fork_generation: FORK_GENERATION.load(Ordering::SeqCst),
+        pid: std::process::id(),
         keys: Some(keys),
     })
 }
@@ -488,4 +506,58 @@ pub(crate) fn fork_generation() -> u64 {
 fn _assert_message_layout() {
     // rd_kafka_message_t on LP64.
     const _: () = assert!(std::mem::size_of::<Message>() == 72);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> Client {
+        Client {
+            engine: None,
+            broken: None,
+            wait_ms: 0,
+            bind_key: true,
+            fork_generation: fork_generation(),
+            pid: std::process::id(),
+            keys: None,
+        }
+    }
+
+    /// A child made by the raw system call (no pthread_atfork handler runs,
+    /// so `fork_generation` stays as it was) still may not seal with the
+    /// parent's client. The child only reads an atomic, calls getpid() and
+    /// exits: nothing in it can wait for a lock some parent thread held.
+    #[test]
+    fn a_child_made_without_pthread_atfork_may_not_seal() {
+        register_fork_handler();
+        let c = client();
+        assert!(c.may_seal_in_this_process());
+        let generation = fork_generation();
+        // clone(SIGCHLD) with no stack is fork() without libc's handlers
+        // (x86_64 and aarch64 alike; aarch64 has no SYS_fork).
+        // SAFETY: the child runs only async-signal-safe code, then _exit.
+        let pid =
+            unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0) };
+        if pid == 0 {
+            let code = i32::from(c.may_seal_in_this_process())
+                | (i32::from(fork_generation() != generation) << 1);
+            // SAFETY: ends the child without running the test harness's exit.
+            unsafe { libc::_exit(code) };
+        }
+        assert!(pid > 0, "clone failed");
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        let waited = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+        assert_eq!(waited, pid as libc::pid_t);
+        assert!(libc::WIFEXITED(status), "child status {status}");
+        match libc::WEXITSTATUS(status) {
+            0 => {}
+            1 => panic!("the child of a raw fork may seal with its parent's client"),
+            2 => panic!("pthread_atfork ran: the test did not make a raw fork"),
+            other => panic!("child exit code {other}"),
+        }
+        // The parent itself still may.
+        assert!(c.may_seal_in_this_process());
+    }
 }
