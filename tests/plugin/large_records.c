@@ -9,7 +9,8 @@
  * copying it; uncompressed, nothing else copies it either. This drives them
  * through every way a delivery report can come early:
  *   A. plain delivery (F_COPY, F_FREE and app-owned payloads);
- *   B. rd_kafka_purge(QUEUE | INFLIGHT) while requests are being sent;
+ *   B. rd_kafka_purge(QUEUE | INFLIGHT) while records are queued, and with
+ *      the broker frozen (SIGSTOP) while requests are written or awaited;
  *   C. request timeouts: the broker frozen (SIGSTOP) while records go out,
  *      so requests time out part-written or unanswered, are retried, and
  *      the messages time out;
@@ -69,7 +70,7 @@ typedef struct {
 } expect_t;
 static expect_t expects[MAX_RECORDS];
 static int n_expects = 0;
-static int dr_ok = 0, dr_failed = 0, dr_mismatch = 0, dr_seen = 0;
+static int dr_ok = 0, dr_failed = 0, dr_mismatch = 0, dr_seen = 0, dr_purged_inflight = 0;
 static int delivered[MAX_RECORDS];
 
 static void fill(char *p, size_t len, int id) {
@@ -96,6 +97,8 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
                 dr_failed++;
         else
                 dr_ok++;
+        if (m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT)
+                dr_purged_inflight++;
         if (!e || m->len != e->len || !matches(m->payload, m->len, e->id)) {
                 dr_mismatch++;
                 fprintf(stderr, "delivery report of record %d (%s) saw another payload\n",
@@ -127,12 +130,13 @@ static rd_kafka_conf_t *base_conf(int plugin, const char *cred) {
         return c;
 }
 
-static rd_kafka_t *producer(const char *request_timeout_ms, const char *message_timeout_ms) {
+static rd_kafka_t *producer(const char *request_timeout_ms, const char *message_timeout_ms,
+                            const char *linger_ms) {
         char err[512];
         rd_kafka_conf_t *c = base_conf(1, env("E2EE_WRITER"));
         set(c, "compression.type", "none");
         set(c, "message.copy.max.bytes", "65535"); /* the default, said out loud */
-        set(c, "linger.ms", "5");
+        set(c, "linger.ms", linger_ms);
         set(c, "request.timeout.ms", request_timeout_ms);
         set(c, "message.timeout.ms", message_timeout_ms);
         set(c, "retry.backoff.ms", "50");
@@ -205,6 +209,15 @@ static const char *pid_path(void) {
         return path;
 }
 
+static long read_broker_pid(void) {
+        FILE *pf = fopen(pid_path(), "r");
+        long pid = 0;
+        CHECK(pf && fscanf(pf, "%ld", &pid) == 1 && pid > 0, "broker pid");
+        if (pf)
+                fclose(pf);
+        return pid;
+}
+
 static void broker(const char *verb) {
         char cmd[4096];
         snprintf(cmd, sizeof(cmd), "'%s' %s '%s' >/dev/null", env("E2EE_TEST_BROKER"), verb,
@@ -271,38 +284,57 @@ int main(int argc, char **argv) {
         topic = env("E2EE_TOPIC");
 
         /* A. Plain delivery. The writer stays up to serve its keys. */
-        rd_kafka_t *p = producer("30000", "120000");
+        rd_kafka_t *p = producer("30000", "120000", "5");
         reset();
         int want = produce_some(p, 18);
         wait_reports(p, want, 120000, "A. delivery");
         CHECK(dr_ok == want, "A: %d of %d delivered", dr_ok, want);
 
-        /* B. Purge while requests are being written and awaited: after 0 to
-         * 40 ms, so that some rounds catch requests in flight. */
-        int purged = 0;
-        for (int delay = 0; delay <= 40; delay += 10) {
+        /* B. Purge, 0 to 160 ms after producing, with linger.ms=100: early
+         * rounds purge queued records, later ones catch requests being
+         * written or awaited (RD_KAFKA_RESP_ERR__PURGE_INFLIGHT). */
+        rd_kafka_t *b = producer("30000", "120000", "100");
+        int purged = 0, inflight = 0;
+        for (int delay = 0; delay <= 160; delay += 20) {
                 reset();
-                want = produce_some(p, 6);
-                rd_kafka_poll(p, delay);
-                CHECK(!rd_kafka_purge(p, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT),
+                dr_purged_inflight = 0;
+                want = produce_some(b, 4);
+                rd_kafka_poll(b, delay);
+                CHECK(!rd_kafka_purge(b, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT),
                       "purge");
-                wait_reports(p, want, 60000, "B. purge");
+                wait_reports(b, want, 60000, "B. purge");
                 purged += dr_failed;
+                inflight += dr_purged_inflight;
         }
         CHECK(purged > 0, "B: no purge caught a record before its delivery");
+        /* Then with the broker frozen (SIGSTOP): the requests are written
+         * (into its socket buffer, or part-written) and never answered, so
+         * the purge fails them in flight (and part-written ones, after which
+         * librdkafka drops the connection). */
+        long broker_pid = read_broker_pid();
+        if (broker_pid > 0)
+                kill((pid_t)broker_pid, SIGSTOP);
+        reset();
+        dr_purged_inflight = 0;
+        want = produce_some(b, 6);
+        rd_kafka_poll(b, 600);
+        CHECK(!rd_kafka_purge(b, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT), "purge");
+        wait_reports(b, want, 60000, "B. purge, broker frozen");
+        if (broker_pid > 0)
+                kill((pid_t)broker_pid, SIGCONT);
+        purged += dr_failed;
+        inflight += dr_purged_inflight;
+        fprintf(stderr, "B: %d purged, %d of them in flight\n", purged, inflight);
+        CHECK(inflight > 0, "B: no purge caught a request in flight");
         free_app_owned();
+        rd_kafka_destroy(b);
 
         /* C. Request timeouts: the broker is frozen (SIGSTOP) while 12 MiB
          * go out, so the socket fills, requests stay part-written or
          * unanswered, time out after 1 s and are retried until the messages
          * time out (4 s); then it thaws. */
-        rd_kafka_t *t = producer("1000", "4000");
+        rd_kafka_t *t = producer("1000", "4000", "5");
         reset();
-        FILE *pf = fopen(pid_path(), "r");
-        long broker_pid = 0;
-        CHECK(pf && fscanf(pf, "%ld", &broker_pid) == 1 && broker_pid > 0, "broker pid");
-        if (pf)
-                fclose(pf);
         if (broker_pid > 0)
                 kill((pid_t)broker_pid, SIGSTOP);
         want = produce_some(t, 18);
