@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::{c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{OnceLock, PoisonError};
 
@@ -14,8 +15,6 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use subtle::ConstantTimeEq;
 
 use super::api::{self, Api, Headers, Kafka, Message};
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
 use super::{guard, state, ConfState};
 use crate::host::now_ms;
 
