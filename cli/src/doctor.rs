@@ -540,7 +540,16 @@ fn check_credential(v: &Values, base: &Path, r: &mut Report) -> Option<Identity>
             return None;
         }
     };
-    if let Some(mode) = files::readable_by_others(&path) {
+    if let Some(why) = files::writable_by_others(&path) {
+        r.problem(
+            "e2ee.credential",
+            format!(
+                "{} {why}: whoever can write it can make this client use their key",
+                path.display()
+            ),
+            format!("chmod 600 {}", path.display()),
+        );
+    } else if let Some(mode) = files::readable_by_others(&path) {
         r.warn(
             "e2ee.credential",
             format!(
@@ -590,6 +599,16 @@ fn check_trust(v: &Values, base: &Path, r: &mut Report) -> Option<TrustAnchor> {
             return None;
         }
     };
+    if let Some(why) = files::writable_by_others(&path) {
+        r.problem(
+            "e2ee.trust",
+            format!(
+                "{} {why}: whoever can write it can make this client trust their own authority",
+                path.display()
+            ),
+            format!("chmod 644 {} (owned by you or root)", path.display()),
+        );
+    }
     match TrustAnchor::from_file_bytes(&bytes) {
         Ok(a) => {
             r.ok(

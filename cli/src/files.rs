@@ -120,3 +120,44 @@ pub fn readable_by_others(path: &Path) -> Option<u32> {
 pub fn readable_by_others(_path: &Path) -> Option<u32> {
     None
 }
+
+/// Why someone other than the file's owner (or root) could change it: its
+/// mode lets group or others write, or another user owns it. A trust file
+/// or credential anyone else may write lets them trust their own authority
+/// or swap in their own key. None if only the owner may write it (or it
+/// cannot be read: the caller reports that).
+#[cfg(unix)]
+pub fn writable_by_others(path: &Path) -> Option<String> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let meta = fs::metadata(path).ok()?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o022 != 0 {
+        let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+            (true, true) => "group and others",
+            (true, false) => "its group",
+            _ => "others",
+        };
+        return Some(format!(
+            "has mode {mode:03o}: {who} may write it; only its owner may (chmod go-w {})",
+            path.display()
+        ));
+    }
+    // This process's effective uid without unsafe code (the CLI forbids
+    // it): Linux gives /proc/self that owner. Elsewhere the check is skipped.
+    let Ok(me) = fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return None;
+    };
+    let owner = meta.uid();
+    if owner != me && owner != 0 {
+        return Some(format!(
+            "is owned by uid {owner}, neither this user (uid {me}) nor root: that user may              write it (chown {me} {})",
+            path.display()
+        ));
+    }
+    None
+}
+
+#[cfg(not(unix))]
+pub fn writable_by_others(_path: &Path) -> Option<String> {
+    None
+}

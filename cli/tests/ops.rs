@@ -604,6 +604,60 @@ fn doctor_names_each_problem_and_its_fix() {
     assert!(text.matches("fix: ").count() >= 10, "{text}");
 }
 
+/// A trust file or credential that group or others may write fails doctor,
+/// naming the file and the chmod that fixes it.
+#[cfg(unix)]
+#[test]
+fn doctor_fails_a_trust_file_or_credential_others_may_write() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let t = Scratch::new();
+    let auth = authority(&t, "auth");
+    let cred = issue(&t, &auth, "writer", &["--produce", "orders"]);
+    let trust = auth.join("trust");
+    let cfg = write(
+        &t,
+        "producer.properties",
+        &format!(
+            "bootstrap.servers=127.0.0.1:9\n\
+             value.serializer=dev.kafkae2ee.EncryptingSerializer\n\
+             e2ee.inner.value.serializer=org.apache.kafka.common.serialization.StringSerializer\n\
+             e2ee.credential={}\ne2ee.trust={}\ne2ee.topics=orders\ne2ee.state.dir={}\n",
+            s(&cred),
+            s(&trust),
+            s(&t.path("state"))
+        ),
+    );
+    let chmod = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    chmod(&trust, 0o644);
+    chmod(&cred, 0o600);
+    let o = run(&["doctor", "--config", s(&cfg), "--offline"]);
+    ok(&o);
+    assert!(out(&o).contains("0 problem(s)"), "{}", out(&o));
+    for (file, mode, who) in [
+        (&trust, 0o664, "its group may write it"),
+        (&trust, 0o646, "others may write it"),
+        (&cred, 0o620, "its group may write it"),
+        (&cred, 0o622, "group and others may write it"),
+    ] {
+        chmod(file, mode);
+        let o = run(&["doctor", "--config", s(&cfg), "--offline"]);
+        assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+        let text = out(&o);
+        let want = format!("{} has mode {mode:03o}: {who}", s(file));
+        assert!(text.contains(&want), "missing '{want}' in:\n{text}");
+        let fix = format!(
+            "chmod {} {}",
+            if file == &trust { "644" } else { "600" },
+            s(file)
+        );
+        assert!(text.contains(&fix), "missing '{fix}' in:\n{text}");
+        chmod(&trust, 0o644);
+        chmod(&cred, 0o600);
+    }
+}
+
 #[test]
 fn doctor_missing_files_and_librdkafka_order() {
     let t = Scratch::new();

@@ -225,6 +225,29 @@ def test_confluent_kafka_group_of_three_joining_and_leaving_with_rotation(broker
     assert b"v1-x" not in disk and b"xxxxxxxxxx" not in disk
 
 
+MISSING_HEADER_REASON = (
+    "kafka-e2ee: record at offset {offset} rejected: record on protected topic '{topic}' has no e2ee "
+    "header: plaintext was written by a client without kafka-e2ee, or the header was stripped"
+)
+
+
+def test_kcat_shows_the_whole_rejection_reason(broker, creds):
+    """kcat prints a record the plugin rejects through rd_kafka_message_errstr:
+    the whole reason arrives, not one cut to the record's length (it was
+    "kafka-e2ee: record at offset 0 rejec" for a 36-byte record)."""
+    topic = "kcat-injected"
+    broker.create_topic(topic)
+    subprocess.run(["kcat", "-b", broker.bootstrap, "-P", "-t", topic],
+                   input=b"plaintext-without-e2ee-header-0123\n", check=True, timeout=60)
+    r = subprocess.run(
+        kcat_args(broker, creds, "reader", "-C", "-t", topic, "-o", "beginning", "-c", "1", "-e",
+                  "-X", "e2ee.key.wait.ms=0"),
+        capture_output=True, timeout=60)
+    err = r.stderr.decode(errors="replace")
+    assert MISSING_HEADER_REASON.format(offset=0, topic=topic) in err, err
+    assert b"plaintext-without" not in r.stdout + r.stderr
+
+
 def test_plaintext_injection_is_an_error_and_is_not_committed_past(broker, creds):
     """A record without the e2ee header on a protected topic reaches the app
     as an error (never as data), and the group's committed offset stays at
@@ -255,6 +278,10 @@ def test_plaintext_injection_is_an_error_and_is_not_committed_past(broker, creds
     for m in errors:
         assert "rejected" in str(m.error()) or m.value() is None or b"injected" not in (m.value() or b"")
         assert b"injected-plaintext" not in (m.value() or b"")
+        # The whole reason, longer than the 20-byte record, as librdkafka's
+        # own errors carry theirs: KafkaError.str(), and the value is the text.
+        assert m.error().str() == MISSING_HEADER_REASON.format(offset=0, topic=topic), m.error().str()
+        assert m.value() == m.error().str().encode()
     time.sleep(1)  # let an auto commit run
     c.close()
     check = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "inj"})

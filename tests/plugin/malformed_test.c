@@ -5,7 +5,8 @@
  * e2ee headers of wrong sizes (0, 1, 33, 35, 1000 bytes, NULL, length -1 =
  * strlen), two e2ee headers, random 34-byte headers, a 512 KiB value, an
  * empty value. Every one must reach the app as a _VALUE_DESERIALIZATION error
- * that holds no ciphertext, never as data and never as a crash; a record the
+ * that holds no ciphertext but the whole reason (rd_kafka_message_errstr),
+ * never as data and never as a crash; a record the
  * plugin sealed, with an app header also named e2ee, still opens.
  * Run under ASan/LSan/UBSan and valgrind by tests/plugin/run (valgrind also
  * finds the plugin state leaked if librdkafka unloads the plugin).
@@ -185,8 +186,8 @@ int main(int argc, char **argv) {
         rd_kafka_destroy(raw);
 
         /* Offset N_BAD: sealed by the plugin, with an app header also named
-         * e2ee before the plugin's (the last one counts). It stays up to
-         * serve its key. */
+         * e2ee, which the plugin replaces (a record carries one). It stays
+         * up to serve its key. */
         rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, plugin_conf(env("E2EE_WRITER")), err, sizeof(err));
         CHECK(p != NULL, "plugin producer: %s", err);
         const char *good = "the one good record";
@@ -218,14 +219,18 @@ int main(int argc, char **argv) {
                 if (m->err == RD_KAFKA_RESP_ERR__VALUE_DESERIALIZATION) {
                         /* The plugin moved the offset back by one for the store. */
                         int64_t at = m->offset + 1;
-                        /* The reason, cut to the value's length, NUL-terminated; nothing else. */
-                        static const char reason[] = "kafka-e2ee: record at offset";
-                        size_t cmp = m->len ? m->len - 1 : 0;
-                        if (cmp > sizeof(reason) - 1)
-                                cmp = sizeof(reason) - 1;
-                        CHECK(m->len == 0 || (!memcmp(m->payload, reason, cmp) &&
-                                              ((char *)m->payload)[m->len - 1] == '\0'),
-                              "an error message carries something other than the reason");
+                        /* The whole reason and nothing else, however short the
+                         * record, as librdkafka's own errors carry theirs: the
+                         * payload is the NUL-terminated text, len its length. */
+                        char head[64];
+                        snprintf(head, sizeof(head), "kafka-e2ee: record at offset %lld rejected: ",
+                                 (long long)at);
+                        const char *why = rd_kafka_message_errstr(m);
+                        CHECK(why && why == (const char *)m->payload && strlen(why) == m->len &&
+                                  !strncmp(why, head, strlen(head)) && m->len > strlen(head) + 10,
+                              "an error message carries something other than the whole reason: "
+                              "%zu bytes '%.*s'",
+                              m->len, (int)m->len, m->payload ? (const char *)m->payload : "");
                         if (at == (int64_t)N_BAD) {
                                 /* The good record's key is still on its way: the
                                  * plugin sought back to it; it comes again. */

@@ -15,7 +15,7 @@ mod record;
 
 use std::ffi::{c_char, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Once, OnceLock, PoisonError};
 
 use kafka_e2ee_core::trust::{Identity, TrustAnchor};
@@ -53,7 +53,80 @@ pub(crate) struct Client {
     /// Bind the record key into the AAD when sealing (`e2ee.bind.key`).
     pub bind_key: bool,
     pub fork_generation: u64,
+    /// The process the client was made in. A child made without
+    /// `pthread_atfork` running (a raw `fork`/`clone` system call, as some
+    /// runtimes and sandboxes make) leaves `fork_generation` unchanged; its
+    /// pid still differs.
+    pub pid: u32,
     pub keys: Option<Arc<control::KeySignal>>,
+}
+
+impl Client {
+    /// Whether this client may seal here and now: never in a child process
+    /// of the one that made it, where its engine's epoch and nonce counters
+    /// are copies of the parent's (sealing would repeat nonces). Checked on
+    /// every seal; see [`current_pid`] for its cost.
+    pub fn may_seal_in_this_process(&self) -> bool {
+        self.fork_generation == fork_generation() && self.pid == current_pid()
+    }
+}
+
+/// A page the kernel zeroes in every child process, however it was made
+/// (MADV_WIPEONFORK, Linux 4.14+: fork, clone without CLONE_VM, with or
+/// without pthread_atfork). Byte 0 is 1 while [`ARMED_PID`] is this
+/// process's pid. None if the page could not be had (old kernel): then every
+/// check asks getpid().
+fn wipe_on_fork_page() -> Option<&'static AtomicU8> {
+    static PAGE: OnceLock<Option<usize>> = OnceLock::new();
+    let addr = (*PAGE.get_or_init(|| {
+        // SAFETY: a fresh private anonymous page, never unmapped.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        // SAFETY: p is the page just mapped.
+        if unsafe { libc::madvise(p, 4096, libc::MADV_WIPEONFORK) } != 0 {
+            // SAFETY: ours, unused.
+            unsafe { libc::munmap(p, 4096) };
+            return None;
+        }
+        Some(p as usize)
+    }))?;
+    // SAFETY: a live, zero-initialised, page-aligned mapping kept for the
+    // life of the process; AtomicU8 has the layout of u8.
+    Some(unsafe { &*(addr as *const AtomicU8) })
+}
+
+/// The pid [`wipe_on_fork_page`] was armed with.
+static ARMED_PID: AtomicU32 = AtomicU32::new(0);
+
+/// This process's pid, for the seal path. getpid() is a system call (glibc
+/// caches no pid since 2.25; 370 ns a call on the loaded 2-core test VM,
+/// per record), so the pid is remembered next to a flag the kernel wipes in any
+/// child: while the flag stands, no fork happened since it was remembered,
+/// and the check is two loads. In a child the flag reads 0 and the pid is
+/// asked for again (and remembered for the child).
+pub(crate) fn current_pid() -> u32 {
+    let Some(flag) = wipe_on_fork_page() else {
+        return std::process::id();
+    };
+    if flag.load(Ordering::Acquire) == 1 {
+        return ARMED_PID.load(Ordering::Relaxed);
+    }
+    let pid = std::process::id();
+    // Threads that race here all store the same pid, before the flag.
+    ARMED_PID.store(pid, Ordering::Relaxed);
+    flag.store(1, Ordering::Release);
+    pid
 }
 
 /// Per configuration object (and so per client).
@@ -400,6 +473,7 @@ unsafe extern "C" fn on_new(
                     wait_ms: 0,
                     bind_key: true,
                     fork_generation: FORK_GENERATION.load(Ordering::SeqCst),
+                    pid: current_pid(),
                     keys: None,
                 }
             }
@@ -455,6 +529,7 @@ unsafe fn start(st: &ConfState, conf: *const Conf, producer: bool) -> Result<Cli
         wait_ms: cfg.wait_ms,
         bind_key: cfg.bind_key,
         fork_generation: FORK_GENERATION.load(Ordering::SeqCst),
+        pid: current_pid(),
         keys: Some(keys),
     })
 }
@@ -488,4 +563,68 @@ pub(crate) fn fork_generation() -> u64 {
 fn _assert_message_layout() {
     // rd_kafka_message_t on LP64.
     const _: () = assert!(std::mem::size_of::<Message>() == 72);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> Client {
+        Client {
+            engine: None,
+            broken: None,
+            wait_ms: 0,
+            bind_key: true,
+            fork_generation: fork_generation(),
+            pid: current_pid(),
+            keys: None,
+        }
+    }
+
+    /// A child made by the raw system call (no pthread_atfork handler runs,
+    /// so `fork_generation` stays as it was) still may not seal with the
+    /// parent's client. The child only reads an atomic, calls getpid() and
+    /// exits: nothing in it can wait for a lock some parent thread held.
+    #[test]
+    fn a_child_made_without_pthread_atfork_may_not_seal() {
+        register_fork_handler();
+        let c = client();
+        assert!(c.may_seal_in_this_process());
+        // Armed: the fast path answers from here on (Linux 4.14+ has
+        // MADV_WIPEONFORK; without it every check would ask getpid()).
+        assert!(wipe_on_fork_page().is_some(), "no MADV_WIPEONFORK page");
+        assert_eq!(current_pid(), std::process::id());
+        let generation = fork_generation();
+        // clone(SIGCHLD) with no stack is fork() without libc's handlers
+        // (x86_64 and aarch64 alike; aarch64 has no SYS_fork).
+        // SAFETY: the child runs only async-signal-safe code, then _exit.
+        let pid =
+            unsafe { libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_long, 0, 0, 0, 0) };
+        if pid == 0 {
+            let code = i32::from(c.may_seal_in_this_process())
+                | (i32::from(fork_generation() != generation) << 1)
+                | (i32::from(current_pid() != std::process::id()) << 2);
+            // SAFETY: ends the child without running the test harness's exit.
+            unsafe { libc::_exit(code) };
+        }
+        assert!(pid > 0, "clone failed");
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        let waited = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+        assert_eq!(waited, pid as libc::pid_t);
+        assert!(libc::WIFEXITED(status), "child status {status}");
+        let code = libc::WEXITSTATUS(status);
+        assert_ne!(
+            code, 1,
+            "the child of a raw fork may seal with its parent's client"
+        );
+        assert_ne!(
+            code, 2,
+            "pthread_atfork ran: the test did not make a raw fork"
+        );
+        assert_ne!(code & 4, 4, "current_pid() in the child is not the child's");
+        assert_eq!(code, 0, "child exit code");
+        // The parent itself still may.
+        assert!(c.may_seal_in_this_process());
+    }
 }

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::{c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{OnceLock, PoisonError};
 
@@ -14,7 +15,7 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use subtle::ConstantTimeEq;
 
 use super::api::{self, Api, Headers, Kafka, Message};
-use super::{fork_generation, guard, state, ConfState};
+use super::{guard, state, ConfState};
 use crate::host::now_ms;
 
 const HEADER: &CStr = c"e2ee";
@@ -142,44 +143,95 @@ pub(crate) unsafe extern "C" fn on_send(
     m: *mut Message,
     ic_opaque: *mut c_void,
 ) -> api::Err {
-    guard(api::ERR_NO_ERROR, || {
+    let sent = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: registered by attach; m is the message being produced.
         let (Some(st), Some(msg)) = (unsafe { state(ic_opaque) }, unsafe { m.as_mut() }) else {
-            return api::ERR_NO_ERROR;
+            return;
         };
         if msg.payload.is_null() {
-            return api::ERR_NO_ERROR; // a tombstone stays null
+            return; // a tombstone stays null
         }
         // SAFETY: as above.
         unsafe { send(st, m) };
-        api::ERR_NO_ERROR
-    })
+    }));
+    if sent.is_err() {
+        // A panic left the message in an unknown state: it may still hold
+        // the plaintext (or the app's own buffer, which must not be written).
+        // Whatever happened, it must not reach a broker, so it is failed
+        // closed the one way that touches no buffer.
+        // SAFETY: m is the message being produced (or null).
+        if let Some(msg) = unsafe { m.as_mut() } {
+            fail_closed(msg);
+        }
+        return ERR_FAILED_CLOSED;
+    }
+    api::ERR_NO_ERROR
 }
+
+/// What `on_send` returns when it failed a message closed after a panic:
+/// librdkafka only logs an interceptor's error (the message is failed by its
+/// partition), so the log names the plugin (RD_KAFKA_RESP_ERR__FAIL).
+const ERR_FAILED_CLOSED: api::Err = -196;
+
+/// Faults that only debug builds can be told to inject (tests/plugin's
+/// faults_test drives them through `KAFKA_E2EE_TEST_FAULT`), so that the
+/// fail-closed paths for states no real librdkafka produces are tested
+/// end to end. Release builds compile this to `false`: no switch exists.
+#[cfg(debug_assertions)]
+fn injected_fault(name: &str) -> bool {
+    std::env::var("KAFKA_E2EE_TEST_FAULT").is_ok_and(|v| v.split(',').any(|f| f == name))
+}
+
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+fn injected_fault(_name: &str) -> bool {
+    false
+}
+
+/// Panics if a debug build is told to (`on_send_panic`): the test of the
+/// panic boundary of `on_send`.
+#[cfg(debug_assertions)]
+#[allow(clippy::panic)]
+fn injected_panic() {
+    if injected_fault("on_send_panic") {
+        panic!("kafka-e2ee: injected on_send panic (debug build, KAFKA_E2EE_TEST_FAULT)");
+    }
+}
+
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+fn injected_panic() {}
 
 unsafe fn send(st: &ConfState, m: *mut Message) {
     let api = &*st.api;
     // SAFETY: caller.
     let msg = unsafe { &mut *m };
-    // SAFETY: the topic is used only during this call.
-    let Some(topic) = (unsafe { topic_of(api, msg) }) else {
-        return;
+    injected_panic();
+    // Without its topic name the message cannot be told to be unprotected,
+    // so it is treated as protected and unsealable: failed closed below.
+    let topic = if injected_fault("topic_unreadable") {
+        None
+    } else {
+        // SAFETY: the topic is used only during this call.
+        unsafe { topic_of(api, msg) }
     };
     let client = st.client.get();
     let engine = client.and_then(|c| c.engine.as_ref());
-    if let Some(e) = engine {
-        if !e.is_protected(&topic) {
+    if let (Some(e), Some(topic)) = (engine, topic.as_deref()) {
+        if !e.is_protected(topic) {
             return;
         }
     }
     let len = msg.len;
-    let usable =
-        client.is_some_and(|c| c.broken.is_none() && c.fork_generation == fork_generation());
+    let usable = client.is_some_and(|c| c.broken.is_none() && c.may_seal_in_this_process());
     let bind = sealing_binding(client.is_some_and(|c| c.bind_key), msg);
     // SAFETY: m is live.
     let flags = unsafe { private_flags(m) };
-    if let (Some(engine), true, true) = (engine, usable, copied_payload(flags, len)) {
+    if let (Some(engine), true, true, Some(topic)) =
+        (engine, usable, copied_payload(flags, len), topic.as_deref())
+    {
         // SAFETY: m is live; its payload is librdkafka's own copy of len bytes.
-        if unsafe { seal_librdkafkas_copy(api, engine, &topic, bind, m) } {
+        if unsafe { seal_librdkafkas_copy(api, engine, topic, bind, m) } {
             return;
         }
     }
@@ -195,8 +247,8 @@ unsafe fn send(st: &ConfState, m: *mut Message) {
         fail_closed(msg);
         return;
     }
-    let sealed = match (engine, usable) {
-        (Some(engine), true) => {
+    let sealed = match (engine, usable, topic.as_deref()) {
+        (Some(engine), true, Some(topic)) => {
             let value: &mut [u8] = if len == 0 {
                 &mut []
             } else {
@@ -206,7 +258,7 @@ unsafe fn send(st: &ConfState, m: *mut Message) {
                     std::slice::from_raw_parts_mut(ours, len)
                 }
             };
-            match engine.seal(&topic, bind, value) {
+            match engine.seal(topic, bind, value) {
                 // SAFETY: m is live.
                 Ok(header) => unsafe { attach_header(api, m, &header) },
                 Err(_) => false,
@@ -247,9 +299,16 @@ fn copied_payload(flags: Option<i32>, len: usize) -> bool {
 }
 
 /// Adds the record header to the message's list; false if it could not.
+/// An `e2ee` header the app set is removed first, as the Java producer
+/// interceptor does: a record carries exactly one, and readers reject a
+/// record with two (docs/FORMAT.md section 9).
 unsafe fn attach_header(api: &Api, m: *mut Message, header: &[u8]) -> bool {
     // SAFETY: m is live (caller).
     let h = unsafe { headers_for_append(api, m) };
+    if !h.is_null() {
+        // SAFETY: h is the message's list. NOENT (none there) is the usual answer.
+        unsafe { (api.header_remove)(h, HEADER.as_ptr()) };
+    }
     !h.is_null()
         // SAFETY: h is the message's list; header has header.len() bytes.
         && unsafe {
@@ -484,6 +543,17 @@ unsafe fn header_value<'a>(api: &Api, h: *mut Headers, name: &CStr) -> Option<&'
     Some(unsafe { std::slice::from_raw_parts(v.cast::<u8>(), n) })
 }
 
+/// Whether the list holds at least two headers named `name`.
+unsafe fn has_second(api: &Api, h: *mut Headers, name: &CStr) -> bool {
+    if h.is_null() {
+        return false;
+    }
+    let mut v: *const c_void = std::ptr::null();
+    let mut n: usize = 0;
+    // SAFETY: h is live; index 1 is the second header of that name.
+    unsafe { (api.header_get)(h, 1, name.as_ptr(), &mut v, &mut n) == api::ERR_NO_ERROR }
+}
+
 pub(crate) unsafe extern "C" fn on_consume(
     rk: *mut Kafka,
     m: *mut Message,
@@ -530,6 +600,14 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
     }
     // SAFETY: h is the message's list or null.
     let header = unsafe { header_value(api, h, HEADER) };
+    // SAFETY: as above.
+    if header.is_some() && unsafe { has_second(api, h, HEADER) } {
+        // Which one the producer meant cannot be told; taking either would
+        // let whoever added the other choose what is opened.
+        return Err(
+            "the record has more than one e2ee header (a sealed record has exactly one)".into(),
+        );
+    }
     let len = msg.len;
     let value: &mut [u8] = if len == 0 {
         &mut []
@@ -588,6 +666,68 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
     }
 }
 
+/// Gives an error message the whole reason the way librdkafka's own
+/// consumer errors carry theirs: the payload is the NUL-terminated text and
+/// `len` its length, which rd_kafka_message_errstr() (kcat, confluent-kafka)
+/// returns. The record's slice of the fetch buffer is too short for it (it
+/// cut the reason to the value's length), so the text gets its own malloc'd
+/// buffer, and the message's RD_KAFKA_MSG_F_FREE flag makes librdkafka
+/// free() it with the message (rd_kafka_msg_destroy, 2.0 to 2.16; the
+/// flag is the private rd_kafka_msg_t field [`private_flags`] reads). Only a
+/// message that is plainly a consumed one is changed: its flags are all
+/// clear (librdkafka sets none on fetched records it hands to an app) and
+/// its `_private` is the fetch op that embeds it, just before it in memory.
+/// False (nothing changed) otherwise, or if out of memory.
+///
+/// # Safety
+/// `m` must be a live message handed to `on_consume`.
+unsafe fn hand_reason_to_librdkafka(m: *mut Message, text: &str) -> bool {
+    // How far into its op librdkafka's rd_kafka_op_t embeds the message
+    // (rko_u.fetch.rkm, under 300 bytes in; a margin for growth).
+    const MAX_EMBED_OFFSET: usize = 1024;
+    // SAFETY: caller.
+    let op = unsafe { (*m).private } as usize;
+    let at = m as usize;
+    if op == 0 || at <= op || at - op > MAX_EMBED_OFFSET {
+        return false;
+    }
+    let off = std::mem::size_of::<Message>() + 2 * std::mem::size_of::<usize>();
+    // SAFETY: m is the rd_kafka_msg_t embedded in its fetch op (checked
+    // above); rkm_flags follows rd_kafka_message_t and the TAILQ link.
+    let flags_at = unsafe { m.cast::<u8>().add(off).cast::<i32>() };
+    // SAFETY: as above; read-only.
+    if unsafe { std::ptr::read_unaligned(flags_at) } != 0 {
+        return false;
+    }
+    // SAFETY: plain allocation, checked; text.len() + 1 bytes.
+    let buf = unsafe { libc::malloc(text.len() + 1) }.cast::<u8>();
+    if buf.is_null() {
+        return false;
+    }
+    // SAFETY: buf has text.len() + 1 bytes; the old payload (the fetch
+    // buffer's slice, zeroed) is librdkafka's and freed with that buffer.
+    // From here librdkafka owns buf.
+    unsafe {
+        std::ptr::copy_nonoverlapping(text.as_ptr(), buf, text.len());
+        *buf.add(text.len()) = 0;
+        std::ptr::write_unaligned(flags_at, RD_KAFKA_MSG_F_FREE);
+        (*m).payload = buf.cast();
+        (*m).len = text.len();
+    }
+    true
+}
+
+/// The reason written over the record's own (zeroed) slice, cut to fit,
+/// NUL-terminated: for a message [`hand_reason_to_librdkafka`] cannot vouch for.
+fn write_reason_in_place(msg: &mut Message, text: &str) {
+    if msg.payload.is_null() || msg.len == 0 {
+        return;
+    }
+    let n = text.len().min(msg.len - 1);
+    // SAFETY: the message's own writable slice of msg.len > n bytes.
+    unsafe { std::ptr::copy_nonoverlapping(text.as_ptr(), msg.payload.cast::<u8>(), n) };
+}
+
 /// A record that cannot be decrypted reaches the app as an error message
 /// with no ciphertext left in it, and is not committed past: librdkafka
 /// stores `offset + 1` of every message it hands out (it checks the op's
@@ -598,21 +738,23 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
 unsafe fn reject(st: &ConfState, rk: *mut Kafka, m: *mut Message, reason: &str) {
     let api = &*st.api;
     // SAFETY: caller.
-    let msg = unsafe { &mut *m };
-    let offset = msg.offset;
+    let (offset, payload, len) = unsafe { ((*m).offset, (*m).payload, (*m).len) };
     let text = format!("kafka-e2ee: record at offset {offset} rejected: {reason}");
     if let Some(engine) = st.client.get().and_then(|c| c.engine.as_ref()) {
         engine.note_record_failed();
     }
-    if !msg.payload.is_null() && msg.len > 0 {
-        // SAFETY: the message's own writable slice; zeroed, then the reason
-        // as a NUL-terminated string (rd_kafka_message_errstr reads it).
-        unsafe {
-            let p = msg.payload.cast::<u8>();
-            std::ptr::write_bytes(p, 0, msg.len);
-            let n = text.len().min(msg.len - 1);
-            std::ptr::copy_nonoverlapping(text.as_ptr(), p, n);
-        }
+    if !payload.is_null() && len > 0 {
+        // SAFETY: the message's own writable slice of the fetch buffer: no
+        // ciphertext (or injected plaintext) stays in it.
+        unsafe { std::ptr::write_bytes(payload.cast::<u8>(), 0, len) };
+    }
+    // SAFETY: m is a consumed message (caller).
+    let handed = unsafe { hand_reason_to_librdkafka(m, &text) };
+    // SAFETY: caller; no other reference to the message is live.
+    let msg = unsafe { &mut *m };
+    if !handed {
+        // Fallback: the reason in the record's own slice, as much as fits.
+        write_reason_in_place(msg, &text);
     }
     msg.err = api::ERR_VALUE_DESERIALIZATION;
     if offset >= 0 && !msg.rkt.is_null() {
