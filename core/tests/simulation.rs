@@ -660,7 +660,8 @@ impl Sim {
     /// A consumer back on its state directory holds, from the keys topic
     /// alone (before any control message), the key of every record of its
     /// topics written since it first ran, whoever wrote it and whether or not
-    /// the writer is still up. Exempt: records of a producer that ever
+    /// the writer is still up. Exempt: records past their retention (their
+    /// keys may be deleted), records of a producer that ever
     /// crashed (a crash may come before the tick that seals the envelopes;
     /// those keys come from the producer's restart or from holders), and the
     /// last seconds' records (their envelopes are still on their way: a tick,
@@ -674,6 +675,7 @@ impl Sim {
                 || p.crashed
                 || r.sealed_at + 3 * SEC > self.now
                 || r.sealed_at < T0 + 2 * SEC
+                || r.sealed_at + self.config.key.retention_ms <= self.now
             {
                 continue;
             }
@@ -1826,6 +1828,14 @@ impl Sim {
             );
             for (idx, r) in self.records.iter().enumerate() {
                 if !n.consume.contains(&r.topic) || lost_with_producer.contains(&idx) {
+                    continue;
+                }
+                // Past its retention (everyone may have deleted its key) by
+                // the time this consumer came up, and not opened before: the
+                // long mode's newcomer, which starts after 12 hours.
+                if !n.opened.contains_key(&idx)
+                    && r.sealed_at + self.config.key.retention_ms < n.up_since + 2 * MIN
+                {
                     continue;
                 }
                 let Some(at) = n.opened.get(&idx) else {
