@@ -900,6 +900,7 @@ impl Sim {
         let seed = self.seed;
         let now = self.now;
         let measure = self.measure;
+        let retention = self.config.key.retention_ms;
         while self
             .junk
             .get(self.junk_start)
@@ -967,6 +968,11 @@ impl Sim {
                     ..
                 }) => {}
                 Err(Error::KeyUnavailable { .. }) if n.kind != Kind::Consumer => {}
+                // Too old when this consumer first tried (the long mode's
+                // newcomer): its key was rightly deleted after its retention.
+                Err(Error::KeyUnavailable { .. }) if r.sealed_at + retention <= now => {
+                    done.push(idx);
+                }
                 Err(e) => {
                     if n.kind == Kind::Consumer {
                         panic!(
