@@ -19,8 +19,11 @@
     clippy::indexing_slicing
 )]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use kafka_e2ee_core::exchange::mailbox::{
@@ -30,7 +33,7 @@ use kafka_e2ee_core::exchange::session::{new_handshake, one_way};
 use kafka_e2ee_core::exchange::statement::Statement;
 use kafka_e2ee_core::exchange::wire::{
     decode_batch, decode_finish_payload, encode_batch, encode_finish_payload, Body, Delivery,
-    Envelope, Inner, Refusal,
+    Envelope, Inner, Refusal, BROADCAST,
 };
 use kafka_e2ee_core::format::{DataKey, InstanceId, KeyBinding, KeyId, RecordHeader};
 use kafka_e2ee_core::keys::KeyPolicy;
@@ -46,6 +49,116 @@ const MIN: u64 = 60 * SEC;
 /// How soon after sealing a producer may die for good and take the key with
 /// it (see `check`); key delivery takes seconds even under the simulated faults.
 const LOSS_WINDOW_MS: u64 = 60 * SEC;
+const HOUR: u64 = 60 * MIN;
+
+/// Heap bytes per party, for the long-horizon mode (`long_horizon`): every
+/// allocation made while an engine call of node `i` runs is charged to slot
+/// `i + 1`, in a header before the block, so that freeing it (wherever that
+/// happens) credits the same slot. Slot 0 is the harness itself. This is the
+/// engine's whole heap (sessions, handshakes, queues, wants, keys, outbox,
+/// its state-directory copy in `MemStorage`), measured without an accessor
+/// in the engine.
+struct Tagged;
+
+const SLOTS: usize = 128;
+static LIVE: [AtomicI64; SLOTS] = [const { AtomicI64::new(0) }; SLOTS];
+/// Only one measuring simulation at a time (tests run on several threads).
+static MEASURING: Mutex<()> = Mutex::new(());
+
+thread_local! {
+    static TAG: Cell<usize> = const { Cell::new(0) };
+}
+
+fn header_len(layout: Layout) -> usize {
+    layout.align().max(16)
+}
+
+// SAFETY: forwards to the system allocator with a header of `header_len`
+// bytes (a multiple of the block's alignment) in front of every block; the
+// header's last word holds the slot the block is charged to.
+unsafe impl GlobalAlloc for Tagged {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let head = header_len(layout);
+        let Ok(full) = Layout::from_size_align(layout.size() + head, head) else {
+            return std::ptr::null_mut();
+        };
+        // SAFETY: `full` has a nonzero size.
+        let base = unsafe { System.alloc(full) };
+        if base.is_null() {
+            return base;
+        }
+        let tag = TAG.try_with(Cell::get).unwrap_or(0);
+        LIVE[tag].fetch_add(layout.size() as i64, Ordering::Relaxed);
+        // SAFETY: `head` >= 16 bytes precede the block inside the allocation,
+        // and `base + head` is aligned to at least 16.
+        unsafe {
+            let block = base.add(head);
+            block.cast::<usize>().sub(1).write(tag);
+            block
+        }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let head = header_len(layout);
+        // SAFETY: `ptr` came from `alloc` with this layout: the header is there.
+        unsafe {
+            let tag = ptr.cast::<usize>().sub(1).read();
+            LIVE[tag].fetch_sub(layout.size() as i64, Ordering::Relaxed);
+            let full = Layout::from_size_align_unchecked(layout.size() + head, head);
+            System.dealloc(ptr.sub(head), full);
+        }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Tagged = Tagged;
+
+/// Charges what is allocated until the guard drops to node `i` (if `on`).
+struct Charge(usize);
+
+fn charge(on: bool, i: usize) -> Charge {
+    let slot = if on { (i + 1).min(SLOTS - 1) } else { 0 };
+    Charge(TAG.with(|t| t.replace(slot)))
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        TAG.with(|t| t.set(self.0));
+    }
+}
+
+/// Control-message kinds, as the sixth byte of every control and keys-topic
+/// record says: 1 Hello, 2 HelloReply, 3 HelloFinish, 4 Sealed, 5 Want,
+/// 6 Have, 7 prekeys, 8 envelope (0: anything else).
+const KINDS: usize = 9;
+const KIND_NAMES: [&str; KINDS] = [
+    "other", "hello", "reply", "finish", "sealed", "want", "have", "prekeys", "envelope",
+];
+
+fn kind_of(bytes: &[u8]) -> usize {
+    match bytes.get(5) {
+        Some(&k) if (1..KINDS as u8).contains(&k) => k as usize,
+        _ => 0,
+    }
+}
+
+/// One party over one simulated hour (long-horizon mode): peaks of its
+/// state, sampled every minute, and what its engine sent.
+#[derive(Clone, Copy, Default, Debug)]
+struct Sample {
+    up: bool,
+    /// Peak heap bytes charged to the engine (see `Tagged`).
+    heap: i64,
+    /// Peak `keys_held()` (other producers' topic keys).
+    keys: usize,
+    /// Peak `peers().len()` (live sessions).
+    peers: usize,
+    /// Peak state-directory size in bytes.
+    state: usize,
+    /// Messages its engine sent this hour, by kind (see `KINDS`).
+    sent: [u64; KINDS],
+    /// Handshakes it initiated this hour (`metrics().handshakes`).
+    handshakes: u64,
+}
 
 /// Fixed seeds the test command runs; any seed that ever failed goes here.
 // 215, 524, 531 and 574 (found by `scripts/long-run` before key exchange v2
@@ -120,7 +233,25 @@ struct Node {
     back_since: Option<u64>,
     /// Retry bookkeeping: the key generation and record count at the last pass.
     last_pass: (u64, usize, u64),
+    /// Records of its topics it has not opened yet (it looks at these only).
+    unopened: BTreeSet<usize>,
+    /// `metrics().handshakes` of its engine at the last sample.
+    handshakes_seen: u64,
 }
+
+/// A record an insider (or the broker) wrote to a data topic under a
+/// made-up producer instance id: nobody can open it, and readers of the
+/// topic try for `JUNK_TRIES_MS` (as a host waits for a key), then give up.
+struct Junk {
+    topic: String,
+    header: [u8; 34],
+    ciphertext: Vec<u8>,
+    written_at: u64,
+}
+
+const JUNK_TRIES_MS: u64 = 2 * MIN;
+/// Parties other than honest consumers stop trying a record after this.
+const GIVE_UP_MS: u64 = 5 * MIN;
 
 struct Record {
     topic: String,
@@ -148,6 +279,9 @@ struct Params {
     max_delay_ms: u64,
     crash_per_mille: u64,
     records_per_producer: usize,
+    /// Long-horizon mode: engine defaults but a scaled retention (see
+    /// `long_config`), per-party sampling and the bounds of `check_bounds`.
+    long: bool,
 }
 
 /// A control message on its way to one reader: (receiver node, bytes).
@@ -164,6 +298,11 @@ struct Insider {
     initiated: BTreeMap<[u8; 8], (InstanceId, snow::HandshakeState)>,
     next_hijack: u64,
     next_forgery: u64,
+    /// Next arbitrary well-formed control message (`Sim::insider_chaos`).
+    next_chaos: u64,
+    /// How many of the Hellos and HelloReplies it sees draw a garbage
+    /// HelloReply or HelloFinish in the addressee's name (per mille).
+    garbage_per_mille: u64,
 }
 
 /// How often each insider answers a Hello in another instance's name.
@@ -197,6 +336,22 @@ struct Sim {
     captured: Vec<Rc<[u8]>>,
     p: Params,
     forged_rejected: u64,
+    /// Records under made-up producer instance ids; `junk_start` is the
+    /// first still tried.
+    junk: Vec<Junk>,
+    junk_start: usize,
+    /// Counts for the report: arbitrary control messages, garbage replies.
+    chaos: u64,
+    garbage: u64,
+    /// Long-horizon mode: heap charged per party, hourly samples.
+    measure: bool,
+    samples: Vec<Vec<Sample>>,
+    hour: Vec<Sample>,
+    next_sample: u64,
+    /// Control and keys-topic messages written by the insiders' hands.
+    hand_sent: u64,
+    /// Keep at most this many captured messages (the attacker's pool).
+    captured_cap: usize,
 }
 
 fn topic_name(i: usize) -> String {
@@ -208,18 +363,23 @@ impl Sim {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let authority = Authority::generate(&mut rng);
         let rogue_authority = Authority::generate(&mut rng);
-        let config = EngineConfig {
-            key: KeyPolicy {
-                rotation_ms: 60 * SEC,
-                rotation_records: 40,
-                retention_ms: 10 * MIN,
-            },
-            session_lifetime_ms: 4 * MIN,
-            handshake_timeout_ms: 5 * SEC,
-            request_retry_ms: 300,
-            max_retry_ms: 5 * SEC,
-            ..EngineConfig::default()
+        let config = if p.long {
+            long_config()
+        } else {
+            EngineConfig {
+                key: KeyPolicy {
+                    rotation_ms: 60 * SEC,
+                    rotation_records: 40,
+                    retention_ms: 10 * MIN,
+                },
+                session_lifetime_ms: 4 * MIN,
+                handshake_timeout_ms: 5 * SEC,
+                request_retry_ms: 300,
+                max_retry_ms: 5 * SEC,
+                ..EngineConfig::default()
+            }
         };
+        let measure = p.long;
         let mut sim = Sim {
             seed,
             rng,
@@ -240,6 +400,16 @@ impl Sim {
             forgeries: 0,
             p,
             forged_rejected: 0,
+            junk: Vec::new(),
+            junk_start: 0,
+            chaos: 0,
+            garbage: 0,
+            measure,
+            samples: Vec::new(),
+            hour: Vec::new(),
+            next_sample: T0 + MIN,
+            hand_sent: 0,
+            captured_cap: if measure { 20_000 } else { usize::MAX },
         };
         let n_topics = sim.p.topics;
         for i in 0..sim.p.producers {
@@ -289,6 +459,7 @@ impl Sim {
             t01.clone(),
             t01,
         );
+        sim.hour = vec![Sample::default(); sim.nodes.len()];
         // Deny lists are part of everyone's trust anchor, so build engines last.
         for i in 0..sim.nodes.len() {
             if sim.nodes[i].start_at.is_none() {
@@ -313,6 +484,8 @@ impl Sim {
                     initiated: BTreeMap::new(),
                     next_hijack: T0,
                     next_forgery: T0 + SEC,
+                    next_chaos: T0 + SEC / 2,
+                    garbage_per_mille: [100, 300, 600, 1000][sim.rng.next_u64() as usize % 4],
                 });
             }
         }
@@ -391,6 +564,8 @@ impl Sim {
             back_at: None,
             back_since: None,
             last_pass: (u64::MAX, 0, 0),
+            unopened: BTreeSet::new(),
+            handshakes_seen: 0,
         });
     }
 
@@ -459,6 +634,7 @@ impl Sim {
         let trust = self.trust_for(n.kind);
         let rng = Box::new(ChaCha20Rng::seed_from_u64(self.rng.next_u64()));
         let storage: Box<dyn Storage> = Box::new(n.storage.clone());
+        let charged = charge(self.measure, i);
         let engine = Engine::new(
             self.config.clone(),
             identity,
@@ -472,8 +648,10 @@ impl Sim {
         for m in &self.keys_log {
             let _ = engine.handle_control(self.now, m);
         }
+        drop(charged);
         let n = &mut self.nodes[i];
         n.engine = Some(engine);
+        n.handshakes_seen = 0;
         n.next_tick = self.now;
         n.up_since = self.now;
         n.started = true;
@@ -482,7 +660,8 @@ impl Sim {
     /// A consumer back on its state directory holds, from the keys topic
     /// alone (before any control message), the key of every record of its
     /// topics written since it first ran, whoever wrote it and whether or not
-    /// the writer is still up. Exempt: records of a producer that ever
+    /// the writer is still up. Exempt: records past their retention (their
+    /// keys may be deleted), records of a producer that ever
     /// crashed (a crash may come before the tick that seals the envelopes;
     /// those keys come from the producer's restart or from holders), and the
     /// last seconds' records (their envelopes are still on their way: a tick,
@@ -496,6 +675,7 @@ impl Sim {
                 || p.crashed
                 || r.sealed_at + 3 * SEC > self.now
                 || r.sealed_at < T0 + 2 * SEC
+                || r.sealed_at + self.config.key.retention_ms <= self.now
             {
                 continue;
             }
@@ -519,6 +699,7 @@ impl Sim {
     /// before it goes.
     fn close(&mut self, i: usize) {
         if let Some(engine) = self.nodes[i].engine.as_ref() {
+            let _c = charge(self.measure, i);
             engine
                 .handle_timeout(self.now)
                 .unwrap_or_else(|e| panic!("seed {}: close: {e}", self.seed));
@@ -542,7 +723,7 @@ impl Sim {
     /// duplicated, never dropped once sent (the broker keeps it).
     fn send_keys(&mut self, from: usize, bytes: Vec<u8>) {
         let bytes: Rc<[u8]> = bytes.into();
-        self.captured.push(Rc::clone(&bytes));
+        self.capture(&bytes);
         let copies = if self.rng.next_u64() % 1000 < self.p.dup_per_mille {
             2
         } else {
@@ -570,6 +751,7 @@ impl Sim {
                     continue;
                 }
                 if let Some(engine) = self.nodes[to].engine.as_ref() {
+                    let _c = charge(self.measure, to);
                     let _ = engine.handle_control(self.now, &bytes);
                 }
                 self.drain(to);
@@ -577,9 +759,18 @@ impl Sim {
         }
     }
 
+    /// Keeps a message for the attacker to replay (the newest
+    /// `captured_cap`: the long mode must not keep a day of traffic).
+    fn capture(&mut self, bytes: &Rc<[u8]>) {
+        if self.captured.len() >= self.captured_cap {
+            self.captured.drain(..self.captured_cap / 2);
+        }
+        self.captured.push(Rc::clone(bytes));
+    }
+
     fn send(&mut self, from: usize, bytes: Vec<u8>) {
         let bytes: Rc<[u8]> = bytes.into();
-        self.captured.push(Rc::clone(&bytes));
+        self.capture(&bytes);
         // The control topic is read by every instance; each delivery may be
         // lost, duplicated or delayed independently (which also reorders).
         for to in 0..self.nodes.len() {
@@ -610,6 +801,9 @@ impl Sim {
             let Some(msg) = engine.poll_transmit() else {
                 return;
             };
+            if self.measure {
+                self.hour[i].sent[kind_of(&msg.payload)] += 1;
+            }
             match msg.channel {
                 Channel::Control => self.send(i, msg.payload),
                 Channel::Keys => self.send_keys(i, msg.payload),
@@ -669,7 +863,10 @@ impl Sim {
         };
         let mut value = plaintext.clone();
         let binding = key.as_deref().map_or(KeyBinding::Null, KeyBinding::Bytes);
-        match engine.seal(&topic, binding, &mut value) {
+        let charged = charge(self.measure, i);
+        let sealed = engine.seal(&topic, binding, &mut value);
+        drop(charged);
+        match sealed {
             Ok(header) => {
                 assert!(
                     len == 0 || value != plaintext || len < 4,
@@ -677,6 +874,12 @@ impl Sim {
                     self.seed
                 );
                 let key_id = RecordHeader::decode(&header).unwrap().key_id;
+                let idx = self.records.len();
+                for m in &mut self.nodes {
+                    if m.consume.contains(&topic) {
+                        m.unopened.insert(idx);
+                    }
+                }
                 self.records.push(Record {
                     topic,
                     key,
@@ -696,6 +899,15 @@ impl Sim {
     fn consume(&mut self, i: usize) {
         let seed = self.seed;
         let now = self.now;
+        let measure = self.measure;
+        let retention = self.config.key.retention_ms;
+        while self
+            .junk
+            .get(self.junk_start)
+            .is_some_and(|j| j.written_at + JUNK_TRIES_MS < now)
+        {
+            self.junk_start += 1;
+        }
         let n = &mut self.nodes[i];
         let Some(engine) = n.engine.as_ref() else {
             return;
@@ -709,17 +921,24 @@ impl Sim {
         } else {
             10 * SEC
         };
-        if generation == last_gen && last_count == self.records.len() && now < last_at + period {
+        let count = self.records.len() + self.junk.len();
+        if generation == last_gen && last_count == count && now < last_at + period {
             return;
         }
-        n.last_pass = (generation, self.records.len(), now);
-        for (idx, r) in self.records.iter().enumerate() {
-            if n.opened.contains_key(&idx) || !n.consume.contains(&r.topic) {
+        n.last_pass = (generation, count, now);
+        let mut done = Vec::new();
+        for &idx in &n.unopened {
+            let r = &self.records[idx];
+            if n.kind != Kind::Consumer && r.sealed_at + GIVE_UP_MS < now {
+                done.push(idx);
                 continue;
             }
             let mut value = r.ciphertext.clone();
             let binding = r.key.as_deref().map_or(KeyBinding::Null, KeyBinding::Bytes);
-            match engine.open(&r.topic, Some(&r.header), binding, &mut value) {
+            let charged = charge(measure, i);
+            let result = engine.open(&r.topic, Some(&r.header), binding, &mut value);
+            drop(charged);
+            match result {
                 Ok(Opened::Decrypted) => {
                     assert_eq!(
                         value, r.plaintext,
@@ -739,6 +958,7 @@ impl Sim {
                         n.kind
                     );
                     n.opened.insert(idx, now);
+                    done.push(idx);
                 }
                 Ok(Opened::Plaintext) => {
                     panic!("seed {seed}: record with header passed as plaintext")
@@ -748,6 +968,11 @@ impl Sim {
                     ..
                 }) => {}
                 Err(Error::KeyUnavailable { .. }) if n.kind != Kind::Consumer => {}
+                // Too old when this consumer first tried (the long mode's
+                // newcomer): its key was rightly deleted after its retention.
+                Err(Error::KeyUnavailable { .. }) if r.sealed_at + retention <= now => {
+                    done.push(idx);
+                }
                 Err(e) => {
                     if n.kind == Kind::Consumer {
                         panic!(
@@ -757,6 +982,30 @@ impl Sim {
                     }
                 }
             }
+        }
+        for idx in done {
+            n.unopened.remove(&idx);
+        }
+        // Records under made-up producer ids: nothing opens them, and
+        // whatever the engine says (pending, unavailable) is fine.
+        for (j, junk) in self.junk.iter().enumerate().skip(self.junk_start) {
+            if !n.consume.contains(&junk.topic) {
+                continue;
+            }
+            let mut value = junk.ciphertext.clone();
+            let charged = charge(measure, i);
+            let result = engine.open(
+                &junk.topic,
+                Some(&junk.header),
+                KeyBinding::Null,
+                &mut value,
+            );
+            drop(charged);
+            assert!(
+                result.is_err(),
+                "seed {seed}: {} opened junk record {j} (made-up producer)",
+                n.name
+            );
         }
     }
 
@@ -780,7 +1029,10 @@ impl Sim {
                 t = t.min(at);
             }
             for ins in &self.insiders {
-                t = t.min(ins.next_forgery);
+                t = t.min(ins.next_forgery).min(ins.next_chaos);
+            }
+            if self.measure {
+                t = t.min(self.next_sample);
             }
             for (i, n) in self.nodes.iter().enumerate() {
                 for at in [n.exit_at, n.stop_at].into_iter().flatten() {
@@ -864,6 +1116,7 @@ impl Sim {
                     self.insider_observe(k, &bytes);
                 }
                 if let Some(engine) = self.nodes[to].engine.as_ref() {
+                    let _c = charge(self.measure, to);
                     if engine.handle_control(self.now, &bytes).is_err() {
                         self.forged_rejected += 1;
                     }
@@ -879,9 +1132,11 @@ impl Sim {
             for i in 0..self.nodes.len() {
                 if let Some(engine) = self.nodes[i].engine.as_ref() {
                     if self.nodes[i].next_tick <= self.now {
+                        let c = charge(self.measure, i);
                         engine
                             .handle_timeout(self.now)
                             .unwrap_or_else(|e| panic!("seed {}: tick: {e}", self.seed));
+                        drop(c);
                         self.nodes[i].next_tick = engine.poll_timeout().max(self.now + 1);
                         self.drain(i);
                     }
@@ -919,6 +1174,15 @@ impl Sim {
                     self.insiders[k].next_forgery =
                         self.now + SEC + self.rng.next_u64() % (3 * SEC);
                 }
+                if self.insiders[k].next_chaos <= self.now {
+                    self.insider_chaos(k);
+                    self.insiders[k].next_chaos =
+                        self.now + SEC / 2 + self.rng.next_u64() % (2 * SEC);
+                }
+            }
+            if self.measure && self.next_sample <= self.now {
+                self.sample();
+                self.next_sample += MIN;
             }
         }
     }
@@ -933,6 +1197,33 @@ impl Sim {
         };
         let node = self.insiders[k].node;
         let own = self.nodes[node].engine.as_ref().map(Engine::instance_id);
+        // Garbage in the addressee's name for handshakes it sees: a
+        // HelloReply to a Hello, a HelloFinish to a HelloReply (well-formed
+        // envelopes, random Noise bytes of a plausible length).
+        let garbage = match &env.body {
+            Body::Hello { session, .. } => Some((*session, true)),
+            Body::HelloReply { session, .. } => Some((*session, false)),
+            _ => None,
+        };
+        if let Some((session, reply)) = garbage {
+            let mine = Some(env.from) == own || Some(env.to) == own;
+            if !mine && self.rng.next_u64() % 1000 < self.insiders[k].garbage_per_mille {
+                let len = 96 + self.rng.next_u64() as usize % 300;
+                let noise: Vec<u8> = (0..len).map(|_| self.rng.next_u64() as u8).collect();
+                let body = if reply {
+                    Body::HelloReply { session, noise }
+                } else {
+                    Body::HelloFinish { session, noise }
+                };
+                let msg = Envelope {
+                    from: env.to,
+                    to: env.from,
+                    body,
+                };
+                self.garbage += 1;
+                self.send_hand(node, msg.encode());
+            }
+        }
         match env.body {
             Body::Hello { session, noise }
                 if env.to != InstanceId([0; 8])
@@ -971,7 +1262,7 @@ impl Sim {
                 }
                 ins.next_hijack = self.now + HIJACK_EVERY_MS;
                 self.hijacks += 1;
-                self.send(node, reply.encode());
+                self.send_hand(node, reply.encode());
             }
             Body::HelloReply { session, noise } => {
                 // A consumer answered the insider's own Hello: finish the
@@ -995,6 +1286,10 @@ impl Sim {
                     .take(2)
                     .map(|r| (r.key_id, r.topic.clone()))
                     .collect();
+                // It proves an instance id with a salt that does not derive it...
+                let mut salt = [0u8; 16];
+                self.rng.fill_bytes(&mut salt);
+                items.push(Inner::InstanceProof { salt });
                 for (key_id, topic) in recent {
                     let future = KeyId {
                         producer: key_id.producer,
@@ -1004,6 +1299,12 @@ impl Sim {
                         items.push(self.forged_delivery(k, id, &topic, false));
                         items.push(self.forged_delivery(k, id, &topic, true));
                     }
+                    // ... and refuses other producers' keys.
+                    items.push(Inner::KeyUnavailable {
+                        key_id,
+                        topic,
+                        reason: Refusal::NotAuthorized,
+                    });
                 }
                 let ins = &self.insiders[k];
                 let payload = encode_finish_payload(
@@ -1023,7 +1324,7 @@ impl Sim {
                     },
                 };
                 self.forgeries += 1;
-                self.send(node, msg.encode());
+                self.send_hand(node, msg.encode());
             }
             Body::HelloFinish { session, noise } => {
                 let Some((as_id, peer, mut hs)) = self.insiders[k].pending.remove(&session) else {
@@ -1088,7 +1389,7 @@ impl Sim {
                     },
                 };
                 self.forgeries += 1;
-                self.send(node, msg.encode());
+                self.send_hand(node, msg.encode());
             }
             _ => {}
         }
@@ -1160,7 +1461,13 @@ impl Sim {
             let Some(me) = self.nodes[node].engine.as_ref().map(Engine::instance_id) else {
                 return;
             };
-            let to = self.nodes[victim].engine.as_ref().unwrap().instance_id();
+            // A consumer or a producer.
+            let real = self.real_instances();
+            let to = if self.rng.next_u64().is_multiple_of(2) {
+                real[self.rng.next_u64() as usize % real.len()].0
+            } else {
+                self.nodes[victim].engine.as_ref().unwrap().instance_id()
+            };
             let mut seed = [0u8; 64];
             self.rng.fill_bytes(&mut seed);
             let mut session = [0u8; 8];
@@ -1188,7 +1495,7 @@ impl Sim {
                     noise: buf[..n].to_vec(),
                 },
             };
-            self.send(node, hello.encode());
+            self.send_hand(node, hello.encode());
             return;
         }
         if what == 0 {
@@ -1218,6 +1525,7 @@ impl Sim {
             record.signature = ins
                 .identity
                 .sign_statement(PREKEYS_CONTEXT, &record.signed_part());
+            self.hand_sent += 1;
             self.send_keys(node, record.encode());
             return;
         }
@@ -1290,7 +1598,200 @@ impl Sim {
         let n = hs.write_message(&payload, &mut msg).unwrap();
         msg.truncate(n);
         env.noise = msg;
+        self.hand_sent += 1;
         self.send_keys(node, env.encode());
+    }
+
+    /// A control message from an insider's hand (not its engine).
+    fn send_hand(&mut self, node: usize, bytes: Vec<u8>) {
+        self.hand_sent += 1;
+        self.send(node, bytes);
+    }
+
+    /// Running honest engines (producers and consumers): (instance id, kind).
+    fn real_instances(&self) -> Vec<(InstanceId, Kind)> {
+        self.nodes
+            .iter()
+            .filter(|n| matches!(n.kind, Kind::Producer | Kind::Consumer))
+            .filter_map(|n| n.engine.as_ref().map(|e| (e.instance_id(), n.kind)))
+            .collect()
+    }
+
+    fn made_up(&mut self) -> InstanceId {
+        let mut id = [0u8; 8];
+        self.rng.fill_bytes(&mut id);
+        InstanceId(id)
+    }
+
+    /// An insider, driven by the seed, sends one arbitrary well-formed
+    /// control message (or writes one record under a made-up producer id):
+    /// Hellos to real and made-up instance ids, Wants for real, future and
+    /// made-up key ids under forged sender ids, Haves in other instances'
+    /// names, Sealed and handshake messages with made-up sessions.
+    fn insider_chaos(&mut self, k: usize) {
+        let node = self.insiders[k].node;
+        let Some(me) = self.nodes[node].engine.as_ref().map(Engine::instance_id) else {
+            return;
+        };
+        let real = self.real_instances();
+        if real.is_empty() {
+            return;
+        }
+        let (target, _) = real[self.rng.next_u64() as usize % real.len()];
+        let made = self.made_up();
+        // A sender id: its own, another party's, or made up.
+        let forged = match self.rng.next_u64() % 3 {
+            0 => me,
+            1 => real[self.rng.next_u64() as usize % real.len()].0,
+            _ => self.made_up(),
+        };
+        // A key id: a real one, a future epoch of a real producer, or made up.
+        let recent = self
+            .records
+            .len()
+            .checked_sub(1 + self.rng.next_u64() as usize % 20)
+            .and_then(|i| self.records.get(i))
+            .map(|r| (r.key_id, r.topic.clone()));
+        let (key_id, topic) = match (recent, self.rng.next_u64() % 3) {
+            (Some((id, topic)), 0) => (id, topic),
+            (Some((id, topic)), 1) => (
+                KeyId {
+                    producer: id.producer,
+                    epoch: id.epoch + 1 + (self.rng.next_u64() % 8) as u32,
+                },
+                topic,
+            ),
+            _ => (
+                KeyId {
+                    producer: self.made_up(),
+                    epoch: self.rng.next_u64() as u32,
+                },
+                topic_name(self.rng.next_u64() as usize % self.p.topics),
+            ),
+        };
+        let mut session = [0u8; 8];
+        self.rng.fill_bytes(&mut session);
+        self.chaos += 1;
+        // Weights out of 48: Hellos 12, Wants 12, Haves 8, garbage 15, and
+        // one record under a made-up producer (about 100 an hour from the
+        // two insiders; 300 in three hours drew 27,000 Hellos an hour
+        // before the zombie-peer fix: issue 14).
+        let (from, to, body) = match self.rng.next_u64() % 48 {
+            0..=11 => {
+                // A Hello with a valid first Noise message, to a made-up or a
+                // real instance, from its own or a forged id; never finished.
+                let to = if self.rng.next_u64().is_multiple_of(2) {
+                    made
+                } else {
+                    target
+                };
+                let mut seed = [0u8; 64];
+                self.rng.fill_bytes(&mut seed);
+                let ins = &self.insiders[k];
+                let mut hs = new_handshake(
+                    true,
+                    &ins.identity.private_key_bytes(),
+                    forged,
+                    to,
+                    Zeroizing::new(seed),
+                )
+                .unwrap();
+                let mut buf = vec![0u8; 256];
+                let n = hs.write_message(&[], &mut buf).unwrap();
+                buf.truncate(n);
+                (
+                    forged,
+                    to,
+                    Body::Hello {
+                        session,
+                        noise: buf,
+                    },
+                )
+            }
+            12..=23 => (forged, BROADCAST, Body::Want { key_id, topic }),
+            24..=31 => {
+                // A Have in a producer's (or anyone's) name, to a real party.
+                let from = if self.rng.next_u64().is_multiple_of(2) {
+                    key_id.producer
+                } else {
+                    forged
+                };
+                (from, target, Body::Have { key_id, topic })
+            }
+            32..=46 => {
+                let len = 16 + self.rng.next_u64() as usize % 200;
+                let noise: Vec<u8> = (0..len).map(|_| self.rng.next_u64() as u8).collect();
+                let nonce = self.rng.next_u64() % 4;
+                let body = match self.rng.next_u64() % 3 {
+                    0 => Body::Sealed {
+                        session,
+                        nonce,
+                        noise,
+                    },
+                    1 => Body::HelloReply { session, noise },
+                    _ => Body::HelloFinish { session, noise },
+                };
+                (forged, target, body)
+            }
+            _ => {
+                // A record on a data topic under a made-up producer id (the
+                // header of a real record with its key id replaced).
+                let Some(r) = self.records.last() else {
+                    return;
+                };
+                let mut header = r.header;
+                header[2..10].copy_from_slice(&made.0);
+                let epoch = self.rng.next_u64() as u32;
+                header[10..14].copy_from_slice(&epoch.to_be_bytes());
+                let len = 1 + self.rng.next_u64() as usize % 64;
+                let ciphertext = (0..len).map(|_| self.rng.next_u64() as u8).collect();
+                self.junk.push(Junk {
+                    topic,
+                    header,
+                    ciphertext,
+                    written_at: self.now,
+                });
+                return;
+            }
+        };
+        let msg = Envelope { from, to, body };
+        self.send_hand(node, msg.encode());
+    }
+
+    /// Long-horizon mode, every simulated minute: each party's state
+    /// (peaks over the hour) and, on the hour, the hour's sample.
+    fn sample(&mut self) {
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            let Some(engine) = n.engine.as_ref() else {
+                continue;
+            };
+            let s = &mut self.hour[i];
+            s.up = true;
+            s.heap = s
+                .heap
+                .max(LIVE[(i + 1).min(SLOTS - 1)].load(Ordering::Relaxed));
+            s.keys = s.keys.max(engine.keys_held());
+            s.peers = s.peers.max(engine.peers().len());
+            let state = n.storage.0.lock().unwrap().as_ref().map_or(0, Vec::len);
+            s.state = s.state.max(state);
+            let handshakes = engine.metrics().handshakes;
+            s.handshakes += handshakes.saturating_sub(n.handshakes_seen);
+            n.handshakes_seen = handshakes;
+        }
+        if self.now >= T0 + (self.samples.len() as u64 + 1) * HOUR {
+            let hour = std::mem::replace(&mut self.hour, vec![Sample::default(); self.nodes.len()]);
+            let hellos: u64 = hour.iter().map(|s| s.sent[1]).sum();
+            let heap: i64 = hour.iter().map(|s| s.heap).sum();
+            eprintln!(
+                "seed {}: hour {} done: {hellos} Hellos, heap of all parties {} KiB, {} records, {} under made-up producers",
+                self.seed,
+                self.samples.len(),
+                heap / 1024,
+                self.records.len(),
+                self.junk.len()
+            );
+            self.samples.push(hour);
+        }
     }
 
     fn check(&mut self) {
@@ -1333,6 +1834,14 @@ impl Sim {
             );
             for (idx, r) in self.records.iter().enumerate() {
                 if !n.consume.contains(&r.topic) || lost_with_producer.contains(&idx) {
+                    continue;
+                }
+                // Past its retention (everyone may have deleted its key) by
+                // the time this consumer came up, and not opened before: the
+                // long mode's newcomer, which starts after 12 hours.
+                if !n.opened.contains_key(&idx)
+                    && r.sealed_at + self.config.key.retention_ms < n.up_since + 2 * MIN
+                {
                     continue;
                 }
                 let Some(at) = n.opened.get(&idx) else {
@@ -1536,10 +2045,14 @@ impl Sim {
         let exited = self.nodes.iter().filter(|n| n.exited_at.is_some()).count();
         let stopped = self.nodes.iter().filter(|n| n.back_since.is_some()).count();
         eprintln!(
-            "seed {seed}: {exited} producers exited for good, {stopped} consumers offline for a while (worst wait on return {worst_back} ms), newcomer opened {exited_records} records of exited producers (worst wait {worst_newcomer} ms), keeper served {keeper_served} keys, {envelopes} envelopes opened, keys topic {} records, insiders: {} hellos answered as others, {} forgeries",
+            "seed {seed}: {exited} producers exited for good, {stopped} consumers offline for a while (worst wait on return {worst_back} ms), newcomer opened {exited_records} records of exited producers (worst wait {worst_newcomer} ms), keeper served {keeper_served} keys, {envelopes} envelopes opened, keys topic {} records, insiders: {} hellos answered as others, {} forgeries, {} arbitrary control messages, {} garbage handshake replies, {} records under made-up producers, {} messages in all",
             self.keys_log.len(),
             self.hijacks,
-            self.forgeries
+            self.forgeries,
+            self.chaos,
+            self.garbage,
+            self.junk.len(),
+            self.hand_sent,
         );
         eprintln!("seed {seed}: {handshakes} handshakes initiated, {served} keys served, {} control messages", self.captured.len());
         eprintln!(
@@ -1567,6 +2080,41 @@ fn full_params() -> Params {
         records_per_producer: 50,
         exit_per_mille: 250,
         stop_per_mille: 250,
+        long: false,
+    }
+}
+
+/// The long-horizon mode's engine settings: the defaults (rotation 15 min,
+/// sessions 1 h, handshake timeout 10 s, retries 0.5-30 s, wants 10 min,
+/// prekey period 1 h), but a retention of 2 h instead of 7 days, so that
+/// the keys a party holds reach their steady state within the day.
+fn long_config() -> EngineConfig {
+    let default = EngineConfig::default();
+    EngineConfig {
+        key: KeyPolicy {
+            retention_ms: 2 * HOUR,
+            ..default.key
+        },
+        ..default
+    }
+}
+
+/// Fewer parties than the fixed seeds (a simulated day must stay affordable),
+/// the same faults, one record per producer per minute on average.
+fn long_params(hours: u64) -> Params {
+    Params {
+        producers: 6,
+        consumers: 6,
+        topics: 3,
+        duration_ms: hours * HOUR,
+        drop_per_mille: 50,
+        dup_per_mille: 50,
+        max_delay_ms: 800,
+        crash_per_mille: 200,
+        records_per_producer: (hours * 60) as usize,
+        exit_per_mille: 250,
+        stop_per_mille: 250,
+        long: true,
     }
 }
 
@@ -1612,6 +2160,7 @@ fn same_seed_same_run() {
         records_per_producer: 20,
         exit_per_mille: 300,
         stop_per_mille: 300,
+        long: false,
     };
     let digest = |seed| {
         let mut sim = Sim::new(seed, small());
@@ -1631,4 +2180,168 @@ fn same_seed_same_run() {
         digest(43).1,
         "different seeds gave the same control traffic"
     );
+}
+
+/// Long-horizon bounds, per party and per simulated hour after the warm-up
+/// (`check_bounds`). A party's engine must not send more Hellos than this in
+/// an hour: honest parties start a few dozen handshakes an hour (sessions
+/// live an hour; retries back off to 30 s), whatever made-up instance ids
+/// the insiders inject.
+const HELLOS_PER_HOUR: u64 = 600;
+/// Every control and keys-topic message its engine sends in an hour.
+const MESSAGES_PER_HOUR: u64 = 20_000;
+/// Heap charged to one engine at any sample.
+const HEAP_BYTES: i64 = 8 << 20;
+/// No growth: a party's peak in the second half of the run (after the
+/// warm-up) is at most this factor (per mille) of its peak in the first
+/// half, plus `GROWTH_SLACK` bytes (heap) or items (keys, sessions).
+const GROWTH_PER_MILLE: i64 = 1500;
+const GROWTH_SLACK_BYTES: i64 = 256 << 10;
+const GROWTH_SLACK_ITEMS: i64 = 16;
+
+/// A per-party figure `check_bounds` watches for growth: name, reading, slack.
+type Measure<'a> = (&'a str, &'a dyn Fn(&Sample) -> i64, i64);
+
+impl Sim {
+    fn warm_up_hours(&self) -> usize {
+        if self.samples.len() >= 12 {
+            3
+        } else {
+            1
+        }
+    }
+
+    /// Prints each party's figures over the hours after the warm-up.
+    fn report_bounds(&self) {
+        let w = self.warm_up_hours();
+        let hours = self.samples.len();
+        eprintln!(
+            "seed {}: {hours} h, warm-up {w} h; per party after warm-up: peak heap KiB, keys held, sessions, state bytes; max per hour: hellos, handshakes, messages sent (by kind)",
+            self.seed
+        );
+        for (i, n) in self.nodes.iter().enumerate() {
+            let after: Vec<&Sample> = self.samples[w.min(hours)..]
+                .iter()
+                .map(|h| &h[i])
+                .filter(|s| s.up)
+                .collect();
+            let peak = |f: &dyn Fn(&Sample) -> i64| after.iter().map(|s| f(s)).max().unwrap_or(0);
+            let by_kind: Vec<String> = (0..KINDS)
+                .map(|k| format!("{}={}", KIND_NAMES[k], peak(&|s| s.sent[k] as i64)))
+                .collect();
+            eprintln!(
+                "  {:<16} heap {:>6} KiB  keys {:>4}  sessions {:>3}  state {:>7} B  hellos/h {:>5}  handshakes/h {:>5}  msgs/h {:>6}  [{}]",
+                n.name,
+                peak(&|s| s.heap) / 1024,
+                peak(&|s| s.keys as i64),
+                peak(&|s| s.peers as i64),
+                peak(&|s| s.state as i64),
+                peak(&|s| s.sent[1] as i64),
+                peak(&|s| s.handshakes as i64),
+                peak(&|s| s.sent.iter().sum::<u64>() as i64),
+                by_kind.join(" "),
+            );
+        }
+        for (h, hour) in self.samples.iter().enumerate() {
+            let hellos: u64 = hour.iter().map(|s| s.sent[1]).sum();
+            let msgs: u64 = hour.iter().map(|s| s.sent.iter().sum::<u64>()).sum();
+            let heap: i64 = hour.iter().map(|s| s.heap).sum();
+            let worst = hour
+                .iter()
+                .zip(&self.nodes)
+                .max_by_key(|(s, _)| s.sent[1])
+                .map(|(s, n)| format!("{} {}", n.name, s.sent[1]))
+                .unwrap_or_default();
+            eprintln!(
+                "  hour {h:>2}: hellos {hellos:>6} (most: {worst}), messages {msgs:>7}, heap of all parties {:>6} KiB",
+                heap / 1024
+            );
+        }
+    }
+
+    /// Bounded memory and control traffic per party, hour over hour, while
+    /// the insiders inject made-up instance ids all day.
+    fn check_bounds(&self) {
+        let seed = self.seed;
+        let w = self.warm_up_hours();
+        let hours = self.samples.len();
+        assert!(hours > w, "seed {seed}: run shorter than the warm-up");
+        let mid = w + (hours - w) / 2;
+        for (i, n) in self.nodes.iter().enumerate() {
+            for (h, hour) in self.samples.iter().enumerate().skip(w) {
+                let s = &hour[i];
+                if !s.up {
+                    continue;
+                }
+                assert!(
+                    s.sent[1] <= HELLOS_PER_HOUR,
+                    "seed {seed}: {} sent {} Hellos in hour {h} (bound {HELLOS_PER_HOUR})",
+                    n.name,
+                    s.sent[1]
+                );
+                let sent: u64 = s.sent.iter().sum();
+                assert!(
+                    sent <= MESSAGES_PER_HOUR,
+                    "seed {seed}: {} sent {sent} messages in hour {h} (bound {MESSAGES_PER_HOUR})",
+                    n.name
+                );
+                assert!(
+                    s.heap <= HEAP_BYTES,
+                    "seed {seed}: {} heap {} bytes in hour {h} (bound {HEAP_BYTES})",
+                    n.name,
+                    s.heap
+                );
+            }
+            let peak = |range: std::ops::Range<usize>, f: &dyn Fn(&Sample) -> i64| {
+                self.samples[range]
+                    .iter()
+                    .map(|h| &h[i])
+                    .filter(|s| s.up)
+                    .map(f)
+                    .max()
+            };
+            let measures: [Measure; 3] = [
+                ("heap bytes", &|s| s.heap, GROWTH_SLACK_BYTES),
+                ("keys held", &|s| s.keys as i64, GROWTH_SLACK_ITEMS),
+                ("sessions", &|s| s.peers as i64, GROWTH_SLACK_ITEMS),
+            ];
+            for (what, f, slack) in measures {
+                let (Some(first), Some(second)) = (peak(w..mid, f), peak(mid..hours, f)) else {
+                    continue;
+                };
+                assert!(
+                    second <= first * GROWTH_PER_MILLE / 1000 + slack,
+                    "seed {seed}: {} {what} grew from {first} (hours {w}-{}) to {second} (hours {mid}-{})",
+                    n.name,
+                    mid - 1,
+                    hours - 1
+                );
+            }
+        }
+    }
+}
+
+/// Long horizon: a simulated day (`KAFKA_E2EE_SIM_HOURS`, default 24) with
+/// the insiders active all day; asserts everything `simulation_fixed_seeds`
+/// does, plus bounded memory and control traffic per party (`check_bounds`).
+/// `KAFKA_E2EE_SIM_HOURS=24 KAFKA_E2EE_SIM_SEED=0 cargo test --release -p
+/// kafka-e2ee-core --test simulation long_horizon -- --ignored --nocapture`
+#[test]
+#[ignore = "long: run with --ignored (KAFKA_E2EE_SIM_HOURS, KAFKA_E2EE_SIM_SEED)"]
+fn long_horizon() {
+    let _one = MEASURING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .map_or(default, |v| v.parse().expect("a number"))
+    };
+    let hours = env("KAFKA_E2EE_SIM_HOURS", 24);
+    let seed = env("KAFKA_E2EE_SIM_SEED", 0);
+    let mut sim = Sim::new(seed, long_params(hours));
+    sim.run();
+    sim.report_bounds();
+    sim.check();
+    sim.check_bounds();
 }
