@@ -40,6 +40,19 @@ const MAX_BACKOFF: usize = 8192;
 /// queue is dropped and it is not called again for `want_ttl_ms` (unless it
 /// speaks first). Keys still come by envelope and from other holders.
 const GIVE_UP_AFTER: u32 = 8;
+/// Peers never proven alive (made-up ids look exactly like them) get fewer
+/// tries before they are given up on.
+const GIVE_UP_AFTER_UNPROVEN: u32 = 3;
+/// Hellos to peers never proven alive draw on a budget: a burst of this
+/// many, refilled at `FIRST_CONTACTS_PER_HOUR`. However many made-up ids an
+/// attacker injects, an instance sends at most that many such Hellos an hour
+/// (peers it has had a session with are not limited: they exist).
+const FIRST_CONTACT_BURST: u64 = 64;
+const FIRST_CONTACTS_PER_HOUR: u64 = 360;
+/// Peers proven alive (a session that confirmed who they are) are
+/// remembered this long, and at most this many.
+const ALIVE_FOR_MS: u64 = 24 * 60 * 60 * 1000;
+const MAX_ALIVE: usize = 16384;
 /// Consumers served (for pushing new epochs): authenticated, but a reader
 /// with wildcard rights can name any number of topics.
 const MAX_SERVED: usize = 65536;
@@ -82,6 +95,8 @@ pub struct StateSizes {
     pub wants: usize,
     /// Peers whose handshakes failed (backing off or given up on).
     pub backoff: usize,
+    /// Peers proven alive in the last day.
+    pub alive: usize,
     /// Broadcast wants answered, or to be answered.
     pub offered: usize,
     /// Producer side: consumers served, for pushing new epochs.
@@ -145,6 +160,10 @@ pub(crate) struct Exchange {
     /// Answers to broadcast wants not sent yet: when they are due, and how
     /// many other holders were seen answering the same want meanwhile.
     haves: BTreeMap<(InstanceId, KeyId, String), (u64, u8)>,
+    /// Peers proven alive, and when last (see `FIRST_CONTACT_BURST`).
+    alive: BTreeMap<InstanceId, u64>,
+    first_contact_tokens: u64,
+    first_contact_refilled_ms: u64,
     /// Token bucket for answering handshakes (see `take_hello_token`).
     hello_tokens: u64,
     hello_refilled_ms: u64,
@@ -186,6 +205,9 @@ impl Exchange {
             subscribed: BTreeMap::new(),
             offered: BTreeMap::new(),
             haves: BTreeMap::new(),
+            alive: BTreeMap::new(),
+            first_contact_tokens: FIRST_CONTACT_BURST,
+            first_contact_refilled_ms: now_ms,
             hello_tokens: u64::MAX,
             hello_refilled_ms: now_ms,
             outbox: VecDeque::new(),
@@ -416,6 +438,8 @@ impl Exchange {
             }
         }
 
+        self.alive
+            .retain(|_, t| t.saturating_add(ALIVE_FOR_MS) > now_ms);
         self.send_haves(sh, now_ms);
         self.prune_queued(sh);
         self.mailbox_tick(sh, now_ms);
@@ -472,7 +496,7 @@ impl Exchange {
     fn handshake_failed(&mut self, sh: &Shared, peer: InstanceId) {
         let (failures, _) = self.backoff.get(&peer).copied().unwrap_or((0, 0));
         let failures = failures.saturating_add(1);
-        let delay = if failures >= GIVE_UP_AFTER {
+        let delay = if failures >= self.give_up_after(&peer) {
             self.queued.remove(&peer);
             sh.config.want_ttl_ms.max(sh.config.max_retry_ms)
         } else {
@@ -495,9 +519,49 @@ impl Exchange {
 
     /// Whether `peer` was given up on and is not to be called yet.
     fn given_up(&self, peer: &InstanceId) -> bool {
+        let limit = self.give_up_after(peer);
         self.backoff
             .get(peer)
-            .is_some_and(|(f, until)| *f >= GIVE_UP_AFTER && *until > self.now_ms)
+            .is_some_and(|(f, until)| *f >= limit && *until > self.now_ms)
+    }
+
+    fn give_up_after(&self, peer: &InstanceId) -> u32 {
+        if self.alive.contains_key(peer) {
+            GIVE_UP_AFTER
+        } else {
+            GIVE_UP_AFTER_UNPROVEN
+        }
+    }
+
+    /// A peer proved who it is over a session: it exists.
+    fn proven_alive(&mut self, peer: InstanceId) {
+        if self.alive.len() >= MAX_ALIVE && !self.alive.contains_key(&peer) {
+            if let Some(oldest) = self.alive.iter().min_by_key(|(_, t)| **t).map(|(p, _)| *p) {
+                self.alive.remove(&oldest);
+            }
+        }
+        self.alive.insert(peer, self.now_ms);
+        self.backoff.remove(&peer);
+    }
+
+    /// One Hello to a peer never proven alive, if the budget allows.
+    fn take_first_contact_token(&mut self) -> bool {
+        let per_token = 3_600_000 / FIRST_CONTACTS_PER_HOUR;
+        let earned = self.now_ms.saturating_sub(self.first_contact_refilled_ms) / per_token;
+        if earned > 0 {
+            self.first_contact_tokens = self
+                .first_contact_tokens
+                .saturating_add(earned)
+                .min(FIRST_CONTACT_BURST);
+            self.first_contact_refilled_ms = self
+                .first_contact_refilled_ms
+                .saturating_add(earned.saturating_mul(per_token));
+        }
+        if self.first_contact_tokens == 0 {
+            return false;
+        }
+        self.first_contact_tokens -= 1;
+        true
     }
 
     /// The earliest deadline of any timer: housekeeping, want retries,
@@ -698,6 +762,9 @@ impl Exchange {
         }
         if self.outgoing.len() >= MAX_PENDING_HANDSHAKES {
             return Ok(());
+        }
+        if !self.alive.contains_key(&peer) && !self.take_first_contact_token() {
+            return Ok(()); // the queue waits for the budget
         }
         let seed = self.seed();
         let (hs, buf) = first_message(sh, peer, &seed)?;
@@ -1170,7 +1237,7 @@ impl Exchange {
         replies.extend(self.process(sh, session, items)?);
         if self.sessions.get(&session).is_some_and(|s| s.bound) {
             // It proved who it is: whatever we gave up on it is forgotten.
-            self.backoff.remove(&from);
+            self.proven_alive(from);
         }
         let queued = self.queued.remove(&from).unwrap_or_default();
         if let Some(cred) = self
@@ -1216,7 +1283,7 @@ impl Exchange {
             if let Some(s) = self.sessions.get_mut(&id) {
                 s.confirmed = true;
             }
-            self.backoff.remove(&from);
+            self.proven_alive(from);
         }
         if !replies.is_empty() {
             self.send_sealed(sh, id, &replies)?;
@@ -1521,6 +1588,7 @@ impl Exchange {
             queued_items: self.queued.values().map(Vec::len).sum(),
             wants: self.wants.len(),
             backoff: self.backoff.len(),
+            alive: self.alive.len(),
             offered: self.offered.len() + self.haves.len(),
             served: self.served.len(),
             subscribed: self.subscribed.len(),
