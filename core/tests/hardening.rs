@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{World, T0};
+use common::{pump_tapped, World, T0};
 use kafka_e2ee_core::exchange::session::new_handshake;
 use kafka_e2ee_core::exchange::wire::{Body, Envelope};
 use kafka_e2ee_core::format::{InstanceId, KeyBinding, KeyId, RecordHeader, HEADER_LEN};
@@ -29,38 +29,6 @@ fn seal(e: &Engine, topic: &str, plain: &[u8]) -> ([u8; HEADER_LEN], Vec<u8>) {
     let mut v = plain.to_vec();
     let h = e.seal(topic, KeyBinding::Bytes(b"k"), &mut v).unwrap();
     (h, v)
-}
-
-/// Moves control messages between engines at `now` until quiet; `tap` sees
-/// each message first and may drop it (false) or inject others.
-fn pump_with(
-    engines: &[&Engine],
-    now: u64,
-    tap: &mut dyn FnMut(&kafka_e2ee_core::ControlMessage, &[&Engine]) -> bool,
-) {
-    for _ in 0..200 {
-        let mut moved = false;
-        for (i, from) in engines.iter().enumerate() {
-            while let Some(msg) = from.poll_transmit() {
-                moved = true;
-                if !tap(&msg, engines) {
-                    continue;
-                }
-                for (j, to) in engines.iter().enumerate() {
-                    if i != j {
-                        let _ = to.handle_control(now, &msg.payload);
-                    }
-                }
-            }
-        }
-        for e in engines {
-            e.handle_timeout(now).unwrap();
-        }
-        if !moved {
-            return;
-        }
-    }
-    panic!("control traffic did not settle");
 }
 
 fn keys_topic_dropped(m: &kafka_e2ee_core::ControlMessage) -> bool {
@@ -105,7 +73,7 @@ fn made_up_producer_ids_stop_costing_within_the_want_ttl() {
             );
             c.note_record_failed();
         }
-        pump_with(&[&p, &c], t, &mut |_, _| true);
+        pump_tapped(&[&p, &c], t, &mut |_, _| true);
         let s = c.state_sizes();
         peak.queued_peers = peak.queued_peers.max(s.queued_peers);
         peak.wants = peak.wants.max(s.wants);
@@ -196,7 +164,7 @@ fn garbage_replies_do_not_kill_handshakes() {
         true
     };
     c.handle_timeout(T0).unwrap();
-    pump_with(&[&p, &c], T0, &mut tap);
+    pump_tapped(&[&p, &c], T0, &mut tap);
     assert!(garbage_sent >= 2);
     assert_eq!(
         c.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v)
@@ -318,7 +286,7 @@ fn one_want_draws_few_answers_across_holders() {
     let mut haves = 0;
     let mut t = T0 + 1;
     while t < T0 + 5_000 {
-        pump_with(&refs, t, &mut |m, _| {
+        pump_tapped(&refs, t, &mut |m, _| {
             if let Ok(Envelope {
                 body: Body::Have { .. },
                 ..
@@ -357,7 +325,7 @@ fn many_requests_to_one_producer_all_go_out_at_once() {
         );
     }
     c.handle_timeout(T0).unwrap();
-    pump_with(&[&p, &c], T0, &mut |m, _| keys_topic_dropped(m));
+    pump_tapped(&[&p, &c], T0, &mut |m, _| keys_topic_dropped(m));
     let pending: Vec<u32> = (1000..1256u32)
         .filter(|&epoch| {
             c.want_status(KeyId { producer, epoch }, "orders") == Some(KeyUnavailable::Pending)

@@ -18,28 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
+
 #define TOPIC "f-orders"
 #define SECRET "fault-secret-value"
-
-static int failures = 0;
-#define CHECK(cond, ...)                                                       \
-        do {                                                                   \
-                if (!(cond)) {                                                 \
-                        fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);   \
-                        fprintf(stderr, __VA_ARGS__);                          \
-                        fprintf(stderr, "\n");                                 \
-                        failures++;                                            \
-                }                                                              \
-        } while (0)
-
-static const char *env(const char *name) {
-        const char *v = getenv(name);
-        if (!v) {
-                fprintf(stderr, "missing environment variable %s\n", name);
-                exit(2);
-        }
-        return v;
-}
 
 static char bootstraps[256];
 static int dr_ok = 0, dr_failed = 0;
@@ -53,22 +35,9 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
                 dr_ok++;
 }
 
-static void set(rd_kafka_conf_t *c, const char *k, const char *v) {
-        char err[512];
-        if (rd_kafka_conf_set(c, k, v, err, sizeof(err)) != RD_KAFKA_CONF_OK) {
-                fprintf(stderr, "conf %s: %s\n", k, err);
-                exit(2);
-        }
-}
-
 static rd_kafka_conf_t *plugin_conf(const char *cred) {
-        rd_kafka_conf_t *c = rd_kafka_conf_new();
-        set(c, "bootstrap.servers", bootstraps);
-        set(c, "plugin.library.paths", env("E2EE_DEBUG_PLUGIN"));
-        set(c, "e2ee.credential", cred);
-        set(c, "e2ee.trust", env("E2EE_TRUST"));
+        rd_kafka_conf_t *c = plugin_conf_at(bootstraps, env("E2EE_DEBUG_PLUGIN"), cred);
         set(c, "e2ee.key.wait.ms", "15000");
-        set(c, "log_level", "3");
         return c;
 }
 
@@ -167,18 +136,11 @@ static void produce_with_fault(rd_kafka_t *p, const char *fault) {
 
 int main(int argc, char **argv) {
         char err[512];
-        if (argc > 1 && !strcmp(argv[1], "--version")) { /* tests/plugin/run asks */
-                printf("%s\n", rd_kafka_version_str());
+        if (version_asked(argc, argv))
                 return 0;
-        }
-        rd_kafka_conf_t *mc = rd_kafka_conf_new();
-        rd_kafka_conf_set(mc, "log_level", "3", err, sizeof(err));
-        rd_kafka_t *mock_owner = rd_kafka_new(RD_KAFKA_PRODUCER, mc, err, sizeof(err));
-        rd_kafka_mock_cluster_t *mock = rd_kafka_mock_cluster_new(mock_owner, 1);
-        snprintf(bootstraps, sizeof(bootstraps), "%s", rd_kafka_mock_cluster_bootstraps(mock));
-        rd_kafka_mock_topic_create(mock, TOPIC, 1, 1);
-        rd_kafka_mock_topic_create(mock, "_e2ee_control", 1, 1);
-        rd_kafka_mock_topic_create(mock, "_e2ee_keys", 1, 1); /* the mock has no CreateTopics */
+        rd_kafka_t *mock_owner;
+        rd_kafka_mock_cluster_t *mock =
+            mock_cluster(&mock_owner, TOPIC, 1, bootstraps, sizeof(bootstraps));
 
         /* 1. Faults on the send path fail the message closed. */
         rd_kafka_conf_t *pc = plugin_conf(env("E2EE_WRITER"));

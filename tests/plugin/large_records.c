@@ -34,25 +34,7 @@
 #include <sys/types.h>
 #include <time.h>
 
-static int failures = 0;
-#define CHECK(cond, ...)                                                       \
-        do {                                                                   \
-                if (!(cond)) {                                                 \
-                        fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);   \
-                        fprintf(stderr, __VA_ARGS__);                          \
-                        fprintf(stderr, "\n");                                 \
-                        failures++;                                            \
-                }                                                              \
-        } while (0)
-
-static const char *env(const char *name) {
-        const char *v = getenv(name);
-        if (!v) {
-                fprintf(stderr, "missing environment variable %s\n", name);
-                exit(2);
-        }
-        return v;
-}
+#include "check.h"
 
 static const char *topic;
 
@@ -105,14 +87,6 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
                         e ? e->id : -1, rd_kafka_err2str(m->err));
         } else if (!m->err) {
                 delivered[e->id] = 1;
-        }
-}
-
-static void set(rd_kafka_conf_t *c, const char *k, const char *v) {
-        char err[512];
-        if (rd_kafka_conf_set(c, k, v, err, sizeof(err)) != RD_KAFKA_CONF_OK) {
-                fprintf(stderr, "conf %s: %s\n", k, err);
-                exit(2);
         }
 }
 
@@ -277,10 +251,8 @@ static void read_back(int plugin, int *records, int *plaintext, int *opened) {
 }
 
 int main(int argc, char **argv) {
-        if (argc > 1 && !strcmp(argv[1], "--version")) {
-                printf("%s\n", rd_kafka_version_str());
+        if (version_asked(argc, argv))
                 return 0;
-        }
         topic = env("E2EE_TOPIC");
 
         /* A. Plain delivery. The writer stays up to serve its keys. */

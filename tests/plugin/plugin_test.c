@@ -14,28 +14,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "check.h"
+
 #define N_PRODUCE 20
 #define TOPIC "c-orders"
-
-static int failures = 0;
-#define CHECK(cond, ...)                                                       \
-        do {                                                                   \
-                if (!(cond)) {                                                 \
-                        fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);   \
-                        fprintf(stderr, __VA_ARGS__);                          \
-                        fprintf(stderr, "\n");                                 \
-                        failures++;                                            \
-                }                                                              \
-        } while (0)
-
-static const char *env(const char *name) {
-        const char *v = getenv(name);
-        if (!v) {
-                fprintf(stderr, "missing environment variable %s\n", name);
-                exit(2);
-        }
-        return v;
-}
 
 static char bootstraps[256];
 static int dr_ok = 0, dr_failed = 0, dr_mismatch = 0;
@@ -56,23 +38,8 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
 }
 
 static rd_kafka_conf_t *conf_for(const char *cred) {
-        char err[512];
-        rd_kafka_conf_t *c = rd_kafka_conf_new();
-        const char *kv[][2] = {
-            {"bootstrap.servers", bootstraps},
-            {"plugin.library.paths", env("E2EE_PLUGIN")},
-            {"e2ee.credential", cred},
-            {"e2ee.trust", env("E2EE_TRUST")},
-            {"e2ee.key.wait.ms", "15000"},
-            {"log_level", "3"},
-        };
-        for (size_t i = 0; i < sizeof(kv) / sizeof(*kv); i++) {
-                if (rd_kafka_conf_set(c, kv[i][0], kv[i][1], err, sizeof(err)) !=
-                    RD_KAFKA_CONF_OK) {
-                        fprintf(stderr, "conf %s: %s\n", kv[i][0], err);
-                        exit(2);
-                }
-        }
+        rd_kafka_conf_t *c = plugin_conf_at(bootstraps, env("E2EE_PLUGIN"), cred);
+        set(c, "e2ee.key.wait.ms", "15000");
         return c;
 }
 
@@ -246,21 +213,11 @@ static void consume_all(void) {
 }
 
 int main(int argc, char **argv) {
-        char err[512];
-        if (argc > 1 && !strcmp(argv[1], "--version")) {
-                printf("%s\n", rd_kafka_version_str());
+        if (version_asked(argc, argv))
                 return 0;
-        }
-        /* A mock cluster owned by a plugin-less handle, shared by all clients. */
-        rd_kafka_conf_t *mc = rd_kafka_conf_new();
-        rd_kafka_conf_set(mc, "log_level", "3", err, sizeof(err));
-        rd_kafka_t *mock_owner = rd_kafka_new(RD_KAFKA_PRODUCER, mc, err, sizeof(err));
-        rd_kafka_mock_cluster_t *mock = rd_kafka_mock_cluster_new(mock_owner, 1);
-        snprintf(bootstraps, sizeof(bootstraps), "%s", rd_kafka_mock_cluster_bootstraps(mock));
-        rd_kafka_mock_topic_create(mock, TOPIC, 2, 1);
-        rd_kafka_mock_topic_create(mock, "_e2ee_control", 1, 1);
-        /* The mock does not answer CreateTopics: the plugin finds both topics. */
-        rd_kafka_mock_topic_create(mock, "_e2ee_keys", 1, 1);
+        rd_kafka_t *mock_owner;
+        rd_kafka_mock_cluster_t *mock =
+            mock_cluster(&mock_owner, TOPIC, 2, bootstraps, sizeof(bootstraps));
         rd_kafka_mock_topic_create(mock, "other", 1, 1);
 
         /* 1. Produce every kind of message; the writer stays up to serve keys.

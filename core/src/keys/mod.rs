@@ -102,13 +102,8 @@ impl ProducerEpoch {
 
     /// The topic key, derived once per topic and cached for the epoch.
     pub fn topic_key(&self, topic: &str) -> Arc<DataKey> {
-        if let Some(k) = self
-            .topic_keys
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(topic)
-        {
-            return Arc::clone(k);
+        if let Some(k) = self.cached_topic_key(topic) {
+            return k;
         }
         let key = Arc::new(DataKey::derive(&self.secret, self.key_id, topic));
         let mut map = self
@@ -123,15 +118,16 @@ impl ProducerEpoch {
     /// choose. The cache, and so `topics()` and the envelopes sealed for
     /// them, holds only the topics this instance sealed to or prepared.
     pub fn derive_topic_key(&self, topic: &str) -> Arc<DataKey> {
-        if let Some(k) = self
-            .topic_keys
+        self.cached_topic_key(topic)
+            .unwrap_or_else(|| Arc::new(DataKey::derive(&self.secret, self.key_id, topic)))
+    }
+
+    fn cached_topic_key(&self, topic: &str) -> Option<Arc<DataKey>> {
+        self.topic_keys
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(topic)
-        {
-            return Arc::clone(k);
-        }
-        Arc::new(DataKey::derive(&self.secret, self.key_id, topic))
+            .map(Arc::clone)
     }
 
     /// The topics sealed to (or prepared) under this epoch so far, sorted

@@ -6,7 +6,7 @@
 use std::sync::{Arc, Mutex};
 
 use kafka_e2ee_core::trust::{Authority, Identity, TopicPattern, TrustAnchor};
-use kafka_e2ee_core::{Engine, EngineConfig, Storage};
+use kafka_e2ee_core::{ControlMessage, Engine, EngineConfig, Storage};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -83,12 +83,25 @@ impl World {
 /// Delivers every control message to every other engine until all are quiet.
 /// Returns the messages carried, for corpus generation.
 pub fn pump(engines: &[&Engine], now: u64) -> Vec<Vec<u8>> {
+    pump_tapped(engines, now, &mut |_, _| true)
+}
+
+/// Like `pump`, but `tap` sees each message first, with every engine, and
+/// may inject others or drop it (by returning false).
+pub fn pump_tapped(
+    engines: &[&Engine],
+    now: u64,
+    tap: &mut dyn FnMut(&ControlMessage, &[&Engine]) -> bool,
+) -> Vec<Vec<u8>> {
     let mut carried = Vec::new();
     for _ in 0..100 {
         let mut moved = false;
         for (i, from) in engines.iter().enumerate() {
             while let Some(msg) = from.poll_transmit() {
                 moved = true;
+                if !tap(&msg, engines) {
+                    continue;
+                }
                 carried.push(msg.payload.clone());
                 for (j, to) in engines.iter().enumerate() {
                     if i != j {
