@@ -94,9 +94,8 @@ fn made_up_producer_ids_stop_costing_within_the_want_ttl() {
             .unwrap(),
         Opened::Decrypted
     );
-    // Hour 1: a made-up id is called at most 3 times (then given up on),
-    // and Hellos to peers never proven alive draw on a budget of 64 plus
-    // 360 an hour, however many ids are injected.
+    // Hour 1: Hellos to peers never proven alive draw on a budget of 64
+    // plus 360 an hour, however many ids are injected.
     assert!(per_hour[0] <= 64 + 360 + 4, "hour 1: {per_hour:?}");
     // Hour 3, two hours after the last injected record (wants live 10
     // minutes): only the honest producer's session refreshes remain.

@@ -36,13 +36,6 @@ const MAX_QUEUED_PER_PEER: usize = 256;
 /// peer to call, so both maps are capped (and pruned as their wants go).
 const MAX_QUEUED_PEERS: usize = 4096;
 const MAX_BACKOFF: usize = 8192;
-/// After this many failed handshakes in a row a peer is given up on: its
-/// queue is dropped and it is not called again for `want_ttl_ms` (unless it
-/// speaks first). Keys still come by envelope and from other holders.
-const GIVE_UP_AFTER: u32 = 8;
-/// Peers never proven alive (made-up ids look exactly like them) get fewer
-/// tries before they are given up on.
-const GIVE_UP_AFTER_UNPROVEN: u32 = 3;
 /// Hellos to peers never proven alive draw on a budget: a burst of this
 /// many, refilled at `FIRST_CONTACTS_PER_HOUR`. However many made-up ids an
 /// attacker injects, an instance sends at most that many such Hellos an hour
@@ -492,16 +485,11 @@ impl Exchange {
     }
 
     /// A handshake with `peer` failed (timed out, or its answer was refused):
-    /// back off exponentially, and give up after `GIVE_UP_AFTER` in a row.
+    /// back off exponentially (up to `max_retry_ms`), as for a timeout.
     fn handshake_failed(&mut self, sh: &Shared, peer: InstanceId) {
         let (failures, _) = self.backoff.get(&peer).copied().unwrap_or((0, 0));
         let failures = failures.saturating_add(1);
-        let delay = if failures >= self.give_up_after(&peer) {
-            self.queued.remove(&peer);
-            sh.config.want_ttl_ms.max(sh.config.max_retry_ms)
-        } else {
-            self.retry_delay(sh, failures - 1)
-        };
+        let delay = self.retry_delay(sh, failures - 1);
         if self.backoff.len() >= MAX_BACKOFF && !self.backoff.contains_key(&peer) {
             // Full: forget the backoff that ends first.
             if let Some(first) = self
@@ -515,22 +503,6 @@ impl Exchange {
         }
         self.backoff
             .insert(peer, (failures, self.now_ms.saturating_add(delay)));
-    }
-
-    /// Whether `peer` was given up on and is not to be called yet.
-    fn given_up(&self, peer: &InstanceId) -> bool {
-        let limit = self.give_up_after(peer);
-        self.backoff
-            .get(peer)
-            .is_some_and(|(f, until)| *f >= limit && *until > self.now_ms)
-    }
-
-    fn give_up_after(&self, peer: &InstanceId) -> u32 {
-        if self.alive.contains_key(peer) {
-            GIVE_UP_AFTER
-        } else {
-            GIVE_UP_AFTER_UNPROVEN
-        }
     }
 
     /// A peer proved who it is over a session: it exists.
@@ -694,9 +666,6 @@ impl Exchange {
     }
 
     fn enqueue(&mut self, peer: InstanceId, item: Outgoing) {
-        if self.given_up(&peer) {
-            return;
-        }
         if self.queued.len() >= MAX_QUEUED_PEERS && !self.queued.contains_key(&peer) {
             // Full: the peer that failed most often (the likeliest made-up
             // id) makes room.
@@ -722,7 +691,12 @@ impl Exchange {
     /// Flushes every peer's queue; one peer's failure does not keep the
     /// others waiting (the first error is returned once all were tried).
     fn flush_all(&mut self, sh: &Shared) -> Result<(), Error> {
-        let peers: Vec<InstanceId> = self.queued.keys().copied().collect();
+        // Peers that failed least go first: the budget for first contacts
+        // goes to new peers (a holder that just answered, a producer just
+        // met) before ids that never answered (made-up ones among them).
+        let mut peers: Vec<InstanceId> = self.queued.keys().copied().collect();
+        let backoff = &self.backoff;
+        peers.sort_by_key(|p| backoff.get(p).map_or(0, |(f, _)| *f));
         let mut result = Ok(());
         for peer in peers {
             let r = self.flush(sh, peer);
@@ -761,6 +735,10 @@ impl Exchange {
             return Ok(()); // recent handshakes failed; the queue waits
         }
         if self.outgoing.len() >= MAX_PENDING_HANDSHAKES {
+            return Ok(());
+        }
+        if self.now_ms >= sh.identity.credential().expires_ms() {
+            // Nobody accepts an expired credential: calling is only traffic.
             return Ok(());
         }
         if !self.alive.contains_key(&peer) && !self.take_first_contact_token() {
