@@ -335,12 +335,16 @@ impl Exchange {
         let horizon = cfg.max_retry_ms.saturating_mul(4);
         self.backoff
             .retain(|_, (_, until)| until.saturating_add(horizon) > now_ms);
-        // Sessions end when the peer's credential does (expiry, deny list):
-        // nothing more is taken from, or sent to, it over them.
+        // Sessions with a producer end when its credential does (expiry,
+        // deny list): nothing more is taken from it. A session with a
+        // consumer whose credential ended stays, so that its requests are
+        // refused at once (every delivery checks its credential again)
+        // rather than waiting out a key wait each.
         let (trust, skew) = (&sh.trust, cfg.clock_skew_ms);
         self.sessions.retain(|_, s| {
-            s.peer_credential.is_valid_at(now_ms, skew)
-                && !trust.is_denied(&s.peer_credential.public_key())
+            let cred = &s.peer_credential;
+            cred.produce().is_empty()
+                || (cred.is_valid_at(now_ms, skew) && !trust.is_denied(&cred.public_key()))
         });
         let sessions = &self.sessions;
         self.by_peer.retain(|_, id| sessions.contains_key(id));
