@@ -19,24 +19,13 @@ final class RecordCrypto {
 
     private RecordCrypto() {}
 
-    /**
-     * The e2ee header value, or null if there is none. A record with more than one is rejected
-     * (E2eeException, BAD_RECORD; docs/FORMAT.md section 9): which one its producer wrote cannot
-     * be told, and taking either lets whoever added the other choose what is opened.
-     */
+    /** The e2ee header value, or null; the last one counts, as in librdkafka. */
     static byte[] header(Headers headers) {
         if (headers == null) {
             return null;
         }
-        Header found = null;
-        for (Header h : headers.headers(HEADER)) {
-            if (found != null) {
-                throw new E2eeException(E2eeException.Kind.BAD_RECORD, null,
-                        "the record has more than one e2ee header (a sealed record has exactly one)");
-            }
-            found = h;
-        }
-        return found == null ? null : found.value();
+        Header h = headers.lastHeader(HEADER);
+        return h == null ? null : h.value();
     }
 
     /** Removes every e2ee header; false if the headers are read-only (the header stays visible). */
