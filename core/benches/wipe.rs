@@ -17,10 +17,10 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kafka_e2ee_core::format::{Cipher, Compression, KeyBinding, Sealing};
+use kafka_e2ee_core::state::MemoryStorage as Mem;
 use kafka_e2ee_core::trust::{Authority, Identity, TopicPattern, TrustAnchor};
 use kafka_e2ee_core::wipe::Wiping;
 use kafka_e2ee_core::{Engine, EngineConfig, Storage};
@@ -102,19 +102,6 @@ fn line(what: &str, (plain, wiping): (Duration, Duration)) {
         wiping,
         (wiping.as_secs_f64() / plain.as_secs_f64() - 1.0) * 100.0
     );
-}
-
-#[derive(Clone, Default)]
-struct Mem(Arc<Mutex<Option<Vec<u8>>>>);
-
-impl Storage for Mem {
-    fn load(&mut self) -> Result<Option<Vec<u8>>, String> {
-        Ok(self.0.lock().unwrap().clone())
-    }
-    fn store(&mut self, blob: &[u8]) -> Result<(), String> {
-        *self.0.lock().unwrap() = Some(blob.to_vec());
-        Ok(())
-    }
 }
 
 struct World {

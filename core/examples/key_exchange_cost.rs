@@ -9,28 +9,16 @@
 //!   cargo run --release -p kafka-e2ee-core --example key_exchange_cost -- 100 10 7
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use kafka_e2ee_core::format::KeyBinding;
+use kafka_e2ee_core::state::MemoryStorage as Mem;
 use kafka_e2ee_core::trust::{Authority, Identity, TopicPattern, TrustAnchor};
 use kafka_e2ee_core::{Channel, Engine, EngineConfig, Storage};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
 const T0: u64 = 1_790_000_000_000;
-
-#[derive(Clone, Default)]
-struct Mem(Arc<Mutex<Option<Vec<u8>>>>);
-impl Storage for Mem {
-    fn load(&mut self) -> Result<Option<Vec<u8>>, String> {
-        Ok(self.0.lock().unwrap().clone())
-    }
-    fn store(&mut self, blob: &[u8]) -> Result<(), String> {
-        *self.0.lock().unwrap() = Some(blob.to_vec());
-        Ok(())
-    }
-}
 
 struct Log {
     /// The keys topic as the broker keeps it (compaction left aside).
@@ -205,7 +193,7 @@ fn main() {
     }
     keeper.handle_timeout(end).unwrap();
     let keeper_time = t0.elapsed().as_secs_f64();
-    let keeper_state_bytes = keeper_state.0.lock().unwrap().as_ref().map_or(0, Vec::len);
+    let keeper_state_bytes = keeper_state.blob().map_or(0, |b| b.len());
     // And a restart of the keeper on that state (keys topic read again).
     drop(keeper);
     let t0 = Instant::now();

@@ -57,6 +57,37 @@ pub const KEY_FILE_LEN: usize = HEADER_LEN + 2 * SECRET_LEN;
 /// A random 32-byte key a state file is sealed under (with the credential).
 pub type FileKey = Zeroizing<[u8; SECRET_LEN]>;
 
+/// A [`Storage`](crate::Storage) in memory, for tests, benchmarks and tools:
+/// it keeps the last state it was given (in plaintext, as the engine hands it
+/// over) and wipes each state it replaces. Clones share one slot, so a test
+/// can restart an engine on the state another left. No `Debug`: it holds keys.
+#[derive(Clone, Default)]
+#[allow(missing_debug_implementations)]
+pub struct MemoryStorage(std::sync::Arc<std::sync::Mutex<Option<Zeroizing<Vec<u8>>>>>);
+
+impl MemoryStorage {
+    /// A copy of the state last stored, if any.
+    pub fn blob(&self) -> Option<Zeroizing<Vec<u8>>> {
+        self.slot().clone()
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<Zeroizing<Vec<u8>>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl crate::Storage for MemoryStorage {
+    fn load(&mut self) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.slot().as_ref().map(|b| b.to_vec()))
+    }
+    fn store(&mut self, blob: &[u8]) -> Result<(), String> {
+        *self.slot() = Some(Zeroizing::new(blob.to_vec()));
+        Ok(())
+    }
+}
+
 /// Draws a new file key (never all zeros: that marks an empty slot).
 pub fn new_file_key(rng: &mut dyn CryptoRngCore) -> FileKey {
     let mut key = Zeroizing::new([0u8; SECRET_LEN]);
@@ -466,8 +497,6 @@ fn read_key_id(r: &mut Reader<'_>) -> Result<KeyId, Error> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
 
@@ -478,18 +507,6 @@ mod tests {
     use crate::{Engine, EngineConfig, Storage};
 
     const T0: u64 = 1_790_000_000_000;
-
-    #[derive(Clone, Default)]
-    struct Mem(Arc<Mutex<Option<Vec<u8>>>>);
-    impl Storage for Mem {
-        fn load(&mut self) -> Result<Option<Vec<u8>>, String> {
-            Ok(self.0.lock().unwrap().clone())
-        }
-        fn store(&mut self, blob: &[u8]) -> Result<(), String> {
-            *self.0.lock().unwrap() = Some(blob.to_vec());
-            Ok(())
-        }
-    }
 
     fn identity(rng: &mut ChaCha20Rng, authority: &Authority) -> Identity {
         Identity::generate(
@@ -520,7 +537,7 @@ mod tests {
         let authority = Authority::generate(&mut rng);
         let trust = TrustAnchor::from_authorities(vec![authority.public_key()]);
         let id = identity(&mut rng, &authority);
-        let store = Mem::default();
+        let store = MemoryStorage::default();
         let engine = Engine::new(
             config(),
             Identity::from_file_bytes(&id.to_file_bytes()).unwrap(),
@@ -538,7 +555,7 @@ mod tests {
             let h = engine.seal("t", KeyBinding::Bytes(b"k"), &mut v).unwrap();
             sealed.push((h, v));
         }
-        let blob = store.0.lock().unwrap().clone().unwrap();
+        let blob = store.blob().unwrap();
         let mut state = StateBlob::parse(&blob).unwrap();
         let keys = state.keys();
         assert!(keys.len() >= 3, "{keys:?}");
@@ -554,7 +571,7 @@ mod tests {
             StateBlob::parse(&blob2).unwrap().keys().len(),
             keys.len() - 1
         );
-        *store.0.lock().unwrap() = Some(blob2.to_vec());
+        store.clone().store(&blob2).unwrap();
         drop(engine);
         let restored = Engine::new(
             config(),

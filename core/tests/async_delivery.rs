@@ -235,7 +235,7 @@ fn after_the_retention_neither_the_state_directory_nor_the_envelopes_open_old_re
     let (h, ct) = seal(&p, "orders", b"old");
     cluster.run(&[&p], T0 + 1);
     drop(p);
-    let old_state = state.0.lock().unwrap().clone();
+    let old_state = state.blob();
 
     // The consumer runs on past the retention (plus its prekeys' margin):
     // its keys and the prekey chain seeds that opened the envelopes go.

@@ -227,7 +227,7 @@ fn restarted_producer_serves_keys_from_its_state_directory() {
     );
     // The state as a state directory seals it (under a file key and the
     // credential) is useless to another credential; garbage is refused.
-    let plain = storage.0.lock().unwrap().clone().unwrap();
+    let plain = storage.blob().unwrap();
     let file_key = state::new_file_key(&mut rand_core::OsRng);
     let mut keys = state::KeyFile::empty();
     keys.set(0, &file_key);
@@ -244,9 +244,11 @@ fn restarted_producer_serves_keys_from_its_state_directory() {
         w.trust.clone(),
         T0,
         Box::new(rand_core::OsRng),
-        Some(Box::new(MemStorage(std::sync::Arc::new(
-            std::sync::Mutex::new(Some(b"garbage".to_vec())),
-        )))),
+        Some(Box::new({
+            let mut garbage = MemStorage::default();
+            kafka_e2ee_core::Storage::store(&mut garbage, b"garbage").unwrap();
+            garbage
+        })),
     );
     assert!(matches!(r, Err(Error::Storage(_))));
 }

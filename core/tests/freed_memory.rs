@@ -317,8 +317,8 @@ fn scenario(seed: u64) {
     // A save: both state directories hold the keys now.
     c.handle_timeout(T0 + 1).unwrap();
     p.handle_timeout(T0 + 1).unwrap();
-    assert!(c_store.0.lock().unwrap().is_some());
-    assert!(p_store.0.lock().unwrap().is_some());
+    assert!(c_store.blob().is_some());
+    assert!(p_store.blob().is_some());
 
     // Session ends: past the session lifetime the sessions are replaced, the
     // producer rotates and the next epoch's key is delivered on the new one.

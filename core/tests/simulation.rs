@@ -24,7 +24,7 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use kafka_e2ee_core::exchange::mailbox::{
     encode_payload, EnvelopeItem, Prekeys, SealedEnvelope, KIND_PREKEYS, PREKEYS_CONTEXT,
@@ -37,6 +37,7 @@ use kafka_e2ee_core::exchange::wire::{
 };
 use kafka_e2ee_core::format::{DataKey, InstanceId, KeyBinding, KeyId, RecordHeader};
 use kafka_e2ee_core::keys::KeyPolicy;
+use kafka_e2ee_core::state::MemoryStorage as MemStorage;
 use kafka_e2ee_core::trust::{Authority, Identity, TopicPattern, TrustAnchor};
 use kafka_e2ee_core::{Channel, Engine, EngineConfig, Error, KeyUnavailable, Opened, Storage};
 use rand_chacha::ChaCha20Rng;
@@ -167,19 +168,6 @@ struct Sample {
 // `Exchange::on_prekeys` (an insider's prekeys record took over an honest
 // mailbox at producers: a consumer back from a stop lacked keys).
 const FIXED_SEEDS: &[u64] = &[1, 2, 3, 4, 215, 524, 531, 574];
-
-#[derive(Clone, Default)]
-struct MemStorage(Arc<Mutex<Option<Vec<u8>>>>);
-
-impl Storage for MemStorage {
-    fn load(&mut self) -> Result<Option<Vec<u8>>, String> {
-        Ok(self.0.lock().unwrap().clone())
-    }
-    fn store(&mut self, blob: &[u8]) -> Result<(), String> {
-        *self.0.lock().unwrap() = Some(blob.to_vec());
-        Ok(())
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
@@ -1772,7 +1760,7 @@ impl Sim {
                 .max(LIVE[(i + 1).min(SLOTS - 1)].load(Ordering::Relaxed));
             s.keys = s.keys.max(engine.keys_held());
             s.peers = s.peers.max(engine.peers().len());
-            let state = n.storage.0.lock().unwrap().as_ref().map_or(0, Vec::len);
+            let state = n.storage.blob().map_or(0, |b| b.len());
             s.state = s.state.max(state);
             let handshakes = engine.metrics().handshakes;
             s.handshakes += handshakes.saturating_sub(n.handshakes_seen);

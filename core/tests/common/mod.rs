@@ -3,8 +3,6 @@
 //! simulation.rs).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::{Arc, Mutex};
-
 use kafka_e2ee_core::trust::{Authority, Identity, TopicPattern, TrustAnchor};
 use kafka_e2ee_core::{ControlMessage, Engine, EngineConfig, Storage};
 use rand_chacha::ChaCha20Rng;
@@ -12,21 +10,8 @@ use rand_core::SeedableRng;
 
 pub const T0: u64 = 1_790_000_000_000;
 
-#[derive(Clone, Default)]
-pub struct MemStorage(pub Arc<Mutex<Option<Vec<u8>>>>);
-
-impl Storage for MemStorage {
-    fn load(&mut self) -> Result<Option<Vec<u8>>, String> {
-        Ok(self.0.lock().unwrap().clone())
-    }
-    fn store(&mut self, blob: &[u8]) -> Result<(), String> {
-        // The engine hands over its state in plaintext: wipe what it replaces.
-        if let Some(mut old) = self.0.lock().unwrap().replace(blob.to_vec()) {
-            zeroize::Zeroize::zeroize(&mut old);
-        }
-        Ok(())
-    }
-}
+/// The engine's state in memory (wiped as it is replaced).
+pub use kafka_e2ee_core::state::MemoryStorage as MemStorage;
 
 pub struct World {
     pub authority: Authority,
