@@ -31,6 +31,23 @@ fn seal(e: &Engine, topic: &str, plain: &[u8]) -> ([u8; HEADER_LEN], Vec<u8>) {
     (h, v)
 }
 
+/// Tries to open `ct` (sealed under header `h`) with its header's key id
+/// replaced by `key_id`: what a consumer meets in a record injected under a
+/// made-up producer or epoch. It never opens; the consumer wants the key.
+fn try_open_as(c: &Engine, h: &[u8; HEADER_LEN], ct: &[u8], key_id: KeyId) {
+    let mut header = RecordHeader::decode(h).unwrap();
+    header.key_id = key_id;
+    let mut v = ct.to_vec();
+    assert!(c
+        .open(
+            "orders",
+            Some(&header.encode()),
+            KeyBinding::Bytes(b"k"),
+            &mut v
+        )
+        .is_err());
+}
+
 fn keys_topic_dropped(m: &kafka_e2ee_core::ControlMessage) -> bool {
     m.channel != Channel::Keys
 }
@@ -56,20 +73,17 @@ fn made_up_producer_ids_stop_costing_within_the_want_ttl() {
     while t < T0 + 3 * HOUR {
         if t < T0 + HOUR && (t - T0).is_multiple_of(12_000) {
             // One injected record every 12 s in the first hour: 300 ids.
-            let mut header = RecordHeader::decode(&h).unwrap();
             let mut id = [0u8; 8];
             rng.fill_bytes(&mut id);
-            header.key_id = KeyId {
-                producer: InstanceId(id),
-                epoch: 0,
-            };
-            let mut v = ct.clone();
             // The host asks while it waits (30 s), then gives up on it.
-            let _ = c.open(
-                "orders",
-                Some(&header.encode()),
-                KeyBinding::Bytes(b"k"),
-                &mut v,
+            try_open_as(
+                &c,
+                &h,
+                &ct,
+                KeyId {
+                    producer: InstanceId(id),
+                    epoch: 0,
+                },
             );
             c.note_record_failed();
         }
@@ -313,15 +327,7 @@ fn many_requests_to_one_producer_all_go_out_at_once() {
     let producer = RecordHeader::decode(&h).unwrap().key_id.producer;
     // 256 epochs the producer never made (as many as one peer's queue holds).
     for epoch in 1000..1256u32 {
-        let mut header = RecordHeader::decode(&h).unwrap();
-        header.key_id = KeyId { producer, epoch };
-        let mut v = ct.clone();
-        let _ = c.open(
-            "orders",
-            Some(&header.encode()),
-            KeyBinding::Bytes(b"k"),
-            &mut v,
-        );
+        try_open_as(&c, &h, &ct, KeyId { producer, epoch });
     }
     c.handle_timeout(T0).unwrap();
     pump_tapped(&[&p, &c], T0, &mut |m, _| keys_topic_dropped(m));

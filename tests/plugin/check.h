@@ -52,6 +52,17 @@ static inline rd_kafka_conf_t *plugin_conf_at(const char *bootstraps, const char
         return c;
 }
 
+/* Moves consumer C past a record that failed, as a librdkafka app that skips
+ * it does: the plugin seeks back to a failed record, so the app must seek on. */
+static inline void seek_past(rd_kafka_t *c, const char *topic, int32_t partition, int64_t at) {
+        rd_kafka_topic_partition_list_t *s = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(s, topic, partition)->offset = at + 1;
+        rd_kafka_error_t *se = rd_kafka_seek_partitions(c, s, 5000);
+        if (se)
+                rd_kafka_error_destroy(se);
+        rd_kafka_topic_partition_list_destroy(s);
+}
+
 /* tests/plugin/run asks each build which librdkafka it linked. */
 static inline int version_asked(int argc, char **argv) {
         if (argc > 1 && !strcmp(argv[1], "--version")) {

@@ -225,12 +225,7 @@ int main(int argc, char **argv) {
                               m->len, strlen(want));
                         CHECK(strlen(want) > strlen(SECRET), "the test's reason must outgrow the value");
                         rejected++;
-                        rd_kafka_topic_partition_list_t *s = rd_kafka_topic_partition_list_new(1);
-                        rd_kafka_topic_partition_list_add(s, TOPIC, 0)->offset = at + 1;
-                        rd_kafka_error_t *se = rd_kafka_seek_partitions(c, s, 5000);
-                        if (se)
-                                rd_kafka_error_destroy(se);
-                        rd_kafka_topic_partition_list_destroy(s);
+                        seek_past(c, TOPIC, 0, at);
                 } else if (m->err) {
                         if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                                 fprintf(stderr, "consume: %s\n", rd_kafka_message_errstr(m));

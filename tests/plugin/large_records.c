@@ -289,7 +289,9 @@ int main(int argc, char **argv) {
         reset();
         dr_purged_inflight = 0;
         want = produce_some(b, 6);
-        rd_kafka_poll(b, 600);
+        /* Long enough for the (ASan-slowed, 1 MiB) requests to be written on
+         * a loaded machine; far below the request and message timeouts. */
+        rd_kafka_poll(b, 3000);
         CHECK(!rd_kafka_purge(b, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT), "purge");
         wait_reports(b, want, 60000, "B. purge, broker frozen");
         if (broker_pid > 0)

@@ -952,7 +952,7 @@ impl Exchange {
         if to != BROADCAST && !sh.is_mine(to) {
             // For another instance: not even decoded, unless it answers a
             // want this instance means to answer too.
-            if !self.haves.is_empty() && bytes.get(5) == Some(&6) {
+            if !self.haves.is_empty() && bytes.get(5) == Some(&wire::KIND_HAVE) {
                 if let Ok(Envelope {
                     body: Body::Have { key_id, topic },
                     ..

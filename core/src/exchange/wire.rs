@@ -52,6 +52,10 @@ pub enum Body {
     Have { key_id: KeyId, topic: String },
 }
 
+/// The kind byte of a Have, which an instance reads in messages addressed
+/// to others (see `Exchange::handle_control`).
+pub const KIND_HAVE: u8 = 6;
+
 impl Body {
     fn kind(&self) -> u8 {
         match self {
@@ -60,7 +64,7 @@ impl Body {
             Body::HelloFinish { .. } => 3,
             Body::Sealed { .. } => 4,
             Body::Want { .. } => 5,
-            Body::Have { .. } => 6,
+            Body::Have { .. } => KIND_HAVE,
         }
     }
 }
