@@ -502,6 +502,13 @@ impl Engine {
         self.shared.metrics.add_record_failed();
     }
 
+    /// A host that rejects a record before `open` can see it (more than one
+    /// `e2ee` header: which one its producer wrote cannot be told, docs/FORMAT.md
+    /// section 9) counts it here, as `open` counts a header that does not decode.
+    pub fn note_record_rejected(&self) {
+        self.shared.metrics.add_rejected();
+    }
+
     /// Whether a key is held now, without asking for it.
     pub fn holds_key(&self, key_id: KeyId, topic: &str) -> bool {
         let sh = &self.shared;

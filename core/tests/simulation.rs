@@ -166,8 +166,10 @@ struct Sample {
 // was simulated) each lost one record with a producer that died for good
 // before handing its key on: see `check`. 1, 2 and 3 fail without the fix in
 // `Exchange::on_prekeys` (an insider's prekeys record took over an honest
-// mailbox at producers: a consumer back from a stop lacked keys).
-const FIXED_SEEDS: &[u64] = &[1, 2, 3, 4, 215, 524, 531, 574];
+// mailbox at producers: a consumer back from a stop lacked keys). 145 (found
+// with the insider chaos of the hardening work) had a consumer wait
+// 126 s for a key on an intermediate build; 31 s at most since.
+const FIXED_SEEDS: &[u64] = &[1, 2, 3, 4, 145, 215, 524, 531, 574];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {

@@ -475,6 +475,20 @@ pub extern "system" fn Java_dev_kafkae2ee_Engine_keyGeneration0<'l>(
     entry(&mut env, |_| Ok(engine(handle)?.key_generation() as jlong))
 }
 
+/// `static native void noteRejected0(long)`: counts a record the Java hooks
+/// rejected before opening it (more than one e2ee header) in records-rejected.
+#[no_mangle]
+pub extern "system" fn Java_dev_kafkae2ee_Engine_noteRejected0<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    handle: jlong,
+) {
+    entry(&mut env, |_| {
+        engine(handle)?.note_record_rejected();
+        Ok(())
+    })
+}
+
 /// `static native String handleControl0(long, long nowMs, byte[] message)`:
 /// null if accepted, else why it was rejected (safe to log).
 #[no_mangle]

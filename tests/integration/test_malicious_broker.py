@@ -183,6 +183,10 @@ def tampered_records(legit: list[dict]) -> list[dict]:
         # 4. plaintext into a protected topic; a ciphertext with its header stripped
         rec("plaintext", L[15], value=b"injected-plaintext", headers=[], outcome="missing"),
         rec("header-stripped", L[16], headers=[], outcome="missing"),
+        # 5. a second e2ee header: its own again, or another record's before its own. Which one
+        # the producer wrote cannot be told, so neither is taken (docs/FORMAT.md section 9).
+        rec("two-headers-same", L[17], headers=L[17]["headers"] + [("e2ee", h(L[17]))]),
+        rec("two-headers-other-first", L[18], headers=[("e2ee", h(L[19]))] + L[18]["headers"]),
     ]
 
 

@@ -604,6 +604,7 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
     if header.is_some() && unsafe { has_second(api, h, HEADER) } {
         // Which one the producer meant cannot be told; taking either would
         // let whoever added the other choose what is opened.
+        engine.note_record_rejected();
         return Err(
             "the record has more than one e2ee header (a sealed record has exactly one)".into(),
         );

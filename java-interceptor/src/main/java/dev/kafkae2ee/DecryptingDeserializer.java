@@ -143,7 +143,18 @@ public class DecryptingDeserializer<T> implements Deserializer<T> {
      * missing key and counts a failure in records-failed.
      */
     private void open(String topic, Headers headers, byte[] value, boolean first) {
-        byte[] header = RecordCrypto.header(headers);
+        byte[] header;
+        try {
+            header = RecordCrypto.header(headers);
+        } catch (E2eeException e) {
+            // Fails like any record that does not open: a SerializationException for the consumer.
+            if (first) {
+                lease.engine.noteRejected();
+                lease.metrics.recordFailed();
+            }
+            throw new SerializationException("kafka-e2ee could not decrypt a record of topic '" + topic
+                    + "' (" + e.kind() + "): " + e.getMessage(), e);
+        }
         if (header != null && RecordCrypto.binding(header) != Engine.BIND_UNBOUND) {
             // A deserializer never sees the record key, so it cannot check a key-bound record.
             if (first) {

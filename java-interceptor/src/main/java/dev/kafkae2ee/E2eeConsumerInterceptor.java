@@ -104,7 +104,14 @@ public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> 
     private ConsumerRecord<K, V> open(ConsumerRecord<K, V> r, Set<String> keysGivenUp) {
         try {
             Object value = r.value();
-            byte[] header = RecordCrypto.header(r.headers());
+            // Finds the e2ee header and strips it in place in one pass (one iterator per record).
+            byte[] header;
+            try {
+                header = value == null ? null : RecordCrypto.take(r.headers());
+            } catch (E2eeException e) {
+                lease.engine.noteRejected();
+                return drop(r, e.kind() + ": " + e.getMessage());
+            }
             if (value == null || (header == null && !lease.engine.isProtected(r.topic()))) {
                 return r;
             }
@@ -132,7 +139,7 @@ public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> 
                 }
                 return drop(r, e.kind() + ": " + e.getMessage());
             }
-            if (value instanceof byte[] && (header == null || RecordCrypto.strip(r.headers()))) {
+            if (value instanceof byte[] && (header == null || r.headers().lastHeader(RecordCrypto.HEADER) == null)) {
                 return r;
             }
             RecordHeaders headers = new RecordHeaders(r.headers().toArray());

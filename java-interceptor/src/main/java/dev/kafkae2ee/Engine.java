@@ -189,6 +189,16 @@ final class Engine implements AutoCloseable {
         }
     }
 
+    /** Counts a record rejected before it could be opened (more than one e2ee header). */
+    void noteRejected() {
+        long h = acquire();
+        try {
+            noteRejected0(h);
+        } finally {
+            release();
+        }
+    }
+
     /** Null if the control message was accepted, else why not (safe to log). */
     String handleControl(long nowMs, byte[] message) {
         long h = acquire();
@@ -303,6 +313,8 @@ final class Engine implements AutoCloseable {
     private static native boolean isProtected0(long handle, String topic);
 
     private static native long keyGeneration0(long handle);
+
+    private static native void noteRejected0(long handle);
 
     private static native String handleControl0(long handle, long nowMs, byte[] message);
 

@@ -1,6 +1,7 @@
 package dev.kafkae2ee;
 
 import java.nio.charset.StandardCharsets;
+import java.util.Iterator;
 import org.apache.kafka.common.header.Header;
 import org.apache.kafka.common.header.Headers;
 import org.slf4j.Logger;
@@ -19,13 +20,57 @@ final class RecordCrypto {
 
     private RecordCrypto() {}
 
-    /** The e2ee header value, or null; the last one counts, as in librdkafka. */
+    /**
+     * The e2ee header value, or null if there is none. A record with more than one is rejected
+     * (E2eeException, BAD_RECORD; docs/FORMAT.md section 9): which one its producer wrote cannot
+     * be told, and taking either lets whoever added the other choose what is opened.
+     */
     static byte[] header(Headers headers) {
         if (headers == null) {
             return null;
         }
-        Header h = headers.lastHeader(HEADER);
-        return h == null ? null : h.value();
+        Header found = null;
+        for (Header h : headers.headers(HEADER)) {
+            found = one(found, h);
+        }
+        return found == null ? null : found.value();
+    }
+
+    /**
+     * {@link #header}, removing the e2ee headers in the same pass where the headers allow it
+     * (afterwards {@code headers.lastHeader(HEADER) == null} says whether they did). One pass, so
+     * one iterator: the consumer interceptor's only allocation per record (HotPathCheck). A record
+     * rejected here has already lost its e2ee header; the caller drops it.
+     */
+    static byte[] take(Headers headers) {
+        if (headers == null) {
+            return null;
+        }
+        Header found = null;
+        boolean writable = true;
+        for (Iterator<Header> it = headers.iterator(); it.hasNext(); ) {
+            Header h = it.next();
+            if (!HEADER.equals(h.key())) {
+                continue;
+            }
+            found = one(found, h);
+            if (writable) {
+                try {
+                    it.remove();
+                } catch (IllegalStateException readOnly) {
+                    writable = false;
+                }
+            }
+        }
+        return found == null ? null : found.value();
+    }
+
+    private static Header one(Header found, Header next) {
+        if (found != null) {
+            throw new E2eeException(E2eeException.Kind.BAD_RECORD, null,
+                    "the record has more than one e2ee header (a sealed record has exactly one)");
+        }
+        return next;
     }
 
     /** Removes every e2ee header; false if the headers are read-only (the header stays visible). */
