@@ -24,6 +24,7 @@ public final class E2eeConfig extends AbstractConfig {
     public static final String TRUST = "e2ee.trust";
     public static final String INNER_VALUE_SERIALIZER = "e2ee.inner.value.serializer";
     public static final String INNER_VALUE_DESERIALIZER = "e2ee.inner.value.deserializer";
+    public static final String INNER_VALUE_SERDE = "e2ee.inner.value.serde";
     public static final String TOPICS = "e2ee.topics";
     public static final String KEY_ROTATION_MS = "e2ee.key.rotation.ms";
     public static final String KEY_ROTATION_RECORDS = "e2ee.key.rotation.records";
@@ -61,6 +62,13 @@ public final class E2eeConfig extends AbstractConfig {
             .define(INNER_VALUE_DESERIALIZER, Type.CLASS, null, Importance.HIGH,
                     "For value.deserializer=dev.kafkae2ee.DecryptingDeserializer: the deserializer that "
                             + "turns decrypted bytes into values. Configured and closed with the consumer's settings.")
+            .define(INNER_VALUE_SERDE, Type.CLASS, null, Importance.HIGH,
+                    "Kafka Streams, for default.value.serde=dev.kafkae2ee.E2eeSerde: the Serde of your values "
+                            + "(any Serde class, e.g. org.apache.kafka.common.serialization.Serdes$StringSerde). "
+                            + "E2eeSerde requires consumer.interceptor.classes=dev.kafkae2ee.E2eeConsumerInterceptor "
+                            + "and producer.interceptor.classes=dev.kafkae2ee.E2eeProducerInterceptor: they "
+                            + "encrypt every topic the application writes, changelogs included (docs/QUICKSTART.md, "
+                            + "Kafka Streams).")
             .define(TOPICS, Type.LIST, "*", (name, value) -> {
                         if (value instanceof List && ((List<?>) value).isEmpty()) {
                             throw new ConfigException(name, value,

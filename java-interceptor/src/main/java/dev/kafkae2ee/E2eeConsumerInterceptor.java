@@ -27,12 +27,18 @@ import org.slf4j.LoggerFactory;
  * partition and offset, counted in {@code records-dropped}, and left out of what {@code poll()}
  * returns, while the batch's next offsets are kept so the consumer moves on. Loss instead of leak:
  * use the DecryptingDeserializer where a record must fail visibly.
+ *
+ * <p>Except in a Kafka Streams restore or global consumer (see {@link StreamsRestore}): there a
+ * dropped record is a silently wrong state store, so it never drops. It waits for a missing key,
+ * without end, naming it in the log; any other failure stops the consumer's thread.
  */
 public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> {
     private static final Logger log = LoggerFactory.getLogger(E2eeConsumerInterceptor.class);
 
     private Engines.Lease lease;
     private InterceptorValues values;
+    /** Non-null in a Streams restore or global consumer: records are never dropped. */
+    private StreamsRestore restore;
 
     @Override
     public void configure(Map<String, ?> configs) {
@@ -41,6 +47,7 @@ public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> 
                 "org.apache.kafka.common.serialization.ByteArrayDeserializer",
                 "value.deserializer=dev.kafkae2ee.DecryptingDeserializer");
         lease = Engines.acquire(configs, new E2eeConfig(configs), false);
+        restore = StreamsRestore.of(configs, lease);
     }
 
     @Override
@@ -80,6 +87,8 @@ public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> 
                 }
             }
             return out == null ? records : Batches.of(out, next);
+        } catch (StreamsRestore.Stopped stop) {
+            throw stop;
         } catch (Throwable t) {
             // Never return the input: it holds ciphertext.
             try {
@@ -134,10 +143,13 @@ public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> 
             try {
                 RecordCrypto.open(lease, r.topic(), header, binding, key, bytes, wait);
             } catch (E2eeException e) {
-                if (e.kind() == E2eeException.Kind.KEY_PENDING) {
-                    keysGivenUp.add(RecordCrypto.keyId(header));
+                if (restore == null) {
+                    if (e.kind() == E2eeException.Kind.KEY_PENDING) {
+                        keysGivenUp.add(RecordCrypto.keyId(header));
+                    }
+                    return drop(r, e.kind() + ": " + e.getMessage());
                 }
-                return drop(r, e.kind() + ": " + e.getMessage());
+                restore.openOrStop(r, header, binding, key, bytes, e); // returns once opened, or throws
             }
             if (value instanceof byte[] && (header == null || r.headers().lastHeader(RecordCrypto.HEADER) == null)) {
                 return r;
@@ -147,12 +159,17 @@ public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> 
             Object plain = value instanceof byte[] ? bytes : new String(bytes, StandardCharsets.UTF_8);
             return new ConsumerRecord<>(r.topic(), r.partition(), r.offset(), r.timestamp(), r.timestampType(),
                     r.serializedKeySize(), r.serializedValueSize(), r.key(), (V) plain, headers, r.leaderEpoch());
+        } catch (StreamsRestore.Stopped stop) {
+            throw stop;
         } catch (Throwable t) {
             return drop(r, t.toString());
         }
     }
 
     private ConsumerRecord<K, V> drop(ConsumerRecord<K, V> r, String reason) {
+        if (restore != null) {
+            throw restore.stop(r, reason);
+        }
         try {
             lease.metrics.recordDropped();
             log.error("kafka-e2ee dropped the record at {}-{} offset {}: it could not be decrypted ({}); "

@@ -1,0 +1,162 @@
+"""Kafka Streams on a real broker (issue 16 item 3): a stateful topology (a
+groupBy repartition keyed by a word taken from the value, a count and a
+reduce) configured by properties alone, with default.value.serde=E2eeSerde and
+both interceptors. One app, three runs in fresh processes on fresh state
+directories (a new host each time, no e2ee.state.dir):
+
+1. with a keeper running: processes 18 records, then exits;
+2. with the keeper stopped: the restore cannot get its keys, so it waits,
+   naming the key, and computes nothing (before the fix: "restored 0
+   records", a silently wrong state);
+3. with the keeper back: the restore gets every changelog record, and one new
+   record gives alpha 16 exactly (no loss, no double counting).
+
+Then every segment file of the input, repartition, changelog and output
+topics holds no plaintext value, and every changelog record carries an e2ee
+header (the count's values are 8-byte longs: counted, not searched). Record
+keys (the words) are plaintext by design (docs/QUICKSTART.md, Kafka Streams)."""
+
+from __future__ import annotations
+
+import re
+import select
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+from java_clients import CLI, Running, build, props
+from test_keeper import Keeper
+
+APP = "wc"
+INPUT, OUTPUT = "wc-input", "wc-output"
+INTERNAL = ["wc-words-repartition", "wc-counts-changelog", "wc-sums-changelog"]
+# FORMAT.md section 2, as test_java.py reads it: the e2ee header of a sealed record.
+HEADER_ON_DISK = rb"e2ee\x44\x01[\x00-\x3f].{8}.{4}"
+
+
+def cli(*args: str) -> None:
+    subprocess.run([str(CLI), *args], check=True, capture_output=True, text=True, timeout=120)
+
+
+def segments(broker, topic: str) -> bytes:
+    dirs = sorted(broker.data_dir.glob(f"{topic}-*"))
+    assert dirs, f"no partition directory of {topic}"
+    return b"".join(p.read_bytes() for d in dirs for p in sorted(d.glob("*.log")))
+
+
+def record_count(data: bytes) -> int:
+    """Records in a segment's batches (format v2, uncompressed: what Streams writes here)."""
+    n, pos = 0, 0
+    while pos + 61 <= len(data):
+        length = struct.unpack_from(">i", data, pos + 8)[0]
+        attributes = struct.unpack_from(">h", data, pos + 21)[0]
+        assert attributes & 0x07 == 0, "compressed batch: headers cannot be counted"
+        if not attributes & 0x20:  # not a control batch
+            n += struct.unpack_from(">i", data, pos + 57)[0]
+        pos += 12 + length
+    return n
+
+
+def lines_until(app: Running, wanted: set[str], timeout: float = 120) -> list[str]:
+    """Stdout lines until every line of ``wanted`` was seen."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while not wanted <= set(seen):
+        assert time.monotonic() < deadline, f"missing {wanted - set(seen)}; got {seen}"
+        assert app.proc.poll() is None, f"exited {app.proc.returncode}; got {seen}\n{app.log.read_text()[-4000:]}"
+        ready, _, _ = select.select([app.proc.stdout], [], [], 1)
+        if ready:
+            line = app.proc.stdout.readline().strip()
+            seen.append(line)
+            assert not line.startswith("STREAMS-ERROR"), f"{line}\n{app.log.read_text()[-4000:]}"
+    return seen
+
+
+def finish(app: Running) -> list[str]:
+    r = app.close(timeout=90)
+    assert r.returncode == 0 and "CLOSED" in r.stdout, r.stdout + r.stderr[-4000:]
+    return r.stdout.splitlines()
+
+
+def test_streams_count_and_reduce_restore_in_full_on_a_new_host(broker, tmp_path: Path):
+    cp = build()
+    auth = tmp_path / "auth"
+    cli("authority", "init", "--out", str(auth))
+    for name, grants in [("app", ["--produce", "*", "--consume", "*"]), ("keeper", ["--consume", "*"])]:
+        cli("credential", "issue", "--authority", str(auth), "--name", name, *grants,
+            "--out", str(tmp_path / f"{name}.cred"))
+    for topic in (INPUT, OUTPUT):
+        broker.create_topic(topic)
+
+    keeper_config = tmp_path / "keeper.properties"
+    keeper_config.write_text(f"bootstrap.servers={broker.bootstrap}\ne2ee.credential={tmp_path / 'keeper.cred'}\n"
+                             f"e2ee.trust={auth / 'trust'}\ne2ee.state.dir={tmp_path / 'keeper-state'}\n")
+    keeper_log = tmp_path / "keeper.log"
+    keeper = Keeper(keeper_config, keeper_log)
+
+    def run(n: int, records: str) -> Running:
+        # A new host: a state directory of its own, no e2ee.state.dir.
+        p = props(tmp_path / f"streams{n}.properties", broker.bootstrap,
+                  application_id=APP, state_dir=tmp_path / f"state{n}",
+                  default_key_serde="org.apache.kafka.common.serialization.Serdes$StringSerde",
+                  default_value_serde="dev.kafkae2ee.E2eeSerde",
+                  e2ee_inner_value_serde="org.apache.kafka.common.serialization.Serdes$StringSerde",
+                  consumer_interceptor_classes="dev.kafkae2ee.E2eeConsumerInterceptor",
+                  producer_interceptor_classes="dev.kafkae2ee.E2eeProducerInterceptor",
+                  e2ee_credential=tmp_path / "app.cred", e2ee_trust=auth / "trust",
+                  e2ee_key_wait_ms=3000, statestore_cache_max_bytes=0, commit_interval_ms=200,
+                  session_timeout_ms=6000)
+        return Running(cp, "dev.kafkae2ee.it.StreamsApp", str(p), INPUT, OUTPUT, records,
+                       log=tmp_path / f"streams{n}.log")
+
+    try:
+        keeper.wait_healthy()
+        keeper.wait_metric("prekeys_published", 1)
+        time.sleep(1)  # its prekeys reach the broker before anything is sealed
+
+        # Run 1: 15 alpha (1..15, sum 120) and 3 beta (1..3, sum 6).
+        records = [f"alpha:{i}" for i in range(1, 16)] + [f"beta:{i}" for i in range(1, 4)]
+        with run(1, ",".join(records)) as app:
+            lines_until(app, {"count alpha 15", "count beta 3", "sum alpha VAL-alpha-120", "sum beta VAL-beta-6"})
+            finish(app)
+            log1 = app.log.read_text(errors="replace")
+        assert "keys stay plaintext" in log1, "the plaintext-keys warning is missing"
+        keeper.wait_metric("envelopes_received", 1)
+
+        # Run 2: nothing holds the keys. The restore waits, naming the key; no
+        # wrong count, no record skipped.
+        assert keeper.stop() == 0, keeper_log.read_text()[-3000:]
+        with run(2, "-") as app:
+            deadline = time.monotonic() + 90
+            while "waits for key" not in app.log.read_text(errors="replace"):
+                assert time.monotonic() < deadline, app.log.read_text(errors="replace")[-4000:]
+                assert app.proc.poll() is None, app.log.read_text(errors="replace")[-4000:]
+                time.sleep(0.5)
+            time.sleep(2)
+            app.proc.kill()
+            out, _ = app.proc.communicate(timeout=30)
+            log2 = app.log.read_text(errors="replace")
+        assert re.search(r"waits for key [0-9a-f]{16}/\d+ of topic wc-(counts|sums)-changelog", log2), log2[-4000:]
+        assert "dropped the record" not in log2, log2[-4000:]
+        assert not [ln for ln in out.splitlines() if ln.startswith(("count ", "sum ", "RESTORED"))], out
+
+        # Run 3: the keeper is back; a full restore, then one more alpha.
+        keeper = Keeper(keeper_config, keeper_log)
+        keeper.wait_healthy()
+        with run(3, "alpha:100") as app:
+            out3 = lines_until(app, {"count alpha 16", "sum alpha VAL-alpha-220"}) + finish(app)
+        restored = {ln for ln in out3 if ln.startswith("RESTORED")}
+        assert restored == {"RESTORED counts 0 18", "RESTORED sums 0 18"}, out3
+        results = [ln for ln in out3 if ln.startswith(("count ", "sum "))]
+        assert sorted(results) == ["count alpha 16", "sum alpha VAL-alpha-220"], out3
+    finally:
+        keeper.kill()
+
+    # No plaintext value in any segment file; every changelog record sealed.
+    for topic in [INPUT, OUTPUT, *INTERNAL]:
+        data = segments(broker, topic)
+        for plain in (b"VAL-", b"COUNT-"):
+            assert plain not in data, f"plaintext {plain!r} in {topic}'s segment files"
+        sealed = len(re.findall(HEADER_ON_DISK, data, re.S))
+        assert sealed == record_count(data) > 0, f"{topic}: {sealed} sealed of {record_count(data)} records"
