@@ -61,7 +61,7 @@ final class StreamsRestore {
             E2eeException first) {
         E2eeException e = first;
         long waitMs = Math.max(lease.keyWaitMs, MIN_WAIT_MS);
-        long since = System.currentTimeMillis();
+        long since = System.currentTimeMillis() - lease.keyWaitMs; // it has waited once already
         while (true) {
             if (e.kind() != E2eeException.Kind.KEY_PENDING || Thread.currentThread().isInterrupted()) {
                 throw stop(r, e.kind() + ": " + e.getMessage());
