@@ -9,7 +9,9 @@ directories (a new host each time, no e2ee.state.dir):
    naming the key, and computes nothing (before the fix: "restored 0
    records", a silently wrong state);
 3. with the keeper back: the restore gets every changelog record, and one new
-   record gives alpha 16 exactly (no loss, no double counting).
+   record gives alpha 16 exactly (no loss, no double counting);
+4. after a plaintext record was forged onto a changelog: the restore stops
+   with an error naming it (the task fails), computing nothing.
 
 Then every segment file of the input, repartition, changelog and output
 topics holds no plaintext value, and every changelog record carries an e2ee
@@ -25,6 +27,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from java_clients import CLI, Running, build, props
@@ -163,6 +166,29 @@ def test_streams_count_and_reduce_restore_in_full_on_a_new_host(broker, tmp_path
         assert restored == {"RESTORED counts 0 18", "RESTORED sums 0 18"}, out3
         results = [ln for ln in out3 if ln.startswith(("count ", "sum "))]
         assert sorted(results) == ["count alpha 16", "sum alpha VAL-alpha-220"], out3
+
+        # Run 4: a record no key opens (plaintext, written around kafka-e2ee) at
+        # the end of a changelog. The restore stops loudly: the interceptor's
+        # Error gets through ConsumerInterceptors (it catches Exception only),
+        # the task fails, and nothing is computed from a partial state.
+        forger = Producer({"bootstrap.servers": broker.bootstrap})
+        forger.produce("wc-sums-changelog", key=b"alpha", value=b"forged")
+        assert forger.flush(30) == 0
+        del forger
+        with run(4, "-") as app:
+            seen: list[str] = []
+            deadline = time.monotonic() + 90
+            while not any(ln.startswith(("STREAMS-ERROR", "STATE ERROR")) for ln in seen):
+                assert time.monotonic() < deadline, f"{seen}\n{app.log.read_text(errors='replace')[-4000:]}"
+                ready, _, _ = select.select([app.proc.stdout], [], [], 1)
+                if ready:
+                    line = app.proc.stdout.readline()
+                    assert line, f"exited {app.proc.wait()}: {seen}\n{app.log.read_text(errors='replace')[-4000:]}"
+                    seen.append(line.strip())
+            log4 = app.log.read_text(errors="replace")
+        assert "kafka-e2ee stopped" in log4 and "wc-sums-changelog-0 offset 19" in log4, log4[-4000:]
+        assert "MISSING_HEADER" in log4, log4[-4000:]
+        assert not [ln for ln in seen if ln.startswith(("count ", "sum ", "RESTORED sums"))], seen
     finally:
         keeper.kill()
 
@@ -172,4 +198,5 @@ def test_streams_count_and_reduce_restore_in_full_on_a_new_host(broker, tmp_path
         for plain in (b"VAL-", b"COUNT-"):
             assert plain not in data, f"plaintext {plain!r} in {topic}'s segment files"
         sealed = len(re.findall(HEADER_ON_DISK, data, re.S))
-        assert sealed == record_count(data) > 0, f"{topic}: {sealed} sealed of {record_count(data)} records"
+        forged = 1 if topic == "wc-sums-changelog" else 0  # run 4's
+        assert sealed + forged == record_count(data) > forged, f"{topic}: {sealed} sealed of {record_count(data)}"
