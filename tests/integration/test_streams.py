@@ -63,7 +63,7 @@ def record_count(data: bytes) -> int:
     return n
 
 
-def lines_until(app: Running, wanted: set[str], timeout: float = 120) -> list[str]:
+def lines_until(app: Running, wanted: set[str], timeout: float = 120, fail_on_error: bool = True) -> list[str]:
     """Stdout lines until every line of ``wanted`` was seen."""
     seen: list[str] = []
     deadline = time.monotonic() + timeout
@@ -74,7 +74,7 @@ def lines_until(app: Running, wanted: set[str], timeout: float = 120) -> list[st
         if ready:
             line = app.proc.stdout.readline().strip()
             seen.append(line)
-            assert not line.startswith("STREAMS-ERROR"), f"{line}\n{app.log.read_text()[-4000:]}"
+            assert not (fail_on_error and line.startswith("STREAMS-ERROR")), f"{line}\n{app.log.read_text()[-4000:]}"
     return seen
 
 
@@ -111,18 +111,20 @@ def test_streams_count_and_reduce_restore_in_full_on_a_new_host(broker, tmp_path
     keeper_log = tmp_path / "keeper.log"
     keeper = Keeper(keeper_config, keeper_log)
 
-    def run(n: int, records: str) -> Running:
+    def run(n: int, records: str, **overrides) -> Running:
         # A new host: a state directory of its own, no e2ee.state.dir.
+        settings = dict(application_id=APP, state_dir=tmp_path / f"state{n}",
+                        default_key_serde="org.apache.kafka.common.serialization.Serdes$StringSerde",
+                        default_value_serde="dev.kafkae2ee.E2eeSerde",
+                        e2ee_inner_value_serde="org.apache.kafka.common.serialization.Serdes$StringSerde",
+                        consumer_interceptor_classes="dev.kafkae2ee.E2eeConsumerInterceptor",
+                        producer_interceptor_classes="dev.kafkae2ee.E2eeProducerInterceptor",
+                        e2ee_credential=tmp_path / "app.cred", e2ee_trust=auth / "trust",
+                        e2ee_key_wait_ms=3000, statestore_cache_max_bytes=0, commit_interval_ms=200,
+                        session_timeout_ms=6000)
+        settings.update(overrides)
         p = props(tmp_path / f"streams{n}.properties", broker.bootstrap,
-                  application_id=APP, state_dir=tmp_path / f"state{n}",
-                  default_key_serde="org.apache.kafka.common.serialization.Serdes$StringSerde",
-                  default_value_serde="dev.kafkae2ee.E2eeSerde",
-                  e2ee_inner_value_serde="org.apache.kafka.common.serialization.Serdes$StringSerde",
-                  consumer_interceptor_classes="dev.kafkae2ee.E2eeConsumerInterceptor",
-                  producer_interceptor_classes="dev.kafkae2ee.E2eeProducerInterceptor",
-                  e2ee_credential=tmp_path / "app.cred", e2ee_trust=auth / "trust",
-                  e2ee_key_wait_ms=3000, statestore_cache_max_bytes=0, commit_interval_ms=200,
-                  session_timeout_ms=6000)
+                  **{k: v for k, v in settings.items() if v is not None})
         return Running(cp, "dev.kafkae2ee.it.StreamsApp", str(p), INPUT, OUTPUT, records,
                        log=tmp_path / f"streams{n}.log")
 
@@ -189,6 +191,16 @@ def test_streams_count_and_reduce_restore_in_full_on_a_new_host(broker, tmp_path
         assert "kafka-e2ee stopped" in log4 and "wc-sums-changelog-0 offset 19" in log4, log4[-4000:]
         assert "MISSING_HEADER" in log4, log4[-4000:]
         assert not [ln for ln in seen if ln.startswith(("count ", "sum ", "RESTORED sums"))], seen
+
+        # Run 5, another application without the producer interceptor: E2eeSerde
+        # stops it before any record is processed, naming the property.
+        with run(5, "-", application_id="nointerceptor", producer_interceptor_classes=None) as app:
+            seen = lines_until(app, {"STATE ERROR"}, fail_on_error=False)
+        error = next(ln for ln in seen if ln.startswith("STREAMS-ERROR"))
+        assert "Failed to initialize value serdes" in error, seen
+        assert ("ConfigException: Invalid value (unset) for configuration producer.interceptor.classes: "
+                "dev.kafkae2ee.E2eeSerde needs producer.interceptor.classes to include "
+                "dev.kafkae2ee.E2eeProducerInterceptor") in app.log.read_text(errors="replace")
     finally:
         keeper.kill()
 

@@ -90,12 +90,15 @@ public class E2eeSerde<T> implements Serde<T> {
      * global.consumer. prefix wins over consumer.
      */
     static void requireInterceptors(Map<String, ?> configs) {
-        String producer = configs.containsKey("producer.interceptor.classes") ? "producer.interceptor.classes"
-                : "interceptor.classes";
+        // When neither is set, the error names the prefixed one: that is the fix for Streams.
+        String producer = configs.containsKey("interceptor.classes")
+                && !configs.containsKey("producer.interceptor.classes")
+                ? "interceptor.classes" : "producer.interceptor.classes";
         require(configs, producer, PRODUCER_INTERCEPTOR, "it seals every record the application writes, "
                 + "changelogs included (state stores serialize values without headers, so no serde can)");
-        String consumer = configs.containsKey("consumer.interceptor.classes") ? "consumer.interceptor.classes"
-                : "interceptor.classes";
+        String consumer = configs.containsKey("interceptor.classes")
+                && !configs.containsKey("consumer.interceptor.classes")
+                ? "interceptor.classes" : "consumer.interceptor.classes";
         require(configs, consumer, CONSUMER_INTERCEPTOR, "it opens every record the application reads, "
                 + "including what a restore writes into the state stores");
         for (String client : List.of("main.consumer.", "restore.consumer.", "global.consumer.")) {

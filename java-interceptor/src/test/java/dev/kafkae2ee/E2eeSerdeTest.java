@@ -56,7 +56,7 @@ class E2eeSerdeTest {
     void missingInterceptorsFailNamingTheProperty() {
         Map<String, Object> m = streams();
         m.remove("producer.interceptor.classes");
-        assertTrue(fails(m).contains("interceptor.classes to include dev.kafkae2ee.E2eeProducerInterceptor"));
+        assertTrue(fails(m).contains("producer.interceptor.classes to include dev.kafkae2ee.E2eeProducerInterceptor"));
         m = streams();
         m.put("consumer.interceptor.classes", "");
         assertTrue(fails(m).contains("consumer.interceptor.classes"));
