@@ -90,6 +90,9 @@ public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> 
         } catch (StreamsRestore.Stopped stop) {
             throw stop;
         } catch (Throwable t) {
+            if (restore != null) {
+                throw restore.stop(records.count() + " records", t.toString()); // an empty batch is loss
+            }
             // Never return the input: it holds ciphertext.
             try {
                 log.error("kafka-e2ee dropped a whole batch of {} records after an unexpected error", records.count(), t);
@@ -168,7 +171,7 @@ public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> 
 
     private ConsumerRecord<K, V> drop(ConsumerRecord<K, V> r, String reason) {
         if (restore != null) {
-            throw restore.stop(r, reason);
+            throw restore.stop("the record at " + r.topic() + "-" + r.partition() + " offset " + r.offset(), reason);
         }
         try {
             lease.metrics.recordDropped();

@@ -64,7 +64,8 @@ final class StreamsRestore {
         long since = System.currentTimeMillis() - lease.keyWaitMs; // it has waited once already
         while (true) {
             if (e.kind() != E2eeException.Kind.KEY_PENDING || Thread.currentThread().isInterrupted()) {
-                throw stop(r, e.kind() + ": " + e.getMessage());
+                throw stop("the record at " + r.topic() + "-" + r.partition() + " offset " + r.offset(),
+                        e.kind() + ": " + e.getMessage());
             }
             log.warn("kafka-e2ee: {} waits for key {} of topic {} (the record at {}-{} offset {}) for {} s so "
                     + "far; a Streams restore never skips a record. The key comes from a running producer or "
@@ -81,10 +82,10 @@ final class StreamsRestore {
         }
     }
 
-    /** What to throw when a record cannot be opened: logged here, at ERROR. */
-    Stopped stop(ConsumerRecord<?, ?> r, String reason) {
-        String message = "kafka-e2ee stopped " + clientId + ": the record at " + r.topic() + "-" + r.partition()
-                + " offset " + r.offset() + " cannot be decrypted (" + reason + "), and a Streams restore "
+    /** What to throw when {@code what} (a record, a batch) cannot be opened: logged here, at ERROR. */
+    Stopped stop(String what, String reason) {
+        String message = "kafka-e2ee stopped " + clientId + ": " + what + " cannot be decrypted ("
+                + reason + "), and a Streams restore "
                 + "never skips a record (the state would be silently wrong). Fix the cause, then restart "
                 + "the application.";
         try {
