@@ -18,7 +18,8 @@ import org.slf4j.LoggerFactory;
  *
  * <p>A missing key: it waits, without end, logging at WARN every {@code e2ee.key.wait.ms} (at least
  * 1 s) which key of which record it waits for. A key that arrives (from its producer, a consumer
- * that holds it, or a keeper) resumes the restore where it stopped. Anything else (a forged or
+ * that holds it, or a keeper) resumes the restore where it stopped; KafkaStreams.close cannot end
+ * the wait (Streams signals its restore thread, never interrupts it). Anything else (a forged or
  * damaged record, a key refused or expired, a missing header): it logs at ERROR and throws {@link
  * Stopped}, an Error, because Kafka's ConsumerInterceptors catches Exception (kafka-clients 4.4:
  * {@code catch (Exception e)}, logged at WARN) and would hand the undecrypted batch on to the store.
