@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::{c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{OnceLock, PoisonError};
 
 use kafka_e2ee_core::format::{KeyBinding, COMPRESSION_MASK, HEADER_LEN};
@@ -64,10 +64,36 @@ struct Swap {
 #[derive(Debug, Default)]
 pub(crate) struct Swaps(HashMap<usize, Swap>);
 
+/// How many swaps of all clients in this process are outstanding. When
+/// none is, `on_acknowledgement` skips the swap map's lock and lookup: the
+/// usual producer (RD_KAFKA_MSG_F_COPY, sealed in place) never makes one,
+/// and the lock was then taken on librdkafka's broker thread for every
+/// record for nothing. A swap's own insert (in `on_send`, before librdkafka
+/// queues the message) happens before its acknowledgement, so a count of
+/// zero there means this message has none.
+static OUTSTANDING_SWAPS: AtomicUsize = AtomicUsize::new(0);
+
 impl Swaps {
+    fn insert(&mut self, swap: Swap) {
+        OUTSTANDING_SWAPS.fetch_add(1, Ordering::AcqRel);
+        if let Some(_replaced) = self.0.insert(swap.ours, swap) {
+            // A malloc'd address is never live twice; keep the count right anyway.
+            OUTSTANDING_SWAPS.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    fn remove(&mut self, ours: usize) -> Option<Swap> {
+        let s = self.0.remove(&ours);
+        if s.is_some() {
+            OUTSTANDING_SWAPS.fetch_sub(1, Ordering::AcqRel);
+        }
+        s
+    }
+
     /// Called once librdkafka has destroyed every message of the client
     /// (destroy without flush: purged messages never reach on_ack).
     pub(crate) fn release_all(&mut self) {
+        OUTSTANDING_SWAPS.fetch_sub(self.0.len(), Ordering::AcqRel);
         for (_, s) in self.0.drain() {
             match s.payload_freed_by_librdkafka {
                 // librdkafka freed our buffer as the payload; the original,
@@ -306,8 +332,7 @@ unsafe fn send(st: &ConfState, m: *mut Message) {
         st.swaps
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .0
-            .insert(ours as usize, swap);
+            .insert(swap);
         msg.payload = ours.cast();
     }
     if !sealed {
@@ -427,12 +452,14 @@ pub(crate) unsafe extern "C" fn on_acknowledgement(
         let (Some(st), Some(msg)) = (unsafe { state(ic_opaque) }, unsafe { m.as_mut() }) else {
             return api::ERR_NO_ERROR;
         };
-        let swap = st
-            .swaps
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .0
-            .remove(&(msg.payload as usize));
+        let swap = if OUTSTANDING_SWAPS.load(Ordering::Acquire) == 0 {
+            None
+        } else {
+            st.swaps
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(msg.payload as usize)
+        };
         if let Some(s) = swap {
             // The delivery report sees the app's original payload.
             msg.payload = s.original as *mut c_void;
