@@ -18,6 +18,17 @@ Cases (client x direction):
   librdkafka        perf/rdkafka_bench.c on Debian's librdkafka, the plugin
                     loaded by plugin.library.paths.
 Latency (p50/p99/p99.9/max at a fixed rate): java-serializer and librdkafka.
+
+Three modes per throughput case, alternating: plaintext, ceiling and
+encrypted. The ceiling is the same client with a bench-only hook at the
+product's hook points that does nothing but AES-256-GCM over each value with a
+fixed key (perf/ceiling-plugin for librdkafka, perf/java Ceiling for Java):
+what encryption at that place costs at the least. It is not encryption and
+loads only with KAFKA_E2EE_BENCH_CEILING=not-encryption, which only its runs
+get. efficiency = encrypted / ceiling.
+
+--sweep: produce-to-consume latency and client CPU per MB at rates from 10%
+to 100% of the plaintext throughput ceiling, plaintext against encrypted.
 """
 
 from __future__ import annotations
@@ -49,6 +60,11 @@ JAVA_DIR = ROOT / "java-interceptor"
 NATIVE_VERSION = "0.1.0"
 JAR = JAVA_DIR / "target" / f"kafka-e2ee-{NATIVE_VERSION}.jar"
 C_DRIVER = BUILD / "rdkafka_bench"
+CEILING_CRATE = PERF / "ceiling-plugin"
+CEILING_PLUGIN = BUILD / "ceiling" / "release" / "libe2ee_bench_ceiling.so"
+# Only the ceiling runs get this: without it the ceiling hooks refuse to load.
+CEILING_ENV = {"KAFKA_E2EE_BENCH_CEILING": "not-encryption"}
+CEILING_JAVA = "dev.kafkae2ee.perf.Ceiling$"
 JAVA_CLASSES = BUILD / "java"
 MARKER = b"E2EE-BENCH-PLAINTEXT-MARKER:"  # the drivers use the same one
 
@@ -59,6 +75,12 @@ RECORDS = {100: 200_000, 1024: 100_000, 10240: 20_000, 102400: 3_000}
 QUICK_RECORDS = 5_000
 # Client JVMs (perf tools and JavaBench alike): full JIT, a fixed heap.
 CLIENT_JVM = ["-XX:+UseSerialGC", "-Xms512m", "-Xmx1g", "-Xss1m", "-Xshare:auto"]
+# Latency JVMs (both sides of every pair alike): no collector at all (Epsilon)
+# in a heap that holds a whole run's garbage, so p99 measures the clients and
+# not a young-generation pause (with SerialGC, p99 was 10-21 ms either way:
+# GC noise larger than the cost). A run allocates well under 4 GB.
+LATENCY_JVM = ["-XX:+UnlockExperimentalVMOptions", "-XX:+UseEpsilonGC", "-Xms1g", "-Xmx8g", "-Xss1m",
+               "-Xshare:auto"]
 # The broker: full JIT (test-broker defaults to C1 only for fast test startup).
 BROKER_ENV = {"KAFKA_BROKER_HEAP": "1g", "KAFKA_BROKER_JVM_OPTS": "-XX:TieredStopAtLevel=4"}
 # --quick is a smoke test of the whole pipeline, not a measurement: C1 only,
@@ -71,7 +93,9 @@ WARMUP_MAX_MS = 30_000
 QUICK_WARMUP_MAX_MS = 5_000
 BYTES = "org.apache.kafka.common.serialization.ByteArraySerializer"
 BYTES_DE = "org.apache.kafka.common.serialization.ByteArrayDeserializer"
-MODES = ("plaintext", "encrypted")
+MODES = ("plaintext", "encrypted")  # latency pairs
+THROUGHPUT_MODES = ("plaintext", "ceiling", "encrypted")
+SWEEP_FRACTIONS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 
 
 class BenchError(RuntimeError):
@@ -84,6 +108,24 @@ def log(msg: str) -> None:
 
 def run(cmd: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def mode_env(mode: str) -> dict:
+    """The environment of a client of this mode: only ceiling runs may load the ceiling hooks."""
+    return {**os.environ, **CEILING_ENV} if mode == "ceiling" else dict(os.environ)
+
+
+def children_cpu() -> float:
+    """CPU seconds of every child reaped so far (the kernel's accounting, as /proc reports it)."""
+    import resource
+
+    u = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return u.ru_utime + u.ru_stime
+
+
+def per_mb(cpu_s: float, records: float, size: int) -> float | None:
+    mb = records * size / 1048576.0
+    return cpu_s / mb if cpu_s is not None and cpu_s >= 0 and mb > 0 else None
 
 
 def check(proc: subprocess.CompletedProcess, what: str) -> subprocess.CompletedProcess:
@@ -138,11 +180,17 @@ def build() -> str:
     if not newer(C_DRIVER, c_src):
         check(run(["gcc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(C_DRIVER), str(c_src),
                    "-lrdkafka", "-lpthread"]), "gcc rdkafka_bench.c (needs librdkafka-dev)")
+    ceiling_src = [CEILING_CRATE / "Cargo.toml", CEILING_CRATE / "Cargo.lock", *(CEILING_CRATE / "src").rglob("*.rs")]
+    if not newer(CEILING_PLUGIN, *ceiling_src):
+        check(run(["cargo", "build", "--release", "-q", "--manifest-path", str(CEILING_CRATE / "Cargo.toml"),
+                   "--target-dir", str(BUILD / "ceiling")], timeout=3600, cwd=ROOT),
+              "cargo build perf/ceiling-plugin (needs librdkafka-dev)")
     kafka_cp = check(run([str(test_broker.TEST_BROKER), "classpath"]), "test-broker classpath").stdout.strip()
-    java_src = PERF / "java" / "dev" / "kafkae2ee" / "perf" / "JavaBench.java"
-    if not newer(JAVA_CLASSES / "dev" / "kafkae2ee" / "perf" / "JavaBench.class", java_src):
-        check(run(["javac", "-Xlint:all", "-Werror", "-cp", kafka_cp, "-d", str(JAVA_CLASSES), str(java_src)]),
-              "javac JavaBench.java")
+    java_dir = PERF / "java" / "dev" / "kafkae2ee" / "perf"
+    java_src = [java_dir / "JavaBench.java", java_dir / "Ceiling.java"]
+    if not all(newer(JAVA_CLASSES / "dev" / "kafkae2ee" / "perf" / f"{f.stem}.class", f) for f in java_src):
+        check(run(["javac", "-Xlint:all", "-Werror", "-cp", kafka_cp, "-d", str(JAVA_CLASSES),
+                   *map(str, java_src)]), "javac JavaBench.java Ceiling.java")
     return f"{kafka_cp}:{JAR}:{JAVA_CLASSES}"
 
 
@@ -160,6 +208,7 @@ class Env:
     keep_topics: bool
     log4j: Path
     jvm: list
+    latency_jvm: list
     warmup_max_ms: int
     admin: object = None
     topics: list = field(default_factory=list)
@@ -188,9 +237,10 @@ class Env:
     def e2ee(self, who: str, **kv) -> dict:
         return {"e2ee.credential": self.writer if who == "writer" else self.reader, "e2ee.trust": self.trust, **kv}
 
-    def java(self, main: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-        return run(["java", *self.jvm, f"-Dlog4j2.configurationFile={self.log4j}", "-cp", self.classpath, main,
-                    *args], timeout=timeout)
+    def java(self, main: str, *args: str, timeout: float = 900, mode: str = "plaintext",
+             jvm: list | None = None) -> subprocess.CompletedProcess:
+        return run(["java", *(self.jvm if jvm is None else jvm), f"-Dlog4j2.configurationFile={self.log4j}", "-cp",
+                    self.classpath, main, *args], timeout=timeout, env=mode_env(mode))
 
     def segments(self, topic: str) -> bytes:
         return b"".join(p.read_bytes() for p in sorted(self.broker.data_dir.glob(f"{topic}-*/*.log")))
@@ -200,7 +250,7 @@ class Env:
         the marker present after a plaintext run (so the check can see it)."""
         data = self.segments(topic)
         found = data.count(MARKER)
-        if mode == "encrypted" and found:
+        if mode != "plaintext" and found:
             raise BenchError(f"PLAINTEXT ON THE BROKER: {found} markers in the segment files of {topic}")
         if mode == "plaintext" and not found:
             raise BenchError(f"the plaintext run's marker is not in the segment files of {topic}: the check is blind")
@@ -241,25 +291,31 @@ def case_java_interceptor(env: Env, mode: str, size: int, records: int) -> dict:
     the timed window holds no key fetch; its log is checked for a key wait."""
     topic = env.topic("java-interceptor", mode, size)
     total = records + warmup_of(records)
-    enc = mode == "encrypted"
     state = env.work / f"state-{topic}"
-    producer = env.props("perf-producer", acks=1, **(env.e2ee(
-        "writer", **{"interceptor.classes": "dev.kafkae2ee.E2eeProducerInterceptor", "e2ee.state.dir": state / "p"})
-        if enc else {}))
-    consumer = env.props("perf-consumer", **(env.e2ee(
-        "reader", **{"interceptor.classes": "dev.kafkae2ee.E2eeConsumerInterceptor", "e2ee.state.dir": state / "c"})
-        if enc else {}))
-    holder = env.props("holder", **{"key.serializer": BYTES, "value.serializer": BYTES}, **(env.e2ee(
-        "writer", **{"interceptor.classes": "dev.kafkae2ee.E2eeProducerInterceptor", "e2ee.state.dir": state / "p"})
-        if enc else {}))
-    prime_consumer = env.props("prime", **{"key.deserializer": BYTES_DE, "value.deserializer": BYTES_DE}, **(env.e2ee(
-        "reader", **{"interceptor.classes": "dev.kafkae2ee.E2eeConsumerInterceptor", "e2ee.state.dir": state / "c"})
-        if enc else {}))
 
+    def hooks(side: str) -> dict:
+        if mode == "encrypted":
+            cls = "E2eeProducerInterceptor" if side == "p" else "E2eeConsumerInterceptor"
+            return env.e2ee("writer" if side == "p" else "reader",
+                            **{"interceptor.classes": f"dev.kafkae2ee.{cls}", "e2ee.state.dir": state / side})
+        if mode == "ceiling":
+            return {"interceptor.classes": CEILING_JAVA + ("ProducerHook" if side == "p" else "ConsumerHook")}
+        return {}
+
+    producer = env.props("perf-producer", acks=1, **hooks("p"))
+    consumer = env.props("perf-consumer", **hooks("c"))
+    holder = env.props("holder", **{"key.serializer": BYTES, "value.serializer": BYTES}, **hooks("p"))
+    prime_consumer = env.props("prime", **{"key.deserializer": BYTES_DE, "value.deserializer": BYTES_DE},
+                               **hooks("c"))
+
+    # Whole-process CPU of each perf tool (JVM start and warm-up included: the
+    # tools cannot be instrumented), from the kernel's accounting of reaped children.
+    cpu0 = children_cpu()
     p = check(env.java("org.apache.kafka.tools.ProducerPerformance", "--bootstrap-server", env.broker.bootstrap,
                        "--topic", topic, "--num-records", str(total), "--warmup-records", str(total - records),
                        "--payload-file", str(payload_file(env.work, size)), "--throughput", "-1",
-                       "--command-config", str(producer)), "ProducerPerformance")
+                       "--command-config", str(producer), mode=mode), "ProducerPerformance")
+    produce_cpu = children_cpu() - cpu0
     steady = re.search(r"(\d+) steady state records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\)", p.stdout)
     whole = re.search(r"^(\d+) records sent, .* 50th", p.stdout, re.M)  # the summary, not a progress line
     if not steady or not whole or int(whole.group(1)) != total:
@@ -267,11 +323,13 @@ def case_java_interceptor(env: Env, mode: str, size: int, records: int) -> dict:
     if "ERROR" in p.stderr:
         raise BenchError(f"ProducerPerformance logged errors:\n{p.stderr[-2000:]}")
 
-    pr = last_json(check(env.java("dev.kafkae2ee.perf.JavaBench", "prime", str(holder), str(prime_consumer), topic),
-                         "JavaBench prime").stdout, "JavaBench prime")
+    pr = last_json(check(env.java("dev.kafkae2ee.perf.JavaBench", "prime", str(holder), str(prime_consumer), topic,
+                                  mode=mode), "JavaBench prime").stdout, "JavaBench prime")
+    cpu0 = children_cpu()
     c = check(env.java("org.apache.kafka.tools.ConsumerPerformance", "--bootstrap-server", env.broker.bootstrap,
                        "--topic", topic, "--num-records", str(total), "--timeout", "60000",
-                       "--command-config", str(consumer)), "ConsumerPerformance")
+                       "--command-config", str(consumer), mode=mode), "ConsumerPerformance")
+    consume_cpu = children_cpu() - cpu0
     rows = [line.split(", ") for line in c.stdout.splitlines() if re.match(r"^\d{4}-", line)]
     if not rows or int(rows[-1][4]) != total:
         raise BenchError(f"ConsumerPerformance did not consume {total} records:\n{c.stdout[-2000:]}\n{c.stderr[-2000:]}")
@@ -285,15 +343,23 @@ def case_java_interceptor(env: Env, mode: str, size: int, records: int) -> dict:
     env.drop(topic)
     return {
         "topic": topic, "records": total, "timed_produce_records": int(steady.group(1)),
-        "produce": {"records_per_s": float(steady.group(2)), "mb_per_s": float(steady.group(3))},
+        "produce": {"records_per_s": float(steady.group(2)), "mb_per_s": float(steady.group(3)),
+                    "cpu_s": round(produce_cpu, 3), "cpu_s_per_mb": per_mb(produce_cpu, total, size),
+                    "cpu_scope": "process"},
         "consume": {"records_per_s": float(row[9]), "mb_per_s": float(row[8]), "rebalance_ms": int(row[6]),
-                    "fetch_ms": int(row[7]), "consumed": int(row[4])},
+                    "fetch_ms": int(row[7]), "consumed": int(row[4]), "cpu_s": round(consume_cpu, 3),
+                    "cpu_s_per_mb": per_mb(consume_cpu, total, size), "cpu_scope": "process"},
         "prime": pr, "disk": disk,
     }
 
 
 def serializer_props(env: Env, mode: str, **extra) -> tuple[Path, Path]:
-    if mode == "encrypted":
+    if mode == "ceiling":
+        p = env.props("ser-producer", acks=1, **{"key.serializer": BYTES,
+                      "value.serializer": CEILING_JAVA + "SerializerHook"}, **extra)
+        c = env.props("ser-consumer", **{"key.deserializer": BYTES_DE,
+                      "value.deserializer": CEILING_JAVA + "DeserializerHook"})
+    elif mode == "encrypted":
         p = env.props("ser-producer", acks=1, **{"key.serializer": BYTES,
                       "value.serializer": "dev.kafkae2ee.EncryptingSerializer",
                       "e2ee.inner.value.serializer": BYTES}, **env.e2ee("writer"), **extra)
@@ -311,14 +377,23 @@ def case_java_serializer(env: Env, mode: str, size: int, records: int) -> dict:
     p, c = serializer_props(env, mode)
     what = "JavaBench throughput"
     r = last_json(check(env.java("dev.kafkae2ee.perf.JavaBench", "throughput", str(p), str(c), topic, str(records),
-                                 str(size), str(warmup_of(records))), what).stdout, what)
+                                 str(size), str(warmup_of(records)), mode=mode), what).stdout, what)
     disk = env.check_disk(topic, mode)
     env.drop(topic)
-    return {"topic": topic, "records": records + warmup_of(records), "produce": r["produce"], "consume": r["consume"],
-            "disk": disk}
+    return {"topic": topic, "records": records + warmup_of(records), "produce": window_cpu(r["produce"]),
+            "consume": window_cpu(r["consume"]), "disk": disk}
+
+
+def window_cpu(side: dict) -> dict:
+    """CPU per MB of a driver's timed window (JavaBench, rdkafka_bench: /proc/self/stat)."""
+    mb = side["mb_per_s"] * side["seconds"]
+    cpu = side.get("cpu_s", -1)
+    return {**side, "cpu_s_per_mb": cpu / mb if cpu >= 0 and mb > 0 else None, "cpu_scope": "window"}
 
 
 def rdkafka_config(env: Env, mode: str, who: str) -> list[str]:
+    if mode == "ceiling":
+        return ["--config", f"plugin.library.paths={CEILING_PLUGIN}"]
     if mode != "encrypted":
         return []
     # plugin.library.paths must come before the e2ee.* properties.
@@ -346,7 +421,7 @@ def case_librdkafka(env: Env, mode: str, size: int, records: int) -> dict:
     producer = subprocess.Popen(
         [str(C_DRIVER), "produce", *common, "--records", str(records), "--warmup", str(warmup), "--hold",
          "--config", "acks=1", *rdkafka_config(env, mode, "writer")],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=mode_env(mode))
     try:
         line = producer.stdout.readline()  # its result; then it holds
         if not line.startswith("{"):
@@ -355,7 +430,7 @@ def case_librdkafka(env: Env, mode: str, size: int, records: int) -> dict:
             raise BenchError(f"rdkafka_bench produce failed:\n{line}{out}\n{err[-3000:]}")
         produced = json.loads(line)
         c = run([str(C_DRIVER), "consume", *common, "--records", str(records + warmup),
-                 *RDKAFKA_CONSUMER_QUEUE, *rdkafka_config(env, mode, "reader")], timeout=900)
+                 *RDKAFKA_CONSUMER_QUEUE, *rdkafka_config(env, mode, "reader")], timeout=900, env=mode_env(mode))
     finally:
         if producer.poll() is None:
             producer.stdin.close()
@@ -370,7 +445,8 @@ def case_librdkafka(env: Env, mode: str, size: int, records: int) -> dict:
     check(c, "rdkafka_bench consume")
     disk = env.check_disk(topic, mode)
     env.drop(topic)
-    return {"topic": topic, "records": records + warmup, "produce": produced, "consume": consumed, "disk": disk}
+    return {"topic": topic, "records": records + warmup, "produce": window_cpu(produced),
+            "consume": window_cpu(consumed), "disk": disk}
 
 
 def latency_java(env: Env, mode: str, size: int, records: int, rate: int) -> dict:
@@ -378,10 +454,11 @@ def latency_java(env: Env, mode: str, size: int, records: int, rate: int) -> dic
     p, c = serializer_props(env, mode)
     what = "JavaBench latency"
     r = last_json(check(env.java("dev.kafkae2ee.perf.JavaBench", "latency", str(p), str(c), topic, str(records),
-                                 str(size), str(rate), str(rate), str(env.warmup_max_ms)), what).stdout, what)
+                                 str(size), str(rate), str(rate), str(env.warmup_max_ms), jvm=env.latency_jvm),
+                        what).stdout, what)
     disk = env.check_disk(topic, mode)
     env.drop(topic)
-    return {"topic": topic, **r, "disk": disk}
+    return {"topic": topic, **r, "cpu_s_per_mb": per_mb(r.get("cpu_s", -1), records, size), "disk": disk}
 
 
 def latency_rdkafka(env: Env, mode: str, size: int, records: int, rate: int) -> dict:
@@ -397,7 +474,7 @@ def latency_rdkafka(env: Env, mode: str, size: int, records: int, rate: int) -> 
                   "rdkafka_bench latency")
     disk = env.check_disk(topic, mode)
     env.drop(topic)
-    return {"topic": topic, **r, "disk": disk}
+    return {"topic": topic, **r, "cpu_s_per_mb": per_mb(r.get("cpu_s", -1), records, size), "disk": disk}
 
 
 THROUGHPUT_CASES = {
@@ -416,26 +493,40 @@ def spread(values: list[float]) -> dict:
 
 
 def summarize(runs: list[dict]) -> dict:
-    """Ratios encrypted/plaintext per repeat (each pair ran back to back), then
-    median and min-max over repeats."""
-    pairs: dict[tuple, dict] = {}
+    """Per repeat (each group ran back to back): ratio = encrypted / plaintext and
+    efficiency = encrypted / ceiling; then median and min-max over repeats.
+    CPU seconds per MB per mode and side (producer and consumer processes apart)."""
+    groups: dict[tuple, dict] = {}
     for r in runs:
-        pairs.setdefault((r["kind"], r["client"], r["size"], r["repeat"]), {})[r["mode"]] = r["result"]
+        if r["kind"] in ("throughput", "latency"):
+            groups.setdefault((r["kind"], r["client"], r["size"], r["repeat"]), {})[r["mode"]] = r["result"]
     throughput, latency = {}, {}
-    for (kind, client, size, _), pair in sorted(pairs.items()):
-        if set(pair) != set(MODES):
-            continue
-        plain, enc = pair["plaintext"], pair["encrypted"]
+    for (kind, client, size, _), group in sorted(groups.items()):
         if kind == "throughput":
+            if set(group) != set(THROUGHPUT_MODES):
+                continue
+            plain, ceil, enc = group["plaintext"], group["ceiling"], group["encrypted"]
             for direction in ("produce", "consume"):
-                e = throughput.setdefault(f"{client}|{direction}|{size}", {"ratios": [], "plaintext": [],
-                                                                          "encrypted": []})
-                e["plaintext"].append(plain[direction]["records_per_s"])
-                e["encrypted"].append(enc[direction]["records_per_s"])
+                e = throughput.setdefault(f"{client}|{direction}|{size}", {
+                    "ratios": [], "efficiencies": [], **{m: [] for m in THROUGHPUT_MODES},
+                    **{f"cpu_{m}": [] for m in THROUGHPUT_MODES}})
+                for m in THROUGHPUT_MODES:
+                    e[m].append(group[m][direction]["records_per_s"])
+                    cpu = group[m][direction].get("cpu_s_per_mb")
+                    if cpu is not None:
+                        e[f"cpu_{m}"].append(cpu)
+                e["cpu_scope"] = enc[direction].get("cpu_scope", "window")
                 e["ratios"].append(enc[direction]["records_per_s"] / plain[direction]["records_per_s"])
+                e["efficiencies"].append(enc[direction]["records_per_s"] / ceil[direction]["records_per_s"])
         else:
+            if set(group) != set(MODES):
+                continue
+            plain, enc = group["plaintext"], group["encrypted"]
             e = latency.setdefault(f"{client}|{size}", {"caught_up": True})
             e["caught_up"] &= bool(plain.get("caught_up")) and bool(enc.get("caught_up"))
+            for m in MODES:
+                if group[m].get("cpu_s_per_mb") is not None:
+                    e.setdefault("cpu", {}).setdefault(m, []).append(group[m]["cpu_s_per_mb"])
             for q in ("p50_ms", "p99_ms", "p999_ms", "max_ms"):
                 d = e.setdefault(q, {"plaintext": [], "encrypted": [], "added": []})
                 d["plaintext"].append(plain[q])
@@ -446,43 +537,90 @@ def summarize(runs: list[dict]) -> dict:
         client, direction, size = key.split("|")
         out_t[key] = {"client": client, "direction": direction, "size": int(size),
                       "plaintext_records_per_s": spread(e["plaintext"]),
+                      "ceiling_records_per_s": spread(e["ceiling"]),
                       "encrypted_records_per_s": spread(e["encrypted"]),
-                      "ratio": spread(e["ratios"]), "ratios": e["ratios"]}
+                      "ratio": spread(e["ratios"]), "ratios": e["ratios"],
+                      "efficiency": spread(e["efficiencies"]), "efficiencies": e["efficiencies"],
+                      "cpu_s_per_mb": {m: spread(e[f"cpu_{m}"]) if e[f"cpu_{m}"] else None
+                                       for m in THROUGHPUT_MODES},
+                      "cpu_scope": e["cpu_scope"]}
     out_l = {}
     for key, e in latency.items():
         client, size = key.split("|")
+        cpu = e.pop("cpu", {})
         out_l[key] = {"client": client, "size": int(size), "caught_up": e.pop("caught_up"),
+                      "cpu_s_per_mb": {m: spread(cpu[m]) if cpu.get(m) else None for m in MODES},
                       **{q: {m: spread(v) for m, v in d.items()} for q, d in e.items()}}
-    return {"throughput": out_t, "latency": out_l}
+    return {"throughput": out_t, "latency": out_l, "sweep": summarize_sweep(runs)}
+
+
+def summarize_sweep(runs: list[dict]) -> list[dict]:
+    """One row per client, mode and rate of --sweep (one run each)."""
+    rows = []
+    for r in runs:
+        if r["kind"] != "sweep":
+            continue
+        res = r["result"]
+        rows.append({"client": r["client"], "mode": r["mode"], "size": r["size"], "fraction": r["fraction"],
+                     "rate": res["rate"], "mb_per_s": res["rate"] * r["size"] / 1048576.0,
+                     "p50_ms": res["p50_ms"], "p99_ms": res["p99_ms"], "caught_up": res.get("caught_up"),
+                     "cpu_s_per_mb": res.get("cpu_s_per_mb")})
+    return sorted(rows, key=lambda x: (x["client"], x["mode"], x["rate"]))
 
 
 def size_label(size: int) -> str:
     return f"{size // 1024} KiB" if size >= 1024 and size % 1024 == 0 else f"{size} B"
 
 
+def cpu_cell(d: dict | None) -> str:
+    return "–" if d is None else f"{d['median'] * 1000:.0f}"
+
+
 def table(summary: dict, repeats: int) -> str:
-    lines = [f"Throughput, records/s (median of {repeats}); ratio = encrypted / plaintext per back-to-back pair, "
-             "median (min-max)", "",
-             "| client | direction | size | plaintext rec/s | encrypted rec/s | ratio | spread |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [f"Throughput, records/s (median of {repeats}); per back-to-back group, median (min-max): "
+             "ratio = encrypted / plaintext, efficiency = encrypted / ceiling (the cipher alone at the same "
+             "hook points). CPU ms per MB of values (plaintext / ceiling / encrypted), the side's own process: "
+             "over the timed window, or (p) the whole process (Kafka's perf tools)", "",
+             "| client | direction | size | plaintext rec/s | ceiling rec/s | encrypted rec/s | ratio | efficiency "
+             "| efficiency spread | CPU ms/MB p / c / e |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for e in sorted(summary["throughput"].values(), key=lambda e: (e["client"], e["direction"] != "produce",
                                                                     e["size"])):
+        cpu = " / ".join(cpu_cell(e["cpu_s_per_mb"][m]) for m in THROUGHPUT_MODES)
+        scope = " (p)" if e["cpu_scope"] == "process" else ""
         lines.append(f"| {e['client']} | {e['direction']} | {size_label(e['size'])} | "
-                     f"{e['plaintext_records_per_s']['median']:,.0f} | {e['encrypted_records_per_s']['median']:,.0f} | "
-                     f"**{e['ratio']['median']:.3f}x** | {e['ratio']['min']:.3f}-{e['ratio']['max']:.3f} |")
+                     f"{e['plaintext_records_per_s']['median']:,.0f} | {e['ceiling_records_per_s']['median']:,.0f} | "
+                     f"{e['encrypted_records_per_s']['median']:,.0f} | {e['ratio']['median']:.3f}x | "
+                     f"**{e['efficiency']['median']:.3f}** | {e['efficiency']['min']:.3f}-{e['efficiency']['max']:.3f} "
+                     f"| {cpu}{scope} |")
+    if summary.get("sweep"):
+        lines += ["", "Rate sweep (--sweep): produce-to-consume latency and the client process's CPU per MB "
+                  "(producer and consumer in one process) at fractions of the plaintext throughput ceiling", "",
+                  "| client | mode | rate rec/s | MB/s | p50 ms | p99 ms | CPU ms/MB | caught up |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in summary["sweep"]:
+            cpu = "–" if r["cpu_s_per_mb"] is None else f"{r['cpu_s_per_mb'] * 1000:.0f}"
+            lines.append(f"| {r['client']} | {r['mode']} | {r['rate']:,} | {r['mb_per_s']:.1f} | {r['p50_ms']:.3f} | "
+                         f"{r['p99_ms']:.3f} | {cpu} | {'yes' if r['caught_up'] else 'no'} |")
     if summary["latency"]:
         lines += ["", "Produce-to-consume latency, ms (median over repeats); added = encrypted - plaintext per pair, "
                   "median (min-max)", "",
                   "| client | size | percentile | plaintext | encrypted | added |", "|---|---|---|---|---|---|"]
+        cpu_rows = []
         lagging = False
         for e in sorted(summary["latency"].values(), key=lambda e: (e["client"], e["size"])):
             mark = "" if e["caught_up"] else " (*)"
             lagging |= not e["caught_up"]
+            cpu_rows.append(f"| {e['client']} | {size_label(e['size'])} | "
+                            + " | ".join(cpu_cell(e["cpu_s_per_mb"][m]) for m in MODES) + " |")
             for q, name in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9"), ("max_ms", "max")):
                 d = e[q]
                 lines.append(f"| {e['client']}{mark} | {size_label(e['size'])} | {name} | {d['plaintext']['median']:.3f} | "
                              f"{d['encrypted']['median']:.3f} | {d['added']['median']:+.3f} "
                              f"({d['added']['min']:+.3f} to {d['added']['max']:+.3f}) |")
+        lines += ["", "Client CPU during the measured latency records, ms per MB of values (producer and consumer "
+                  "in one process; median over repeats)", "", "| client | size | plaintext | encrypted |",
+                  "|---|---|---|---|", *cpu_rows]
         if lagging:
             lines += ["", "(*) in some run the consumer was still more than 50 ms behind its producer when "
                       "measuring began (the warm-up limit was reached): the machine could not sustain the rate."]
@@ -499,7 +637,7 @@ def plot(runs: list[dict], path: Path) -> None:
     colors = {"java-interceptor": "tab:blue", "java-serializer": "tab:green", "librdkafka": "tab:red"}
     for ax, direction in zip(axes, ("produce", "consume")):
         for client, color in colors.items():
-            for mode, style in (("plaintext", "-"), ("encrypted", "--")):
+            for mode, style in (("plaintext", "-"), ("ceiling", ":"), ("encrypted", "--")):
                 by_size: dict[int, list[float]] = {}
                 for r in runs:
                     if r["kind"] == "throughput" and r["client"] == client and r["mode"] == mode:
@@ -520,10 +658,70 @@ def plot(runs: list[dict], path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("MB/s (MiB of values per second)")
     axes[1].legend(fontsize=7, loc="lower right")
-    fig.suptitle("kafka-e2ee: plaintext (solid) vs encrypted (dashed), loopback broker, acks=1")
+    fig.suptitle("kafka-e2ee: plaintext (solid), cipher-only ceiling (dotted), encrypted (dashed); loopback, acks=1")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_sweep(rows: list[dict], path: Path) -> None:
+    """The rate sweep in one figure: p50 and p99 against offered MB/s, and CPU per MB."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (lat, cpu) = plt.subplots(1, 2, figsize=(12, 4.8))
+    colors = {"java-serializer": "tab:green", "librdkafka": "tab:red", "kroxylicious": "tab:purple"}
+    for (client, mode) in sorted({(r["client"], r["mode"]) for r in rows}):
+        pts = [r for r in rows if r["client"] == client and r["mode"] == mode]
+        xs = [r["mb_per_s"] for r in pts]
+        style = "-" if mode == "plaintext" else "--"
+        c = colors.get(client, "tab:gray")
+        lat.plot(xs, [r["p99_ms"] for r in pts], color=c, linestyle=style, marker="o", label=f"{client} {mode} p99")
+        lat.plot(xs, [r["p50_ms"] for r in pts], color=c, linestyle=style, marker=".", alpha=0.5,
+                 label=f"{client} {mode} p50")
+        cpu.plot(xs, [(r["cpu_s_per_mb"] or 0) * 1000 for r in pts], color=c, linestyle=style, marker="o",
+                 label=f"{client} {mode}")
+    lat.set_yscale("log")
+    lat.set_xlabel("offered load, MB/s of values")
+    lat.set_ylabel("produce-to-consume latency, ms")
+    lat.set_title("latency per rate (p99 large dots, p50 small)")
+    cpu.set_xlabel("offered load, MB/s of values")
+    cpu.set_ylabel("client CPU ms per MB (producer + consumer process)")
+    cpu.set_title("CPU cost per MB")
+    for ax in (lat, cpu):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.suptitle("kafka-e2ee rate sweep: plaintext (solid) vs encrypted (dashed), 10-100% of the plaintext ceiling")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def sweep(env: Env, runs: list[dict], clients: list[str], size: int, seconds: float, ceiling_rate: int | None) -> None:
+    """--sweep: each client's latency run at fractions of its plaintext throughput ceiling, plaintext and
+    encrypted alternating. The ceiling is this run's median plaintext rate of the slower direction at this
+    size, or, without throughput runs of that client, --sweep-max."""
+    for client in clients:
+        top = ceiling_rate
+        if top is None:
+            rates = [min(r["result"]["produce"]["records_per_s"], r["result"]["consume"]["records_per_s"])
+                     for r in runs if r["kind"] == "throughput" and r["client"] == client and r["size"] == size
+                     and r["mode"] == "plaintext"]
+            if not rates:
+                raise BenchError(f"--sweep of {client} needs --sweep-max or a throughput run of it at {size} B")
+            top = int(statistics.median(rates))
+        for k, fraction in enumerate(SWEEP_FRACTIONS):
+            rate = max(1, int(top * fraction))
+            records = max(1000, int(rate * seconds))
+            for mode in (MODES if k % 2 == 0 else MODES[::-1]):
+                t0 = time.monotonic()
+                result = LATENCY_CASES[client](env, mode, size, records, rate)
+                runs.append({"kind": "sweep", "client": client, "size": size, "fraction": fraction, "mode": mode,
+                             "seconds": round(time.monotonic() - t0, 1), "loadavg": loadavg(), "result": result})
+                log(f"sweep {client} {mode} {rate:,} rec/s ({fraction:.0%}): p50 {result['p50_ms']:.2f} ms, "
+                    f"p99 {result['p99_ms']:.2f} ms, caught up {result.get('caught_up')}")
 
 
 # ---- main -------------------------------------------------------------------
@@ -547,6 +745,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--rate", type=int, default=10_000, help="records/s of the latency runs (default 10000)")
     ap.add_argument("--cases", default="java-interceptor,java-serializer,librdkafka,latency",
                     help="which cases to run (default: all)")
+    ap.add_argument("--sweep", action="store_true",
+                    help="also sweep latency and CPU/MB over 10-100%% of the plaintext ceiling (librdkafka and "
+                         "java-serializer; see --sweep-clients)")
+    ap.add_argument("--sweep-clients", default="librdkafka,java-serializer", help="clients of --sweep")
+    ap.add_argument("--sweep-max", type=int,
+                    help="records/s taken as 100%% (default: this run's median plaintext rate of the slower "
+                         "direction at the first size)")
+    ap.add_argument("--sweep-seconds", type=float, default=10.0,
+                    help="measured seconds per sweep point (default 10; --quick: 0.5)")
     ap.add_argument("--keep-topics", action="store_true", help="keep every run's topic (and the broker's data)")
     ap.add_argument("--out", type=Path, default=ROOT / "target" / "bench", help="results directory")
     a = ap.parse_args(argv)
@@ -582,6 +789,7 @@ def main(argv: list[str]) -> int:
         "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "loadavg_start": loadavg()},
         "sizes": sizes, "repeats": repeats, "latency_sizes": lat_sizes, "rate": a.rate,
         "client_jvm": CLIENT_JVM + (QUICK_JVM if a.quick else []),
+        "latency_jvm": LATENCY_JVM + (QUICK_JVM if a.quick else []),
         "broker_env": QUICK_BROKER_ENV if a.quick else BROKER_ENV,
         "git": run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]).stdout.strip(),
     }
@@ -595,6 +803,7 @@ def main(argv: list[str]) -> int:
 
         env = Env(broker=b, work=work, classpath=classpath, trust=trust, writer=writer, reader=reader,
                   keep_topics=a.keep_topics, log4j=log4j, jvm=CLIENT_JVM + (QUICK_JVM if a.quick else []),
+                  latency_jvm=LATENCY_JVM + (QUICK_JVM if a.quick else []),
                   warmup_max_ms=QUICK_WARMUP_MAX_MS if a.quick else WARMUP_MAX_MS,
                   admin=AdminClient({"bootstrap.servers": b.bootstrap}))
         meta["kafka"] = run([str(test_broker.TEST_BROKER), "version"]).stdout.strip()
@@ -607,8 +816,12 @@ def main(argv: list[str]) -> int:
                 if "latency" in cases and size in lat_sizes:
                     plan += [("latency", c, f) for c, f in LATENCY_CASES.items()]
                 for kind, client, fn in plan:
-                    # Alternate which mode goes first, so drift and warm caches favour neither.
-                    order = MODES if step % 2 == 0 else MODES[::-1]
+                    # Rotate which mode goes first, so drift and warm caches favour none.
+                    if kind == "throughput":
+                        k = step % len(THROUGHPUT_MODES)
+                        order = THROUGHPUT_MODES[k:] + THROUGHPUT_MODES[:k]
+                    else:
+                        order = MODES if step % 2 == 0 else MODES[::-1]
                     step += 1
                     for mode in order:
                         t0 = time.monotonic()
@@ -624,6 +837,9 @@ def main(argv: list[str]) -> int:
                                  f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms")
                         log(f"repeat {rep + 1}/{repeats} {kind} {client} {size_label(size)} {mode}: {brief} "
                             f"({secs:.0f} s, load {loadavg()[0]:.1f})")
+        if a.sweep:
+            sweep(env, runs, [c for c in a.sweep_clients.split(",") if c], sizes[0],
+                  0.5 if a.quick and a.sweep_seconds == 10.0 else a.sweep_seconds, a.sweep_max)
     except BenchError as e:
         failure = str(e)
         log(f"FAILED: {e}")
@@ -641,8 +857,10 @@ def main(argv: list[str]) -> int:
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     text = table(summary, repeats)
     (out / "results.md").write_text(text)
-    if runs:
+    if any(r["kind"] == "throughput" for r in runs):
         plot(runs, out / "throughput.png")
+    if summary["sweep"]:
+        plot_sweep(summary["sweep"], out / "sweep.png")
     print(text)
     log(f"results: {out / 'results.json'}, {out / 'results.md'}, {out / 'throughput.png'}")
     return 1 if failure else 0

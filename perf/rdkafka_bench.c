@@ -23,7 +23,11 @@
  *       it was),
  *       then N measured records. Each value carries its send time
  *       (CLOCK_MONOTONIC); the consumer takes now minus that. Percentiles are
- *       over the N measured records.
+ *       over the N measured records; cpu_s is this process's CPU (both
+ *       clients) while the measured records were sent and received.
+ *
+ * produce and consume also print cpu_s: the process's CPU seconds (every
+ * thread, from /proc/self/stat) over the timed window.
  *
  * Every value is MARKER + sequence + filler, exactly S bytes; the consumer
  * checks each value it gets still holds the marker, so a record handed over
@@ -96,6 +100,23 @@ static uint64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* CPU seconds (user + system, every thread) this process has used so far,
+ * from /proc/self/stat (fields 14 and 15, in clock ticks): the bench's
+ * "CPU per MB" columns. -1 if it cannot be read. */
+static double cpu_seconds(void) {
+    char buf[1024];
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    unsigned long long utime, stime;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
+        return -1;
+    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
 }
 
 static void put_u64(unsigned char *p, uint64_t v) {
@@ -256,6 +277,7 @@ static int cmd_produce(const struct options *o) {
     }
     flush_all(rk, o->timeout_ms);
     long warm_acked = atomic_load(&d.acked);
+    double cpu0 = cpu_seconds();
     uint64_t t0 = now_ns();
     for (long i = 0; i < o->records; i++, seq++) {
         put_u64(value + SEQ_AT, (uint64_t)seq);
@@ -264,10 +286,11 @@ static int cmd_produce(const struct options *o) {
     }
     flush_all(rk, o->timeout_ms);
     double secs = (double)(now_ns() - t0) / 1e9;
+    double cpu = cpu_seconds() - cpu0;
     long acked = atomic_load(&d.acked), failed = atomic_load(&d.failed);
     printf("{\"command\":\"produce\",\"records\":%ld,\"warmup\":%ld,\"size\":%ld,\"acked\":%ld,"
-           "\"failed\":%ld,\"seconds\":%.6f,\"records_per_s\":%.1f,\"mb_per_s\":%.3f}\n",
-           o->records, o->warmup, o->size, acked, failed, secs, (double)(acked - warm_acked) / secs,
+           "\"failed\":%ld,\"seconds\":%.6f,\"cpu_s\":%.3f,\"records_per_s\":%.1f,\"mb_per_s\":%.3f}\n",
+           o->records, o->warmup, o->size, acked, failed, secs, cpu, (double)(acked - warm_acked) / secs,
            (double)(acked - warm_acked) * (double)o->size / 1048576.0 / secs);
     if (o->hold) hold_until_stdin_closes(rk);
     rd_kafka_destroy(rk);
@@ -327,6 +350,7 @@ static int cmd_consume(const struct options *o) {
     rd_kafka_t *rk = new_consumer(o);
     struct tally t = {0};
     uint64_t start = now_ns(), first = 0, last = 0, idle_since = start;
+    double cpu_first = 0, cpu_last = 0;
     while (t.consumed + t.corrupt < o->records) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
         uint64_t now = now_ns();
@@ -339,18 +363,23 @@ static int cmd_consume(const struct options *o) {
         }
         idle_since = now;
         if (count(&t, m, o->size)) {
-            if (!first) first = now;
+            if (!first) {
+                first = now;
+                cpu_first = cpu_seconds();
+            }
             last = now;
         }
         rd_kafka_message_destroy(m);
     }
+    cpu_last = cpu_seconds(); /* read once: the window ends at the last record */
     /* The window runs from the first record to the last: records 2..N. */
     double secs = first && last > first ? (double)(last - first) / 1e9 : 0;
     long timed = t.consumed > 0 ? t.consumed - 1 : 0;
     printf("{\"command\":\"consume\",\"records\":%ld,\"size\":%ld,\"consumed\":%ld,\"corrupt\":%ld,"
-           "\"errors\":%ld,\"first_record_ms\":%.1f,\"seconds\":%.6f,\"records_per_s\":%.1f,\"mb_per_s\":%.3f}\n",
+           "\"errors\":%ld,\"first_record_ms\":%.1f,\"seconds\":%.6f,\"cpu_s\":%.3f,\"records_per_s\":%.1f,"
+           "\"mb_per_s\":%.3f}\n",
            o->records, o->size, t.consumed, t.corrupt, t.errors, first ? (double)(first - start) / 1e6 : -1.0,
-           secs, secs > 0 ? (double)timed / secs : 0, secs > 0 ? (double)timed * (double)o->size / 1048576.0 / secs : 0);
+           secs, cpu_last - cpu_first, secs > 0 ? (double)timed / secs : 0, secs > 0 ? (double)timed * (double)o->size / 1048576.0 / secs : 0);
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
     return t.consumed == o->records && t.corrupt == 0 && t.errors == 0 ? 0 : 1;
@@ -367,6 +396,7 @@ struct latency_run {
     atomic_int stop;       /* the consumer gave up: stop producing */
     atomic_int caught_up;  /* measuring began with the consumer caught up */
     atomic_int producer_failed;
+    atomic_ulong cpu_us_at_measuring; /* process CPU when the measured records began */
 };
 
 static void sleep_until(uint64_t deadline_ns) {
@@ -409,6 +439,7 @@ static void *latency_producer(void *arg) {
             atomic_load(&run->sent) - atomic_load(&run->received) > lag_ok))
         send_paced(run, value, NOT_MEASURED, &next);
     atomic_store(&run->caught_up, atomic_load(&run->sent) - atomic_load(&run->received) <= lag_ok);
+    atomic_store(&run->cpu_us_at_measuring, (unsigned long)(cpu_seconds() * 1e6));
     for (long i = 0; i < o->records && !atomic_load(&run->stop); i++) send_paced(run, value, (uint64_t)i, &next);
     flush_all(run->producer, o->timeout_ms);
     free(value);
@@ -471,6 +502,7 @@ static int cmd_latency(const struct options *o) {
         }
         rd_kafka_message_destroy(m);
     }
+    double cpu_measured = cpu_seconds() - (double)atomic_load(&run.cpu_us_at_measuring) / 1e6;
     pthread_join(producer, NULL);
     long acked = atomic_load(&run.d.acked), failed = atomic_load(&run.d.failed);
     /* Unfilled slots (lost records) would read as 0 ms: sort only what arrived. */
@@ -482,10 +514,11 @@ static int cmd_latency(const struct options *o) {
     qsort(got, (size_t)k, sizeof *got, cmp_u64);
     printf("{\"command\":\"latency\",\"records\":%ld,\"warmup\":%ld,\"size\":%ld,\"rate\":%.0f,"
            "\"sent\":%lu,\"caught_up\":%s,\"measured\":%ld,\"duplicates\":%ld,\"corrupt\":%ld,\"errors\":%ld,\"acked\":%ld,"
-           "\"failed\":%ld,"
+           "\"failed\":%ld,\"cpu_s\":%.3f,"
            "\"p50_ms\":%.4f,\"p99_ms\":%.4f,\"p999_ms\":%.4f,\"max_ms\":%.4f}\n",
            o->records, o->warmup, o->size, o->rate, (unsigned long)atomic_load(&run.sent),
            atomic_load(&run.caught_up) ? "true" : "false", measured, duplicates, t.corrupt, t.errors, acked, failed,
+           cpu_measured,
            percentile_ms(got, k, 50), percentile_ms(got, k, 99), percentile_ms(got, k, 99.9),
            percentile_ms(got, k, 100));
     rd_kafka_consumer_close(consumer);

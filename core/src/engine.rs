@@ -432,6 +432,44 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether `plaintext` is the plaintext of the record `header` belongs
+    /// to, for a host that already opened that record in place and runs
+    /// again over the same message (librdkafka may call `on_consume` twice):
+    /// see [`format::reseals_to`], which seals a copy, so this costs what
+    /// `open` does. Only keys held now (or this instance's own epochs), under
+    /// the same authorization as `open`; asks nothing of the network and
+    /// counts nothing. `binding` as for `open`.
+    pub fn is_plaintext_of(
+        &self,
+        topic: &str,
+        header: &[u8],
+        binding: KeyBinding<'_>,
+        plaintext: &[u8],
+    ) -> bool {
+        let sh = &self.shared;
+        let Ok(header) = RecordHeader::decode(header) else {
+            return false;
+        };
+        let key_id = header.key_id;
+        let mine = sh.is_mine(key_id.producer);
+        if !valid_topic(topic) || !sh.identity.credential().may_consume(topic) && !mine {
+            return false;
+        }
+        let key = mine
+            .then(|| sh.producer.get(&key_id))
+            .flatten()
+            .map(|epoch| epoch.derive_topic_key(topic))
+            .or_else(|| sh.keyring.get(&key_id, topic).map(|held| held.key));
+        let Some(key) = key else {
+            return false;
+        };
+        let binding = match header.binding_kind() {
+            format::BindingKind::Unbound => KeyBinding::Unbound,
+            _ => binding,
+        };
+        format::reseals_to(&key, &header, topic, binding, plaintext)
+    }
+
     /// Verifies and decrypts `value` in place. `header` is the value of the
     /// record's e2ee header, if it has one; `binding` is the record key as the
     /// hook sees it (`Unbound` if it cannot see keys). On error the value is unchanged

@@ -734,3 +734,72 @@ fn a_hello_lost_is_sent_again_when_it_times_out_whatever_else_arrives() {
     let bound = cfg.handshake_timeout_ms + cfg.request_retry_ms + 200;
     assert!(ms <= bound, "opened after {ms} ms, more than {bound}");
 }
+
+/// What the librdkafka plugin's second `on_consume` run relies on: a value is
+/// taken as a record's plaintext only if it seals to that record's tag, under
+/// a key the consumer holds, with the same topic and key binding.
+#[test]
+fn is_plaintext_of_vouches_only_for_the_records_own_plaintext() {
+    use kafka_e2ee_core::format::{Cipher, Compression, Sealing};
+    let mut w = World::new(21);
+    let p = w.identity("p", &["orders"], &[]);
+    let c = w.identity("c", &[], &["orders"]);
+    let other = w.identity("o", &[], &["audit"]);
+    let (p, c, other) = (w.engine(p, None), w.engine(c, None), w.engine(other, None));
+    let (h, ct) = seal(&p, "orders", b"hello world");
+    // No key held yet: nothing is vouched for, and nothing is asked for.
+    assert!(!c.is_plaintext_of("orders", &h, KeyBinding::Bytes(b"k"), b"hello world"));
+    let mut v = ct.clone();
+    let _ = c.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v);
+    c.handle_timeout(T0).unwrap();
+    pump(&[&p, &c, &other], T0);
+    c.open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut v)
+        .unwrap();
+    assert_eq!(v, b"hello world");
+
+    assert!(c.is_plaintext_of("orders", &h, KeyBinding::Bytes(b"k"), &v));
+    // The producer's own epoch counts too (it may read its records back).
+    assert!(p.is_plaintext_of("orders", &h, KeyBinding::Bytes(b"k"), &v));
+    // Any other value, including the ciphertext and a one-bit change.
+    assert!(!c.is_plaintext_of("orders", &h, KeyBinding::Bytes(b"k"), &ct));
+    assert!(!c.is_plaintext_of("orders", &h, KeyBinding::Bytes(b"k"), b"hello worle"));
+    assert!(!c.is_plaintext_of("orders", &h, KeyBinding::Bytes(b"k"), b"hello world!"));
+    assert!(!c.is_plaintext_of("orders", &h, KeyBinding::Bytes(b"k"), b""));
+    // Another record key, binding kind, topic or header.
+    assert!(!c.is_plaintext_of("orders", &h, KeyBinding::Bytes(b"K"), &v));
+    assert!(!c.is_plaintext_of("orders", &h, KeyBinding::Null, &v));
+    assert!(!c.is_plaintext_of("orderz", &h, KeyBinding::Bytes(b"k"), &v));
+    for i in 0..HEADER_LEN {
+        let mut bad = h;
+        bad[i] ^= 1;
+        assert!(
+            !c.is_plaintext_of("orders", &bad, KeyBinding::Bytes(b"k"), &v),
+            "header byte {i}"
+        );
+    }
+    assert!(!c.is_plaintext_of("orders", &h[..HEADER_LEN - 1], KeyBinding::Bytes(b"k"), &v));
+    // A consumer not authorized for the topic.
+    assert!(!other.is_plaintext_of("orders", &h, KeyBinding::Bytes(b"k"), &v));
+
+    // A compressed record is never vouched for this way (the plugin keeps
+    // its value-form marker for those).
+    let config = EngineConfig {
+        sealing: Sealing {
+            cipher: Cipher::Aes256Gcm,
+            compression: Compression::Zstd,
+        },
+        ..EngineConfig::default()
+    };
+    let zp = w.identity("zp", &["orders"], &[]);
+    let zp = w.engine_with(config, zp, None, T0);
+    let json: Vec<u8> = (0..40)
+        .flat_map(|i| format!("{{\"n\":{i}}},").into_bytes())
+        .collect();
+    let (zh, zct) = seal(&zp, "orders", &json);
+    assert_eq!(
+        RecordHeader::decode(&zh).unwrap().compression(),
+        Compression::Zstd
+    );
+    assert!(!zp.is_plaintext_of("orders", &zh, KeyBinding::Bytes(b"k"), &json));
+    assert!(!zp.is_plaintext_of("orders", &zh, KeyBinding::Bytes(b"k"), &zct));
+}

@@ -210,6 +210,45 @@ pub fn open_in_place(
     Ok(())
 }
 
+/// Whether `plaintext` is what a record sealed under `header` held: seals a
+/// copy of it under the header's key id, counter and flags and compares the
+/// tag with the header's. `plaintext` itself is not changed.
+///
+/// For a host that opened a record in place and must later tell whether a
+/// value is that record's plaintext (librdkafka may run `on_consume` twice
+/// for one message; see the plugin's `e2ee.opened` marker). It costs a full
+/// seal, so a host does it only on such a second run. Sealing is
+/// deterministic given key, nonce and AAD, and a different plaintext gives a
+/// different ciphertext and so (but with the AEAD's forgery probability) a
+/// different tag. False for a compressed record (its sealing depends on the
+/// producer's compressor, not reproduced here), a malformed header, a
+/// binding of the other kind, or a value too long for the cipher.
+pub fn reseals_to(
+    key: &DataKey,
+    header: &RecordHeader,
+    topic: &str,
+    binding: KeyBinding<'_>,
+    plaintext: &[u8],
+) -> bool {
+    if header.validate().is_err()
+        || header.compression() != Compression::None
+        || header.binding_kind() != binding.kind()
+        || check_value_len(header.cipher(), plaintext).is_err()
+    {
+        return false;
+    }
+    let nonce = nonce(header.key_id.epoch, header.counter);
+    let authenticated = header.encode_authenticated();
+    // The copy holds plaintext until sealed (and if sealing fails): wiped.
+    let mut copy = Zeroizing::new(plaintext.to_vec());
+    let tag = with_aad(topic, &authenticated, None, binding, |aad| {
+        encrypt(key, header.cipher(), &nonce, aad, &mut copy)
+    });
+    // Both tags are public (the header travels in the clear); the fold
+    // only avoids an early exit out of habit.
+    matches!(tag, Ok(Some(t)) if t.iter().zip(header.tag.iter()).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0)
+}
+
 /// Encrypts `buf` in place; `None` only if it is too long for the cipher.
 fn encrypt(
     key: &DataKey,

@@ -14,7 +14,7 @@ mod compress;
 mod header;
 mod secret;
 
-pub use aead::{open_in_place, seal_in_place, seal_in_place_with, KeyBinding};
+pub use aead::{open_in_place, reseals_to, seal_in_place, seal_in_place_with, KeyBinding};
 pub use header::{
     RecordHeader, COMPRESSION_LZ4, COMPRESSION_MASK, COMPRESSION_ZSTD, FLAG_AES_256_GCM,
     FLAG_KEY_BOUND, FLAG_KEY_NULL, FLAG_RESERVED, HEADER_LEN, VERSION,

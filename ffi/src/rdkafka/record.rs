@@ -5,10 +5,10 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ffi::{c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{OnceLock, PoisonError};
 
-use kafka_e2ee_core::format::KeyBinding;
+use kafka_e2ee_core::format::{KeyBinding, COMPRESSION_MASK, HEADER_LEN};
 use kafka_e2ee_core::{Error, KeyUnavailable, Opened};
 use rand_core::RngCore;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
@@ -21,11 +21,30 @@ use crate::host::now_ms;
 const HEADER: &CStr = c"e2ee";
 /// Added by `on_consume` after a successful decrypt, so that a second run
 /// for the same message recognises it. Its value is a MAC under a key that
-/// never leaves this process over the record's position and plaintext: a
-/// broker cannot forge it to pass a plaintext injection off as decrypted.
+/// never leaves this process: a broker cannot forge it to pass a plaintext
+/// injection off as decrypted. Two forms, told apart by length and by the
+/// top bit of the nonce, which is part of what the tag covers:
+/// - the header form (every uncompressed record): nonce (top bit set) ||
+///   the record's `e2ee` header || tag over the record's position, value
+///   length and that header. Cheap (about 60 bytes MACed, whatever the value
+///   size). It does not cover the value, so a second run also checks that
+///   the value is the plaintext of that header: it seals a copy under the
+///   record's key and compares tags (`Engine::is_plaintext_of`), a full
+///   seal, paid only on the rare second run instead of a MAC over the whole
+///   value on every record;
+/// - the value form (compressed records, whose sealing cannot be
+///   reproduced from the plaintext): nonce (top bit clear) || tag over the
+///   record's position and the whole plaintext.
 const OPENED: &CStr = c"e2ee.opened";
-/// The `e2ee.opened` value: nonce (u64 BE) || tag.
+/// The value form: nonce (u64 BE) || tag.
 const MARKER_LEN: usize = 8 + 16;
+/// The header form: nonce (u64 BE) || e2ee header || tag.
+const HEADER_MARKER_LEN: usize = 8 + HEADER_LEN + 16;
+/// Set in the nonce of every header-form marker and clear in every value
+/// form's, so a tag of one form never verifies as the other (a value-form
+/// check of a 42-byte injected value equal to a header form's MAC input
+/// would otherwise pass). The counter never reaches it.
+const HEADER_FORM: u64 = 1 << 63;
 const RD_KAFKA_MSG_F_FREE: i32 = 0x1;
 const RD_KAFKA_MSG_F_COPY: i32 = 0x2;
 const RD_KAFKA_MSG_F_PRODUCER: i32 = 0x40000;
@@ -45,10 +64,36 @@ struct Swap {
 #[derive(Debug, Default)]
 pub(crate) struct Swaps(HashMap<usize, Swap>);
 
+/// How many swaps of all clients in this process are outstanding. When
+/// none is, `on_acknowledgement` skips the swap map's lock and lookup: the
+/// usual producer (RD_KAFKA_MSG_F_COPY, sealed in place) never makes one,
+/// and the lock was then taken on librdkafka's broker thread for every
+/// record for nothing. A swap's own insert (in `on_send`, before librdkafka
+/// queues the message) happens before its acknowledgement, so a count of
+/// zero there means this message has none.
+static OUTSTANDING_SWAPS: AtomicUsize = AtomicUsize::new(0);
+
 impl Swaps {
+    fn insert(&mut self, swap: Swap) {
+        OUTSTANDING_SWAPS.fetch_add(1, Ordering::AcqRel);
+        if let Some(_replaced) = self.0.insert(swap.ours, swap) {
+            // A malloc'd address is never live twice; keep the count right anyway.
+            OUTSTANDING_SWAPS.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    fn remove(&mut self, ours: usize) -> Option<Swap> {
+        let s = self.0.remove(&ours);
+        if s.is_some() {
+            OUTSTANDING_SWAPS.fetch_sub(1, Ordering::AcqRel);
+        }
+        s
+    }
+
     /// Called once librdkafka has destroyed every message of the client
     /// (destroy without flush: purged messages never reach on_ack).
     pub(crate) fn release_all(&mut self) {
+        OUTSTANDING_SWAPS.fetch_sub(self.0.len(), Ordering::AcqRel);
         for (_, s) in self.0.drain() {
             match s.payload_freed_by_librdkafka {
                 // librdkafka freed our buffer as the payload; the original,
@@ -99,7 +144,13 @@ unsafe fn topic_of<'a>(api: &Api, m: &Message) -> Option<Cow<'a, str>> {
     }
     // SAFETY: NUL-terminated, owned by the topic handle, which outlives the
     // message it is borrowed for.
-    Some(unsafe { CStr::from_ptr(p) }.to_string_lossy())
+    let name = unsafe { CStr::from_ptr(p) };
+    // to_str first: the plain UTF-8 check is several times cheaper per
+    // record than to_string_lossy's chunked scan (callgrind, PERFORMANCE.md).
+    Some(
+        name.to_str()
+            .map_or_else(|_| name.to_string_lossy(), Cow::Borrowed),
+    )
 }
 
 fn binding(m: &Message) -> KeyBinding<'_> {
@@ -281,8 +332,7 @@ unsafe fn send(st: &ConfState, m: *mut Message) {
         st.swaps
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .0
-            .insert(ours as usize, swap);
+            .insert(swap);
         msg.payload = ours.cast();
     }
     if !sealed {
@@ -402,12 +452,14 @@ pub(crate) unsafe extern "C" fn on_acknowledgement(
         let (Some(st), Some(msg)) = (unsafe { state(ic_opaque) }, unsafe { m.as_mut() }) else {
             return api::ERR_NO_ERROR;
         };
-        let swap = st
-            .swaps
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .0
-            .remove(&(msg.payload as usize));
+        let swap = if OUTSTANDING_SWAPS.load(Ordering::Acquire) == 0 {
+            None
+        } else {
+            st.swaps
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(msg.payload as usize)
+        };
         if let Some(s) = swap {
             // The delivery report sees the app's original payload.
             msg.payload = s.original as *mut c_void;
@@ -501,10 +553,13 @@ fn marker_tag(
     tag.as_ref().try_into().ok()
 }
 
-/// A new marker for a message just decrypted.
+/// A new value-form marker for a message just decrypted.
 fn marker(topic: &str, m: &Message, value: &[u8]) -> Option<[u8; MARKER_LEN]> {
     let key = marker_key()?;
     let nonce = key.next_nonce.fetch_add(1, Ordering::Relaxed);
+    if nonce & HEADER_FORM != 0 {
+        return None; // never: 2^63 markers
+    }
     let tag = marker_tag(key, nonce, topic, m, value)?;
     let mut out = [0u8; MARKER_LEN];
     let (n, t) = out.split_at_mut(8);
@@ -513,14 +568,79 @@ fn marker(topic: &str, m: &Message, value: &[u8]) -> Option<[u8; MARKER_LEN]> {
     Some(out)
 }
 
-/// Whether `mark` is a marker this process made for this message as it is.
+/// Whether `mark` is a value-form marker this process made for this
+/// message as it is.
 fn is_our_marker(mark: &[u8], topic: &str, m: &Message, value: &[u8]) -> bool {
     let (Some(key), Some((nonce, tag))) = (marker_key(), mark.split_first_chunk::<8>()) else {
         return false;
     };
+    let nonce = u64::from_be_bytes(*nonce);
     tag.len() == 16
-        && marker_tag(key, u64::from_be_bytes(*nonce), topic, m, value)
-            .is_some_and(|ours| bool::from(ours.ct_eq(tag)))
+        && nonce & HEADER_FORM == 0
+        && marker_tag(key, nonce, topic, m, value).is_some_and(|ours| bool::from(ours.ct_eq(tag)))
+}
+
+/// What a header-form marker's tag covers besides the position: the value's
+/// length and the record's header.
+fn header_marker_input(len: usize, header: &[u8; HEADER_LEN]) -> [u8; 8 + HEADER_LEN] {
+    let mut input = [0u8; 8 + HEADER_LEN];
+    let (l, h) = input.split_at_mut(8);
+    l.copy_from_slice(&(len as u64).to_be_bytes());
+    h.copy_from_slice(header);
+    input
+}
+
+/// A new header-form marker for a message just decrypted from a record
+/// sealed uncompressed under `header`.
+fn header_marker(
+    topic: &str,
+    m: &Message,
+    len: usize,
+    header: &[u8; HEADER_LEN],
+) -> Option<[u8; HEADER_MARKER_LEN]> {
+    let key = marker_key()?;
+    let nonce = key.next_nonce.fetch_add(1, Ordering::Relaxed) | HEADER_FORM;
+    let tag = marker_tag(key, nonce, topic, m, &header_marker_input(len, header))?;
+    let mut out = [0u8; HEADER_MARKER_LEN];
+    let (n, rest) = out.split_at_mut(8);
+    let (h, t) = rest.split_at_mut(HEADER_LEN);
+    n.copy_from_slice(&nonce.to_be_bytes());
+    h.copy_from_slice(header);
+    t.copy_from_slice(&tag);
+    Some(out)
+}
+
+/// Whether the tag of a header-form marker verifies for this message's
+/// position and length: this process decrypted a record with that header
+/// here. Says nothing yet about the value now in the message.
+fn header_marker_vouches(
+    mark: &[u8],
+    topic: &str,
+    m: &Message,
+    len: usize,
+) -> Option<[u8; HEADER_LEN]> {
+    let key = marker_key()?;
+    let (nonce, rest) = mark.split_first_chunk::<8>()?;
+    let (header, tag) = rest.split_first_chunk::<HEADER_LEN>()?;
+    let nonce = u64::from_be_bytes(*nonce);
+    if tag.len() != 16 || nonce & HEADER_FORM == 0 {
+        return None;
+    }
+    let ours = marker_tag(key, nonce, topic, m, &header_marker_input(len, header))?;
+    bool::from(ours.ct_eq(tag)).then_some(*header)
+}
+
+/// Whether `mark` is a header-form marker this process made for this
+/// message, and the value is still the plaintext of that record.
+fn is_our_header_marker(
+    engine: &kafka_e2ee_core::Engine,
+    mark: &[u8],
+    topic: &str,
+    m: &Message,
+    value: &[u8],
+) -> bool {
+    header_marker_vouches(mark, topic, m, value.len())
+        .is_some_and(|header| engine.is_plaintext_of(topic, &header, binding(m), value))
 }
 
 /// The value of the last header `name`, borrowed from the message's header
@@ -620,11 +740,16 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
         // Second run for a message already decrypted here?
         // SAFETY: h is the message's list or null.
         if let Some(mark) = unsafe { header_value(api, h, OPENED) } {
-            if is_our_marker(mark, &topic, msg, value) {
+            if is_our_marker(mark, &topic, msg, value)
+                || is_our_header_marker(engine, mark, &topic, msg, value)
+            {
                 return Ok(());
             }
         }
     }
+    // The header, copied before the list changes: a header-form marker
+    // carries it. None if it is not a header's length (open then fails).
+    let sealed_header: Option<[u8; HEADER_LEN]> = header.and_then(|h| h.try_into().ok());
     let mut deadline = None;
     loop {
         let generation = engine.key_generation();
@@ -633,15 +758,28 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
             Ok(Opened::Decrypted) => {
                 // SAFETY: h is the message's list (it held the header).
                 unsafe { (api.header_remove)(h, HEADER.as_ptr()) };
-                if let Some(mark) = marker(&topic, msg, value) {
-                    // SAFETY: as above; mark is MARKER_LEN bytes.
+                let uncompressed =
+                    sealed_header.filter(|sh| sh.get(1).is_some_and(|f| f & COMPRESSION_MASK == 0));
+                let mut long = [0u8; HEADER_MARKER_LEN];
+                let mark: Option<&[u8]> = match uncompressed {
+                    Some(sh) => header_marker(&topic, msg, value.len(), &sh).map(|m| {
+                        long = m;
+                        &long[..]
+                    }),
+                    None => marker(&topic, msg, value).map(|m| {
+                        long[..MARKER_LEN].copy_from_slice(&m);
+                        &long[..MARKER_LEN]
+                    }),
+                };
+                if let Some(mark) = mark {
+                    // SAFETY: as above; mark has mark.len() bytes.
                     unsafe {
                         (api.header_add)(
                             h,
                             OPENED.as_ptr(),
                             -1,
                             mark.as_ptr().cast(),
-                            MARKER_LEN as isize,
+                            mark.len() as isize,
                         )
                     };
                 }
@@ -837,6 +975,67 @@ mod tests {
         let mark = marker(&long, &m, value).unwrap();
         assert!(is_our_marker(&mark, &long, &m, value));
         assert!(!is_our_marker(&mark, &long[1..], &m, value));
+    }
+
+    #[test]
+    fn a_header_marker_vouches_only_for_its_own_position_length_and_header() {
+        let m = message(3, 42);
+        let header = [7u8; HEADER_LEN];
+        let mark = header_marker("orders", &m, 1024, &header).unwrap();
+        assert_eq!(
+            header_marker_vouches(&mark, "orders", &m, 1024),
+            Some(header)
+        );
+        assert_ne!(
+            mark,
+            header_marker("orders", &m, 1024, &header).unwrap(),
+            "fresh nonce"
+        );
+
+        assert_eq!(header_marker_vouches(&mark, "orders", &m, 1023), None);
+        assert_eq!(header_marker_vouches(&mark, "orderz", &m, 1024), None);
+        assert_eq!(
+            header_marker_vouches(&mark, "orders", &message(4, 42), 1024),
+            None
+        );
+        assert_eq!(
+            header_marker_vouches(&mark, "orders", &message(3, 43), 1024),
+            None
+        );
+        assert_eq!(
+            header_marker_vouches(&mark[..HEADER_MARKER_LEN - 1], "orders", &m, 1024),
+            None
+        );
+        assert_eq!(
+            header_marker_vouches(&[&mark[..], &[0]].concat(), "orders", &m, 1024),
+            None
+        );
+        for i in 0..HEADER_MARKER_LEN {
+            let mut flipped = mark;
+            flipped[i] ^= 1;
+            assert_eq!(
+                header_marker_vouches(&flipped, "orders", &m, 1024),
+                None,
+                "byte {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_two_marker_forms_never_verify_as_each_other() {
+        let m = message(3, 42);
+        let header = [7u8; HEADER_LEN];
+        let long = header_marker("orders", &m, 1024, &header).unwrap();
+        // The header form's nonce and tag as a value-form marker, over the
+        // very bytes its tag covers as an injected value: refused.
+        let short: Vec<u8> = [&long[..8], &long[8 + HEADER_LEN..]].concat();
+        let input = header_marker_input(1024, &header);
+        assert!(!is_our_marker(&short, "orders", &m, &input));
+        // And a value-form marker (nonce top bit clear) with a header put in
+        // the middle: refused as a header form.
+        let v = marker("orders", &m, &input).unwrap();
+        let forged: Vec<u8> = [&v[..8], &header[..], &v[8..]].concat();
+        assert_eq!(header_marker_vouches(&forged, "orders", &m, 1024), None);
     }
 
     #[test]

@@ -86,6 +86,20 @@ public final class JavaBench {
         Runtime.getRuntime().halt(status);
     }
 
+    /**
+     * CPU seconds (user + system, every thread) this JVM has used so far, from /proc/self/stat
+     * (fields 14 and 15, clock ticks of 1/100 s, Linux's USER_HZ): the bench's "CPU per MB".
+     */
+    static double cpuSeconds() {
+        try {
+            String stat = java.nio.file.Files.readString(java.nio.file.Path.of("/proc/self/stat"));
+            String[] f = stat.substring(stat.lastIndexOf(')') + 2).split(" ");
+            return (Long.parseLong(f[11]) + Long.parseLong(f[12])) / 100.0;
+        } catch (IOException | RuntimeException e) {
+            return -1;
+        }
+    }
+
     static Properties load(String file) throws IOException {
         Properties p = new Properties();
         try (InputStream in = new FileInputStream(file)) {
@@ -171,6 +185,7 @@ public final class JavaBench {
             }
             producer.flush();
             long warmAcked = acks.acked.get();
+            double cpu0 = cpuSeconds();
             long t0 = System.nanoTime();
             for (int i = 0; i < records; i++, seq++) {
                 b.putLong(SEQ_AT, seq);
@@ -178,10 +193,12 @@ public final class JavaBench {
             }
             producer.flush();
             double produceSecs = (System.nanoTime() - t0) / 1e9;
+            double produceCpu = cpuSeconds() - cpu0;
             long timedAcked = acks.acked.get() - warmAcked;
 
             long total = (long) records + warmup;
             Tally t = new Tally();
+            double consumeCpu0 = 0;
             try (KafkaConsumer<byte[], byte[]> consumer = consumer(cp, topic)) {
                 long idleSince = System.nanoTime();
                 while (t.consumed + t.corrupt < total) {
@@ -195,24 +212,29 @@ public final class JavaBench {
                         continue;
                     }
                     idleSince = now;
+                    if (t.firstNs == 0) {
+                        consumeCpu0 = cpuSeconds(); // the window starts at the first record
+                    }
                     for (ConsumerRecord<byte[], byte[]> r : got) {
                         t.add(r.value(), size, now);
                     }
                 }
             }
+            double consumeCpu = cpuSeconds() - consumeCpu0;
             // Records 2..N fall in the window [first record, last record].
             double consumeSecs = (t.lastNs - t.firstNs) / 1e9;
             long timed = Math.max(0, t.consumed - 1);
             System.out.println(String.format(Locale.ROOT,
                     "{\"command\":\"throughput\",\"records\":%d,\"warmup\":%d,\"size\":%d,"
-                            + "\"produce\":{\"acked\":%d,\"failed\":%d,\"seconds\":%.6f,\"records_per_s\":%.1f,"
+                            + "\"produce\":{\"acked\":%d,\"failed\":%d,\"seconds\":%.6f,\"cpu_s\":%.3f,"
+                            + "\"records_per_s\":%.1f,"
                             + "\"mb_per_s\":%.3f},"
                             + "\"consume\":{\"records\":%d,\"consumed\":%d,\"corrupt\":%d,\"first_record_ms\":%.1f,"
-                            + "\"seconds\":%.6f,\"records_per_s\":%.1f,\"mb_per_s\":%.3f}}",
-                    records, warmup, size, acks.acked.get(), acks.failed.get(), produceSecs,
+                            + "\"seconds\":%.6f,\"cpu_s\":%.3f,\"records_per_s\":%.1f,\"mb_per_s\":%.3f}}",
+                    records, warmup, size, acks.acked.get(), acks.failed.get(), produceSecs, produceCpu,
                     timedAcked / produceSecs, timedAcked * (double) size / 1048576.0 / produceSecs,
                     total, t.consumed, t.corrupt, t.firstNs == 0 ? -1.0 : (t.firstNs - t.startNs) / 1e6,
-                    consumeSecs, consumeSecs > 0 ? timed / consumeSecs : 0.0,
+                    consumeSecs, consumeCpu, consumeSecs > 0 ? timed / consumeSecs : 0.0,
                     consumeSecs > 0 ? timed * (double) size / 1048576.0 / consumeSecs : 0.0));
             boolean ok = acks.acked.get() == total && acks.failed.get() == 0 && t.consumed == total
                     && t.corrupt == 0;
@@ -226,11 +248,13 @@ public final class JavaBench {
         AtomicLong sent = new AtomicLong();
         AtomicLong received = new AtomicLong();
         AtomicLong caughtUp = new AtomicLong(); // 1: measuring began with the consumer caught up
+        AtomicLong cpuMicrosAtMeasuring = new AtomicLong(); // process CPU when measured records began
         long[] latencyNs = new long[records];
         boolean[] seen = new boolean[records];
         long measured = 0;
         long duplicates = 0;
         Tally t = new Tally();
+        double cpuMeasured = -1;
         try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(pp);
                 KafkaConsumer<byte[], byte[]> consumer = consumer(cp, topic)) {
             Thread sender = new Thread(() -> {
@@ -248,6 +272,7 @@ public final class JavaBench {
                     next = sendPaced(producer, topic, v, b, sent, NOT_MEASURED, next, interval, acks);
                 }
                 caughtUp.set(sent.get() - received.get() <= lagOk ? 1 : 0);
+                cpuMicrosAtMeasuring.set((long) (cpuSeconds() * 1e6));
                 for (int i = 0; i < records && !Thread.currentThread().isInterrupted(); i++) {
                     next = sendPaced(producer, topic, v, b, sent, i, next, interval, acks);
                 }
@@ -284,6 +309,7 @@ public final class JavaBench {
                     }
                 }
             }
+            cpuMeasured = cpuSeconds() - cpuMicrosAtMeasuring.get() / 1e6;
             sender.interrupt();
             sender.join(120_000);
         } catch (InterruptedException e) {
@@ -301,9 +327,9 @@ public final class JavaBench {
                 "{\"command\":\"latency\",\"records\":%d,\"warmup\":%d,\"size\":%d,\"rate\":%d,\"sent\":%d,"
                         + "\"caught_up\":%b,"
                         + "\"measured\":%d,\"duplicates\":%d,\"corrupt\":%d,\"acked\":%d,\"failed\":%d,"
-                        + "\"p50_ms\":%.4f,\"p99_ms\":%.4f,\"p999_ms\":%.4f,\"max_ms\":%.4f}",
+                        + "\"cpu_s\":%.3f,\"p50_ms\":%.4f,\"p99_ms\":%.4f,\"p999_ms\":%.4f,\"max_ms\":%.4f}",
                 records, warmup, size, rate, sent.get(), caughtUp.get() == 1, measured, duplicates, t.corrupt, acks.acked.get(),
-                acks.failed.get(), percentileMs(got, 50), percentileMs(got, 99), percentileMs(got, 99.9),
+                acks.failed.get(), cpuMeasured, percentileMs(got, 50), percentileMs(got, 99), percentileMs(got, 99.9),
                 percentileMs(got, 100)));
         boolean ok = measured == records && t.corrupt == 0 && acks.failed.get() == 0 && acks.acked.get() == sent.get();
         return ok ? 0 : 1;
