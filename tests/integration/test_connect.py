@@ -12,9 +12,10 @@ Then: the sink file holds every line exactly once; every record of ``lines``
 on the broker carries an e2ee header and no line is in its segment files; and
 the worker's own topics (config, offset, status), written by the worker's
 internal clients that do not get the ``producer.``/``consumer.`` settings,
-hold what docs/QUICKSTART.md (Kafka Connect) says: connector configurations,
-source offsets (file name and position) and task states in clear, and neither
-a line nor the workers' e2ee settings."""
+hold what docs/QUICKSTART.md (Kafka Connect) says, in clear: connector
+configurations and the workers' session key, source offsets (file name and
+position), task states and topics used; neither a line nor the workers' e2ee
+settings."""
 
 from __future__ import annotations
 
@@ -242,10 +243,14 @@ def test_connect_distributed_two_workers_move_every_line_encrypted(broker, tmp_p
         assert b"e2ee" not in data and b".cred" not in data, f"e2ee settings in the {kind} topic"
     # ... connector configurations in clear (class, file, topic),
     assert b"FileStreamSourceConnector" in internal["config"] and str(sink).encode() in internal["config"]
+    # ... with the workers' session key (HMAC key of their internal REST requests),
+    assert b"session-key" in internal["config"] and b'"algorithm":"HmacSHA256"' in internal["config"]
     # ... each source's offset: its file name and a byte position,
     assert str(sources["a"]).encode() in internal["offset"] and b'"position"' in internal["offset"]
-    # ... and the states of connectors and tasks with the worker running them.
+    # ... the states of connectors and tasks with the worker running them,
+    # and the topics each connector used.
     assert b"RUNNING" in internal["status"] and workers[0].id.encode() in internal["status"]
+    assert b'"topic":{"name":"lines","connector":"source-a"' in internal["status"]
 
     file_version = re.search(r"/connect-file-([^/:]*)\.jar", cp).group(1)
     print(f"\nconnect-runtime {info['version']}, connect-file {file_version}, tasks {task_workers}, "
