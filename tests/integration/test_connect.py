@@ -6,10 +6,13 @@ connector changes). Two FileStreamSource connectors (one task each) read two
 files of secret-marked lines into the topic ``lines``; one FileStreamSink
 connector writes them to a file. The connectors are created through the REST
 API of one worker; the tasks run on both (checked with /connectors/X/status),
-so some records are sealed on one worker and opened on the other.
+so some records are sealed on one worker and opened on the other. Then the
+worker running the sink is killed (SIGKILL), 100 more lines per file are
+written, and the other worker, now running every task, moves them too.
 
-Then: the sink file holds every line exactly once; every record of ``lines``
-on the broker carries an e2ee header and no line is in its segment files; and
+Checked: the sink file holds every line exactly once after each phase;
+every record of ``lines`` on the broker carries an e2ee header and no line is
+in its segment files; and
 the worker's own topics (config, offset, status), written by the worker's
 internal clients that do not get the ``producer.``/``consumer.`` settings,
 hold what docs/QUICKSTART.md (Kafka Connect) says, in clear: connector
@@ -105,6 +108,15 @@ class Worker:
             "offset.storage.partitions": "1",
             "status.storage.partitions": "1",
             "offset.flush.interval.ms": "1000",
+            # A dead worker is noticed after 6 s and its tasks reassigned at once
+            # (default: 10 s, then up to 5 minutes waiting for it to come back).
+            "session.timeout.ms": "6000",
+            "heartbeat.interval.ms": "2000",
+            "scheduled.rebalance.max.delay.ms": "0",
+            # The sink's consumer group keeps a dead member's partitions for the
+            # consumer's session.timeout.ms (default 45 s) before the moved task gets them.
+            "consumer.session.timeout.ms": "6000",
+            "consumer.heartbeat.interval.ms": "2000",
             "listeners": f"http://{self.id}",
             "rest.advertised.host.name": "127.0.0.1",
             "rest.advertised.port": str(self.port),
@@ -203,38 +215,62 @@ def test_connect_distributed_two_workers_move_every_line_encrypted(broker, tmp_p
         for name, config in connectors.items():
             rest(workers[0].port, "POST", "/connectors", {"name": name, "config": config})
 
-        got: list[str] = []
-        while len(got) < len(expected):
-            assert time.monotonic() < deadline + 60, (
-                f"{len(got)} of {len(expected)} lines\n" + "\n".join(w.text()[-3000:] for w in workers))
-            time.sleep(0.5)
-            got = sink.read_text().splitlines() if sink.exists() else []
-        time.sleep(2)  # a duplicate would arrive now
-        got = sink.read_text().splitlines()
+        def sink_lines(want: int) -> list[str]:
+            got: list[str] = []
+            while len(got) < want:
+                assert time.monotonic() < deadline + 90, (
+                    f"{len(got)} of {want} lines\n" + "\n".join(w.text()[-3000:] for w in workers))
+                time.sleep(0.5)
+                got = sink.read_text().splitlines() if sink.exists() else []
+            time.sleep(2)  # a duplicate would arrive now
+            return sink.read_text().splitlines()
 
-        task_workers = {}
-        for name in connectors:
-            status = rest(workers[1].port, "GET", f"/connectors/{name}/status")
-            assert [t["state"] for t in status["tasks"]] == ["RUNNING"], status
-            task_workers[name] = status["tasks"][0]["worker_id"]
+        def placement(port: int) -> dict[str, str]:
+            tasks = {}
+            for name in connectors:
+                status = rest(port, "GET", f"/connectors/{name}/status")
+                assert [t["state"] for t in status["tasks"]] == ["RUNNING"], status
+                tasks[name] = status["tasks"][0]["worker_id"]
+            return tasks
+
+        got1 = sink_lines(len(expected))
+        task_workers = placement(workers[1].port)
+
+        # Failover: the worker running the sink dies (SIGKILL, no goodbye). Its tasks
+        # move to the other worker once the group notices (session.timeout.ms); new
+        # lines written meanwhile reach the sink through the survivor alone.
+        victim = next(w for w in workers if w.id == task_workers["sink"])
+        survivor = next(w for w in workers if w is not victim)
+        victim.proc.kill()
+        victim.proc.wait()
+        for src, path in sources.items():
+            with path.open("a") as f:
+                f.write("".join(f"SECRET-{src}-{i:03d} card 4111-{i:04d}\n" for i in range(N, 2 * N)))
+        expected2 = sorted(ln for p in sources.values() for ln in p.read_text().splitlines())
+        got2 = sink_lines(len(expected2))
+        after = placement(survivor.port)
     finally:
         for w in workers:
             w.stop()
     logs = [w.text() for w in workers]
 
-    # Every line once: no loss, no duplicate (the tasks were never moved, and
-    # FileStreamSink writes what the consumer interceptor opened).
-    assert sorted(got) == expected, (len(got), len(expected))
+    # Every line once: no loss, no duplicate. (Connect is at-least-once: a worker
+    # that dies before committing its offsets repeats records. Here the victim
+    # had been idle for 2 s, twice offset.flush.interval.ms, so it had committed
+    # everything, and a duplicate would be a fault.)
+    assert sorted(got1) == expected, (len(got1), len(expected))
+    assert sorted(got2) == expected2, (len(got2), len(expected2))
     # Both workers ran tasks, so records crossed workers: sealed by one worker's
     # producer, opened by the other's consumer (keys exchanged between them).
     assert set(task_workers.values()) == {w.id for w in workers}, task_workers
+    assert set(after.values()) == {survivor.id}, after
     for log in logs:
         assert "dropped the record" not in log, log[-4000:]
 
     data = segments(broker, TOPIC)
     assert b"SECRET-" not in data, f"plaintext lines in {TOPIC}'s segment files"
     sealed = len(re.findall(HEADER_ON_DISK, data, re.S))
-    assert sealed == record_count(data) == len(expected), (sealed, record_count(data))
+    assert sealed == record_count(data) == len(expected2), (sealed, record_count(data))
 
     # The worker's own topics, written by its internal clients (no interceptor):
     internal = {kind: segments(broker, topic) for kind, topic in INTERNAL.items()}
@@ -253,5 +289,5 @@ def test_connect_distributed_two_workers_move_every_line_encrypted(broker, tmp_p
     assert b'"topic":{"name":"lines","connector":"source-a"' in internal["status"]
 
     file_version = re.search(r"/connect-file-([^/:]*)\.jar", cp).group(1)
-    print(f"\nconnect-runtime {info['version']}, connect-file {file_version}, tasks {task_workers}, "
+    print(f"\nconnect-runtime {info['version']}, connect-file {file_version}, tasks {task_workers}, after the kill {after}, "
           f"{time.monotonic() - started:.1f}s")
