@@ -42,7 +42,8 @@ TOPIC = "lines"
 INTERNAL = {"config": "connect-configs", "offset": "connect-offsets", "status": "connect-status"}
 N = 100  # lines per source file
 # Set KAFKA_E2EE_CONNECT_PLAINTEXT=1 to run the same workers without the
-# interceptors: the test must then fail on the segment files (it did, see the commit).
+# interceptors: the test must then fail ("plaintext lines in lines's segment
+# files"; it did when written), so it cannot pass with the interceptors unused.
 PLAINTEXT_RUN = os.environ.get("KAFKA_E2EE_CONNECT_PLAINTEXT") == "1"
 
 # INFO for Connect's distributed herder (its rebalances are what this test
