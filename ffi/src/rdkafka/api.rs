@@ -220,6 +220,7 @@ api! {
     queue_poll: "rd_kafka_queue_poll" => unsafe extern "C" fn(*mut Queue, c_int) -> *mut Event,
     queue_destroy: "rd_kafka_queue_destroy" => unsafe extern "C" fn(*mut Queue),
     event_destroy: "rd_kafka_event_destroy" => unsafe extern "C" fn(*mut Event),
+    conf_properties_show: "rd_kafka_conf_properties_show" => unsafe extern "C" fn(*mut libc::FILE),
     version: "rd_kafka_version" => unsafe extern "C" fn() -> c_int,
     version_str: "rd_kafka_version_str" => unsafe extern "C" fn() -> *const c_char,
 }

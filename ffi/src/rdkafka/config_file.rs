@@ -31,16 +31,23 @@ pub fn from_env() -> Result<Vec<(String, String)>, String> {
     let Some(path) = std::env::var_os(VAR).filter(|p| !p.is_empty()) else {
         return Ok(Vec::new());
     };
+    // The variable and the problem first, the path last: apps cut
+    // librdkafka's error string short (confluent-kafka-go at 127 bytes).
     let shown = path.to_string_lossy().into_owned();
-    let fix = format!("fix the file, or unset {VAR} and set the e2ee.* properties after plugin.library.paths");
+    let fix = format!(
+        "fix the file, or unset {VAR} and set the e2ee.* properties after plugin.library.paths \
+         (file {shown})"
+    );
     let text = std::fs::read(&path).map_err(|e| {
-        format!("kafka-e2ee: {VAR}={shown}: cannot read the file ({e}); {VAR} must name a properties file of e2ee.* settings, or be unset")
+        format!(
+            "kafka-e2ee: {VAR}: cannot read {shown}: {e}; {VAR} must name a properties file of \
+             e2ee.* settings, or be unset"
+        )
     })?;
     let text = String::from_utf8(text)
-        .map_err(|_| format!("kafka-e2ee: {VAR}={shown}: not UTF-8 text; {fix}"))?;
-    let props = parse(&text).map_err(|e| format!("kafka-e2ee: {VAR}={shown}: {e}; {fix}"))?;
-    super::check_partial(&props, "")
-        .map_err(|e| format!("kafka-e2ee: {VAR}={shown}: {e}; {fix}"))?;
+        .map_err(|_| format!("kafka-e2ee: {VAR}: not UTF-8 text; {fix}"))?;
+    let props = parse(&text).map_err(|e| format!("kafka-e2ee: {VAR}: {e}; {fix}"))?;
+    super::check_partial(&props, "").map_err(|e| format!("kafka-e2ee: {VAR}: {e}; {fix}"))?;
     Ok(props)
 }
 

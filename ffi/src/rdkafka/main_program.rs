@@ -126,12 +126,13 @@ impl Image {
     }
 
     /// The error for a main program whose librdkafka cannot be called: the
-    /// fix first, as apps often cut librdkafka's error string at 256 bytes.
+    /// fix first, as apps cut librdkafka's error string short
+    /// (confluent-kafka-go's `ConfigMap` at 127 bytes).
     fn unusable(&self, why: &str) -> String {
         format!(
-            "kafka-e2ee plugin: link {} with -rdynamic (Go: go build -ldflags '-extldflags \
-             -rdynamic'; Rust: RUSTFLAGS='-C link-arg=-rdynamic') or do not strip it: \
-             librdkafka is linked into it, it exports none of librdkafka's functions and {why}",
+            "kafka-e2ee plugin: link this program with -rdynamic, or do not strip it: it holds \
+             librdkafka but exports none of it and {why} (Go: go build -ldflags '-extldflags \
+             -rdynamic'; Rust: RUSTFLAGS='-C link-arg=-rdynamic'; program {})",
             self.path
         )
     }
