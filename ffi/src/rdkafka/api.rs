@@ -335,7 +335,12 @@ fn check_version(api: &Api) -> Result<(), String> {
         // SAFETY: static NUL-terminated string.
         unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned()
     };
-    let spelled = format!("{}.{}.{}", (v >> 24) & 0xff, (v >> 16) & 0xff, (v >> 8) & 0xff);
+    let spelled = format!(
+        "{}.{}.{}",
+        (v >> 24) & 0xff,
+        (v >> 16) & 0xff,
+        (v >> 8) & 0xff
+    );
     if !(MIN_VERSION..0x1000_0000).contains(&v) || !s.starts_with(&spelled) {
         return Err(format!(
             "kafka-e2ee plugin: the librdkafka in {} reports version {v:#010x} ('{s}'): \

@@ -44,8 +44,8 @@ pub fn from_env() -> Result<Vec<(String, String)>, String> {
              e2ee.* settings, or be unset"
         )
     })?;
-    let text = String::from_utf8(text)
-        .map_err(|_| format!("kafka-e2ee: {VAR}: not UTF-8 text; {fix}"))?;
+    let text =
+        String::from_utf8(text).map_err(|_| format!("kafka-e2ee: {VAR}: not UTF-8 text; {fix}"))?;
     let props = parse(&text).map_err(|e| format!("kafka-e2ee: {VAR}: {e}; {fix}"))?;
     super::check_partial(&props, "").map_err(|e| format!("kafka-e2ee: {VAR}: {e}; {fix}"))?;
     Ok(props)
@@ -104,9 +104,18 @@ mod tests {
         );
         for (text, want) in [
             ("e2ee.credential", "line 1: expected name=value"),
-            ("\nbootstrap.servers=x", "line 2: 'bootstrap.servers' is not an e2ee.* property"),
-            ("e2ee.credentials=x", "line 1: e2ee.credentials: unknown property"),
-            ("e2ee.topics=a\ne2ee.topics=b", "line 2: e2ee.topics is set twice"),
+            (
+                "\nbootstrap.servers=x",
+                "line 2: 'bootstrap.servers' is not an e2ee.* property",
+            ),
+            (
+                "e2ee.credentials=x",
+                "line 1: e2ee.credentials: unknown property",
+            ),
+            (
+                "e2ee.topics=a\ne2ee.topics=b",
+                "line 2: e2ee.topics is set twice",
+            ),
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.starts_with(want), "{text:?}: {e}");

@@ -438,8 +438,8 @@ unsafe fn other_kinds_properties(api: &Api, kind: c_int) -> Vec<String> {
         if buf.is_null() {
             return Vec::new();
         }
-        let t = String::from_utf8_lossy(std::slice::from_raw_parts(buf.cast::<u8>(), len))
-            .into_owned();
+        let t =
+            String::from_utf8_lossy(std::slice::from_raw_parts(buf.cast::<u8>(), len)).into_owned();
         libc::free(buf.cast());
         t
     };

@@ -11,8 +11,8 @@
 
 pub mod api;
 mod config_file;
-mod main_program;
 mod control;
+mod main_program;
 mod record;
 
 use std::ffi::{c_char, c_void, CStr};
@@ -256,8 +256,8 @@ unsafe extern "C" fn conf_init_impl(
         pin_in_memory();
         register_fork_handler();
         // SAFETY: caller is the return address of conf_init's caller.
-        let found = unsafe { api::for_caller(caller) }
-            .and_then(|api| Ok((api, config_file::from_env()?)));
+        let found =
+            unsafe { api::for_caller(caller) }.and_then(|api| Ok((api, config_file::from_env()?)));
         match found {
             Ok((api, base)) => {
                 // SAFETY: conf is the live conf librdkafka is initialising.

@@ -181,7 +181,9 @@ fn check_deliveries(p: &Prod, n: usize) {
         p.context().failed.swap(0, Ordering::SeqCst),
     );
     if acked != n || failed != 0 {
-        fail(format!("{acked} of {n} records acknowledged, {failed} failed"));
+        fail(format!(
+            "{acked} of {n} records acknowledged, {failed} failed"
+        ));
     }
 }
 
