@@ -600,6 +600,26 @@ mod tests {
         }
     }
 
+    /// KAFKA_E2EE_CONFIG's precedence: a property set on the configuration
+    /// overrides the file's value; the file's other values stay.
+    #[test]
+    fn properties_override_the_config_file() {
+        let kv = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let base = [
+            kv("e2ee.credential", "file.cred"),
+            kv("e2ee.trust", "file.trust"),
+        ];
+        let props = [kv("e2ee.trust", "prop.trust"), kv("e2ee.topics", "a.*")];
+        assert_eq!(
+            merged(&base, &props),
+            vec![
+                kv("e2ee.credential", "file.cred"),
+                kv("e2ee.trust", "prop.trust"),
+                kv("e2ee.topics", "a.*")
+            ]
+        );
+    }
+
     /// A child made by the raw system call (no pthread_atfork handler runs,
     /// so `fork_generation` stays as it was) still may not seal with the
     /// parent's client. The child only reads an atomic, calls getpid() and
