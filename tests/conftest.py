@@ -25,3 +25,15 @@ def broker(tmp_path: Path):
             test_broker.stop(tmp_path / "broker")
         leftover = test_broker.java_processes_mentioning(str(tmp_path / "broker"))
         assert not leftover, f"broker processes left behind: {leftover}"
+
+
+def pytest_collection_finish(session):
+    """Lets a selected test file start slow builds with the session (see
+    tests/integration/test_static_clients.py: start_background_builds)."""
+    started = set()
+    for item in session.items:
+        module = getattr(item, "module", None)
+        start = getattr(module, "start_background_builds", None)
+        if start and module not in started:
+            started.add(module)
+            start()

@@ -261,7 +261,9 @@ fn check_plugin(props: &[Property], paths: &str, r: &mut Report) {
                  until the plugin is loaded",
                 early.join(", ")
             ),
-            "move plugin.library.paths above every e2ee.* line",
+            "move plugin.library.paths above every e2ee.* line (a binding that keeps properties \
+             in a map, such as rust-rdkafka or confluent-kafka-go: put the e2ee.* lines in a \
+             file named by the KAFKA_E2EE_CONFIG environment variable)",
         );
     }
 }

@@ -63,6 +63,13 @@ pub fn markdown() -> String {
          `bootstrap.servers` (for librdkafka clients: after `plugin.library.paths`).\n\
          An unknown `e2ee.*` name is an error, so a typo cannot silently turn a\n\
          setting off. `kafka-e2ee doctor --config FILE` checks a configuration.\n\n\
+         librdkafka clients whose binding keeps properties in a map, in no order\n\
+         (rust-rdkafka, confluent-kafka-go), name only `plugin.library.paths` and\n\
+         put the `e2ee.*` lines (`name=value`, `#` comments) in a file named by the\n\
+         environment variable `KAFKA_E2EE_CONFIG`. The plugin reads it when it is\n\
+         loaded, so order does not matter; an `e2ee.*` property set on the client\n\
+         overrides the file's value. A file that cannot be read, or a line that is\n\
+         not a known `e2ee.*` property with a valid value, fails client creation.\n\n\
          | property | default | description |\n|---|---|---|\n",
     );
     for (name, default, doc) in PROPERTIES {

@@ -1,7 +1,9 @@
 //! The part of librdkafka's public C API the plugin calls, resolved at
 //! `conf_init` from the very library that loaded the plugin (Debian's
-//! librdkafka.so.1, a wheel's renamed copy, ...). The plugin never links
-//! librdkafka: there is no DT_NEEDED on it and no bundled copy.
+//! librdkafka.so.1, a wheel's renamed copy, ...), or from the main program
+//! when librdkafka is linked statically into it (confluent-kafka-go and
+//! rust-rdkafka by default). The plugin never links librdkafka: there is no
+//! DT_NEEDED on it and no bundled copy, and it never mixes two librdkafkas.
 
 use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
@@ -135,18 +137,22 @@ macro_rules! api {
         }
 
         impl Api {
+            /// Resolves every function through `lookup` (name without NUL
+            /// to address, None if absent).
+            ///
             /// # Safety
-            /// `handle` must be a live dlopen handle (or RTLD_DEFAULT).
-            unsafe fn resolve(handle: *mut c_void, library: String) -> Result<Api, String> {
+            /// Every address `lookup` returns must be the entry of the
+            /// librdkafka function of that name.
+            unsafe fn resolve(
+                lookup: &dyn Fn(&str) -> Option<*mut c_void>,
+                library: String,
+            ) -> Result<Api, String> {
                 Ok(Api {
                     library,
                     $($field: {
-                        let name = concat!($sym, "\0");
-                        // SAFETY: handle is live; name is NUL-terminated.
-                        let p = unsafe { libc::dlsym(handle, name.as_ptr().cast()) };
-                        if p.is_null() {
+                        let Some(p) = lookup($sym).filter(|p| !p.is_null()) else {
                             return Err(format!("symbol {} not found", $sym));
-                        }
+                        };
                         // SAFETY: the symbol is librdkafka's function of this
                         // documented signature.
                         unsafe { std::mem::transmute::<*mut c_void, $ty>(p) }
@@ -214,6 +220,9 @@ api! {
     queue_poll: "rd_kafka_queue_poll" => unsafe extern "C" fn(*mut Queue, c_int) -> *mut Event,
     queue_destroy: "rd_kafka_queue_destroy" => unsafe extern "C" fn(*mut Queue),
     event_destroy: "rd_kafka_event_destroy" => unsafe extern "C" fn(*mut Event),
+    conf_properties_show: "rd_kafka_conf_properties_show" => unsafe extern "C" fn(*mut libc::FILE),
+    version: "rd_kafka_version" => unsafe extern "C" fn() -> c_int,
+    version_str: "rd_kafka_version_str" => unsafe extern "C" fn() -> *const c_char,
 }
 
 /// One resolved table per loading library, kept for the life of the process
@@ -223,13 +232,35 @@ fn cache() -> &'static Mutex<HashMap<String, Arc<Api>>> {
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-/// Resolves the API from the library containing `caller` (an address inside
-/// the librdkafka that called `conf_init`). Falls back to the global scope
-/// only when the caller is unknown.
+/// Resolves the API from the object containing `caller` (an address inside
+/// the librdkafka that called `conf_init`): a shared library, found by name
+/// with `dladdr` and taken with `dlopen(RTLD_NOLOAD)`, or the main program
+/// itself when librdkafka is linked statically into it (glibc's `dlopen`
+/// never matches the main program by name), see [`super::main_program`].
+/// Falls back to the global scope only when the caller is unknown.
 ///
 /// # Safety
 /// `caller` must be null or a code address in this process.
 pub unsafe fn for_caller(caller: *const c_void) -> Result<Arc<Api>, String> {
+    let main = super::main_program::Image::of_this_process();
+    if let Some(main) = main.as_ref().filter(|m| m.contains(caller as usize)) {
+        // One key for the main program, whatever dladdr would call it.
+        let mut cache = cache().lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(api) = cache.get(MAIN_PROGRAM) {
+            return Ok(api.clone());
+        }
+        let (lookup, how) = main.lookup()?;
+        let library = format!("{MAIN_PROGRAM} {} ({how})", main.path);
+        // SAFETY: lookup returns addresses of librdkafka functions of the
+        // main program only (checked to lie in its code segments, and the
+        // copy is checked to be librdkafka by its version below).
+        let api = unsafe { Api::resolve(&|n| lookup.get(n), library.clone()) }
+            .map_err(|e| format!("kafka-e2ee plugin: {library} lacks an API it needs: {e}"))?;
+        check_version(&api)?;
+        let api = Arc::new(api);
+        cache.insert(MAIN_PROGRAM.to_owned(), api.clone());
+        return Ok(api);
+    }
     let mut library = String::new();
     if !caller.is_null() {
         // SAFETY: dladdr only reads the process's link map.
@@ -252,22 +283,72 @@ pub unsafe fn for_caller(caller: *const c_void) -> Result<Arc<Api>, String> {
         // SAFETY: NOLOAD only takes a reference to an already-loaded object.
         let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOLOAD | libc::RTLD_NOW) };
         if h.is_null() {
-            return Err(format!("cannot dlopen the loading librdkafka '{library}'"));
+            return Err(format!(
+                "kafka-e2ee plugin: cannot dlopen the librdkafka that loaded it ('{library}')"
+            ));
         }
         h
     };
-    // SAFETY: handle is live (never closed: the table is cached for good).
-    let api =
-        Arc::new(
-            unsafe { Api::resolve(handle, library.clone()) }.map_err(|e| {
-                format!(
-            "kafka-e2ee plugin: the librdkafka that loaded it ({}) lacks an API it needs: {e}",
-            if library.is_empty() { "global scope" } else { &library }
-        )
-            })?,
-        );
+    let lookup = |name: &str| -> Option<*mut c_void> {
+        let name = CString::new(name).ok()?;
+        // SAFETY: handle is live (never closed: the table is cached for
+        // good); name is NUL-terminated.
+        let p = unsafe { libc::dlsym(handle, name.as_ptr()) };
+        (!p.is_null()).then_some(p)
+    };
+    // SAFETY: dlsym on the loading library's handle returns its functions.
+    let api = Arc::new(
+        unsafe { Api::resolve(&lookup, library.clone()) }.map_err(|e| {
+            format!(
+                "kafka-e2ee plugin: the librdkafka that loaded it ({}) lacks an API it needs: {e}",
+                if library.is_empty() {
+                    "global scope"
+                } else {
+                    &library
+                }
+            )
+        })?,
+    );
     cache.insert(library, api.clone());
     Ok(api)
+}
+
+/// The cache key (and the start of [`Api::library`]) of a librdkafka linked
+/// into the main program.
+pub const MAIN_PROGRAM: &str = "main program";
+
+/// The oldest librdkafka whose API the plugin uses (`rd_kafka_seek_partitions`
+/// is 1.6.0's), as `rd_kafka_version()` encodes it (0xMMmmrrpp).
+pub const MIN_VERSION: c_int = 0x0106_0000;
+
+/// A table found through a symbol table is checked before any other function
+/// is called: `rd_kafka_version()` must be a librdkafka version this plugin
+/// supports, and `rd_kafka_version_str()` must spell the same version.
+fn check_version(api: &Api) -> Result<(), String> {
+    // SAFETY: librdkafka's rd_kafka_version() takes nothing, returns an int.
+    let v = unsafe { (api.version)() };
+    // SAFETY: returns a static NUL-terminated string.
+    let s = unsafe { (api.version_str)() };
+    let s = if s.is_null() {
+        String::new()
+    } else {
+        // SAFETY: static NUL-terminated string.
+        unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned()
+    };
+    let spelled = format!(
+        "{}.{}.{}",
+        (v >> 24) & 0xff,
+        (v >> 16) & 0xff,
+        (v >> 8) & 0xff
+    );
+    if !(MIN_VERSION..0x1000_0000).contains(&v) || !s.starts_with(&spelled) {
+        return Err(format!(
+            "kafka-e2ee plugin: the librdkafka in {} reports version {v:#010x} ('{s}'): \
+             the plugin needs librdkafka 1.6.0 or newer",
+            api.library
+        ));
+    }
+    Ok(())
 }
 
 impl Api {

@@ -355,7 +355,10 @@ unsafe fn control_conf(
         "statistics.interval.ms",
     ]
     .iter()
-    .filter_map(|s| CString::new(*s).ok())
+    .map(|s| (*s).to_owned())
+    // SAFETY: api is the live table of the host's librdkafka.
+    .chain(unsafe { other_kinds_properties(api, kind) })
+    .filter_map(|s| CString::new(s).ok())
     .collect();
     let ptrs: Vec<*const std::ffi::c_char> = filter.iter().map(|c| c.as_ptr()).collect();
     // SAFETY: host is live; ptrs outlive the call.
@@ -406,6 +409,71 @@ unsafe fn control_conf(
         }
     }
     Ok(conf)
+}
+
+/// The global properties of the other client kind (consumer-only ones for a
+/// producer and the reverse), as this librdkafka defines them: the control
+/// clients are copies of the app's configuration, and librdkafka prints a
+/// CONFWARN line for every property of the other kind that is set (an app
+/// consumer's `group.id` in the control producer), which would look like the
+/// app's mistake. librdkafka tells the kinds only in
+/// `rd_kafka_conf_properties_show`'s table (its "C/P" column), so that is
+/// read. `rd_kafka_conf_dup_filter` drops by prefix: a name that starts
+/// another property of this kind or of both is kept (a harmless warning
+/// rather than a lost setting). Empty if the table cannot be had.
+unsafe fn other_kinds_properties(api: &Api, kind: c_int) -> Vec<String> {
+    let mut buf: *mut std::ffi::c_char = std::ptr::null_mut();
+    let mut len: usize = 0;
+    // SAFETY: open_memstream writes buf and len on fclose.
+    let fp = unsafe { libc::open_memstream(&mut buf, &mut len) };
+    if fp.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: fp is a live stream of this process's libc (the one librdkafka
+    // writes with: there is one libc in the process).
+    unsafe { (api.conf_properties_show)(fp) };
+    // SAFETY: fp is ours; after fclose buf holds len bytes (NUL-terminated).
+    let table = unsafe {
+        libc::fclose(fp);
+        if buf.is_null() {
+            return Vec::new();
+        }
+        let t =
+            String::from_utf8_lossy(std::slice::from_raw_parts(buf.cast::<u8>(), len)).into_owned();
+        libc::free(buf.cast());
+        t
+    };
+    parse_other_kinds(&table, if kind == api::PRODUCER { "C" } else { "P" })
+}
+
+/// The global properties of the table whose C/P column is `other`.
+fn parse_other_kinds(table: &str, other: &str) -> Vec<String> {
+    let mut global = false;
+    let mut other_kind: Vec<&str> = Vec::new();
+    let mut rest: Vec<&str> = Vec::new();
+    for line in table.lines() {
+        if let Some(section) = line.strip_prefix("## ") {
+            global = section.starts_with("Global");
+            continue;
+        }
+        let mut cols = line.split('|').map(str::trim);
+        let (Some(name), Some(cp)) = (cols.next(), cols.next()) else {
+            continue;
+        };
+        if !global || name.is_empty() || name == "Property" || name.starts_with('-') {
+            continue;
+        }
+        if cp == other {
+            other_kind.push(name);
+        } else {
+            rest.push(name);
+        }
+    }
+    other_kind
+        .into_iter()
+        .filter(|o| !rest.iter().any(|r| r.starts_with(o)))
+        .map(str::to_owned)
+        .collect()
 }
 
 fn hex(b: &[u8]) -> String {
@@ -965,6 +1033,26 @@ unsafe fn run(h: &Handles, engine: &Engine, status: &Status, keys: &KeySignal, s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shape of rd_kafka_conf_properties_show's table (librdkafka 2.x).
+    #[test]
+    fn other_kinds_properties_come_from_the_global_table_only() {
+        let table = "## Global configuration properties\n\n\
+            Property                                 | C/P | Range           |       Default | Importance | Description\n\
+            -----------------------------------------|-----|-----------------|--------------:|------------|-------\n\
+            client.id                                |  *  |                 |       rdkafka | low        | x\n\
+            group.id                                 |  C  |                 |               | high       | x\n\
+            group.id.extra                           |  *  |                 |               | high       | x\n\
+            enable.auto.commit                       |  C  | true, false     |          true | high       | x | y\n\
+            linger.ms                                |  P  | 0 .. 900000     |             5 | high       | x\n\
+            \n\n## Topic configuration properties\n\n\
+            Property                                 | C/P | Range           |       Default | Importance | Description\n\
+            auto.offset.reset                        |  C  |                 |       largest | high       | x\n\
+            acks                                     |  P  |                 |            -1 | high       | x\n";
+        // group.id is a prefix of a property of both kinds: kept.
+        assert_eq!(parse_other_kinds(table, "C"), vec!["enable.auto.commit"]);
+        assert_eq!(parse_other_kinds(table, "P"), vec!["linger.ms"]);
+    }
 
     #[test]
     fn keys_progress_counts_each_partition_to_its_start_end() {

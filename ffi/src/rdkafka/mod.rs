@@ -10,7 +10,9 @@
 //! are gone.
 
 pub mod api;
+mod config_file;
 mod control;
+mod main_program;
 mod record;
 
 use std::ffi::{c_char, c_void, CStr};
@@ -132,6 +134,10 @@ pub(crate) fn current_pid() -> u32 {
 /// Per configuration object (and so per client).
 pub(crate) struct ConfState {
     pub api: Arc<Api>,
+    /// The settings of the `KAFKA_E2EE_CONFIG` file, read when the plugin
+    /// was loaded for this configuration; `props` override them.
+    base: Arc<Vec<(String, String)>>,
+    /// The `e2ee.*` properties set on this configuration.
     props: Mutex<Vec<(String, String)>>,
     pub client: OnceLock<Client>,
     control: Mutex<Option<Arc<control::ControlPlane>>>,
@@ -250,10 +256,12 @@ unsafe extern "C" fn conf_init_impl(
         pin_in_memory();
         register_fork_handler();
         // SAFETY: caller is the return address of conf_init's caller.
-        match unsafe { api::for_caller(caller) } {
-            Ok(api) => {
+        let found =
+            unsafe { api::for_caller(caller) }.and_then(|api| Ok((api, config_file::from_env()?)));
+        match found {
+            Ok((api, base)) => {
                 // SAFETY: conf is the live conf librdkafka is initialising.
-                unsafe { attach(api, conf) };
+                unsafe { attach(api, conf, Arc::new(base)) };
                 api::ERR_NO_ERROR
             }
             Err(e) => {
@@ -266,9 +274,10 @@ unsafe extern "C" fn conf_init_impl(
 }
 
 /// Attaches a fresh state and the configuration interceptors to `conf`.
-unsafe fn attach(api: Arc<Api>, conf: *mut Conf) {
+unsafe fn attach(api: Arc<Api>, conf: *mut Conf, base: Arc<Vec<(String, String)>>) {
     let state = Box::into_raw(Box::new(ConfState {
         api: api.clone(),
+        base,
         props: Mutex::new(Vec::new()),
         client: OnceLock::new(),
         control: Mutex::new(None),
@@ -324,7 +333,7 @@ unsafe extern "C" fn on_conf_set(
         let mut next: Vec<(String, String)> =
             props.iter().filter(|(k, _)| *k != name).cloned().collect();
         next.push((name.clone(), value));
-        match check_partial(&next, &name) {
+        match check_partial(&merged(&st.base, &next), &name) {
             Ok(()) => {
                 *props = next;
                 api::CONF_OK
@@ -335,6 +344,17 @@ unsafe extern "C" fn on_conf_set(
             }
         }
     })
+}
+
+/// The file's settings overridden by the properties set on the configuration.
+fn merged(base: &[(String, String)], props: &[(String, String)]) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = base
+        .iter()
+        .filter(|(k, _)| !props.iter().any(|(p, _)| p == k))
+        .cloned()
+        .collect();
+    all.extend(props.iter().cloned());
+    all
 }
 
 /// Checks what can be checked as soon as a property is set, so that a bad
@@ -426,7 +446,7 @@ unsafe extern "C" fn on_conf_dup(
         // librdkafka re-applies the e2ee.* values to the copy afterwards
         // through on_conf_set.
         // SAFETY: new_conf is live.
-        unsafe { attach(st.api.clone(), new_conf) };
+        unsafe { attach(st.api.clone(), new_conf, st.base.clone()) };
         api::ERR_NO_ERROR
     })
 }
@@ -492,11 +512,10 @@ unsafe extern "C" fn on_new(
 }
 
 unsafe fn start(st: &ConfState, conf: *const Conf, producer: bool) -> Result<Client, ConfigError> {
-    let props = st
-        .props
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone();
+    let props = merged(
+        &st.base,
+        &st.props.lock().unwrap_or_else(PoisonError::into_inner),
+    );
     let cfg = HostConfig::from_properties(props.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
     // SAFETY: conf is live.
     let bootstrap = unsafe { st.api.get(conf, "bootstrap.servers") }
@@ -579,6 +598,26 @@ mod tests {
             pid: current_pid(),
             keys: None,
         }
+    }
+
+    /// KAFKA_E2EE_CONFIG's precedence: a property set on the configuration
+    /// overrides the file's value; the file's other values stay.
+    #[test]
+    fn properties_override_the_config_file() {
+        let kv = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let base = [
+            kv("e2ee.credential", "file.cred"),
+            kv("e2ee.trust", "file.trust"),
+        ];
+        let props = [kv("e2ee.trust", "prop.trust"), kv("e2ee.topics", "a.*")];
+        assert_eq!(
+            merged(&base, &props),
+            vec![
+                kv("e2ee.credential", "file.cred"),
+                kv("e2ee.trust", "prop.trust"),
+                kv("e2ee.topics", "a.*")
+            ]
+        );
     }
 
     /// A child made by the raw system call (no pthread_atfork handler runs,
