@@ -60,6 +60,9 @@ pub struct EngineConfig {
     /// epoch was sealed to something that outlives the consumers. It changes
     /// nothing else: a keeper holds and serves keys as any consumer does.
     pub keeper: bool,
+    /// The hybrid post-quantum key exchange (`e2ee.kex.hybrid`, issue 17):
+    /// X25519 and ML-KEM-768 together in every live session.
+    pub hybrid: crate::exchange::hybrid::HybridMode,
 }
 
 impl Default for EngineConfig {
@@ -78,6 +81,7 @@ impl Default for EngineConfig {
             handshakes_per_sec: 100,
             prekey_period_ms: 60 * 60 * 1000,
             keeper: false,
+            hybrid: Default::default(),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! every lost message is recovered by the requester's retry timer, and every
 //! replay is either rejected (transport nonces, handshake ids) or harmless.
 
+pub mod hybrid;
 pub mod mailbox;
 pub mod session;
 pub mod statement;
@@ -24,6 +25,7 @@ use crate::format::{EpochSecret, InstanceId, KeyId};
 use crate::keys::{HeldKey, ProducerEpoch};
 use crate::trust::Credential;
 
+use hybrid::HybridMode;
 use session::{new_handshake, Handshake, Session, MAX_NOISE};
 use statement::Statement;
 use wire::{Body, Delivery, Envelope, Inner, Refusal, SessionId, BROADCAST};
@@ -155,6 +157,9 @@ pub(crate) struct Exchange {
     haves: BTreeMap<(InstanceId, KeyId, String), (u64, u8)>,
     /// Peers proven alive, and when last (see `FIRST_CONTACT_BURST`).
     alive: BTreeMap<InstanceId, u64>,
+    /// Peers whose last session this instance opened was classical (an
+    /// earlier version), and when: they are called classically first.
+    classical_peers: BTreeMap<InstanceId, u64>,
     first_contact_tokens: u64,
     first_contact_refilled_ms: u64,
     /// Token bucket for answering handshakes (see `take_hello_token`).
@@ -199,6 +204,7 @@ impl Exchange {
             offered: BTreeMap::new(),
             haves: BTreeMap::new(),
             alive: BTreeMap::new(),
+            classical_peers: BTreeMap::new(),
             first_contact_tokens: FIRST_CONTACT_BURST,
             first_contact_refilled_ms: now_ms,
             hello_tokens: u64::MAX,
@@ -749,7 +755,8 @@ impl Exchange {
             return Ok(()); // the queue waits for the budget
         }
         let seed = self.seed();
-        let (hs, buf) = first_message(sh, peer, &seed)?;
+        let hybrid = self.hello_is_hybrid(sh, peer);
+        let (hs, buf) = first_message(sh, peer, &seed, hybrid)?;
         let session = self.new_session_id();
         self.outgoing.insert(
             session,
@@ -759,18 +766,42 @@ impl Exchange {
                 state: hs,
                 started_ms: self.now_ms,
                 seed: Some(seed),
+                hybrid,
             },
         );
-        self.push(
-            sh.me,
-            peer,
+        let body = if hybrid {
+            Body::HybridHello {
+                session,
+                noise: buf,
+            }
+        } else {
             Body::Hello {
                 session,
                 noise: buf,
-            },
-        );
+            }
+        };
+        self.push(sh.me, peer, body);
         sh.metrics.add_handshake();
         Ok(())
+    }
+
+    /// Whether the next Hello to `peer` is hybrid. With `Prefer`, hybrid
+    /// first; a peer whose hybrid Hellos go unanswered (an engine before
+    /// issue 17 rejects them as unknown) is called classically next, with
+    /// the `CLASSICAL_BY_FALLBACK` payload, and the two alternate while
+    /// neither completes. A peer met classically is called classically
+    /// first (until a classical Hello to it fails). Alternating cannot be
+    /// turned into a downgrade: a hybrid responder refuses the fallback
+    /// Hello, so only an earlier version ever completes one.
+    fn hello_is_hybrid(&self, sh: &Shared, peer: InstanceId) -> bool {
+        match sh.config.hybrid {
+            HybridMode::Off => false,
+            HybridMode::Require => true,
+            HybridMode::Prefer => {
+                let failures = self.backoff.get(&peer).map_or(0, |(f, _)| *f);
+                (failures % 2 == 0) != self.classical_peers.contains_key(&peer)
+            }
+        }
     }
 
     /// Turns queued items into inner messages for a peer whose credential is
@@ -967,9 +998,17 @@ impl Exchange {
         }
         let env = Envelope::decode(bytes)?;
         match env.body {
-            Body::Hello { session, noise } => self.on_hello(sh, env.from, env.to, session, &noise),
+            Body::Hello { session, noise } => {
+                self.on_hello(sh, env.from, env.to, session, &noise, false)
+            }
+            Body::HybridHello { session, noise } => {
+                self.on_hello(sh, env.from, env.to, session, &noise, true)
+            }
             Body::HelloReply { session, noise } => {
-                self.on_hello_reply(sh, env.from, env.to, session, &noise)
+                self.on_hello_reply(sh, env.from, env.to, session, &noise, false)
+            }
+            Body::HybridReply { session, noise } => {
+                self.on_hello_reply(sh, env.from, env.to, session, &noise, true)
             }
             Body::HelloFinish { session, noise } => {
                 self.on_hello_finish(sh, env.from, env.to, session, &noise)
@@ -1000,9 +1039,14 @@ impl Exchange {
         to: InstanceId,
         session: SessionId,
         noise: &[u8],
+        hybrid: bool,
     ) -> Result<(), Error> {
-        if to == BROADCAST {
+        if to == BROADCAST || (hybrid && sh.config.hybrid == HybridMode::Off) {
+            // `Off` is the version before issue 17, which knows no such kind.
             return Err(ControlError::Malformed.into());
+        }
+        if !hybrid && sh.config.hybrid == HybridMode::Require {
+            return Err(ControlError::ClassicalRefused.into());
         }
         if self.incoming.contains_key(&session)
             || self.outgoing.contains_key(&session)
@@ -1028,14 +1072,44 @@ impl Exchange {
             return Err(ControlError::Busy.into());
         }
         let seed = self.seed();
-        let mut hs = new_handshake(false, &sh.identity.private_key_bytes(), from, to, seed)?;
+        let mut hs = new_handshake(
+            false,
+            hybrid,
+            &sh.identity.private_key_bytes(),
+            from,
+            to,
+            seed,
+        )?;
         let mut scratch = vec![0u8; noise.len()];
-        hs.read_message(noise, &mut scratch)
-            .map_err(|_| ControlError::Decrypt)?;
-        let credential = sh.identity.credential().encode();
-        let mut reply = noise_buffer(credential.len());
         let n = hs
-            .write_message(&credential, &mut reply)
+            .read_message(noise, &mut scratch)
+            .map_err(|_| ControlError::Decrypt)?;
+        let payload = scratch.get(..n).ok_or(ControlError::Malformed)?;
+        let mut kem_ct = Vec::new();
+        if hybrid {
+            // The initiator's ephemeral ML-KEM key: encapsulate to it, and
+            // the secret becomes the handshake's pre-shared key (mixed in
+            // with message 3).
+            let mut m = Zeroizing::new([0u8; 32]);
+            self.rng.fill_bytes(&mut *m);
+            let (ct, secret) = hybrid::encapsulate(payload, &m)?;
+            hs.set_psk(hybrid::PSK_LOCATION, &*secret)
+                .map_err(|_| ControlError::Malformed)?;
+            kem_ct = ct;
+        } else if payload == hybrid::CLASSICAL_BY_FALLBACK && sh.config.hybrid != HybridMode::Off {
+            // The initiator can do hybrid and went classical only because
+            // its hybrid Hellos to us went unanswered (a broker dropping
+            // them): answering would let the broker choose classical for
+            // two hybrid parties. It alternates back to hybrid.
+            return Err(ControlError::ClassicalRefused.into());
+        }
+        // Hybrid: the ciphertext, then the credential; classical: the
+        // credential, as before issue 17.
+        kem_ct.extend_from_slice(&sh.identity.credential().encode());
+        let payload = kem_ct;
+        let mut reply = noise_buffer(payload.len());
+        let n = hs
+            .write_message(&payload, &mut reply)
             .map_err(|_| ControlError::Malformed)?;
         reply.truncate(n);
         self.incoming.insert(
@@ -1046,16 +1120,21 @@ impl Exchange {
                 state: hs,
                 started_ms: self.now_ms,
                 seed: None,
+                hybrid,
             },
         );
-        self.push(
-            to,
-            from,
+        let body = if hybrid {
+            Body::HybridReply {
+                session,
+                noise: reply,
+            }
+        } else {
             Body::HelloReply {
                 session,
                 noise: reply,
-            },
-        );
+            }
+        };
+        self.push(to, from, body);
         Ok(())
     }
 
@@ -1110,9 +1189,39 @@ impl Exchange {
         to: InstanceId,
         session: SessionId,
         noise: &[u8],
+        hybrid: bool,
     ) -> Result<(), Error> {
+        if self
+            .outgoing
+            .get(&session)
+            .is_some_and(|hs| hs.hybrid != hybrid)
+        {
+            // A classical reply to a hybrid Hello (or the reverse) is not an
+            // answer to it (and would not decrypt: the pattern names differ).
+            return Err(ControlError::UnknownSession.into());
+        }
         let (mut hs, payload) = read_handshake(&mut self.outgoing, session, from, to, noise)?;
-        let cred = match self.check_peer(sh, hs.state.get_remote_static(), &payload) {
+        let (kem_ct, credential) = if hybrid {
+            let ct = payload.get(..hybrid::CT_LEN);
+            let cred = payload.get(hybrid::CT_LEN..);
+            (ct, cred.unwrap_or_default())
+        } else {
+            (None, &payload[..])
+        };
+        let checked = self
+            .check_peer(sh, hs.state.get_remote_static(), credential)
+            .and_then(|cred| match (kem_ct, hs.seed.as_ref()) {
+                (Some(ct), Some(seed)) => {
+                    let secret = hybrid::KemKey::from_handshake_seed(seed).decapsulate(ct)?;
+                    hs.state
+                        .set_psk(hybrid::PSK_LOCATION, &*secret)
+                        .map_err(|_| ControlError::Malformed)?;
+                    Ok(cred)
+                }
+                (None, _) if !hybrid => Ok(cred),
+                _ => Err(ControlError::Malformed.into()),
+            });
+        let cred = match checked {
             Ok(cred) => cred,
             Err(e) => {
                 // Anyone can answer a Hello with a Noise-valid reply under a
@@ -1120,7 +1229,7 @@ impl Exchange {
                 // called, whose own reply may still come. The handshake goes
                 // back to where it was (rebuilt from its seed) and waits.
                 if let Some(seed) = hs.seed.take() {
-                    let (state, _) = first_message(sh, hs.peer, &seed)?;
+                    let (state, _) = first_message(sh, hs.peer, &seed, hs.hybrid)?;
                     hs.state = state;
                     hs.seed = Some(seed);
                     self.outgoing.insert(session, hs);
@@ -1179,6 +1288,26 @@ impl Exchange {
             .into_stateless_transport_mode()
             .map_err(|_| ControlError::Malformed)?;
         let bound = cred.signing_key().is_none();
+        if initiator {
+            // Which way to call this peer first next time (`hello_is_hybrid`).
+            if hs.hybrid {
+                self.classical_peers.remove(&hs.peer);
+            } else {
+                if self.classical_peers.len() >= MAX_ALIVE
+                    && !self.classical_peers.contains_key(&hs.peer)
+                {
+                    if let Some(oldest) = self
+                        .classical_peers
+                        .iter()
+                        .min_by_key(|(_, t)| **t)
+                        .map(|(p, _)| *p)
+                    {
+                        self.classical_peers.remove(&oldest);
+                    }
+                }
+                self.classical_peers.insert(hs.peer, self.now_ms);
+            }
+        }
         self.sessions.insert(
             session,
             Session {
@@ -1193,6 +1322,7 @@ impl Exchange {
                 confirmed: !initiator,
                 send_nonce: 0,
                 replay: Default::default(),
+                hybrid: hs.hybrid,
             },
         );
         self.by_peer.insert(hs.peer, session);
@@ -1332,8 +1462,16 @@ impl Exchange {
         // now rather than after the handshake timeout. At most once per
         // want and handshake timeout, as `holder` above limits.
         let stale = now.saturating_sub(sh.config.request_retry_ms);
+        let before = self.outgoing.len();
         self.outgoing
             .retain(|_, h| h.peer != from || h.started_ms >= stale);
+        if self.outgoing.len() < before && sh.config.hybrid == HybridMode::Prefer {
+            // It reads the control topic yet left our Hello unanswered: an
+            // engine before issue 17 ignores hybrid Hellos, so the next one
+            // is of the other kind (`hello_is_hybrid`), at once.
+            let failures = self.backoff.get(&from).map_or(0, |(f, _)| *f);
+            self.backoff.insert(from, (failures.saturating_add(1), now));
+        }
         self.enqueue(from, Outgoing::Request { key_id, topic });
         let _ = self.flush(sh, from);
     }
@@ -1587,21 +1725,34 @@ impl Exchange {
 
 /// The initiator's handshake state after its first message, and that
 /// message. Deterministic in `seed`, so a handshake can be rebuilt.
+/// A hybrid one carries the ephemeral ML-KEM key derived from the same
+/// seed; a classical one from an engine that could do hybrid says so
+/// (`CLASSICAL_BY_FALLBACK`), and one with hybrid off is exactly the
+/// Hello of the version before issue 17 (empty payload).
 fn first_message(
     sh: &Shared,
     peer: InstanceId,
     seed: &Zeroizing<[u8; 64]>,
+    hybrid: bool,
 ) -> Result<(snow::HandshakeState, Vec<u8>), Error> {
     let mut hs = new_handshake(
         true,
+        hybrid,
         &sh.identity.private_key_bytes(),
         sh.me,
         peer,
         seed.clone(),
     )?;
-    let mut buf = noise_buffer(0);
+    let payload = if hybrid {
+        hybrid::KemKey::from_handshake_seed(seed).public()
+    } else if sh.config.hybrid == HybridMode::Prefer {
+        hybrid::CLASSICAL_BY_FALLBACK.to_vec()
+    } else {
+        Vec::new()
+    };
+    let mut buf = noise_buffer(payload.len());
     let n = hs
-        .write_message(&[], &mut buf)
+        .write_message(&payload, &mut buf)
         .map_err(|_| ControlError::Malformed)?;
     buf.truncate(n);
     Ok((hs, buf))
