@@ -20,7 +20,6 @@ use kafka_e2ee_core::trust::{Identity, TopicPattern};
 use kafka_e2ee_core::{Channel, Engine, EngineConfig, Error, KeyUnavailable, Opened};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
-use zeroize::Zeroizing;
 
 const HOUR: u64 = 3_600_000;
 

@@ -22,7 +22,6 @@ use kafka_e2ee_core::exchange::wire::{
 use kafka_e2ee_core::format::{DataKey, InstanceId, KeyBinding, KeyId, RecordHeader};
 use kafka_e2ee_core::trust::Identity;
 use kafka_e2ee_core::{Channel, Engine, Error, KeyUnavailable};
-use zeroize::Zeroizing;
 
 /// The consumer's next control-topic message of this kind.
 fn next_of(e: &Engine, kind: fn(&Body) -> bool) -> Envelope {

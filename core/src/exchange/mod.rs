@@ -1010,6 +1010,7 @@ impl Exchange {
             Body::HybridReply { session, noise } => {
                 self.on_hello_reply(sh, env.from, env.to, session, &noise, true)
             }
+            Body::HybridOnly { session } => self.on_hybrid_only(sh, env.from, env.to, session),
             Body::HelloFinish { session, noise } => {
                 self.on_hello_finish(sh, env.from, env.to, session, &noise)
             }
@@ -1098,9 +1099,10 @@ impl Exchange {
             kem_ct = ct;
         } else if payload == hybrid::CLASSICAL_BY_FALLBACK && sh.config.hybrid != HybridMode::Off {
             // The initiator can do hybrid and went classical only because
-            // its hybrid Hellos to us went unanswered (a broker dropping
-            // them): answering would let the broker choose classical for
-            // two hybrid parties. It alternates back to hybrid.
+            // its hybrid Hello to us went unanswered (lost, or a broker
+            // dropping it): answering would let the broker choose classical
+            // for two hybrid parties. Tell it to call hybrid again now.
+            self.push(to, from, Body::HybridOnly { session });
             return Err(ControlError::ClassicalRefused.into());
         }
         // Hybrid: the ciphertext, then the credential; classical: the
@@ -1271,6 +1273,33 @@ impl Exchange {
             self.send_sealed(sh, session, &deliveries)?;
         }
         Ok(())
+    }
+
+    /// The peer we called classically (thinking it an earlier version)
+    /// speaks hybrid: call it hybrid at once. Only our own pending classical
+    /// Hello to that peer is affected, so a forged one can at most replace a
+    /// classical attempt by a hybrid one.
+    fn on_hybrid_only(
+        &mut self,
+        sh: &Shared,
+        from: InstanceId,
+        to: InstanceId,
+        session: SessionId,
+    ) -> Result<(), Error> {
+        let ours = self
+            .outgoing
+            .get(&session)
+            .is_some_and(|h| h.peer == from && h.local == to && !h.hybrid);
+        if !ours || sh.config.hybrid != HybridMode::Prefer {
+            return Err(ControlError::UnknownSession.into());
+        }
+        self.outgoing.remove(&session);
+        self.classical_peers.remove(&from);
+        let failures = self.backoff.get(&from).map_or(0, |(f, _)| *f);
+        // Even: `hello_is_hybrid` picks hybrid; no wait.
+        let failures = failures.saturating_add(failures % 2);
+        self.backoff.insert(from, (failures, self.now_ms));
+        self.flush(sh, from)
     }
 
     /// Turns a finished handshake into a session. The responder's session

@@ -51,6 +51,12 @@ pub enum Body {
     /// ciphertext to that key, then the responder's credential. Message 3
     /// and transport travel as in a classical session.
     HybridReply { session: SessionId, noise: Vec<u8> },
+    /// A hybrid responder's answer to a classical Hello that says its
+    /// initiator can do hybrid (`hybrid::CLASSICAL_BY_FALLBACK`): "call me
+    /// hybrid". Unauthenticated, and all it can do is make the initiator
+    /// send a hybrid Hello at once rather than after a timeout: a forged one
+    /// steers towards hybrid, never away from it.
+    HybridOnly { session: SessionId },
     /// Broadcast: "whoever holds this key, please tell me". Carries no
     /// secret: the broker already sees topics and key ids in record headers.
     Want { key_id: KeyId, topic: String },
@@ -66,6 +72,7 @@ pub const KIND_HAVE: u8 = 6;
 /// Kinds 7 and 8 are the keys topic's (exchange/mailbox.rs).
 pub const KIND_HYBRID_HELLO: u8 = 9;
 pub const KIND_HYBRID_REPLY: u8 = 10;
+pub const KIND_HYBRID_ONLY: u8 = 11;
 
 impl Body {
     fn kind(&self) -> u8 {
@@ -78,6 +85,7 @@ impl Body {
             Body::Have { .. } => KIND_HAVE,
             Body::HybridHello { .. } => KIND_HYBRID_HELLO,
             Body::HybridReply { .. } => KIND_HYBRID_REPLY,
+            Body::HybridOnly { .. } => KIND_HYBRID_ONLY,
         }
     }
 }
@@ -240,6 +248,7 @@ impl Envelope {
                 out.extend_from_slice(&nonce.to_be_bytes());
                 out.extend_from_slice(noise);
             }
+            Body::HybridOnly { session } => out.extend_from_slice(session),
             Body::Want { key_id, topic } | Body::Have { key_id, topic } => {
                 put_key_id(&mut out, key_id);
                 put_topic(&mut out, topic);
@@ -317,6 +326,11 @@ impl Envelope {
                 } else {
                     Body::HybridReply { session, noise }
                 }
+            }
+            KIND_HYBRID_ONLY => {
+                let session = r.array()?;
+                r.finish()?;
+                Body::HybridOnly { session }
             }
             5 | 6 => {
                 let key_id = r.key_id()?;
