@@ -202,6 +202,8 @@ counters! {
     keys_deleted => add_key_deleted,
     rotations => add_rotation,
     handshakes => add_handshake,
+    sessions_hybrid => add_session_hybrid,
+    sessions_classical => add_session_classical,
     prekeys_published => add_prekeys_published,
     envelopes_sealed => add_envelope_sealed,
     envelopes_received => add_envelope_received,

@@ -16,7 +16,9 @@ use std::path::PathBuf;
 
 use common::{pump, World, T0};
 use kafka_e2ee_core::exchange::wire::{decode_batch, Envelope};
+use kafka_e2ee_core::exchange::hybrid::HybridMode;
 use kafka_e2ee_core::format::KeyBinding;
+use kafka_e2ee_core::EngineConfig;
 
 fn corpus_dir() -> PathBuf {
     target_corpus("control_message")
@@ -69,10 +71,30 @@ fn generate_control_corpus() {
     if std::env::var("KAFKA_E2EE_BLESS").is_err() {
         return;
     }
+    // `exchange-NN`: engines with the hybrid exchange off, whose wire is
+    // the version before issue 17's (regenerating them leaves the committed
+    // files unchanged); `hybrid-NN`: the default, hybrid Hellos and
+    // replies, and the HybridOnly hint a fallback Hello draws.
+    for (prefix, mode) in [("exchange", HybridMode::Off), ("hybrid", HybridMode::Prefer)] {
+        let carried = exchange(mode);
+        std::fs::create_dir_all(corpus_dir()).unwrap();
+        for (i, m) in carried.iter().enumerate() {
+            std::fs::write(corpus_dir().join(format!("{prefix}-{i:02}")), m).unwrap();
+        }
+        assert!(carried.len() >= 4);
+    }
+}
+
+fn exchange(mode: HybridMode) -> Vec<Vec<u8>> {
     let mut w = World::new(5);
     let p = w.identity("p", &["orders"], &[]);
     let c = w.identity("c", &[], &["orders"]);
-    let (p, c) = (w.engine(p, None), w.engine(c, None));
+    let config = EngineConfig {
+        hybrid: mode,
+        ..EngineConfig::default()
+    };
+    let p = w.engine_with(config.clone(), p, None, T0);
+    let c = w.engine_with(config, c, None, T0);
     let mut v = b"corpus".to_vec();
     let h = p.seal("orders", KeyBinding::Unbound, &mut v).unwrap();
     let _ = c.open("orders", Some(&h), KeyBinding::Unbound, &mut v.clone());
@@ -100,11 +122,17 @@ fn generate_control_corpus() {
     };
     carried.push(want.encode());
     carried.push(have.encode());
+    if mode != HybridMode::Off {
+        carried.push(
+            Envelope {
+                from: p.instance_id(),
+                to: c.instance_id(),
+                body: Body::HybridOnly { session: [3; 8] },
+            }
+            .encode(),
+        );
+    }
     let truncated: Vec<Vec<u8>> = carried.iter().map(|m| m[..m.len() / 2].to_vec()).collect();
     carried.extend(truncated);
-    std::fs::create_dir_all(corpus_dir()).unwrap();
-    for (i, m) in carried.iter().enumerate() {
-        std::fs::write(corpus_dir().join(format!("exchange-{i:02}")), m).unwrap();
-    }
-    assert!(carried.len() >= 4);
+    carried
 }

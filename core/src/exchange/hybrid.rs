@@ -135,3 +135,58 @@ pub fn encapsulate(
     out.copy_from_slice(ss.as_slice());
     Ok((ct.to_vec(), out))
 }
+
+/// What an observer of the control topic can tell about one party's key
+/// exchange (`kafka-e2ee doctor`): every handshake message names its
+/// sender, and the kinds and message 1 of a classical Hello are plaintext.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Speaks {
+    /// Sent a hybrid Hello, reply or hint, or a classical Hello that says
+    /// it can do hybrid.
+    Hybrid,
+    /// Sent a classical Hello that does not say so (a version before issue
+    /// 17, or `e2ee.kex.hybrid=off`), or answered a Hello that said so
+    /// (which a hybrid party refuses).
+    ClassicalOnly,
+}
+
+/// Sorts the senders of `records` (control-topic values) by what they
+/// speak. Advisory: anyone who may write the control topic can send under
+/// any name, so a forged message can make a party look either way.
+pub fn census<'a>(
+    records: impl IntoIterator<Item = &'a [u8]>,
+) -> std::collections::BTreeMap<crate::format::InstanceId, Speaks> {
+    use super::wire::{Body, Envelope};
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut out = BTreeMap::new();
+    let mut fallback_hellos = BTreeSet::new();
+    let mut replies = Vec::new();
+    for bytes in records {
+        let Ok(env) = Envelope::decode(bytes) else {
+            continue;
+        };
+        match env.body {
+            Body::HybridHello { .. } | Body::HybridReply { .. } | Body::HybridOnly { .. } => {
+                out.insert(env.from, Speaks::Hybrid);
+            }
+            Body::Hello { session, noise } => {
+                // Classical message 1: a 32-byte ephemeral key, then the
+                // payload in the clear.
+                if noise.get(32..) == Some(CLASSICAL_BY_FALLBACK) {
+                    out.insert(env.from, Speaks::Hybrid);
+                    fallback_hellos.insert((env.from, env.to, session));
+                } else {
+                    out.entry(env.from).or_insert(Speaks::ClassicalOnly);
+                }
+            }
+            Body::HelloReply { session, .. } => replies.push((env.to, env.from, session)),
+            _ => {}
+        }
+    }
+    for (initiator, responder, session) in replies {
+        if fallback_hellos.contains(&(initiator, responder, session)) {
+            out.entry(responder).or_insert(Speaks::ClassicalOnly);
+        }
+    }
+    out
+}

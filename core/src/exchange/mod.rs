@@ -1260,7 +1260,7 @@ impl Exchange {
             .write_message(&finish, &mut msg)
             .map_err(|_| ControlError::Malformed)?;
         msg.truncate(n);
-        self.establish(hs, session, cred, true)?;
+        self.establish(sh, hs, session, cred, true)?;
         self.push(
             to,
             from,
@@ -1307,6 +1307,7 @@ impl Exchange {
     /// first transport message comes back.
     fn establish(
         &mut self,
+        sh: &Shared,
         hs: Handshake,
         session: SessionId,
         cred: Credential,
@@ -1317,6 +1318,11 @@ impl Exchange {
             .into_stateless_transport_mode()
             .map_err(|_| ControlError::Malformed)?;
         let bound = cred.signing_key().is_none();
+        if hs.hybrid {
+            sh.metrics.add_session_hybrid();
+        } else {
+            sh.metrics.add_session_classical();
+        }
         if initiator {
             // Which way to call this peer first next time (`hello_is_hybrid`).
             if hs.hybrid {
@@ -1374,7 +1380,7 @@ impl Exchange {
         let cred = self.check_peer(sh, hs.state.get_remote_static(), cred_bytes)?;
         let items = wire::decode_batch(batch)?;
         let mut replies = self.proof(sh, &cred, to);
-        self.establish(hs, session, cred, false)?;
+        self.establish(sh, hs, session, cred, false)?;
         replies.extend(self.process(sh, session, items)?);
         if self.sessions.get(&session).is_some_and(|s| s.bound) {
             // It proved who it is: whatever we gave up on it is forgotten.
