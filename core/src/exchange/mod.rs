@@ -157,9 +157,10 @@ pub(crate) struct Exchange {
     haves: BTreeMap<(InstanceId, KeyId, String), (u64, u8)>,
     /// Peers proven alive, and when last (see `FIRST_CONTACT_BURST`).
     alive: BTreeMap<InstanceId, u64>,
-    /// Peers whose last session this instance opened was classical (an
-    /// earlier version), and when: they are called classically first.
-    classical_peers: BTreeMap<InstanceId, u64>,
+    /// `Prefer`: peers to call classically next (a hybrid Hello to them
+    /// went unanswered, or the last session this instance opened with them
+    /// was classical: an earlier version), and since when.
+    classical_next: BTreeMap<InstanceId, u64>,
     first_contact_tokens: u64,
     first_contact_refilled_ms: u64,
     /// Token bucket for answering handshakes (see `take_hello_token`).
@@ -204,7 +205,7 @@ impl Exchange {
             offered: BTreeMap::new(),
             haves: BTreeMap::new(),
             alive: BTreeMap::new(),
-            classical_peers: BTreeMap::new(),
+            classical_next: BTreeMap::new(),
             first_contact_tokens: FIRST_CONTACT_BURST,
             first_contact_refilled_ms: now_ms,
             hello_tokens: u64::MAX,
@@ -317,13 +318,25 @@ impl Exchange {
         // deletes their ephemeral keys: that is the session forward secrecy.
         let hs_timeout = cfg.handshake_timeout_ms;
         let mut failed = Vec::new();
+        let mut unanswered = Vec::new();
         self.outgoing.retain(|_, h| {
             let alive = h.started_ms.saturating_add(hs_timeout) > now_ms;
             if !alive {
                 failed.push(h.peer);
+                unanswered.push((h.peer, h.hybrid));
             }
             alive
         });
+        for (peer, hybrid) in unanswered {
+            // A hybrid Hello that timed out says nothing about the peer's
+            // version (it may be down, or the reply lost): it is called
+            // hybrid again. Only a peer that shows it reads the control
+            // topic (a Have, `on_have`) is then called classically. A
+            // classical Hello that timed out: hybrid next.
+            if !hybrid {
+                self.hello_unanswered(sh, peer, hybrid);
+            }
+        }
         self.incoming
             .retain(|_, h| h.started_ms.saturating_add(hs_timeout) > now_ms);
         let lifetime = cfg.session_lifetime_ms;
@@ -786,22 +799,48 @@ impl Exchange {
     }
 
     /// Whether the next Hello to `peer` is hybrid. With `Prefer`, hybrid
-    /// first; a peer whose hybrid Hellos go unanswered (an engine before
-    /// issue 17 rejects them as unknown) is called classically next, with
+    /// first; a peer whose hybrid Hello goes unanswered (an engine before
+    /// issue 17 rejects it as unknown) is called classically next, with
     /// the `CLASSICAL_BY_FALLBACK` payload, and the two alternate while
-    /// neither completes. A peer met classically is called classically
-    /// first (until a classical Hello to it fails). Alternating cannot be
+    /// neither is answered. A peer met classically is called classically
+    /// next (until such a Hello goes unanswered). Alternating cannot be
     /// turned into a downgrade: a hybrid responder refuses the fallback
     /// Hello, so only an earlier version ever completes one.
     fn hello_is_hybrid(&self, sh: &Shared, peer: InstanceId) -> bool {
         match sh.config.hybrid {
             HybridMode::Off => false,
             HybridMode::Require => true,
-            HybridMode::Prefer => {
-                let failures = self.backoff.get(&peer).map_or(0, |(f, _)| *f);
-                (failures % 2 == 0) != self.classical_peers.contains_key(&peer)
+            HybridMode::Prefer => !self.classical_next.contains_key(&peer),
+        }
+    }
+
+    /// Our Hello of that kind to `peer` went unanswered (see the callers):
+    /// with `Prefer`, the next one is of the other kind. Failures that had
+    /// an answer (a session that did not prove its instance, a credential
+    /// refused) change nothing: the peer spoke that kind.
+    fn hello_unanswered(&mut self, sh: &Shared, peer: InstanceId, hybrid: bool) {
+        if sh.config.hybrid != HybridMode::Prefer {
+            return;
+        }
+        if hybrid {
+            self.call_classically(peer);
+        } else {
+            self.classical_next.remove(&peer);
+        }
+    }
+
+    fn call_classically(&mut self, peer: InstanceId) {
+        if self.classical_next.len() >= MAX_ALIVE && !self.classical_next.contains_key(&peer) {
+            if let Some(oldest) = self
+                .classical_next
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(p, _)| *p)
+            {
+                self.classical_next.remove(&oldest);
             }
         }
+        self.classical_next.insert(peer, self.now_ms);
     }
 
     /// Turns queued items into inner messages for a peer whose credential is
@@ -1294,11 +1333,11 @@ impl Exchange {
             return Err(ControlError::UnknownSession.into());
         }
         self.outgoing.remove(&session);
-        self.classical_peers.remove(&from);
-        let failures = self.backoff.get(&from).map_or(0, |(f, _)| *f);
-        // Even: `hello_is_hybrid` picks hybrid; no wait.
-        let failures = failures.saturating_add(failures % 2);
-        self.backoff.insert(from, (failures, self.now_ms));
+        self.classical_next.remove(&from);
+        // No backoff for this: the peer answered.
+        if let Some((_, until)) = self.backoff.get_mut(&from) {
+            *until = self.now_ms;
+        }
         self.flush(sh, from)
     }
 
@@ -1324,23 +1363,11 @@ impl Exchange {
             sh.metrics.add_session_classical();
         }
         if initiator {
-            // Which way to call this peer first next time (`hello_is_hybrid`).
+            // Which way to call this peer next time (`hello_is_hybrid`).
             if hs.hybrid {
-                self.classical_peers.remove(&hs.peer);
+                self.classical_next.remove(&hs.peer);
             } else {
-                if self.classical_peers.len() >= MAX_ALIVE
-                    && !self.classical_peers.contains_key(&hs.peer)
-                {
-                    if let Some(oldest) = self
-                        .classical_peers
-                        .iter()
-                        .min_by_key(|(_, t)| **t)
-                        .map(|(p, _)| *p)
-                    {
-                        self.classical_peers.remove(&oldest);
-                    }
-                }
-                self.classical_peers.insert(hs.peer, self.now_ms);
+                self.call_classically(hs.peer);
             }
         }
         self.sessions.insert(
@@ -1497,15 +1524,19 @@ impl Exchange {
         // now rather than after the handshake timeout. At most once per
         // want and handshake timeout, as `holder` above limits.
         let stale = now.saturating_sub(sh.config.request_retry_ms);
-        let before = self.outgoing.len();
-        self.outgoing
-            .retain(|_, h| h.peer != from || h.started_ms >= stale);
-        if self.outgoing.len() < before && sh.config.hybrid == HybridMode::Prefer {
+        let mut unanswered = None;
+        self.outgoing.retain(|_, h| {
+            let keep = h.peer != from || h.started_ms >= stale;
+            if !keep {
+                unanswered = Some(h.hybrid);
+            }
+            keep
+        });
+        if let Some(hybrid) = unanswered {
             // It reads the control topic yet left our Hello unanswered: an
             // engine before issue 17 ignores hybrid Hellos, so the next one
-            // is of the other kind (`hello_is_hybrid`), at once.
-            let failures = self.backoff.get(&from).map_or(0, |(f, _)| *f);
-            self.backoff.insert(from, (failures.saturating_add(1), now));
+            // is of the other kind, at once.
+            self.hello_unanswered(sh, from, hybrid);
         }
         self.enqueue(from, Outgoing::Request { key_id, topic });
         let _ = self.flush(sh, from);
