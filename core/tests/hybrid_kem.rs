@@ -167,3 +167,76 @@ fn the_combiner_is_noise_psk_mixing_as_published() {
         .expect("a vector of the session pattern");
     run_noise_vector(xx, hybrid::PSK_LOCATION);
 }
+
+/// The CPU a handshake costs both sides together, classical and hybrid
+/// (docs/PERFORMANCE.md): Noise XX or XXpsk3 through the engine's builder,
+/// with the ML-KEM-768 key generation, encapsulation and decapsulation the
+/// engine does. Run with `cargo test --release -p kafka-e2ee-core --test
+/// hybrid_kem handshake_cpu -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement; prints figures"]
+fn handshake_cpu() {
+    use kafka_e2ee_core::format::InstanceId;
+    let (a, b) = (InstanceId([1; 8]), InstanceId([2; 8]));
+    let run = |hybrid: bool, i: u8| {
+        let seed = |x: u8| Zeroizing::new([x ^ i; 64]);
+        let mut init = session::new_handshake(true, hybrid, &[3; 32], a, b, seed(4)).unwrap();
+        let mut resp = session::new_handshake(false, hybrid, &[5; 32], a, b, seed(6)).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut back = vec![0u8; 4096];
+        let kem = hybrid.then(|| KemKey::from_handshake_seed(&seed(4)));
+        let p1 = kem.as_ref().map(KemKey::public).unwrap_or_default();
+        let n = init.write_message(&p1, &mut buf).unwrap();
+        let m = resp.read_message(&buf[..n], &mut back).unwrap();
+        let mut p2 = vec![7u8; 300]; // a credential
+        if hybrid {
+            let (ct, ss) = hybrid::encapsulate(&back[..m], &Zeroizing::new([8; 32])).unwrap();
+            resp.set_psk(hybrid::PSK_LOCATION, &*ss).unwrap();
+            p2 = [ct, p2].concat();
+        }
+        let n = resp.write_message(&p2, &mut buf).unwrap();
+        let m = init.read_message(&buf[..n], &mut back).unwrap();
+        if let Some(kem) = &kem {
+            let ss = kem.decapsulate(&back[..hybrid::CT_LEN]).unwrap();
+            init.set_psk(hybrid::PSK_LOCATION, &*ss).unwrap();
+        }
+        let _ = m;
+        let n = init.write_message(&[9u8; 300], &mut buf).unwrap();
+        resp.read_message(&buf[..n], &mut back).unwrap();
+        assert!(init.is_handshake_finished() && resp.is_handshake_finished());
+    };
+    for hybrid in [false, true] {
+        let rounds = 300u32;
+        let t = std::time::Instant::now();
+        for i in 0..rounds {
+            run(hybrid, i as u8);
+        }
+        let per = t.elapsed() / rounds;
+        println!(
+            "{} handshake, both sides: {} us",
+            if hybrid { "hybrid XXpsk3" } else { "classical XX" },
+            per.as_micros()
+        );
+    }
+    let key = KemKey::from_seed(&[1; 64]);
+    let ek = key.public();
+    let rounds = 1000u32;
+    let t = std::time::Instant::now();
+    for i in 0..rounds {
+        let mut s = [0u8; 64];
+        s[0] = i as u8;
+        std::hint::black_box(KemKey::from_seed(&s).public());
+    }
+    println!("ML-KEM-768 keygen: {} us", (t.elapsed() / rounds).as_micros());
+    let t = std::time::Instant::now();
+    let mut ct = Vec::new();
+    for i in 0..rounds {
+        ct = hybrid::encapsulate(&ek, &Zeroizing::new([i as u8; 32])).unwrap().0;
+    }
+    println!("ML-KEM-768 encaps: {} us", (t.elapsed() / rounds).as_micros());
+    let t = std::time::Instant::now();
+    for _ in 0..rounds {
+        std::hint::black_box(key.decapsulate(&ct).unwrap());
+    }
+    println!("ML-KEM-768 decaps: {} us", (t.elapsed() / rounds).as_micros());
+}

@@ -124,8 +124,9 @@ public final class E2eeConfig extends AbstractConfig {
             .define(KEX_HYBRID, Type.STRING, "prefer", ConfigDef.ValidString.in("prefer", "require", "off"),
                     Importance.LOW,
                     "The live key exchange mixes an ML-KEM-768 (post-quantum) secret into every X25519 Noise "
-                            + "session, so topic keys recorded by the broker stay secret from a future quantum "
-                            + "computer: prefer (hybrid with every party that speaks it, classical only with "
+                            + "session, so the topic keys it carries stay secret from a broker that records them "
+                            + "until it has a quantum computer (keys sealed to consumers' prekeys on the keys topic "
+                            + "are not hybrid yet: docs/PROTOCOL.md, section 4a): prefer (hybrid with every party that speaks it, classical only with "
                             + "earlier versions; two hybrid-capable parties never settle for classical), require "
                             + "(refuse classical sessions: set once every client is upgraded) or off (the wire "
                             + "behaviour of the previous version; only for a measured reason, see "
