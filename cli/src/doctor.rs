@@ -776,7 +776,14 @@ fn check_hybrid_census(
     r: &mut Report,
 ) {
     let partitions: Vec<i32> = (0..i32::try_from(parts).unwrap_or(1)).collect();
-    let samples = match kafka::sample(conn, client, control_topic, &partitions, 20_000, &mut |_, _| {}) {
+    let samples = match kafka::sample(
+        conn,
+        client,
+        control_topic,
+        &partitions,
+        20_000,
+        &mut |_, _| {},
+    ) {
         Ok(s) => s,
         Err(e) => {
             r.warn(

@@ -19,9 +19,9 @@ use common::{pump, World, T0};
 use kafka_e2ee_core::exchange::wire::decode_batch;
 use kafka_e2ee_core::exchange::{hybrid, session};
 use kafka_e2ee_core::format::InstanceId;
-use zeroize::Zeroizing;
 use kafka_e2ee_core::format::KeyBinding;
 use kafka_e2ee_core::{ControlError, Engine, EngineConfig, Error, Opened};
+use zeroize::Zeroizing;
 
 struct Counting;
 

@@ -15,8 +15,8 @@ mod common;
 use std::path::PathBuf;
 
 use common::{pump, World, T0};
-use kafka_e2ee_core::exchange::wire::{decode_batch, Envelope};
 use kafka_e2ee_core::exchange::hybrid::HybridMode;
+use kafka_e2ee_core::exchange::wire::{decode_batch, Envelope};
 use kafka_e2ee_core::format::KeyBinding;
 use kafka_e2ee_core::EngineConfig;
 
@@ -75,7 +75,10 @@ fn generate_control_corpus() {
     // the version before issue 17's (regenerating them leaves the committed
     // files unchanged); `hybrid-NN`: the default, hybrid Hellos and
     // replies, and the HybridOnly hint a fallback Hello draws.
-    for (prefix, mode) in [("exchange", HybridMode::Off), ("hybrid", HybridMode::Prefer)] {
+    for (prefix, mode) in [
+        ("exchange", HybridMode::Off),
+        ("hybrid", HybridMode::Prefer),
+    ] {
         let carried = exchange(mode);
         std::fs::create_dir_all(corpus_dir()).unwrap();
         for (i, m) in carried.iter().enumerate() {

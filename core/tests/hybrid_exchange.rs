@@ -209,12 +209,10 @@ fn an_active_broker_cannot_make_two_hybrid_parties_speak_classical() {
     // hints "hybrid", which the broker may pass or drop: either way).
     for pass_hints in [true, false] {
         let (p, c, h, ct) = setup(6, HybridMode::Prefer, HybridMode::Prefer);
-        let (opened, seen) = run(&p, &c, &h, &ct, 120_000, &mut |m| {
-            match m.payload[5] {
-                9 => None,
-                11 if !pass_hints => None,
-                _ => Some(m.payload.clone()),
-            }
+        let (opened, seen) = run(&p, &c, &h, &ct, 120_000, &mut |m| match m.payload[5] {
+            9 => None,
+            11 if !pass_hints => None,
+            _ => Some(m.payload.clone()),
         });
         assert_eq!(opened, None, "no key over a session the broker chose");
         let k = kinds(&seen);
@@ -242,11 +240,17 @@ fn an_active_broker_cannot_make_two_hybrid_parties_speak_classical() {
     });
     assert_eq!(opened, None);
     assert!(stripped > 0);
-    assert!(kinds(&seen).contains(&2), "the producer answered the stripped Hello");
+    assert!(
+        kinds(&seen).contains(&2),
+        "the producer answered the stripped Hello"
+    );
     for e in [&p, &c] {
         assert_eq!(e.metrics().sessions_classical, 0);
     }
-    assert!(c.metrics().control_rejected >= 1, "the consumer rejected the reply");
+    assert!(
+        c.metrics().control_rejected >= 1,
+        "the consumer rejected the reply"
+    );
 }
 
 /// An RNG that records what it hands out: the test's stand-in for a
@@ -326,7 +330,8 @@ fn attack(mode: HybridMode, real_kem: bool) -> (usize, usize) {
     seed[..32].copy_from_slice(&drawn[at..at + 32]);
     // Only the X25519 scalar: the rest of the handshake seed, from which
     // the ML-KEM key is derived, is not the attacker's.
-    let mut me = session::new_handshake(true, hybrid, &c_static, hello.from, hello.to, seed).unwrap();
+    let mut me =
+        session::new_handshake(true, hybrid, &c_static, hello.from, hello.to, seed).unwrap();
     // Message 1's payload (the ML-KEM public key) is public: anyone reads it.
     let mut reader = session::new_handshake(
         false,
@@ -341,7 +346,11 @@ fn attack(mode: HybridMode, real_kem: bool) -> (usize, usize) {
     let n = reader.read_message(noise1, &mut buf).unwrap();
     let payload1 = buf[..n].to_vec();
     let n = me.write_message(&payload1, &mut buf).unwrap();
-    assert_eq!(&buf[..n], &noise1[..], "the attacker replays message 1 exactly");
+    assert_eq!(
+        &buf[..n],
+        &noise1[..],
+        "the attacker replays message 1 exactly"
+    );
     // Message 2 decrypts with the X25519 secrets alone (ee, es).
     let noise2 = envs
         .iter()
@@ -355,7 +364,9 @@ fn attack(mode: HybridMode, real_kem: bool) -> (usize, usize) {
         let kem_ct = buf[..hybrid::CT_LEN].to_vec();
         let secret = if real_kem {
             let full: [u8; 64] = drawn[at..at + 64].try_into().unwrap();
-            hybrid::KemKey::from_handshake_seed(&full).decapsulate(&kem_ct).unwrap()
+            hybrid::KemKey::from_handshake_seed(&full)
+                .decapsulate(&kem_ct)
+                .unwrap()
         } else {
             // Its best guess without the ML-KEM private key.
             Zeroizing::new([0u8; 32])
@@ -401,10 +412,16 @@ fn attack(mode: HybridMode, real_kem: bool) -> (usize, usize) {
 fn every_x25519_secret_of_a_hybrid_session_reveals_no_topic_key() {
     // Classical: the attacker reads the session and opens the record.
     let (msgs, keys) = attack(HybridMode::Off, false);
-    assert!(msgs >= 1 && keys >= 1, "classical: {msgs} messages, {keys} keys");
+    assert!(
+        msgs >= 1 && keys >= 1,
+        "classical: {msgs} messages, {keys} keys"
+    );
     // Hybrid: nothing opens without the ML-KEM secret...
     assert_eq!(attack(HybridMode::Prefer, false), (0, 0));
     // ... and everything does with it: nothing else was missing.
     let (msgs, keys) = attack(HybridMode::Prefer, true);
-    assert!(msgs >= 1 && keys >= 1, "control: {msgs} messages, {keys} keys");
+    assert!(
+        msgs >= 1 && keys >= 1,
+        "control: {msgs} messages, {keys} keys"
+    );
 }

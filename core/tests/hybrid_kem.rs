@@ -14,6 +14,14 @@
 //!   engine's own handshake builder (its randomness feeds the ephemeral
 //!   keys), against the cacophony vectors for that pattern.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
+
 use kafka_e2ee_core::exchange::hybrid::{self, KemKey};
 use kafka_e2ee_core::exchange::session;
 use serde_json::Value;
@@ -61,7 +69,11 @@ fn ml_kem_768_matches_the_x_wing_draft_vectors() {
         let m = Zeroizing::new(<[u8; 32]>::try_from(&eseed[..32]).unwrap());
         let (kem_ct, kem_ss) = hybrid::encapsulate(&pk[..hybrid::EK_LEN], &m).unwrap();
         assert_eq!(kem_ct, ct[..hybrid::CT_LEN], "ML-KEM-768 Encaps");
-        assert_eq!(*key.decapsulate(&kem_ct).unwrap(), *kem_ss, "ML-KEM-768 Decaps");
+        assert_eq!(
+            *key.decapsulate(&kem_ct).unwrap(),
+            *kem_ss,
+            "ML-KEM-768 Decaps"
+        );
 
         // X-Wing's combiner over ML-KEM's secret: equal only if ML-KEM's
         // shared secret is the vector's.
@@ -73,7 +85,7 @@ fn ml_kem_768_matches_the_x_wing_draft_vectors() {
         assert_eq!(ct_x.as_bytes(), &ct[hybrid::CT_LEN..]);
         let ss_x = ek_x.diffie_hellman(&pk_x);
         let mut h = Sha3_256::new();
-        Digest::update(&mut h, &*kem_ss);
+        Digest::update(&mut h, *kem_ss);
         Digest::update(&mut h, ss_x.as_bytes());
         Digest::update(&mut h, ct_x.as_bytes());
         Digest::update(&mut h, pk_x.as_bytes());
@@ -131,7 +143,11 @@ fn run_noise_vector(v: &Value, psk_location: usize) {
         &resp_static,
         None,
         &field("resp_prologue"),
-        seed(if one_way { "init_ephemeral" } else { "resp_ephemeral" }),
+        seed(if one_way {
+            "init_ephemeral"
+        } else {
+            "resp_ephemeral"
+        }),
     )
     .unwrap();
     let psk = hex(v["init_psks"][0].as_str().unwrap());
@@ -214,7 +230,11 @@ fn handshake_cpu() {
         let per = t.elapsed() / rounds;
         println!(
             "{} handshake, both sides: {} us",
-            if hybrid { "hybrid XXpsk3" } else { "classical XX" },
+            if hybrid {
+                "hybrid XXpsk3"
+            } else {
+                "classical XX"
+            },
             per.as_micros()
         );
     }
@@ -227,16 +247,27 @@ fn handshake_cpu() {
         s[0] = i as u8;
         std::hint::black_box(KemKey::from_seed(&s).public());
     }
-    println!("ML-KEM-768 keygen: {} us", (t.elapsed() / rounds).as_micros());
+    println!(
+        "ML-KEM-768 keygen: {} us",
+        (t.elapsed() / rounds).as_micros()
+    );
     let t = std::time::Instant::now();
     let mut ct = Vec::new();
     for i in 0..rounds {
-        ct = hybrid::encapsulate(&ek, &Zeroizing::new([i as u8; 32])).unwrap().0;
+        ct = hybrid::encapsulate(&ek, &Zeroizing::new([i as u8; 32]))
+            .unwrap()
+            .0;
     }
-    println!("ML-KEM-768 encaps: {} us", (t.elapsed() / rounds).as_micros());
+    println!(
+        "ML-KEM-768 encaps: {} us",
+        (t.elapsed() / rounds).as_micros()
+    );
     let t = std::time::Instant::now();
     for _ in 0..rounds {
         std::hint::black_box(key.decapsulate(&ct).unwrap());
     }
-    println!("ML-KEM-768 decaps: {} us", (t.elapsed() / rounds).as_micros());
+    println!(
+        "ML-KEM-768 decaps: {} us",
+        (t.elapsed() / rounds).as_micros()
+    );
 }

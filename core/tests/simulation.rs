@@ -26,10 +26,10 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
+use kafka_e2ee_core::exchange::hybrid;
 use kafka_e2ee_core::exchange::mailbox::{
     encode_payload, EnvelopeItem, Prekeys, SealedEnvelope, KIND_PREKEYS, PREKEYS_CONTEXT,
 };
-use kafka_e2ee_core::exchange::hybrid;
 use kafka_e2ee_core::exchange::session::{new_handshake, one_way};
 use kafka_e2ee_core::exchange::statement::Statement;
 use kafka_e2ee_core::exchange::wire::{
@@ -1293,7 +1293,9 @@ impl Sim {
                     return;
                 };
                 if let Some(kem) = kem {
-                    let Some(Ok(secret)) = buf.get(..hybrid::CT_LEN.min(n)).map(|ct| kem.decapsulate(ct))
+                    let Some(Ok(secret)) = buf
+                        .get(..hybrid::CT_LEN.min(n))
+                        .map(|ct| kem.decapsulate(ct))
                     else {
                         return;
                     };

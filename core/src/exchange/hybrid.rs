@@ -111,7 +111,8 @@ impl KemKey {
     /// that was tampered with yields an unrelated secret (implicit
     /// rejection), so the handshake fails at its next authentication.
     pub fn decapsulate(&self, ct: &[u8]) -> Result<Zeroizing<[u8; 32]>, ControlError> {
-        let ct = ml_kem::Ciphertext::<MlKem768>::try_from(ct).map_err(|_| ControlError::Malformed)?;
+        let ct =
+            ml_kem::Ciphertext::<MlKem768>::try_from(ct).map_err(|_| ControlError::Malformed)?;
         let ss = self.0.decapsulate(&ct);
         let mut out = Zeroizing::new([0u8; 32]);
         out.copy_from_slice(ss.as_slice());
@@ -128,7 +129,8 @@ pub fn encapsulate(
 ) -> Result<(Vec<u8>, Zeroizing<[u8; 32]>), ControlError> {
     let key = ml_kem::kem::Key::<ml_kem::EncapsulationKey<MlKem768>>::try_from(ek)
         .map_err(|_| ControlError::Malformed)?;
-    let ek = ml_kem::EncapsulationKey::<MlKem768>::new(&key).map_err(|_| ControlError::Malformed)?;
+    let ek =
+        ml_kem::EncapsulationKey::<MlKem768>::new(&key).map_err(|_| ControlError::Malformed)?;
     let m = B32::from(**m);
     let (ct, ss) = ek.encapsulate_deterministic(&m);
     let mut out = Zeroizing::new([0u8; 32]);

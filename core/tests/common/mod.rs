@@ -1,7 +1,13 @@
 //! Two engines on a perfect in-memory control channel, for tests that are
 //! about engine behaviour rather than network faults (those are in
 //! simulation.rs).
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use kafka_e2ee_core::trust::{Authority, Identity, TopicPattern, TrustAnchor};
 use kafka_e2ee_core::{ControlMessage, Engine, EngineConfig, Storage};
