@@ -323,17 +323,17 @@ impl Exchange {
             let alive = h.started_ms.saturating_add(hs_timeout) > now_ms;
             if !alive {
                 failed.push(h.peer);
-                unanswered.push((h.peer, h.hybrid));
+                unanswered.push((h.peer, h.hybrid, h.peer_reads));
             }
             alive
         });
-        for (peer, hybrid) in unanswered {
+        for (peer, hybrid, reads) in unanswered {
             // A hybrid Hello that timed out says nothing about the peer's
             // version (it may be down, or the reply lost): it is called
-            // hybrid again. Only a peer that shows it reads the control
-            // topic (a Have, `on_have`) is then called classically. A
-            // classical Hello that timed out: hybrid next.
-            if !hybrid {
+            // hybrid again, unless the peer showed meanwhile that it reads
+            // the control topic (a Have, `on_have`). A classical Hello that
+            // timed out: hybrid next.
+            if !hybrid || reads {
                 self.hello_unanswered(sh, peer, hybrid);
             }
         }
@@ -732,6 +732,19 @@ impl Exchange {
 
     /// Sends what is queued for `peer` over its session, or starts a handshake.
     fn flush(&mut self, sh: &Shared, peer: InstanceId) -> Result<(), Error> {
+        self.flush_budgeted(sh, peer, true)
+    }
+
+    /// `flush`; `budgeted: false` for the hybrid Hello that replaces a
+    /// classical one the peer refused (`on_hybrid_only`): that Hello already
+    /// drew on the first-contact budget, and answered, so the pair costs
+    /// one token as a single Hello would.
+    fn flush_budgeted(
+        &mut self,
+        sh: &Shared,
+        peer: InstanceId,
+        budgeted: bool,
+    ) -> Result<(), Error> {
         if self.queued.get(&peer).is_none_or(Vec::is_empty) {
             self.queued.remove(&peer);
             return Ok(());
@@ -764,7 +777,7 @@ impl Exchange {
             // Nobody accepts an expired credential: calling is only traffic.
             return Ok(());
         }
-        if !self.alive.contains_key(&peer) && !self.take_first_contact_token() {
+        if budgeted && !self.alive.contains_key(&peer) && !self.take_first_contact_token() {
             return Ok(()); // the queue waits for the budget
         }
         let seed = self.seed();
@@ -780,6 +793,7 @@ impl Exchange {
                 started_ms: self.now_ms,
                 seed: Some(seed),
                 hybrid,
+                peer_reads: false,
             },
         );
         let body = if hybrid {
@@ -1162,6 +1176,7 @@ impl Exchange {
                 started_ms: self.now_ms,
                 seed: None,
                 hybrid,
+                peer_reads: false,
             },
         );
         let body = if hybrid {
@@ -1338,7 +1353,7 @@ impl Exchange {
         if let Some((_, until)) = self.backoff.get_mut(&from) {
             *until = self.now_ms;
         }
-        self.flush(sh, from)
+        self.flush_budgeted(sh, from, false)
     }
 
     /// Turns a finished handshake into a session. The responder's session
@@ -1524,22 +1539,32 @@ impl Exchange {
         // now rather than after the handshake timeout. At most once per
         // want and handshake timeout, as `holder` above limits.
         let stale = now.saturating_sub(sh.config.request_retry_ms);
+        // Longer than any answer takes on a working control topic.
+        let ignored = now.saturating_sub(sh.config.handshake_timeout_ms / 2);
         let mut unanswered = None;
         self.outgoing.retain(|_, h| {
             let keep = h.peer != from || h.started_ms >= stale;
-            if !keep {
+            if !keep && h.started_ms < ignored {
                 unanswered = Some(h.hybrid);
             }
             keep
         });
         if let Some(hybrid) = unanswered {
-            // It reads the control topic yet left our Hello unanswered: an
-            // engine before issue 17 ignores hybrid Hellos, so the next one
-            // is of the other kind, at once.
+            // It reads the control topic yet left our Hello unanswered for
+            // half a handshake timeout: an engine before issue 17 ignores
+            // hybrid Hellos, so the next one is of the other kind, at once.
+            // (A Hello merely slower than a request retry is sent again as
+            // it was: flipping then costs hybrid peers a refusal and a hint
+            // round trip each time.)
             self.hello_unanswered(sh, from, hybrid);
         }
         self.enqueue(from, Outgoing::Request { key_id, topic });
         let _ = self.flush(sh, from);
+        for h in self.outgoing.values_mut() {
+            if h.peer == from {
+                h.peer_reads = true;
+            }
+        }
     }
 
     /// Handles a batch of inner messages from an authenticated peer and

@@ -70,8 +70,8 @@ fn prologue(initiator: InstanceId, responder: InstanceId) -> [u8; 29] {
     p
 }
 
-/// A live session's handshake: classical XX, or hybrid XXpsk2 (the
-/// ML-KEM-768 secret as pre-shared key, set before message 2: see
+/// A live session's handshake: classical XX, or hybrid XXpsk3 (the
+/// ML-KEM-768 secret as pre-shared key, set before message 3: see
 /// `hybrid.rs`). The prologue is the same for both; the pattern names
 /// differ, and Noise hashes the name first, so a message of one never
 /// passes for the other.
@@ -162,8 +162,11 @@ pub struct Handshake {
     /// with a Noise-valid message under their own static key) must not end
     /// the handshake. `None` on the responder's side.
     pub seed: Option<Zeroizing<[u8; 64]>>,
-    /// Hybrid (XXpsk2 with ML-KEM-768) or classical XX.
+    /// Hybrid (XXpsk3 with ML-KEM-768) or classical XX.
     pub hybrid: bool,
+    /// The peer showed it reads the control topic (a Have) while this
+    /// Hello was pending: if it times out unanswered, the peer ignored it.
+    pub peer_reads: bool,
 }
 
 /// Sliding replay window over received transport nonces.
