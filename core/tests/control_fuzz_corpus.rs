@@ -49,6 +49,8 @@ fn control_corpus_round_trips_and_never_panics_an_engine() {
             decoded += 1;
         }
         let _ = decode_batch(&data);
+        // doctor's census reads the same untrusted bytes.
+        let _ = kafka_e2ee_core::exchange::hybrid::census([data.as_slice()]);
         // As in the fuzz target: the clock moves, so the handshake budget
         // refills and timers run.
         let now = T0 + u64::try_from(n).unwrap();
