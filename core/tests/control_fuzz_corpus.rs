@@ -67,6 +67,20 @@ fn control_corpus_round_trips_and_never_panics_an_engine() {
     );
 }
 
+/// `e2ee.kex.hybrid=off` is the previous version's wire: the committed
+/// `exchange-NN` seeds were written by this generator at 08d776e (before
+/// issue 17), and engines with hybrid off make the same exchange byte for
+/// byte (Hello, HelloReply, HelloFinish, Sealed, the keys topic's records).
+#[test]
+fn hybrid_off_is_the_previous_versions_wire() {
+    let now = exchange(HybridMode::Off);
+    assert_eq!(now.len(), 18);
+    for (i, m) in now.iter().enumerate() {
+        let then = std::fs::read(corpus_dir().join(format!("exchange-{i:02}"))).unwrap();
+        assert_eq!(*m, then, "message {i}");
+    }
+}
+
 #[test]
 #[ignore = "writes the seed corpus; run with KAFKA_E2EE_BLESS=1"]
 fn generate_control_corpus() {

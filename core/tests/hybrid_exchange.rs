@@ -1,8 +1,8 @@
 //! The hybrid post-quantum key exchange (issue 17) between engines: on by
 //! default, what it costs on the wire, interop with parties of the
 //! previous version (represented by `e2ee.kex.hybrid=off`, whose wire is
-//! the previous version's: `control_fuzz_corpus.rs` regenerates the
-//! committed pre-issue-17 exchange byte for byte), `require`, an active
+//! the previous version's byte for byte:
+//! `control_fuzz_corpus.rs::hybrid_off_is_the_previous_versions_wire`), `require`, an active
 //! broker that tries to make two hybrid parties speak classical, and an
 //! attacker who knows every X25519 secret of a session ("quantum
 //! adversary": docs/PROTOCOL.md, section 6).
