@@ -5,6 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use kafka_e2ee_core::exchange::hybrid::{self, HybridMode, Speaks};
 use kafka_e2ee_core::format::{Cipher, Compression};
 use kafka_e2ee_core::state::StateBlob;
 use kafka_e2ee_core::trust::{Identity, TopicPattern, TrustAnchor, DEFAULT_SKEW_MS};
@@ -403,6 +404,20 @@ fn check_properties(props: &[Property], java: bool, r: &mut Report) -> Values {
             "use auto (the default), aes-256-gcm or chacha20-poly1305",
         );
     }
+    let hybrid = value("e2ee.kex.hybrid");
+    match HybridMode::parse(&hybrid) {
+        None => r.problem(
+            "e2ee.kex.hybrid",
+            format!("'{hybrid}' is not a mode"),
+            "use prefer (the default), require or off",
+        ),
+        Some(HybridMode::Off) => r.warn(
+            "e2ee.kex.hybrid",
+            "off: the topic keys this client exchanges are protected by X25519 alone, so a broker that keeps the control topic can read them once it has a quantum computer",
+            "remove it (prefer) unless a measured cost rules hybrid out (docs/PERFORMANCE.md)",
+        ),
+        Some(_) => {}
+    }
     let compression = value("e2ee.compression");
     match Compression::from_name(&compression) {
         None => r.problem(
@@ -751,6 +766,66 @@ fn check_state_dir(id: &Identity, dir: Option<&str>, base: &Path, r: &mut Report
     }
 }
 
+/// Which parties seen on the control topic (its retention: about the last
+/// hour) still speak the classical key exchange only: they and whoever
+/// they exchange keys with are not protected against a broker that keeps
+/// the control topic until it has a quantum computer.
+fn check_hybrid_census(
+    conn: &kafka::Connection,
+    client: &rskafka::client::Client,
+    control_topic: &str,
+    parts: usize,
+    r: &mut Report,
+) {
+    let partitions: Vec<i32> = (0..i32::try_from(parts).unwrap_or(1)).collect();
+    let samples = match kafka::sample(
+        conn,
+        client,
+        control_topic,
+        &partitions,
+        20_000,
+        &mut |_, _| {},
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            r.warn(
+                "hybrid key exchange",
+                format!("cannot read {control_topic}: {e}"),
+                "grant this client Read on the control topic to see which parties speak classical only",
+            );
+            return;
+        }
+    };
+    let values: Vec<&[u8]> = samples
+        .iter()
+        .flat_map(|s| s.records.iter())
+        .filter_map(|r| r.record.value.as_deref())
+        .collect();
+    let census = hybrid::census(values.iter().copied());
+    let classical: Vec<String> = census
+        .iter()
+        .filter(|(_, s)| **s == Speaks::ClassicalOnly)
+        .map(|(id, _)| id.to_string())
+        .collect();
+    let hybrid_n = census.values().filter(|s| **s == Speaks::Hybrid).count();
+    if classical.is_empty() {
+        r.ok(
+            "hybrid key exchange",
+            format!("{hybrid_n} instance(s) seen handshaking on {control_topic} ({} records), none classical only", values.len()),
+        );
+    } else {
+        r.warn(
+            "hybrid key exchange",
+            format!(
+                "{} instance(s) seen on {control_topic} speak the classical (X25519-only) key exchange: {} ({hybrid_n} speak hybrid)",
+                classical.len(),
+                classical.join(", ")
+            ),
+            "upgrade them, or remove e2ee.kex.hybrid=off from their configuration; once none is left, e2ee.kex.hybrid=require refuses classical sessions",
+        );
+    }
+}
+
 fn check_broker(
     props: &[Property],
     control_topic: &str,
@@ -792,7 +867,10 @@ fn check_broker(
                 ),
             );
             match list.iter().find(|(n, _)| n == control_topic) {
-                Some((_, parts)) => r.ok("control topic", format!("{control_topic} exists ({parts} partition(s))")),
+                Some((_, parts)) => {
+                    r.ok("control topic", format!("{control_topic} exists ({parts} partition(s))"));
+                    check_hybrid_census(&conn, &client, control_topic, *parts, r);
+                }
                 None => r.warn(
                     "control topic",
                     format!("{control_topic} does not exist yet: clients create it on first start if they may"),

@@ -60,6 +60,9 @@ pub struct EngineConfig {
     /// epoch was sealed to something that outlives the consumers. It changes
     /// nothing else: a keeper holds and serves keys as any consumer does.
     pub keeper: bool,
+    /// The hybrid post-quantum key exchange (`e2ee.kex.hybrid`, issue 17):
+    /// X25519 and ML-KEM-768 together in every live session.
+    pub hybrid: crate::exchange::hybrid::HybridMode,
 }
 
 impl Default for EngineConfig {
@@ -78,6 +81,7 @@ impl Default for EngineConfig {
             handshakes_per_sec: 100,
             prekey_period_ms: 60 * 60 * 1000,
             keeper: false,
+            hybrid: Default::default(),
         }
     }
 }
@@ -198,6 +202,8 @@ counters! {
     keys_deleted => add_key_deleted,
     rotations => add_rotation,
     handshakes => add_handshake,
+    sessions_hybrid => add_session_hybrid,
+    sessions_classical => add_session_classical,
     prekeys_published => add_prekeys_published,
     envelopes_sealed => add_envelope_sealed,
     envelopes_received => add_envelope_received,

@@ -39,6 +39,10 @@ pub enum ControlError {
     /// A Hello arrived while this instance was answering as many handshakes
     /// as it allows per second; it was dropped (the peer retries).
     Busy,
+    /// A classical handshake was refused: this instance requires hybrid
+    /// (`e2ee.kex.hybrid=require`), or the initiator said it can do hybrid
+    /// (only a broker dropping its hybrid Hellos makes it call classically).
+    ClassicalRefused,
 }
 
 impl fmt::Display for ControlError {
@@ -51,6 +55,7 @@ impl fmt::Display for ControlError {
             ControlError::Unauthorized => f.write_str("the peer's credential does not match the key it proved, or does not allow what it sent"),
             ControlError::UnknownSession => f.write_str("no such session or handshake (expired, duplicate, or forged)"),
             ControlError::Busy => f.write_str("too many handshakes this second; a Hello was dropped (the peer retries)"),
+            ControlError::ClassicalRefused => f.write_str("a classical (X25519-only) handshake was refused: hybrid is required here, or the initiator can do hybrid"),
         }
     }
 }

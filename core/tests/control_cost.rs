@@ -17,8 +17,11 @@ use std::cell::Cell;
 
 use common::{pump, World, T0};
 use kafka_e2ee_core::exchange::wire::decode_batch;
+use kafka_e2ee_core::exchange::{hybrid, session};
+use kafka_e2ee_core::format::InstanceId;
 use kafka_e2ee_core::format::KeyBinding;
 use kafka_e2ee_core::{ControlError, Engine, EngineConfig, Error, Opened};
+use zeroize::Zeroizing;
 
 struct Counting;
 
@@ -67,6 +70,9 @@ const TO: std::ops::Range<usize> = 14..22;
 const SESSION: std::ops::Range<usize> = 22..30;
 const HELLO: u8 = 1;
 const HELLO_REPLY: u8 = 2;
+/// The hybrid Hello and its reply (issue 17), what engines send by default.
+const HYBRID_HELLO: u8 = 9;
+const HYBRID_REPLY: u8 = 10;
 const SEALED: u8 = 4;
 
 #[test]
@@ -106,7 +112,7 @@ fn producer_and_hello(seed: u64) -> (Engine, Engine, [u8; 34], Vec<u8>, Vec<u8>)
         .find(|m| m.channel == kafka_e2ee_core::Channel::Control)
         .expect("the consumer says Hello")
         .payload;
-    assert_eq!(hello[KIND], HELLO);
+    assert!([HELLO, HYBRID_HELLO].contains(&hello[KIND]));
     (p, c, header, value, hello)
 }
 
@@ -134,12 +140,29 @@ fn forged_hellos_cost_at_most_the_handshake_budget() {
     let budget = EngineConfig::default().handshakes_per_sec as usize;
     assert!(budget > 0);
     // Forged Hellos: a well-formed Noise message 1 (any 32 bytes are an
-    // ephemeral key) under ever new sender names and session ids.
+    // ephemeral key; a hybrid one, an ML-KEM key too, which costs the
+    // responder an encapsulation) under ever new sender names and session
+    // ids.
+    let kem = hybrid::KemKey::from_seed(&[5; 64]);
     let forged = |i: usize| {
         let mut m = hello.clone();
         let n = u32::try_from(i).unwrap() + 1;
         m[FROM][..4].copy_from_slice(&n.to_be_bytes());
         m[SESSION][..4].copy_from_slice(&n.to_be_bytes());
+        if m[KIND] == HYBRID_HELLO {
+            // Message 1 of XXpsk3 is encrypted under a key of the prologue,
+            // which names the sender: made anew for each name (with the
+            // same KEM key each time, as a cheap attacker would).
+            let from = InstanceId(m[FROM].try_into().unwrap());
+            let to = InstanceId(m[TO].try_into().unwrap());
+            let mut hs =
+                session::new_handshake(true, true, &[1; 32], from, to, Zeroizing::new([2; 64]))
+                    .unwrap();
+            let mut buf = vec![0u8; 2048];
+            let len = hs.write_message(&kem.public(), &mut buf).unwrap();
+            m.truncate(SESSION.end);
+            m.extend_from_slice(&buf[..len]);
+        }
         m
     };
     let flood = |now: u64, range: std::ops::Range<usize>| {
@@ -153,7 +176,7 @@ fn forged_hellos_cost_at_most_the_handshake_budget() {
         }
         let mut replies = 0;
         while let Some(m) = p.poll_transmit() {
-            if m.payload[KIND] == HELLO_REPLY {
+            if [HELLO_REPLY, HYBRID_REPLY].contains(&m.payload[KIND]) {
                 replies += 1;
             }
         }

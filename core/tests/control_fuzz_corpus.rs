@@ -15,8 +15,10 @@ mod common;
 use std::path::PathBuf;
 
 use common::{pump, World, T0};
+use kafka_e2ee_core::exchange::hybrid::HybridMode;
 use kafka_e2ee_core::exchange::wire::{decode_batch, Envelope};
 use kafka_e2ee_core::format::KeyBinding;
+use kafka_e2ee_core::EngineConfig;
 
 fn corpus_dir() -> PathBuf {
     target_corpus("control_message")
@@ -47,6 +49,8 @@ fn control_corpus_round_trips_and_never_panics_an_engine() {
             decoded += 1;
         }
         let _ = decode_batch(&data);
+        // doctor's census reads the same untrusted bytes.
+        let _ = kafka_e2ee_core::exchange::hybrid::census([data.as_slice()]);
         // As in the fuzz target: the clock moves, so the handshake budget
         // refills and timers run.
         let now = T0 + u64::try_from(n).unwrap();
@@ -63,16 +67,53 @@ fn control_corpus_round_trips_and_never_panics_an_engine() {
     );
 }
 
+/// `e2ee.kex.hybrid=off` is the previous version's wire: the committed
+/// `exchange-NN` seeds were written by this generator at 08d776e (before
+/// issue 17), and engines with hybrid off make the same exchange byte for
+/// byte (Hello, HelloReply, HelloFinish, Sealed, the keys topic's records).
+#[test]
+fn hybrid_off_is_the_previous_versions_wire() {
+    let now = exchange(HybridMode::Off);
+    assert_eq!(now.len(), 18);
+    for (i, m) in now.iter().enumerate() {
+        let then = std::fs::read(corpus_dir().join(format!("exchange-{i:02}"))).unwrap();
+        assert_eq!(*m, then, "message {i}");
+    }
+}
+
 #[test]
 #[ignore = "writes the seed corpus; run with KAFKA_E2EE_BLESS=1"]
 fn generate_control_corpus() {
     if std::env::var("KAFKA_E2EE_BLESS").is_err() {
         return;
     }
+    // `exchange-NN`: engines with the hybrid exchange off, whose wire is
+    // the version before issue 17's (regenerating them leaves the committed
+    // files unchanged); `hybrid-NN`: the default, hybrid Hellos and
+    // replies, and the HybridOnly hint a fallback Hello draws.
+    for (prefix, mode) in [
+        ("exchange", HybridMode::Off),
+        ("hybrid", HybridMode::Prefer),
+    ] {
+        let carried = exchange(mode);
+        std::fs::create_dir_all(corpus_dir()).unwrap();
+        for (i, m) in carried.iter().enumerate() {
+            std::fs::write(corpus_dir().join(format!("{prefix}-{i:02}")), m).unwrap();
+        }
+        assert!(carried.len() >= 4);
+    }
+}
+
+fn exchange(mode: HybridMode) -> Vec<Vec<u8>> {
     let mut w = World::new(5);
     let p = w.identity("p", &["orders"], &[]);
     let c = w.identity("c", &[], &["orders"]);
-    let (p, c) = (w.engine(p, None), w.engine(c, None));
+    let config = EngineConfig {
+        hybrid: mode,
+        ..EngineConfig::default()
+    };
+    let p = w.engine_with(config.clone(), p, None, T0);
+    let c = w.engine_with(config, c, None, T0);
     let mut v = b"corpus".to_vec();
     let h = p.seal("orders", KeyBinding::Unbound, &mut v).unwrap();
     let _ = c.open("orders", Some(&h), KeyBinding::Unbound, &mut v.clone());
@@ -100,11 +141,17 @@ fn generate_control_corpus() {
     };
     carried.push(want.encode());
     carried.push(have.encode());
+    if mode != HybridMode::Off {
+        carried.push(
+            Envelope {
+                from: p.instance_id(),
+                to: c.instance_id(),
+                body: Body::HybridOnly { session: [3; 8] },
+            }
+            .encode(),
+        );
+    }
     let truncated: Vec<Vec<u8>> = carried.iter().map(|m| m[..m.len() / 2].to_vec()).collect();
     carried.extend(truncated);
-    std::fs::create_dir_all(corpus_dir()).unwrap();
-    for (i, m) in carried.iter().enumerate() {
-        std::fs::write(corpus_dir().join(format!("exchange-{i:02}")), m).unwrap();
-    }
-    assert!(carried.len() >= 4);
+    carried
 }

@@ -13,7 +13,6 @@
 mod common;
 
 use common::{pump_tapped, World, T0};
-use kafka_e2ee_core::exchange::session::new_handshake;
 use kafka_e2ee_core::exchange::wire::{Body, Envelope};
 use kafka_e2ee_core::format::{InstanceId, KeyBinding, KeyId, RecordHeader, HEADER_LEN};
 use kafka_e2ee_core::keys::KeyPolicy;
@@ -21,7 +20,6 @@ use kafka_e2ee_core::trust::{Identity, TopicPattern};
 use kafka_e2ee_core::{Channel, Engine, EngineConfig, Error, KeyUnavailable, Opened};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
-use zeroize::Zeroizing;
 
 const HOUR: u64 = 3_600_000;
 
@@ -145,17 +143,21 @@ fn garbage_replies_do_not_kill_handshakes() {
             return false; // the key must come over a session, not by envelope
         }
         let env = Envelope::decode(&m.payload).unwrap();
-        if let Body::Hello { session, noise } = &env.body {
+        if let Body::Hello { session, .. } | Body::HybridHello { session, .. } = &env.body {
+            let hybrid = matches!(env.body, Body::HybridHello { .. });
             let consumer = engines[1];
-            let mut junk = vec![0u8; 96];
+            // Random bytes of the length of a real reply of that kind.
+            let mut junk = vec![0u8; if hybrid { 1300 } else { 96 }];
             rng.fill_bytes(&mut junk);
             let forged = |noise: Vec<u8>| {
+                let session = *session;
                 Envelope {
                     from: env.to,
                     to: env.from,
-                    body: Body::HelloReply {
-                        session: *session,
-                        noise,
+                    body: if hybrid {
+                        Body::HybridReply { session, noise }
+                    } else {
+                        Body::HelloReply { session, noise }
                     },
                 }
                 .encode()
@@ -164,14 +166,10 @@ fn garbage_replies_do_not_kill_handshakes() {
             // A Noise-valid reply under the attacker's own static key.
             let mut key = [0u8; 32];
             rng.fill_bytes(&mut key);
-            let mut hs =
-                new_handshake(false, &key, env.from, env.to, Zeroizing::new([3u8; 64])).unwrap();
-            let mut buf = vec![0u8; 1024];
-            hs.read_message(noise, &mut buf).unwrap();
-            let n = hs.write_message(b"not a credential", &mut buf).unwrap();
-            assert!(consumer
-                .handle_control(T0, &forged(buf[..n].to_vec()))
-                .is_err());
+            let (_, reply) =
+                common::answer_hello_as(&key, &env, env.to, [3u8; 64], b"not a credential")
+                    .unwrap();
+            assert!(consumer.handle_control(T0, &reply.encode()).is_err());
             garbage_sent += 2;
         }
         true

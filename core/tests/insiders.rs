@@ -15,7 +15,6 @@ mod common;
 
 use common::{pump, World, T0};
 use kafka_e2ee_core::exchange::mailbox::{Prekeys, PREKEYS_CONTEXT};
-use kafka_e2ee_core::exchange::session::new_handshake;
 use kafka_e2ee_core::exchange::statement::Statement;
 use kafka_e2ee_core::exchange::wire::{
     self, encode_batch, Body, Delivery, Envelope, Inner, Refusal,
@@ -23,7 +22,6 @@ use kafka_e2ee_core::exchange::wire::{
 use kafka_e2ee_core::format::{DataKey, InstanceId, KeyBinding, KeyId, RecordHeader};
 use kafka_e2ee_core::trust::Identity;
 use kafka_e2ee_core::{Channel, Engine, Error, KeyUnavailable};
-use zeroize::Zeroizing;
 
 /// The consumer's next control-topic message of this kind.
 fn next_of(e: &Engine, kind: fn(&Body) -> bool) -> Envelope {
@@ -49,29 +47,19 @@ fn answer_hello(
     consumer: &Engine,
     now: u64,
 ) -> (snow::StatelessTransportState, [u8; 8]) {
-    let Body::Hello { session, noise } = &hello.body else {
-        panic!()
-    };
-    let mut hs = new_handshake(
-        false,
+    let (mut hs, reply) = common::answer_hello_as(
         &insider.private_key_bytes(),
-        hello.from,
+        hello,
         as_id,
-        Zeroizing::new([7u8; 64]),
+        [7u8; 64],
+        &insider.credential().encode(),
     )
     .unwrap();
-    let mut buf = vec![0u8; 4096];
-    hs.read_message(noise, &mut buf).unwrap();
-    let cred = insider.credential().encode();
-    let n = hs.write_message(&cred, &mut buf).unwrap();
-    let reply = Envelope {
-        from: as_id,
-        to: hello.from,
-        body: Body::HelloReply {
-            session: *session,
-            noise: buf[..n].to_vec(),
-        },
+    let session = match &reply.body {
+        Body::HelloReply { session, .. } | Body::HybridReply { session, .. } => *session,
+        _ => unreachable!(),
     };
+    let mut buf = vec![0u8; 8192];
     consumer.handle_control(now, &reply.encode()).unwrap();
     let finish = next_of(consumer, |b| matches!(b, Body::HelloFinish { .. }));
     let Body::HelloFinish { noise, .. } = &finish.body else {
@@ -79,7 +67,7 @@ fn answer_hello(
     };
     let n = hs.read_message(noise, &mut buf).unwrap();
     let (_cred, _batch) = wire::decode_finish_payload(&buf[..n]).unwrap();
-    (hs.into_stateless_transport_mode().unwrap(), *session)
+    (hs.into_stateless_transport_mode().unwrap(), session)
 }
 
 fn sealed(
@@ -145,7 +133,9 @@ fn an_insider_answering_as_the_producer_cannot_push_keys_or_refuse_in_its_name()
             .open("orders", Some(&h), KeyBinding::Bytes(b"k"), &mut probe)
             .is_err());
         c.handle_timeout(now).unwrap();
-        let hello = next_of(&c, |b| matches!(b, Body::Hello { .. }));
+        let hello = next_of(&c, |b| {
+            matches!(b, Body::Hello { .. } | Body::HybridHello { .. })
+        });
         assert_eq!(hello.to, key_id.producer);
         let (t, session) = answer_hello(insider, &hello, key_id.producer, &c, now);
         // Forged keys (current and a future epoch; no statement, and one the

@@ -26,6 +26,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
+use kafka_e2ee_core::exchange::hybrid;
 use kafka_e2ee_core::exchange::mailbox::{
     encode_payload, EnvelopeItem, Prekeys, SealedEnvelope, KIND_PREKEYS, PREKEYS_CONTEXT,
 };
@@ -129,7 +130,8 @@ impl Drop for Charge {
 
 /// Control-message kinds, as the sixth byte of every control and keys-topic
 /// record says: 1 Hello, 2 HelloReply, 3 HelloFinish, 4 Sealed, 5 Want,
-/// 6 Have, 7 prekeys, 8 envelope (0: anything else).
+/// 6 Have, 7 prekeys, 8 envelope (0: anything else); a hybrid Hello (9)
+/// and its reply (10) count as a Hello and a reply.
 const KINDS: usize = 9;
 const KIND_NAMES: [&str; KINDS] = [
     "other", "hello", "reply", "finish", "sealed", "want", "have", "prekeys", "envelope",
@@ -138,6 +140,8 @@ const KIND_NAMES: [&str; KINDS] = [
 fn kind_of(bytes: &[u8]) -> usize {
     match bytes.get(5) {
         Some(&k) if (1..KINDS as u8).contains(&k) => k as usize,
+        Some(&9) => 1,
+        Some(&10) => 2,
         _ => 0,
     }
 }
@@ -285,7 +289,7 @@ struct Insider {
     /// (the instance it posed as, the initiator, the handshake).
     pending: BTreeMap<[u8; 8], (InstanceId, InstanceId, snow::HandshakeState)>,
     /// Sessions it opened as itself to push keys unasked: session -> (peer, handshake).
-    initiated: BTreeMap<[u8; 8], (InstanceId, snow::HandshakeState)>,
+    initiated: BTreeMap<[u8; 8], (InstanceId, snow::HandshakeState, Option<hybrid::KemKey>)>,
     next_hijack: u64,
     next_forgery: u64,
     /// Next arbitrary well-formed control message (`Sim::insider_chaos`).
@@ -1191,19 +1195,24 @@ impl Sim {
         // HelloReply to a Hello, a HelloFinish to a HelloReply (well-formed
         // envelopes, random Noise bytes of a plausible length).
         let garbage = match &env.body {
-            Body::Hello { session, .. } => Some((*session, true)),
-            Body::HelloReply { session, .. } => Some((*session, false)),
+            Body::Hello { session, .. } => Some((*session, true, false)),
+            Body::HybridHello { session, .. } => Some((*session, true, true)),
+            Body::HelloReply { session, .. } | Body::HybridReply { session, .. } => {
+                Some((*session, false, false))
+            }
             _ => None,
         };
-        if let Some((session, reply)) = garbage {
+        if let Some((session, reply, hybrid)) = garbage {
             let mine = Some(env.from) == own || Some(env.to) == own;
             if !mine && self.rng.next_u64() % 1000 < self.insiders[k].garbage_per_mille {
-                let len = 96 + self.rng.next_u64() as usize % 300;
+                // A hybrid reply is at least its ML-KEM ciphertext longer.
+                let least = if hybrid { 1184 } else { 96 };
+                let len = least + self.rng.next_u64() as usize % 300;
                 let noise: Vec<u8> = (0..len).map(|_| self.rng.next_u64() as u8).collect();
-                let body = if reply {
-                    Body::HelloReply { session, noise }
-                } else {
-                    Body::HelloFinish { session, noise }
+                let body = match (reply, hybrid) {
+                    (true, true) => Body::HybridReply { session, noise },
+                    (true, false) => Body::HelloReply { session, noise },
+                    _ => Body::HelloFinish { session, noise },
                 };
                 let msg = Envelope {
                     from: env.to,
@@ -1214,35 +1223,52 @@ impl Sim {
                 self.send_hand(node, msg.encode());
             }
         }
+        let hybrid_hello = matches!(env.body, Body::HybridHello { .. });
         match env.body {
-            Body::Hello { session, noise }
+            Body::Hello { session, noise } | Body::HybridHello { session, noise }
                 if env.to != InstanceId([0; 8])
                     && Some(env.to) != own
                     && self.now >= self.insiders[k].next_hijack =>
             {
+                // Answers classical and hybrid Hellos alike: the KEM binds
+                // no identity, so an insider answers a hybrid Hello as
+                // easily (the credential check is what stops it).
                 let mut seed = [0u8; 64];
                 self.rng.fill_bytes(&mut seed);
+                let mut m = Zeroizing::new([0u8; 32]);
+                self.rng.fill_bytes(&mut *m);
                 let ins = &self.insiders[k];
                 let mut hs = new_handshake(
                     false,
+                    hybrid_hello,
                     &ins.identity.private_key_bytes(),
                     env.from,
                     env.to,
                     Zeroizing::new(seed),
                 )
                 .unwrap();
-                let mut buf = vec![0u8; 4096];
-                if hs.read_message(&noise, &mut buf).is_err() {
+                let mut buf = vec![0u8; 8192];
+                let Ok(n) = hs.read_message(&noise, &mut buf) else {
                     return;
+                };
+                let mut payload = Vec::new();
+                if hybrid_hello {
+                    let Ok((ct, secret)) = hybrid::encapsulate(&buf[..n], &m) else {
+                        return;
+                    };
+                    hs.set_psk(hybrid::PSK_LOCATION, &*secret).unwrap();
+                    payload = ct;
                 }
-                let cred = ins.identity.credential().encode();
-                let n = hs.write_message(&cred, &mut buf).unwrap();
+                payload.extend_from_slice(&ins.identity.credential().encode());
+                let n = hs.write_message(&payload, &mut buf).unwrap();
+                let noise = buf[..n].to_vec();
                 let reply = Envelope {
                     from: env.to,
                     to: env.from,
-                    body: Body::HelloReply {
-                        session,
-                        noise: buf[..n].to_vec(),
+                    body: if hybrid_hello {
+                        Body::HybridReply { session, noise }
+                    } else {
+                        Body::HelloReply { session, noise }
                     },
                 };
                 let ins = &mut self.insiders[k];
@@ -1254,19 +1280,30 @@ impl Sim {
                 self.hijacks += 1;
                 self.send_hand(node, reply.encode());
             }
-            Body::HelloReply { session, noise } => {
+            Body::HelloReply { session, noise } | Body::HybridReply { session, noise } => {
                 // A consumer answered the insider's own Hello: finish the
                 // handshake as itself and push keys nobody asked for, in the
                 // first batch (no statement, or one it signed itself).
-                let Some((peer, mut hs)) = self.insiders[k].initiated.remove(&session) else {
+                let Some((peer, mut hs, kem)) = self.insiders[k].initiated.remove(&session) else {
                     return;
                 };
                 if env.from != peer {
                     return;
                 }
                 let mut buf = vec![0u8; noise.len() + 64];
-                if hs.read_message(&noise, &mut buf).is_err() {
+                let Ok(n) = hs.read_message(&noise, &mut buf) else {
                     return;
+                };
+                if let Some(kem) = kem {
+                    let Some(Ok(secret)) = buf
+                        .get(..hybrid::CT_LEN.min(n))
+                        .map(|ct| kem.decapsulate(ct))
+                    else {
+                        return;
+                    };
+                    if hs.set_psk(hybrid::PSK_LOCATION, &*secret).is_err() {
+                        return;
+                    }
                 }
                 let mut items = Vec::new();
                 let recent: Vec<(KeyId, String)> = self
@@ -1462,27 +1499,35 @@ impl Sim {
             self.rng.fill_bytes(&mut seed);
             let mut session = [0u8; 8];
             self.rng.fill_bytes(&mut session);
+            // Half its own sessions hybrid, half classical (as an engine
+            // of the version before issue 17 would call).
+            let hybrid_hs = self.rng.next_u64().is_multiple_of(2);
             let ins = &mut self.insiders[k];
             let mut hs = new_handshake(
                 true,
+                hybrid_hs,
                 &ins.identity.private_key_bytes(),
                 me,
                 to,
                 Zeroizing::new(seed),
             )
             .unwrap();
-            let mut buf = vec![0u8; 256];
-            let n = hs.write_message(&[], &mut buf).unwrap();
-            ins.initiated.insert(session, (to, hs));
+            let kem = hybrid_hs.then(|| hybrid::KemKey::from_handshake_seed(&seed));
+            let payload = kem.as_ref().map(hybrid::KemKey::public).unwrap_or_default();
+            let mut buf = vec![0u8; 2048];
+            let n = hs.write_message(&payload, &mut buf).unwrap();
+            ins.initiated.insert(session, (to, hs, kem));
             while ins.initiated.len() > 64 {
                 ins.initiated.pop_first();
             }
+            let noise = buf[..n].to_vec();
             let hello = Envelope {
                 from: me,
                 to,
-                body: Body::Hello {
-                    session,
-                    noise: buf[..n].to_vec(),
+                body: if hybrid_hs {
+                    Body::HybridHello { session, noise }
+                } else {
+                    Body::Hello { session, noise }
                 },
             };
             self.send_hand(node, hello.encode());
@@ -1677,26 +1722,37 @@ impl Sim {
                 };
                 let mut seed = [0u8; 64];
                 self.rng.fill_bytes(&mut seed);
+                let hybrid_hs = self.rng.next_u64().is_multiple_of(2);
                 let ins = &self.insiders[k];
                 let mut hs = new_handshake(
                     true,
+                    hybrid_hs,
                     &ins.identity.private_key_bytes(),
                     forged,
                     to,
                     Zeroizing::new(seed),
                 )
                 .unwrap();
-                let mut buf = vec![0u8; 256];
-                let n = hs.write_message(&[], &mut buf).unwrap();
+                let payload = if hybrid_hs {
+                    hybrid::KemKey::from_handshake_seed(&seed).public()
+                } else {
+                    Vec::new()
+                };
+                let mut buf = vec![0u8; 2048];
+                let n = hs.write_message(&payload, &mut buf).unwrap();
                 buf.truncate(n);
-                (
-                    forged,
-                    to,
+                let body = if hybrid_hs {
+                    Body::HybridHello {
+                        session,
+                        noise: buf,
+                    }
+                } else {
                     Body::Hello {
                         session,
                         noise: buf,
-                    },
-                )
+                    }
+                };
+                (forged, to, body)
             }
             12..=23 => (forged, BROADCAST, Body::Want { key_id, topic }),
             24..=31 => {
@@ -1712,13 +1768,19 @@ impl Sim {
                 let len = 16 + self.rng.next_u64() as usize % 200;
                 let noise: Vec<u8> = (0..len).map(|_| self.rng.next_u64() as u8).collect();
                 let nonce = self.rng.next_u64() % 4;
-                let body = match self.rng.next_u64() % 3 {
+                let body = match self.rng.next_u64() % 4 {
                     0 => Body::Sealed {
                         session,
                         nonce,
                         noise,
                     },
                     1 => Body::HelloReply { session, noise },
+                    2 => {
+                        // Long enough to pass for a hybrid reply.
+                        let mut noise = noise;
+                        noise.resize(1184 + noise.len(), 0x5a);
+                        Body::HybridReply { session, noise }
+                    }
                     _ => Body::HelloFinish { session, noise },
                 };
                 (forged, target, body)

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use kafka_e2ee_core::exchange::hybrid::HybridMode;
 use kafka_e2ee_core::format::{Cipher, Compression, Sealing};
 use kafka_e2ee_core::keys::KeyPolicy;
 use kafka_e2ee_core::trust::{Identity, TopicPattern, TrustAnchor};
@@ -68,6 +69,8 @@ pub struct HostConfig {
     pub bind_key: bool,
     /// `e2ee.cipher` and `e2ee.compression`.
     pub sealing: Sealing,
+    /// `e2ee.kex.hybrid`: X25519 with ML-KEM-768 in every live session.
+    pub hybrid: HybridMode,
 }
 
 impl HostConfig {
@@ -154,6 +157,13 @@ impl HostConfig {
                 format!("must be none, zstd or lz4, got '{compression}'"),
             )
         })?;
+        let hybrid = get("e2ee.kex.hybrid").trim();
+        let hybrid = HybridMode::parse(hybrid).ok_or_else(|| {
+            bad(
+                "e2ee.kex.hybrid",
+                format!("must be prefer, require or off, got '{hybrid}'"),
+            )
+        })?;
         let state_dir = get("e2ee.state.dir").trim();
         let control_topic = get("e2ee.control.topic").trim().to_owned();
         if control_topic.is_empty() {
@@ -197,6 +207,7 @@ impl HostConfig {
             keys_topic,
             close_timeout_ms,
             bind_key,
+            hybrid,
             sealing: Sealing {
                 cipher,
                 compression,
@@ -229,6 +240,7 @@ impl HostConfig {
             },
             protected_topics: protected,
             sealing: self.sealing,
+            hybrid: self.hybrid,
             ..EngineConfig::default()
         };
         if self.rotation_ms == 0 {
@@ -323,20 +335,22 @@ fn registry() -> &'static Registry {
 /// One engine per process, cluster, credential, control topic and keys
 /// topic: clients that share them
 /// share the engine (and its keys and sessions). `cluster` is the client's
-/// bootstrap servers string. Clients that differ in `e2ee.cipher` or
-/// `e2ee.compression` get an engine each, so each seals as it was told
-/// (they then need an `e2ee.state.dir` each, if they set one).
+/// bootstrap servers string. Clients that differ in `e2ee.cipher`,
+/// `e2ee.compression` or `e2ee.kex.hybrid` get an engine each, so each
+/// seals and exchanges keys as it was told (they then need an
+/// `e2ee.state.dir` each, if they set one).
 pub fn shared_engine(cluster: &str, cfg: &HostConfig) -> Result<(Arc<Engine>, bool), ConfigError> {
     // The pid keeps a forked child from reusing its parent's engine (and
     // so its epoch keys and nonce counters).
     let key = format!(
-        "{}\u{0}{cluster}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
+        "{}\u{0}{cluster}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}",
         std::process::id(),
         cfg.credential.display(),
         cfg.control_topic,
         cfg.keys_topic,
         cfg.sealing.cipher,
-        cfg.sealing.compression
+        cfg.sealing.compression,
+        cfg.hybrid.as_str()
     );
     let mut reg = registry().lock().unwrap_or_else(PoisonError::into_inner);
     reg.retain(|_, w| w.strong_count() > 0);

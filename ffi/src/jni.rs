@@ -608,6 +608,8 @@ pub extern "system" fn Java_dev_kafkae2ee_Engine_metrics0<'l>(
             m.keys_deleted,
             m.rotations,
             m.handshakes,
+            m.sessions_hybrid,
+            m.sessions_classical,
         ]
         .map(|v| i64::try_from(v).unwrap_or(i64::MAX));
         let len = i32::try_from(values.len()).unwrap_or(0);

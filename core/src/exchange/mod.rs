@@ -7,6 +7,7 @@
 //! every lost message is recovered by the requester's retry timer, and every
 //! replay is either rejected (transport nonces, handshake ids) or harmless.
 
+pub mod hybrid;
 pub mod mailbox;
 pub mod session;
 pub mod statement;
@@ -24,6 +25,7 @@ use crate::format::{EpochSecret, InstanceId, KeyId};
 use crate::keys::{HeldKey, ProducerEpoch};
 use crate::trust::Credential;
 
+use hybrid::HybridMode;
 use session::{new_handshake, Handshake, Session, MAX_NOISE};
 use statement::Statement;
 use wire::{Body, Delivery, Envelope, Inner, Refusal, SessionId, BROADCAST};
@@ -155,6 +157,10 @@ pub(crate) struct Exchange {
     haves: BTreeMap<(InstanceId, KeyId, String), (u64, u8)>,
     /// Peers proven alive, and when last (see `FIRST_CONTACT_BURST`).
     alive: BTreeMap<InstanceId, u64>,
+    /// `Prefer`: peers to call classically next (a hybrid Hello to them
+    /// went unanswered, or the last session this instance opened with them
+    /// was classical: an earlier version), and since when.
+    classical_next: BTreeMap<InstanceId, u64>,
     first_contact_tokens: u64,
     first_contact_refilled_ms: u64,
     /// Token bucket for answering handshakes (see `take_hello_token`).
@@ -199,6 +205,7 @@ impl Exchange {
             offered: BTreeMap::new(),
             haves: BTreeMap::new(),
             alive: BTreeMap::new(),
+            classical_next: BTreeMap::new(),
             first_contact_tokens: FIRST_CONTACT_BURST,
             first_contact_refilled_ms: now_ms,
             hello_tokens: u64::MAX,
@@ -311,13 +318,25 @@ impl Exchange {
         // deletes their ephemeral keys: that is the session forward secrecy.
         let hs_timeout = cfg.handshake_timeout_ms;
         let mut failed = Vec::new();
+        let mut unanswered = Vec::new();
         self.outgoing.retain(|_, h| {
             let alive = h.started_ms.saturating_add(hs_timeout) > now_ms;
             if !alive {
                 failed.push(h.peer);
+                unanswered.push((h.peer, h.hybrid, h.peer_reads));
             }
             alive
         });
+        for (peer, hybrid, reads) in unanswered {
+            // A hybrid Hello that timed out says nothing about the peer's
+            // version (it may be down, or the reply lost): it is called
+            // hybrid again, unless the peer showed meanwhile that it reads
+            // the control topic (a Have, `on_have`). A classical Hello that
+            // timed out: hybrid next.
+            if !hybrid || reads {
+                self.hello_unanswered(sh, peer, hybrid);
+            }
+        }
         self.incoming
             .retain(|_, h| h.started_ms.saturating_add(hs_timeout) > now_ms);
         let lifetime = cfg.session_lifetime_ms;
@@ -713,6 +732,19 @@ impl Exchange {
 
     /// Sends what is queued for `peer` over its session, or starts a handshake.
     fn flush(&mut self, sh: &Shared, peer: InstanceId) -> Result<(), Error> {
+        self.flush_budgeted(sh, peer, true)
+    }
+
+    /// `flush`; `budgeted: false` for the hybrid Hello that replaces a
+    /// classical one the peer refused (`on_hybrid_only`): that Hello already
+    /// drew on the first-contact budget, and answered, so the pair costs
+    /// one token as a single Hello would.
+    fn flush_budgeted(
+        &mut self,
+        sh: &Shared,
+        peer: InstanceId,
+        budgeted: bool,
+    ) -> Result<(), Error> {
         if self.queued.get(&peer).is_none_or(Vec::is_empty) {
             self.queued.remove(&peer);
             return Ok(());
@@ -745,11 +777,12 @@ impl Exchange {
             // Nobody accepts an expired credential: calling is only traffic.
             return Ok(());
         }
-        if !self.alive.contains_key(&peer) && !self.take_first_contact_token() {
+        if budgeted && !self.alive.contains_key(&peer) && !self.take_first_contact_token() {
             return Ok(()); // the queue waits for the budget
         }
         let seed = self.seed();
-        let (hs, buf) = first_message(sh, peer, &seed)?;
+        let hybrid = self.hello_is_hybrid(sh, peer);
+        let (hs, buf) = first_message(sh, peer, &seed, hybrid)?;
         let session = self.new_session_id();
         self.outgoing.insert(
             session,
@@ -759,18 +792,69 @@ impl Exchange {
                 state: hs,
                 started_ms: self.now_ms,
                 seed: Some(seed),
+                hybrid,
+                peer_reads: false,
             },
         );
-        self.push(
-            sh.me,
-            peer,
+        let body = if hybrid {
+            Body::HybridHello {
+                session,
+                noise: buf,
+            }
+        } else {
             Body::Hello {
                 session,
                 noise: buf,
-            },
-        );
+            }
+        };
+        self.push(sh.me, peer, body);
         sh.metrics.add_handshake();
         Ok(())
+    }
+
+    /// Whether the next Hello to `peer` is hybrid. With `Prefer`, hybrid
+    /// first; a peer whose hybrid Hello goes unanswered (an engine before
+    /// issue 17 rejects it as unknown) is called classically next, with
+    /// the `CLASSICAL_BY_FALLBACK` payload, and the two alternate while
+    /// neither is answered. A peer met classically is called classically
+    /// next (until such a Hello goes unanswered). Alternating cannot be
+    /// turned into a downgrade: a hybrid responder refuses the fallback
+    /// Hello, so only an earlier version ever completes one.
+    fn hello_is_hybrid(&self, sh: &Shared, peer: InstanceId) -> bool {
+        match sh.config.hybrid {
+            HybridMode::Off => false,
+            HybridMode::Require => true,
+            HybridMode::Prefer => !self.classical_next.contains_key(&peer),
+        }
+    }
+
+    /// Our Hello of that kind to `peer` went unanswered (see the callers):
+    /// with `Prefer`, the next one is of the other kind. Failures that had
+    /// an answer (a session that did not prove its instance, a credential
+    /// refused) change nothing: the peer spoke that kind.
+    fn hello_unanswered(&mut self, sh: &Shared, peer: InstanceId, hybrid: bool) {
+        if sh.config.hybrid != HybridMode::Prefer {
+            return;
+        }
+        if hybrid {
+            self.call_classically(peer);
+        } else {
+            self.classical_next.remove(&peer);
+        }
+    }
+
+    fn call_classically(&mut self, peer: InstanceId) {
+        if self.classical_next.len() >= MAX_ALIVE && !self.classical_next.contains_key(&peer) {
+            if let Some(oldest) = self
+                .classical_next
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(p, _)| *p)
+            {
+                self.classical_next.remove(&oldest);
+            }
+        }
+        self.classical_next.insert(peer, self.now_ms);
     }
 
     /// Turns queued items into inner messages for a peer whose credential is
@@ -967,10 +1051,19 @@ impl Exchange {
         }
         let env = Envelope::decode(bytes)?;
         match env.body {
-            Body::Hello { session, noise } => self.on_hello(sh, env.from, env.to, session, &noise),
-            Body::HelloReply { session, noise } => {
-                self.on_hello_reply(sh, env.from, env.to, session, &noise)
+            Body::Hello { session, noise } => {
+                self.on_hello(sh, env.from, env.to, session, &noise, false)
             }
+            Body::HybridHello { session, noise } => {
+                self.on_hello(sh, env.from, env.to, session, &noise, true)
+            }
+            Body::HelloReply { session, noise } => {
+                self.on_hello_reply(sh, env.from, env.to, session, &noise, false)
+            }
+            Body::HybridReply { session, noise } => {
+                self.on_hello_reply(sh, env.from, env.to, session, &noise, true)
+            }
+            Body::HybridOnly { session } => self.on_hybrid_only(sh, env.from, env.to, session),
             Body::HelloFinish { session, noise } => {
                 self.on_hello_finish(sh, env.from, env.to, session, &noise)
             }
@@ -1000,9 +1093,14 @@ impl Exchange {
         to: InstanceId,
         session: SessionId,
         noise: &[u8],
+        hybrid: bool,
     ) -> Result<(), Error> {
-        if to == BROADCAST {
+        if to == BROADCAST || (hybrid && sh.config.hybrid == HybridMode::Off) {
+            // `Off` is the version before issue 17, which knows no such kind.
             return Err(ControlError::Malformed.into());
+        }
+        if !hybrid && sh.config.hybrid == HybridMode::Require {
+            return Err(ControlError::ClassicalRefused.into());
         }
         if self.incoming.contains_key(&session)
             || self.outgoing.contains_key(&session)
@@ -1028,14 +1126,45 @@ impl Exchange {
             return Err(ControlError::Busy.into());
         }
         let seed = self.seed();
-        let mut hs = new_handshake(false, &sh.identity.private_key_bytes(), from, to, seed)?;
+        let mut hs = new_handshake(
+            false,
+            hybrid,
+            &sh.identity.private_key_bytes(),
+            from,
+            to,
+            seed,
+        )?;
         let mut scratch = vec![0u8; noise.len()];
-        hs.read_message(noise, &mut scratch)
-            .map_err(|_| ControlError::Decrypt)?;
-        let credential = sh.identity.credential().encode();
-        let mut reply = noise_buffer(credential.len());
         let n = hs
-            .write_message(&credential, &mut reply)
+            .read_message(noise, &mut scratch)
+            .map_err(|_| ControlError::Decrypt)?;
+        let payload = scratch.get(..n).ok_or(ControlError::Malformed)?;
+        let mut kem_ct = Vec::new();
+        if hybrid {
+            // The initiator's ephemeral ML-KEM key: encapsulate to it, and
+            // the secret becomes the handshake's pre-shared key (mixed in
+            // with message 3).
+            let mut m = Zeroizing::new([0u8; 32]);
+            self.rng.fill_bytes(&mut *m);
+            let (ct, secret) = hybrid::encapsulate(payload, &m)?;
+            hs.set_psk(hybrid::PSK_LOCATION, &*secret)
+                .map_err(|_| ControlError::Malformed)?;
+            kem_ct = ct;
+        } else if payload == hybrid::CLASSICAL_BY_FALLBACK && sh.config.hybrid != HybridMode::Off {
+            // The initiator can do hybrid and went classical only because
+            // its hybrid Hello to us went unanswered (lost, or a broker
+            // dropping it): answering would let the broker choose classical
+            // for two hybrid parties. Tell it to call hybrid again now.
+            self.push(to, from, Body::HybridOnly { session });
+            return Err(ControlError::ClassicalRefused.into());
+        }
+        // Hybrid: the ciphertext, then the credential; classical: the
+        // credential, as before issue 17.
+        kem_ct.extend_from_slice(&sh.identity.credential().encode());
+        let payload = kem_ct;
+        let mut reply = noise_buffer(payload.len());
+        let n = hs
+            .write_message(&payload, &mut reply)
             .map_err(|_| ControlError::Malformed)?;
         reply.truncate(n);
         self.incoming.insert(
@@ -1046,16 +1175,22 @@ impl Exchange {
                 state: hs,
                 started_ms: self.now_ms,
                 seed: None,
+                hybrid,
+                peer_reads: false,
             },
         );
-        self.push(
-            to,
-            from,
+        let body = if hybrid {
+            Body::HybridReply {
+                session,
+                noise: reply,
+            }
+        } else {
             Body::HelloReply {
                 session,
                 noise: reply,
-            },
-        );
+            }
+        };
+        self.push(to, from, body);
         Ok(())
     }
 
@@ -1110,9 +1245,39 @@ impl Exchange {
         to: InstanceId,
         session: SessionId,
         noise: &[u8],
+        hybrid: bool,
     ) -> Result<(), Error> {
+        if self
+            .outgoing
+            .get(&session)
+            .is_some_and(|hs| hs.hybrid != hybrid)
+        {
+            // A classical reply to a hybrid Hello (or the reverse) is not an
+            // answer to it (and would not decrypt: the pattern names differ).
+            return Err(ControlError::UnknownSession.into());
+        }
         let (mut hs, payload) = read_handshake(&mut self.outgoing, session, from, to, noise)?;
-        let cred = match self.check_peer(sh, hs.state.get_remote_static(), &payload) {
+        let (kem_ct, credential) = if hybrid {
+            let ct = payload.get(..hybrid::CT_LEN);
+            let cred = payload.get(hybrid::CT_LEN..);
+            (ct, cred.unwrap_or_default())
+        } else {
+            (None, &payload[..])
+        };
+        let checked = self
+            .check_peer(sh, hs.state.get_remote_static(), credential)
+            .and_then(|cred| match (kem_ct, hs.seed.as_ref()) {
+                (Some(ct), Some(seed)) => {
+                    let secret = hybrid::KemKey::from_handshake_seed(seed).decapsulate(ct)?;
+                    hs.state
+                        .set_psk(hybrid::PSK_LOCATION, &*secret)
+                        .map_err(|_| ControlError::Malformed)?;
+                    Ok(cred)
+                }
+                (None, _) if !hybrid => Ok(cred),
+                _ => Err(ControlError::Malformed.into()),
+            });
+        let cred = match checked {
             Ok(cred) => cred,
             Err(e) => {
                 // Anyone can answer a Hello with a Noise-valid reply under a
@@ -1120,7 +1285,7 @@ impl Exchange {
                 // called, whose own reply may still come. The handshake goes
                 // back to where it was (rebuilt from its seed) and waits.
                 if let Some(seed) = hs.seed.take() {
-                    let (state, _) = first_message(sh, hs.peer, &seed)?;
+                    let (state, _) = first_message(sh, hs.peer, &seed, hs.hybrid)?;
                     hs.state = state;
                     hs.seed = Some(seed);
                     self.outgoing.insert(session, hs);
@@ -1149,7 +1314,7 @@ impl Exchange {
             .write_message(&finish, &mut msg)
             .map_err(|_| ControlError::Malformed)?;
         msg.truncate(n);
-        self.establish(hs, session, cred, true)?;
+        self.establish(sh, hs, session, cred, true)?;
         self.push(
             to,
             from,
@@ -1164,11 +1329,39 @@ impl Exchange {
         Ok(())
     }
 
+    /// The peer we called classically (thinking it an earlier version)
+    /// speaks hybrid: call it hybrid at once. Only our own pending classical
+    /// Hello to that peer is affected, so a forged one can at most replace a
+    /// classical attempt by a hybrid one.
+    fn on_hybrid_only(
+        &mut self,
+        sh: &Shared,
+        from: InstanceId,
+        to: InstanceId,
+        session: SessionId,
+    ) -> Result<(), Error> {
+        let ours = self
+            .outgoing
+            .get(&session)
+            .is_some_and(|h| h.peer == from && h.local == to && !h.hybrid);
+        if !ours || sh.config.hybrid != HybridMode::Prefer {
+            return Err(ControlError::UnknownSession.into());
+        }
+        self.outgoing.remove(&session);
+        self.classical_next.remove(&from);
+        // No backoff for this: the peer answered.
+        if let Some((_, until)) = self.backoff.get_mut(&from) {
+            *until = self.now_ms;
+        }
+        self.flush_budgeted(sh, from, false)
+    }
+
     /// Turns a finished handshake into a session. The responder's session
     /// is confirmed at once (message 3 arrived); the initiator's when the
     /// first transport message comes back.
     fn establish(
         &mut self,
+        sh: &Shared,
         hs: Handshake,
         session: SessionId,
         cred: Credential,
@@ -1179,6 +1372,19 @@ impl Exchange {
             .into_stateless_transport_mode()
             .map_err(|_| ControlError::Malformed)?;
         let bound = cred.signing_key().is_none();
+        if hs.hybrid {
+            sh.metrics.add_session_hybrid();
+        } else {
+            sh.metrics.add_session_classical();
+        }
+        if initiator {
+            // Which way to call this peer next time (`hello_is_hybrid`).
+            if hs.hybrid {
+                self.classical_next.remove(&hs.peer);
+            } else {
+                self.call_classically(hs.peer);
+            }
+        }
         self.sessions.insert(
             session,
             Session {
@@ -1193,6 +1399,7 @@ impl Exchange {
                 confirmed: !initiator,
                 send_nonce: 0,
                 replay: Default::default(),
+                hybrid: hs.hybrid,
             },
         );
         self.by_peer.insert(hs.peer, session);
@@ -1215,7 +1422,7 @@ impl Exchange {
         let cred = self.check_peer(sh, hs.state.get_remote_static(), cred_bytes)?;
         let items = wire::decode_batch(batch)?;
         let mut replies = self.proof(sh, &cred, to);
-        self.establish(hs, session, cred, false)?;
+        self.establish(sh, hs, session, cred, false)?;
         replies.extend(self.process(sh, session, items)?);
         if self.sessions.get(&session).is_some_and(|s| s.bound) {
             // It proved who it is: whatever we gave up on it is forgotten.
@@ -1332,10 +1539,32 @@ impl Exchange {
         // now rather than after the handshake timeout. At most once per
         // want and handshake timeout, as `holder` above limits.
         let stale = now.saturating_sub(sh.config.request_retry_ms);
-        self.outgoing
-            .retain(|_, h| h.peer != from || h.started_ms >= stale);
+        // Longer than any answer takes on a working control topic.
+        let ignored = now.saturating_sub(sh.config.handshake_timeout_ms / 2);
+        let mut unanswered = None;
+        self.outgoing.retain(|_, h| {
+            let keep = h.peer != from || h.started_ms >= stale;
+            if !keep && h.started_ms < ignored {
+                unanswered = Some(h.hybrid);
+            }
+            keep
+        });
+        if let Some(hybrid) = unanswered {
+            // It reads the control topic yet left our Hello unanswered for
+            // half a handshake timeout: an engine before issue 17 ignores
+            // hybrid Hellos, so the next one is of the other kind, at once.
+            // (A Hello merely slower than a request retry is sent again as
+            // it was: flipping then costs hybrid peers a refusal and a hint
+            // round trip each time.)
+            self.hello_unanswered(sh, from, hybrid);
+        }
         self.enqueue(from, Outgoing::Request { key_id, topic });
         let _ = self.flush(sh, from);
+        for h in self.outgoing.values_mut() {
+            if h.peer == from {
+                h.peer_reads = true;
+            }
+        }
     }
 
     /// Handles a batch of inner messages from an authenticated peer and
@@ -1587,21 +1816,34 @@ impl Exchange {
 
 /// The initiator's handshake state after its first message, and that
 /// message. Deterministic in `seed`, so a handshake can be rebuilt.
+/// A hybrid one carries the ephemeral ML-KEM key derived from the same
+/// seed; a classical one from an engine that could do hybrid says so
+/// (`CLASSICAL_BY_FALLBACK`), and one with hybrid off is exactly the
+/// Hello of the version before issue 17 (empty payload).
 fn first_message(
     sh: &Shared,
     peer: InstanceId,
     seed: &Zeroizing<[u8; 64]>,
+    hybrid: bool,
 ) -> Result<(snow::HandshakeState, Vec<u8>), Error> {
     let mut hs = new_handshake(
         true,
+        hybrid,
         &sh.identity.private_key_bytes(),
         sh.me,
         peer,
         seed.clone(),
     )?;
-    let mut buf = noise_buffer(0);
+    let payload = if hybrid {
+        hybrid::KemKey::from_handshake_seed(seed).public()
+    } else if sh.config.hybrid == HybridMode::Prefer {
+        hybrid::CLASSICAL_BY_FALLBACK.to_vec()
+    } else {
+        Vec::new()
+    };
+    let mut buf = noise_buffer(payload.len());
     let n = hs
-        .write_message(&[], &mut buf)
+        .write_message(&payload, &mut buf)
         .map_err(|_| ControlError::Malformed)?;
     buf.truncate(n);
     Ok((hs, buf))

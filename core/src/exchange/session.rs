@@ -70,8 +70,14 @@ fn prologue(initiator: InstanceId, responder: InstanceId) -> [u8; 29] {
     p
 }
 
+/// A live session's handshake: classical XX, or hybrid XXpsk3 (the
+/// ML-KEM-768 secret as pre-shared key, set before message 3: see
+/// `hybrid.rs`). The prologue is the same for both; the pattern names
+/// differ, and Noise hashes the name first, so a message of one never
+/// passes for the other.
 pub fn new_handshake(
     initiator: bool,
+    hybrid: bool,
     local_private: &[u8; 32],
     initiator_id: InstanceId,
     responder_id: InstanceId,
@@ -79,7 +85,11 @@ pub fn new_handshake(
 ) -> Result<HandshakeState, ControlError> {
     let prologue = prologue(initiator_id, responder_id);
     build(
-        NOISE_PARAMS,
+        if hybrid {
+            super::hybrid::NOISE_PARAMS_HYBRID
+        } else {
+            NOISE_PARAMS
+        },
         initiator,
         local_private,
         None,
@@ -108,8 +118,11 @@ pub fn one_way(
     )
 }
 
-/// One Noise handshake state on the engine's randomness: both patterns.
-fn build(
+/// One Noise handshake state on the engine's randomness (its ephemeral
+/// private key is the seed's first 32 bytes): every pattern. Public so that
+/// the published Noise test vectors can be run through it
+/// (tests/hybrid_kem.rs).
+pub fn build(
     pattern: &str,
     initiator: bool,
     local_private: &[u8; 32],
@@ -149,6 +162,11 @@ pub struct Handshake {
     /// with a Noise-valid message under their own static key) must not end
     /// the handshake. `None` on the responder's side.
     pub seed: Option<Zeroizing<[u8; 64]>>,
+    /// Hybrid (XXpsk3 with ML-KEM-768) or classical XX.
+    pub hybrid: bool,
+    /// The peer showed it reads the control topic (a Have) while this
+    /// Hello was pending: if it times out unanswered, the peer ignored it.
+    pub peer_reads: bool,
 }
 
 /// Sliding replay window over received transport nonces.
@@ -206,6 +224,8 @@ pub struct Session {
     pub bound: bool,
     pub send_nonce: u64,
     pub replay: ReplayWindow,
+    /// Its keys depend on an ML-KEM-768 secret as well as on X25519.
+    pub hybrid: bool,
 }
 
 impl Session {

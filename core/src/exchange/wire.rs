@@ -43,6 +43,20 @@ pub enum Body {
         nonce: u64,
         noise: Vec<u8>,
     },
+    /// Hybrid Hello (issue 17): message 1 of `Noise_XXpsk3`, whose payload
+    /// is the initiator's ephemeral ML-KEM-768 encapsulation key. Engines
+    /// before issue 17 reject the kind as unknown.
+    HybridHello { session: SessionId, noise: Vec<u8> },
+    /// Its answer, message 2 of `Noise_XXpsk3`: payload the ML-KEM-768
+    /// ciphertext to that key, then the responder's credential. Message 3
+    /// and transport travel as in a classical session.
+    HybridReply { session: SessionId, noise: Vec<u8> },
+    /// A hybrid responder's answer to a classical Hello that says its
+    /// initiator can do hybrid (`hybrid::CLASSICAL_BY_FALLBACK`): "call me
+    /// hybrid". Unauthenticated, and all it can do is make the initiator
+    /// send a hybrid Hello at once rather than after a timeout: a forged one
+    /// steers towards hybrid, never away from it.
+    HybridOnly { session: SessionId },
     /// Broadcast: "whoever holds this key, please tell me". Carries no
     /// secret: the broker already sees topics and key ids in record headers.
     Want { key_id: KeyId, topic: String },
@@ -55,6 +69,10 @@ pub enum Body {
 /// The kind byte of a Have, which an instance reads in messages addressed
 /// to others (see `Exchange::handle_control`).
 pub const KIND_HAVE: u8 = 6;
+/// Kinds 7 and 8 are the keys topic's (exchange/mailbox.rs).
+pub const KIND_HYBRID_HELLO: u8 = 9;
+pub const KIND_HYBRID_REPLY: u8 = 10;
+pub const KIND_HYBRID_ONLY: u8 = 11;
 
 impl Body {
     fn kind(&self) -> u8 {
@@ -65,6 +83,9 @@ impl Body {
             Body::Sealed { .. } => 4,
             Body::Want { .. } => 5,
             Body::Have { .. } => KIND_HAVE,
+            Body::HybridHello { .. } => KIND_HYBRID_HELLO,
+            Body::HybridReply { .. } => KIND_HYBRID_REPLY,
+            Body::HybridOnly { .. } => KIND_HYBRID_ONLY,
         }
     }
 }
@@ -212,7 +233,9 @@ impl Envelope {
         match &self.body {
             Body::Hello { session, noise }
             | Body::HelloReply { session, noise }
-            | Body::HelloFinish { session, noise } => {
+            | Body::HelloFinish { session, noise }
+            | Body::HybridHello { session, noise }
+            | Body::HybridReply { session, noise } => {
                 out.extend_from_slice(session);
                 out.extend_from_slice(noise);
             }
@@ -225,6 +248,7 @@ impl Envelope {
                 out.extend_from_slice(&nonce.to_be_bytes());
                 out.extend_from_slice(noise);
             }
+            Body::HybridOnly { session } => out.extend_from_slice(session),
             Body::Want { key_id, topic } | Body::Have { key_id, topic } => {
                 put_key_id(&mut out, key_id);
                 put_topic(&mut out, topic);
@@ -282,6 +306,31 @@ impl Envelope {
                     nonce,
                     noise,
                 }
+            }
+            KIND_HYBRID_HELLO | KIND_HYBRID_REPLY => {
+                let session = r.array()?;
+                let noise = r.rest().to_vec();
+                // Message 1 carries an ephemeral key, the KEM key and a tag;
+                // message 2 more (the ciphertext, a static key, a credential):
+                // anything shorter is neither.
+                let least = if kind == KIND_HYBRID_HELLO {
+                    32 + super::hybrid::EK_LEN + 16
+                } else {
+                    32 + 48 + super::hybrid::CT_LEN + 16
+                };
+                if noise.len() < least {
+                    return Err(ControlError::Malformed);
+                }
+                if kind == KIND_HYBRID_HELLO {
+                    Body::HybridHello { session, noise }
+                } else {
+                    Body::HybridReply { session, noise }
+                }
+            }
+            KIND_HYBRID_ONLY => {
+                let session = r.array()?;
+                r.finish()?;
+                Body::HybridOnly { session }
             }
             5 | 6 => {
                 let key_id = r.key_id()?;

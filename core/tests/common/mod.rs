@@ -1,7 +1,13 @@
 //! Two engines on a perfect in-memory control channel, for tests that are
 //! about engine behaviour rather than network faults (those are in
 //! simulation.rs).
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use kafka_e2ee_core::trust::{Authority, Identity, TopicPattern, TrustAnchor};
 use kafka_e2ee_core::{ControlMessage, Engine, EngineConfig, Storage};
@@ -128,4 +134,64 @@ pub fn pump_skewed(engines: &[(&Engine, u64)]) {
         }
     }
     panic!("control traffic did not settle");
+}
+
+/// Answers a Hello (classical or hybrid) as `as_id` with the static key
+/// `key` and `payload` (a credential, or anything) in message 2, the way an
+/// engine does: for a hybrid Hello, encapsulates to the initiator's ML-KEM
+/// key (randomness from `seed`) and sets the secret as the pre-shared key.
+/// Returns the responder's handshake state and the reply, or `None` when
+/// the Hello does not read.
+pub fn answer_hello_as(
+    key: &[u8; 32],
+    hello: &kafka_e2ee_core::exchange::wire::Envelope,
+    as_id: kafka_e2ee_core::format::InstanceId,
+    seed: [u8; 64],
+    payload: &[u8],
+) -> Option<(
+    snow::HandshakeState,
+    kafka_e2ee_core::exchange::wire::Envelope,
+)> {
+    use kafka_e2ee_core::exchange::hybrid;
+    use kafka_e2ee_core::exchange::session::new_handshake;
+    use kafka_e2ee_core::exchange::wire::{Body, Envelope};
+    let (session, noise, is_hybrid) = match &hello.body {
+        Body::Hello { session, noise } => (*session, noise, false),
+        Body::HybridHello { session, noise } => (*session, noise, true),
+        _ => return None,
+    };
+    let mut hs = new_handshake(
+        false,
+        is_hybrid,
+        key,
+        hello.from,
+        as_id,
+        zeroize::Zeroizing::new(seed),
+    )
+    .ok()?;
+    let mut buf = vec![0u8; 8192];
+    let n = hs.read_message(noise, &mut buf).ok()?;
+    let mut out = Vec::new();
+    if is_hybrid {
+        let m = zeroize::Zeroizing::new(<[u8; 32]>::try_from(&seed[32..]).ok()?);
+        let (ct, secret) = hybrid::encapsulate(&buf[..n], &m).ok()?;
+        hs.set_psk(hybrid::PSK_LOCATION, &*secret).ok()?;
+        out = ct;
+    }
+    out.extend_from_slice(payload);
+    let n = hs.write_message(&out, &mut buf).ok()?;
+    let noise = buf[..n].to_vec();
+    let body = if is_hybrid {
+        Body::HybridReply { session, noise }
+    } else {
+        Body::HelloReply { session, noise }
+    };
+    Some((
+        hs,
+        Envelope {
+            from: as_id,
+            to: hello.from,
+            body,
+        },
+    ))
 }

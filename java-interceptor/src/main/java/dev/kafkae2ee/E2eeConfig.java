@@ -37,11 +37,13 @@ public final class E2eeConfig extends AbstractConfig {
     public static final String BIND_KEY = "e2ee.bind.key";
     public static final String CIPHER = "e2ee.cipher";
     public static final String COMPRESSION = "e2ee.compression";
+    public static final String KEX_HYBRID = "e2ee.kex.hybrid";
 
     /** The properties the native engine reads (everything but the Java-only inner serdes). */
     static final List<String> NATIVE = List.of(
             CREDENTIAL, TRUST, TOPICS, KEY_ROTATION_MS, KEY_ROTATION_RECORDS, KEY_RETENTION_MS,
-            KEY_WAIT_MS, STATE_DIR, CONTROL_TOPIC, KEYS_TOPIC, CLOSE_TIMEOUT_MS, BIND_KEY, CIPHER, COMPRESSION);
+            KEY_WAIT_MS, STATE_DIR, CONTROL_TOPIC, KEYS_TOPIC, CLOSE_TIMEOUT_MS, BIND_KEY, CIPHER, COMPRESSION,
+            KEX_HYBRID);
 
     public static final ConfigDef CONFIG_DEF = new ConfigDef()
             .define(CREDENTIAL, Type.STRING, null, new ReadableFile(
@@ -126,7 +128,17 @@ public final class E2eeConfig extends AbstractConfig {
                             + "cannot move a value to another key. librdkafka producers honour it; Java producers "
                             + "never bind (their hooks do not see the serialized key). Java's DecryptingDeserializer "
                             + "cannot open key-bound records (it does not see the key): set false on librdkafka "
-                            + "producers whose topics it reads; E2eeConsumerInterceptor opens both.");
+                            + "producers whose topics it reads; E2eeConsumerInterceptor opens both.")
+            .define(KEX_HYBRID, Type.STRING, "prefer", ConfigDef.ValidString.in("prefer", "require", "off"),
+                    Importance.LOW,
+                    "The live key exchange mixes an ML-KEM-768 (post-quantum) secret into every X25519 Noise "
+                            + "session, so the topic keys it carries stay secret from a broker that records them "
+                            + "until it has a quantum computer (keys sealed to consumers' prekeys on the keys topic "
+                            + "are not hybrid yet: docs/PROTOCOL.md, section 4a): prefer (hybrid with every party that speaks it, classical only with "
+                            + "earlier versions; two hybrid-capable parties never settle for classical), require "
+                            + "(refuse classical sessions: set once every client is upgraded) or off (the wire "
+                            + "behaviour of the previous version; only for a measured reason, see "
+                            + "docs/PERFORMANCE.md).");
 
     public E2eeConfig(Map<?, ?> originals) {
         super(CONFIG_DEF, checkNames(originals), false);

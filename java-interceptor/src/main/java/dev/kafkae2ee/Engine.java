@@ -32,6 +32,8 @@ final class Engine implements AutoCloseable {
         "keys-deleted",
         "key-rotations",
         "handshakes",
+        "sessions-hybrid",
+        "sessions-classical",
     };
 
     /** pollTransmit0's channel byte: the message goes to e2ee.control.topic. */

@@ -75,7 +75,8 @@ final class Engines {
     /**
      * The shared engine for this client's configuration. Fails with Kafka's ConfigException
      * naming the property when the credential, trust or settings are unusable. Clients that
-     * differ in e2ee.cipher or e2ee.compression get an engine each, so each seals as configured.
+     * differ in e2ee.cipher, e2ee.compression or e2ee.kex.hybrid get an engine each, so each seals as
+     * configured.
      * {@code producer}: the client seals (serializer, producer interceptor), so the engine's close
      * waits for its key envelopes to be delivered (e2ee.close.timeout.ms).
      */
@@ -84,7 +85,8 @@ final class Engines {
         String key = cluster + '\0' + config.getString(E2eeConfig.CREDENTIAL) + '\0'
                 + config.getString(E2eeConfig.CONTROL_TOPIC) + '\0' + config.getString(E2eeConfig.KEYS_TOPIC)
                 + '\0' + config.getString(E2eeConfig.CIPHER)
-                + '\0' + config.getString(E2eeConfig.COMPRESSION);
+                + '\0' + config.getString(E2eeConfig.COMPRESSION)
+                + '\0' + config.getString(E2eeConfig.KEX_HYBRID);
         long waitMs = config.getLong(E2eeConfig.KEY_WAIT_MS);
         synchronized (Engines.class) {
             Shared shared = SHARED.get(key);
