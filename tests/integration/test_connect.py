@@ -32,7 +32,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient, NewTopic
 
 import broker as test_broker
 from java_clients import CLI, JAR, build
@@ -174,17 +173,7 @@ def test_connect_distributed_two_workers_move_every_line_encrypted(broker, tmp_p
     cp = f"{connect_cp}:{JAR}"
     auth = tmp_path / "auth"
     cli("authority", "init", "--out", str(auth))
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    keys_retention = 604_800_000 + 900_000 + 86_400_000
-    futures = admin.create_topics([
-        NewTopic(TOPIC, 1, 1),
-        NewTopic("_e2ee_control", 1, 1, config={"cleanup.policy": "delete", "retention.ms": "3600000"}),
-        NewTopic("_e2ee_keys", 1, 1, config={"cleanup.policy": "compact,delete",
-                                             "retention.ms": str(keys_retention)}),
-    ])
-    for f in futures.values():
-        f.result(timeout=60)
-    del admin
+    broker.create_topics_with_e2ee(TOPIC)
 
     sources = {}
     for src in ("a", "b"):

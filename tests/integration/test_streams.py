@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from java_clients import CLI, Running, build, props
 from test_keeper import Keeper
@@ -91,19 +90,8 @@ def test_streams_count_and_reduce_restore_in_full_on_a_new_host(broker, tmp_path
     for name, grants in [("app", ["--produce", "*", "--consume", "*"]), ("keeper", ["--consume", "*"])]:
         cli("credential", "issue", "--authority", str(auth), "--name", name, *grants,
             "--out", str(tmp_path / f"{name}.cred"))
-    # The keeper does not create the two kafka-e2ee topics (docs/KEEPER.md); one admin call
-    # makes them and the app's own (faster than a JVM per topic).
-    keys_retention = 604_800_000 + 900_000 + 86_400_000
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
-    futures = admin.create_topics([
-        NewTopic(INPUT, 1, 1), NewTopic(OUTPUT, 1, 1),
-        NewTopic("_e2ee_control", 1, 1, config={"cleanup.policy": "delete", "retention.ms": "3600000"}),
-        NewTopic("_e2ee_keys", 1, 1, config={"cleanup.policy": "compact,delete",
-                                             "retention.ms": str(keys_retention)}),
-    ])
-    for f in futures.values():
-        f.result(timeout=60)
-    del admin
+    # The keeper does not create the two kafka-e2ee topics (docs/KEEPER.md).
+    broker.create_topics_with_e2ee(INPUT, OUTPUT)
 
     keeper_config = tmp_path / "keeper.properties"
     keeper_config.write_text(f"bootstrap.servers={broker.bootstrap}\ne2ee.credential={tmp_path / 'keeper.cred'}\n"
