@@ -296,7 +296,7 @@ def envelope(m: bytes) -> dict | None:
     if len(m) < 22 or m[:5] != b"KE2X\x01":
         return None
     e = {"kind": m[5], "from": m[6:14].hex(), "to": m[14:22].hex(), "bytes": m}
-    if e["kind"] in (1, 2, 3, 4):
+    if e["kind"] in (1, 2, 3, 4, 9, 10, 11):  # the handshake kinds, classical and hybrid
         e["session"] = m[22:30]
     return e
 
@@ -331,9 +331,11 @@ def control_attack(captured: list[dict], live: set[str]) -> tuple[list[bytes], C
         every_engine(e["bytes"][:21])  # truncated inside the envelope
     completed = {e["session"] for e in captured if e["kind"] == 3}
     ours = [e for e in captured if e["from"] in live and e["to"] in live]
-    assert {e["kind"] for e in ours} >= {1, 2, 3, 4}, "no complete handshake was captured"
+    # Hello and reply are kinds 1 and 2, or 9 and 10 in a hybrid session (docs/PROTOCOL.md 4a).
+    kinds = {e["kind"] for e in ours}
+    assert kinds & {1, 9} and kinds & {2, 10} and kinds >= {3, 4}, f"no complete handshake was captured: {kinds}"
     for e in reversed(ours):  # every message replayed, the handshakes backwards
-        if e["kind"] in (2, 3, 4) or (e["kind"] == 1 and e["session"] in completed):
+        if e["kind"] in (2, 10, 3, 4) or (e["kind"] in (1, 9) and e["session"] in completed):
             out.append(e["bytes"])
             expect[e["to"]] += 1
     out += [e["bytes"] for e in captured if e["kind"] in (5, 6)]

@@ -20,6 +20,7 @@ keys (the words) are plaintext by design (docs/QUICKSTART.md, Kafka Streams)."""
 
 from __future__ import annotations
 
+import os
 import re
 import select
 import struct
@@ -62,6 +63,22 @@ def record_count(data: bytes) -> int:
     return n
 
 
+def next_lines(app: Running, timeout: float = 1) -> list[str] | None:
+    """The complete stdout lines that arrived within ``timeout`` ([] if none,
+    None at the end of output). Reads the pipe's descriptor itself: select()
+    cannot see lines a buffered readline() already pulled into Python's
+    buffer, and those would wait for output that may never come."""
+    fd = app.proc.stdout.fileno()
+    ready, _, _ = select.select([fd], [], [], timeout)
+    if not ready:
+        return []
+    chunk = os.read(fd, 65536)
+    if not chunk:
+        return None
+    *lines, app.pending = (getattr(app, "pending", b"") + chunk).split(b"\n")
+    return [ln.decode(errors="replace").strip() for ln in lines]
+
+
 def lines_until(app: Running, wanted: set[str], timeout: float = 120, fail_on_error: bool = True) -> list[str]:
     """Stdout lines until every line of ``wanted`` was seen."""
     seen: list[str] = []
@@ -69,9 +86,7 @@ def lines_until(app: Running, wanted: set[str], timeout: float = 120, fail_on_er
     while not wanted <= set(seen):
         assert time.monotonic() < deadline, f"missing {wanted - set(seen)}; got {seen}"
         assert app.proc.poll() is None, f"exited {app.proc.returncode}; got {seen}\n{app.log.read_text()[-4000:]}"
-        ready, _, _ = select.select([app.proc.stdout], [], [], 1)
-        if ready:
-            line = app.proc.stdout.readline().strip()
+        for line in next_lines(app) or []:
             seen.append(line)
             assert not (fail_on_error and line.startswith("STREAMS-ERROR")), f"{line}\n{app.log.read_text()[-4000:]}"
     return seen
@@ -170,11 +185,9 @@ def test_streams_count_and_reduce_restore_in_full_on_a_new_host(broker, tmp_path
             deadline = time.monotonic() + 90
             while not any(ln.startswith(("STREAMS-ERROR", "STATE ERROR")) for ln in seen):
                 assert time.monotonic() < deadline, f"{seen}\n{app.log.read_text(errors='replace')[-4000:]}"
-                ready, _, _ = select.select([app.proc.stdout], [], [], 1)
-                if ready:
-                    line = app.proc.stdout.readline()
-                    assert line, f"exited {app.proc.wait()}: {seen}\n{app.log.read_text(errors='replace')[-4000:]}"
-                    seen.append(line.strip())
+                lines = next_lines(app)
+                assert lines is not None, f"exited {app.proc.wait()}: {seen}\n{app.log.read_text(errors='replace')[-4000:]}"
+                seen += lines
             log4 = app.log.read_text(errors="replace")
         assert "kafka-e2ee stopped" in log4 and "wc-sums-changelog-0 offset 19" in log4, log4[-4000:]
         assert "MISSING_HEADER" in log4, log4[-4000:]
