@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 
 use super::api::{self, Api, Headers, Kafka, Message};
 use super::{guard, state, ConfState};
-use crate::host::now_ms;
+use crate::host::{self, now_ms};
 
 const HEADER: &CStr = c"e2ee";
 /// Added by `on_consume` after a successful decrypt, so that a second run
@@ -713,6 +713,10 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
     if msg.payload.is_null() {
         return Ok(()); // a tombstone is never encrypted
     }
+    // A mirrored topic's records are bound to their source topic: opened,
+    // authorized and asked for under that name, mapped by this client's own
+    // e2ee.topic.source.prefix only (docs/PROTOCOL.md, section 5c).
+    let topic = host::source_topic(client.topic_source_prefix.as_deref(), &topic);
     let mut h: *mut Headers = std::ptr::null_mut();
     // SAFETY: m is live; h stays owned by the message.
     if unsafe { (api.message_headers)(m, &mut h) } != api::ERR_NO_ERROR {
