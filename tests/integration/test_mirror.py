@@ -1,8 +1,9 @@
 """MirrorMaker 2 (issue 16 item 5), on two real brokers: MM2 4.x in dedicated
 mode (org.apache.kafka.connect.mirror.MirrorMaker, resolved from Maven
 Central by ``scripts/test-broker mirror-classpath``) copies cluster A to
-cluster B with the default replication policy (``orders`` on A becomes
-``A.orders`` on B) and ``topics = .*`` minus the exclusion docs/QUICKSTART.md
+cluster B, once with the default replication policy (``orders`` on A becomes
+``A.orders`` on B) and once with the identity policy (``orders`` stays
+``orders``), with ``topics = .*`` minus the exclusion docs/QUICKSTART.md
 (MirrorMaker 2) gives for the key-exchange topics.
 
 The design (docs/PROTOCOL.md, section 5c): a consumer on B opens mirrored
@@ -13,9 +14,9 @@ publishes its prekeys on A's keys topic and reads the envelopes there.
 
 Checked: a reader that ran once on B before (its prekeys on A's keys topic),
 after the producer on A has written and exited and with nothing else
-running, reads every mirrored record of ``A.orders`` on B; its credential
-names the source topic (``orders``) only. A credential for the mirrored
-name only (``A.*``) opens nothing. B's segment files hold no plaintext, and
+running, reads every mirrored record on B; its credential names the source
+topic (``orders``) only. With the default policy, a credential for the
+mirrored name only (``A.*``) opens nothing. B's segment files hold no plaintext, and
 neither the control nor the keys topic reached B (not mirrored, and the
 reader's control plane never wrote to B)."""
 
@@ -90,9 +91,18 @@ def two_brokers(tmp_path):
                 test_broker.stop(d)
 
 
+# (replication policy, the mirrored topic's name on B, the reader's prefix)
+POLICIES = {
+    "default": ("org.apache.kafka.connect.mirror.DefaultReplicationPolicy", "A.orders", "A."),
+    "identity": ("org.apache.kafka.connect.mirror.IdentityReplicationPolicy", "orders", None),
+}
+
+
+@pytest.mark.parametrize("policy", POLICIES)
 def test_a_consumer_on_the_target_cluster_reads_mirrored_records_after_the_producer_exited(
-        two_brokers, tmp_path):
+        two_brokers, tmp_path, policy):
     a, b = two_brokers
+    policy_class, mirrored, prefix = POLICIES[policy]
     for p in (PLUGIN, CLI):
         assert p.exists(), f"{p} missing: cargo build --release -p kafka-e2ee-ffi -p kafka-e2ee-cli"
     mirror_cp = subprocess.run([str(test_broker.TEST_BROKER), "mirror-classpath"], check=True,
@@ -115,15 +125,17 @@ def test_a_consumer_on_the_target_cluster_reads_mirrored_records_after_the_produ
     # MM2 would create it at its first sync; made here so the reader's first
     # run has a topic to subscribe to.
     admin = AdminClient({"bootstrap.servers": b.bootstrap})
-    for f in admin.create_topics([NewTopic("A.orders", 1, 1)]).values():
+    for f in admin.create_topics([NewTopic(mirrored, 1, 1)]).values():
         f.result(timeout=60)
 
+    # The identity policy keeps the name: no mapping, only the key exchange
+    # on A.
     on_b = ("-X", f"e2ee.control.bootstrap.servers={a.bootstrap}",
-            "-X", "e2ee.topic.source.prefix=A.")
+            *(("-X", f"e2ee.topic.source.prefix={prefix}") if prefix else ()))
     state = tmp_path / "reader-state"
     # 1. The reader runs once on B: its control plane, on A, publishes its
     # prekeys to A's keys topic (kcat exits at the end of the empty topic).
-    r = kcat(b.bootstrap, creds["reader"], trust, "-C", "-t", "A.orders", "-o", "beginning", "-e",
+    r = kcat(b.bootstrap, creds["reader"], trust, "-C", "-t", mirrored, "-o", "beginning", "-e",
              extra=(*on_b, "-X", f"e2ee.state.dir={state}"))
     assert r.returncode == 0, r.stderr[-2000:]
 
@@ -141,6 +153,7 @@ A.bootstrap.servers = {a.bootstrap}
 B.bootstrap.servers = {b.bootstrap}
 A->B.enabled = true
 A->B.topics = .*
+replication.policy.class = {policy_class}
 A->B.topics.exclude = .*[\\-\\.]internal, .*\\.replica, __.*, _e2ee_.*
 B->A.enabled = false
 A->B.emit.checkpoints.enabled = false
@@ -165,7 +178,7 @@ config.storage.replication.factor = 1
         stdout=subprocess.DEVNULL, stderr=open(log, "w"))
     try:
         deadline = time.monotonic() + 60
-        while end_offset(b.bootstrap, "A.orders") < N:
+        while end_offset(b.bootstrap, mirrored) < N:
             assert mm2.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "MM2 did not mirror orders:\n" + log.read_text()[-3000:]
             time.sleep(0.5)
@@ -179,7 +192,7 @@ config.storage.replication.factor = 1
 
     # 4. The reader comes back on B: every mirrored record, keys from A's
     # keys topic alone (the writer is gone), opened as topic "orders".
-    r = kcat(b.bootstrap, creds["reader"], trust, "-C", "-t", "A.orders", "-o", "beginning",
+    r = kcat(b.bootstrap, creds["reader"], trust, "-C", "-t", mirrored, "-o", "beginning",
              "-c", str(N), "-f", "%s\\n",
              extra=(*on_b, "-X", f"e2ee.state.dir={state}", "-X", "e2ee.key.wait.ms=20000"))
     assert r.returncode == 0, r.stderr[-2000:]
@@ -187,14 +200,15 @@ config.storage.replication.factor = 1
 
     # 5. A grant for the mirrored name opens nothing: the record is bound
     # to, and authorized as, its source topic.
-    m = kcat(b.bootstrap, creds["mirror-only"], trust, "-C", "-t", "A.orders", "-o", "beginning",
-             "-c", "1", "-e", "-f", "%s\\n",
-             extra=(*on_b, "-X", "e2ee.key.wait.ms=2000"), timeout=60)
-    assert "mirrored-secret" not in m.stdout, m.stdout
-    assert "may not consume topic 'orders'" in m.stderr, m.stderr[-2000:]
+    if prefix:
+        m = kcat(b.bootstrap, creds["mirror-only"], trust, "-C", "-t", "A.orders", "-o", "beginning",
+                 "-c", "1", "-e", "-f", "%s\\n",
+                 extra=(*on_b, "-X", "e2ee.key.wait.ms=2000"), timeout=60)
+        assert "mirrored-secret" not in m.stdout, m.stdout
+        assert "may not consume topic 'orders'" in m.stderr, m.stderr[-2000:]
 
     # 6. B holds ciphertext only, and no key-exchange topic.
-    on_disk = b"".join(p.read_bytes() for p in sorted(b.data_dir.glob("A.orders-*/*.log")))
+    on_disk = b"".join(p.read_bytes() for p in sorted(b.data_dir.glob(f"{mirrored}-*/*.log")))
     assert on_disk.count(b"e2ee") >= N, "the mirrored records lost their e2ee header"
     assert b"mirrored-secret" not in on_disk
     leaked = {t for t in topics_of(b.bootstrap) if "_e2ee_" in t}
