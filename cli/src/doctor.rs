@@ -833,7 +833,13 @@ fn check_broker(
     timeout: Duration,
     r: &mut Report,
 ) {
-    let conn = match kafka::Connection::from_config(None, props, timeout) {
+    // Every check here is about the key-exchange topics: they live on the
+    // cluster e2ee.control.bootstrap.servers names when it is set (a
+    // mirrored cluster's consumer), not on the client's own.
+    let control_cluster = props::get(props, "e2ee.control.bootstrap.servers")
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let conn = match kafka::Connection::from_config(control_cluster, props, timeout) {
         Ok(c) => c,
         Err(e) => {
             r.problem(
