@@ -744,8 +744,8 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
         // Second run for a message already decrypted here?
         // SAFETY: h is the message's list or null.
         if let Some(mark) = unsafe { header_value(api, h, OPENED) } {
-            if is_our_marker(mark, &topic, msg, value)
-                || is_our_header_marker(engine, mark, &topic, msg, value)
+            if is_our_marker(mark, topic, msg, value)
+                || is_our_header_marker(engine, mark, topic, msg, value)
             {
                 return Ok(());
             }
@@ -757,7 +757,7 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
     let mut deadline = None;
     loop {
         let generation = engine.key_generation();
-        match engine.open(&topic, header, binding(msg), value) {
+        match engine.open(topic, header, binding(msg), value) {
             Ok(Opened::Plaintext) => return Ok(()),
             Ok(Opened::Decrypted) => {
                 // SAFETY: h is the message's list (it held the header).
@@ -766,11 +766,11 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
                     sealed_header.filter(|sh| sh.get(1).is_some_and(|f| f & COMPRESSION_MASK == 0));
                 let mut long = [0u8; HEADER_MARKER_LEN];
                 let mark: Option<&[u8]> = match uncompressed {
-                    Some(sh) => header_marker(&topic, msg, value.len(), &sh).map(|m| {
+                    Some(sh) => header_marker(topic, msg, value.len(), &sh).map(|m| {
                         long = m;
                         &long[..]
                     }),
-                    None => marker(&topic, msg, value).map(|m| {
+                    None => marker(topic, msg, value).map(|m| {
                         long[..MARKER_LEN].copy_from_slice(&m);
                         &long[..MARKER_LEN]
                     }),
