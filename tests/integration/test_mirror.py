@@ -133,11 +133,24 @@ def test_a_consumer_on_the_target_cluster_reads_mirrored_records_after_the_produ
     on_b = ("-X", f"e2ee.control.bootstrap.servers={a.bootstrap}",
             *(("-X", f"e2ee.topic.source.prefix={prefix}") if prefix else ()))
     state = tmp_path / "reader-state"
-    # 1. The reader runs once on B: its control plane, on A, publishes its
-    # prekeys to A's keys topic (kcat exits at the end of the empty topic).
-    r = kcat(b.bootstrap, creds["reader"], trust, "-C", "-t", mirrored, "-o", "beginning", "-e",
-             extra=(*on_b, "-X", f"e2ee.state.dir={state}"))
-    assert r.returncode == 0, r.stderr[-2000:]
+    # 1. The reader runs once on B until its control plane, on A, has
+    # published its prekeys to A's keys topic (the only writer there: the
+    # writer's credential may not consume, so it has no mailbox); then it
+    # stops as a user would stop it (SIGTERM: kcat closes its client).
+    first = subprocess.Popen(
+        ["kcat", "-b", b.bootstrap, "-X", f"plugin.library.paths={PLUGIN}",
+         "-X", f"e2ee.credential={creds['reader']}", "-X", f"e2ee.trust={trust}", *on_b,
+         "-X", f"e2ee.state.dir={state}", "-C", "-t", mirrored, "-o", "beginning"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while end_offset(a.bootstrap, "_e2ee_keys") < 1:
+            assert first.poll() is None, first.stderr.read()[-2000:]
+            assert time.monotonic() < deadline, "the reader published no prekeys on A's keys topic"
+            time.sleep(0.3)
+    finally:
+        first.terminate()
+        first.wait(timeout=60)
 
     # 2. The writer produces on A and exits: its close seals the keys to the
     # reader's prekeys on A's keys topic. Nothing holding the keys runs after.
@@ -177,7 +190,8 @@ config.storage.replication.factor = 1
          "org.apache.kafka.connect.mirror.MirrorMaker", str(props), "--clusters", "B"],
         stdout=subprocess.DEVNULL, stderr=open(log, "w"))
     try:
-        deadline = time.monotonic() + 60
+        # Seconds here; the deadline is for a CI machine under load.
+        deadline = time.monotonic() + 120
         while end_offset(b.bootstrap, mirrored) < N:
             assert mm2.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "MM2 did not mirror orders:\n" + log.read_text()[-3000:]
