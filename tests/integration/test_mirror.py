@@ -221,7 +221,22 @@ config.storage.replication.factor = 1
         assert "mirrored-secret" not in m.stdout, m.stdout
         assert "may not consume topic 'orders'" in m.stderr, m.stderr[-2000:]
 
-    # 6. B holds ciphertext only, and no key-exchange topic.
+    # 6. Plaintext written straight into the mirrored topic is refused, also
+    # where e2ee.topics names the mirrored topics (A.*) and not the source
+    # name the record is opened under.
+    if prefix:
+        from confluent_kafka import Producer
+
+        plain = Producer({"bootstrap.servers": b.bootstrap})
+        plain.produce(mirrored, value=b"injected-plaintext")
+        assert plain.flush(30) == 0
+        x = kcat(b.bootstrap, creds["reader"], trust, "-C", "-t", mirrored, "-o", str(N),
+                 "-c", "1", "-e", "-f", "%s\\n", extra=(*on_b, "-X", f"e2ee.topics={prefix}*"),
+                 timeout=60)
+        assert "injected-plaintext" not in x.stdout, x.stdout
+        assert f"record on protected topic '{mirrored}' has no e2ee header" in x.stderr, x.stderr[-2000:]
+
+    # 7. B holds ciphertext only, and no key-exchange topic.
     on_disk = b"".join(p.read_bytes() for p in sorted(b.data_dir.glob(f"{mirrored}-*/*.log")))
     assert on_disk.count(b"e2ee") >= N, "the mirrored records lost their e2ee header"
     assert b"mirrored-secret" not in on_disk

@@ -716,7 +716,8 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
     // A mirrored topic's records are bound to their source topic: opened,
     // authorized and asked for under that name, mapped by this client's own
     // e2ee.topic.source.prefix only (docs/PROTOCOL.md, section 5c).
-    let topic = host::source_topic(client.topic_source_prefix.as_deref(), &topic);
+    let mirrored = topic;
+    let topic = host::source_topic(client.topic_source_prefix.as_deref(), &mirrored);
     let mut h: *mut Headers = std::ptr::null_mut();
     // SAFETY: m is live; h stays owned by the message.
     if unsafe { (api.message_headers)(m, &mut h) } != api::ERR_NO_ERROR {
@@ -758,6 +759,16 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
     loop {
         let generation = engine.key_generation();
         match engine.open(topic, header, binding(msg), value) {
+            // e2ee.topics may name the mirrored topic rather than its source
+            // (A.* instead of orders): plaintext is refused if either name is
+            // protected, so the mapping never lets plaintext in.
+            Ok(Opened::Plaintext) if topic != mirrored && engine.is_protected(&mirrored) => {
+                engine.note_record_rejected();
+                return Err(Error::MissingHeader {
+                    topic: mirrored.into_owned(),
+                }
+                .to_string());
+            }
             Ok(Opened::Plaintext) => return Ok(()),
             Ok(Opened::Decrypted) => {
                 // SAFETY: h is the message's list (it held the header).
