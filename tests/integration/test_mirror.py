@@ -16,7 +16,8 @@ Checked: a reader that ran once on B before (its prekeys on A's keys topic),
 after the producer on A has written and exited and with nothing else
 running, reads every mirrored record on B; its credential names the source
 topic (``orders``) only. With the default policy, a credential for the
-mirrored name only (``A.*``) opens nothing. B's segment files hold no plaintext, and
+mirrored name only (``A.*``) opens nothing, and a plaintext record written
+into ``A.orders`` is refused by a reader whose ``e2ee.topics`` is ``A.*``. B's segment files hold no plaintext, and
 neither the control nor the keys topic reached B (not mirrored, and the
 reader's control plane never wrote to B)."""
 
