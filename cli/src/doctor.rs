@@ -833,7 +833,13 @@ fn check_broker(
     timeout: Duration,
     r: &mut Report,
 ) {
-    let conn = match kafka::Connection::from_config(None, props, timeout) {
+    // Every check here is about the key-exchange topics: they live on the
+    // cluster e2ee.control.bootstrap.servers names when it is set (a
+    // mirrored cluster's consumer), not on the client's own.
+    let control_cluster = props::get(props, "e2ee.control.bootstrap.servers")
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let conn = match kafka::Connection::from_config(control_cluster, props, timeout) {
         Ok(c) => c,
         Err(e) => {
             r.problem(
@@ -891,11 +897,59 @@ fn check_broker(
                     ),
                 ),
             }
+            // MirrorMaker 2's default topics.exclude does not match the
+            // key-exchange topics (one underscore), so `topics = .*` copies
+            // them; with the default replication policy the copies show
+            // here as <alias>.<topic> (docs/PROTOCOL.md, section 5c).
+            let copies: Vec<&str> = list
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .filter(|n| is_mirrored_copy(n, control_topic) || is_mirrored_copy(n, keys_topic))
+                .collect();
+            if !copies.is_empty() {
+                r.warn(
+                    "mirrored key-exchange topics",
+                    format!(
+                        "{}: MirrorMaker 2 copies of a key-exchange topic; no client reads them",
+                        copies.join(", ")
+                    ),
+                    "add _e2ee_.* (or your e2ee.control.topic and e2ee.keys.topic) to the mirror \
+                     flow's topics.exclude, keeping its defaults (docs/QUICKSTART.md, MirrorMaker \
+                     2), then delete the copies",
+                );
+            }
         }
         Err(e) => r.problem(
             "broker",
             format!("cannot list topics: {e}"),
             "check the client's ACLs allow Describe on topics",
         ),
+    }
+}
+
+/// Whether `name` is what MirrorMaker 2's DefaultReplicationPolicy names a
+/// copy of `topic`: `<alias>.<topic>`, for any alias (chains included).
+fn is_mirrored_copy(name: &str, topic: &str) -> bool {
+    name.strip_suffix(topic)
+        .and_then(|head| head.strip_suffix('.'))
+        .is_some_and(|alias| !alias.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_mirrored_copy;
+
+    #[test]
+    fn mirrored_copies_of_the_key_exchange_topics_are_recognised() {
+        assert!(is_mirrored_copy("A._e2ee_control", "_e2ee_control"));
+        assert!(is_mirrored_copy("B.A._e2ee_keys", "_e2ee_keys"));
+        for name in [
+            "_e2ee_control",
+            "._e2ee_control",
+            "A_e2ee_control",
+            "A._e2ee_controls",
+        ] {
+            assert!(!is_mirrored_copy(name, "_e2ee_control"), "{name}");
+        }
     }
 }

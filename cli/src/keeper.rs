@@ -75,6 +75,25 @@ pub fn settings(text: &str) -> Result<Settings, String> {
     let host =
         HostConfig::from_properties(props.iter().map(|p| (p.key.as_str(), p.value.as_str())))
             .map_err(|e| e.to_string())?;
+    // A keeper runs on the cluster it serves: point bootstrap.servers there.
+    // A setting it would not use must not look as if it did.
+    for (name, set) in [
+        (
+            "e2ee.control.bootstrap.servers",
+            host.control_bootstrap.is_some(),
+        ),
+        (
+            "e2ee.topic.source.prefix",
+            host.topic_source_prefix.is_some(),
+        ),
+    ] {
+        if set {
+            return Err(format!(
+                "{name}: is for consumers of a mirrored cluster, not the keeper: remove it, and \
+                 run the keeper with bootstrap.servers set to the source cluster"
+            ));
+        }
+    }
     let state_dir = host.state_dir.clone().ok_or(
         "e2ee.state.dir: is required for the keeper: set it to a directory of its own, on \
          encrypted storage; the keeper keeps the keys it holds there for \
@@ -597,6 +616,21 @@ mod tests {
         let s = settings(&format!("{BASE}e2ee.state.dir=/var/lib/keeper\n")).unwrap();
         assert_eq!(s.state_dir, PathBuf::from("/var/lib/keeper"));
         assert_eq!(s.host.keys_topic, "_e2ee_keys");
+    }
+
+    #[test]
+    fn the_mirror_settings_are_refused() {
+        for (line, name) in [
+            (
+                "e2ee.control.bootstrap.servers=a:9092\n",
+                "e2ee.control.bootstrap.servers",
+            ),
+            ("e2ee.topic.source.prefix=A.\n", "e2ee.topic.source.prefix"),
+        ] {
+            let e = settings(&format!("{BASE}e2ee.state.dir=/s\n{line}")).unwrap_err();
+            assert!(e.starts_with(name), "{e}");
+            assert!(e.contains("source cluster"), "{e}");
+        }
     }
 
     #[test]

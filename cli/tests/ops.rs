@@ -689,6 +689,40 @@ fn doctor_missing_files_and_librdkafka_order() {
     );
 }
 
+/// A mirrored cluster's consumer: doctor checks the key-exchange topics on
+/// the cluster e2ee.control.bootstrap.servers names, not on its own.
+#[test]
+fn doctor_checks_the_key_exchange_on_the_control_cluster() {
+    let t = Scratch::new();
+    let auth = authority(&t, "auth");
+    let cred = issue(&t, &auth, "reader", &["--consume", "orders"]);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let cfg = write(
+        &t,
+        "c.properties",
+        &format!(
+            "bootstrap.servers=127.0.0.1:1\n\
+             plugin.library.paths=libkafka_e2ee.so\n\
+             e2ee.control.bootstrap.servers=127.0.0.1:{port}\n\
+             e2ee.topic.source.prefix=A.\n\
+             e2ee.credential={}\ne2ee.trust={}\ne2ee.state.dir={}\n",
+            s(&cred),
+            s(&auth.join("trust")),
+            s(&t.path("st"))
+        ),
+    );
+    let o = run(&["doctor", "--config", s(&cfg), "--timeout", "2"]);
+    fails(&o, "cannot reach the cluster");
+    assert!(
+        err(&o).contains(&format!("connecting to 127.0.0.1:{port} ")),
+        "{}",
+        err(&o)
+    );
+}
+
 #[test]
 fn doctor_reports_an_unreachable_broker() {
     let t = Scratch::new();

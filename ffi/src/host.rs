@@ -71,6 +71,13 @@ pub struct HostConfig {
     pub sealing: Sealing,
     /// `e2ee.kex.hybrid`: X25519 with ML-KEM-768 in every live session.
     pub hybrid: HybridMode,
+    /// `e2ee.control.bootstrap.servers`: the cluster of the control and keys
+    /// topics, when it is not the client's own (a mirrored cluster's
+    /// consumers exchange keys with the source cluster's deployment).
+    pub control_bootstrap: Option<String>,
+    /// `e2ee.topic.source.prefix`: consumers open a record of `<prefix>T` as
+    /// topic `T`. Only ever from the client's own configuration.
+    pub topic_source_prefix: Option<String>,
 }
 
 impl HostConfig {
@@ -188,6 +195,11 @@ impl HostConfig {
                     ),
                 )
             })?;
+        let control_bootstrap = get("e2ee.control.bootstrap.servers").trim().to_owned();
+        let topic_source_prefix = get("e2ee.topic.source.prefix").trim().to_owned();
+        if !topic_source_prefix.is_empty() {
+            check_topic_prefix(&topic_source_prefix)?;
+        }
         Ok(HostConfig {
             credential: required(
                 "e2ee.credential",
@@ -212,7 +224,27 @@ impl HostConfig {
                 cipher,
                 compression,
             },
+            control_bootstrap: (!control_bootstrap.is_empty()).then_some(control_bootstrap),
+            topic_source_prefix: (!topic_source_prefix.is_empty()).then_some(topic_source_prefix),
         })
+    }
+
+    /// The name a consumer opens a record of `topic` under: its source
+    /// topic's when `topic` is `e2ee.topic.source.prefix` followed by a
+    /// name, else `topic` itself. The record's authentication, its key and
+    /// the authorization check (`may_consume`) all use this name, so a
+    /// mirrored record is readable exactly by the consumers the source
+    /// topic's grant allows; a grant for the mirrored name opens nothing.
+    /// The mapping comes from this client's configuration only, never from
+    /// the broker (a header or topic config could be forged).
+    pub fn source_topic<'t>(&self, topic: &'t str) -> &'t str {
+        source_topic(self.topic_source_prefix.as_deref(), topic)
+    }
+
+    /// The bootstrap servers of the cluster this client exchanges keys on:
+    /// `e2ee.control.bootstrap.servers`, else the client's own.
+    pub fn key_exchange_cluster<'a>(&'a self, own: &'a str) -> &'a str {
+        self.control_bootstrap.as_deref().unwrap_or(own)
     }
 
     /// `retention.ms` of the keys topic: an envelope must outlive the last
@@ -256,6 +288,35 @@ impl HostConfig {
             ));
         }
         Ok(config)
+    }
+}
+
+/// [`HostConfig::source_topic`] for hosts that keep only the prefix.
+pub fn source_topic<'t>(prefix: Option<&str>, topic: &'t str) -> &'t str {
+    match prefix.map(|p| topic.strip_prefix(p)) {
+        Some(Some(rest)) if !rest.is_empty() => rest,
+        _ => topic,
+    }
+}
+
+/// A topic-name prefix Kafka could have made: the characters of a topic name
+/// (`[a-zA-Z0-9._-]`), short enough to leave room for a name after it.
+fn check_topic_prefix(prefix: &str) -> Result<(), ConfigError> {
+    let ok = prefix.len() < 249
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            "e2ee.topic.source.prefix",
+            format!(
+                "'{prefix}' is not the start of a Kafka topic name (letters, digits, '.', '_', \
+                 '-'; under 249 characters): set it to the source cluster's alias and the \
+                 replication policy's separator, e.g. 'A.' for topics mirrored as A.<topic>"
+            ),
+        ))
     }
 }
 
@@ -491,7 +552,7 @@ pub fn preferred_cipher() -> Cipher {
 mod tests {
     use super::{json_string, HostConfig};
 
-    fn parse(extra: &[(&'static str, &'static str)]) -> Result<HostConfig, super::ConfigError> {
+    fn parse<'a>(extra: &[(&'a str, &'a str)]) -> Result<HostConfig, super::ConfigError> {
         let mut props = vec![("e2ee.credential", "c"), ("e2ee.trust", "t")];
         props.extend_from_slice(extra);
         HostConfig::from_properties(props)
@@ -510,6 +571,37 @@ mod tests {
         let c =
             parse(&[("e2ee.keys.topic", " k "), ("e2ee.close.timeout.ms", "0")]).expect("parses");
         assert_eq!((c.keys_topic.as_str(), c.close_timeout_ms), ("k", 0));
+    }
+
+    #[test]
+    fn a_source_prefix_maps_only_names_that_start_with_it() {
+        let c = parse(&[]).expect("defaults parse");
+        assert_eq!(c.source_topic("A.orders"), "A.orders");
+        assert_eq!(c.key_exchange_cluster("b:9092"), "b:9092");
+        let c = parse(&[
+            ("e2ee.topic.source.prefix", " A. "),
+            ("e2ee.control.bootstrap.servers", " a:9092 "),
+        ])
+        .expect("parses");
+        assert_eq!(c.source_topic("A.orders"), "orders");
+        assert_eq!(c.source_topic("A.B.orders"), "B.orders");
+        // Not mirrored, or nothing after the prefix: the topic's own name.
+        assert_eq!(c.source_topic("orders"), "orders");
+        assert_eq!(c.source_topic("B.orders"), "B.orders");
+        assert_eq!(c.source_topic("A."), "A.");
+        assert_eq!(c.source_topic("a.orders"), "a.orders");
+        assert_eq!(c.key_exchange_cluster("b:9092"), "a:9092");
+    }
+
+    #[test]
+    fn a_source_prefix_must_be_a_topic_name_start() {
+        for bad in ["A/", "A .", "*", "A\u{e9}."] {
+            let e = parse(&[("e2ee.topic.source.prefix", bad)]).expect_err(bad);
+            assert_eq!(e.property, "e2ee.topic.source.prefix");
+            assert!(e.message.contains("e.g. 'A.'"), "{}", e.message);
+        }
+        let long = "a".repeat(249);
+        assert!(parse(&[("e2ee.topic.source.prefix", &long)]).is_err());
     }
 
     #[test]

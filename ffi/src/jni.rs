@@ -300,6 +300,32 @@ pub extern "system" fn Java_dev_kafkae2ee_Engine_version0<'l>(
     })
 }
 
+/// The Java hosts do not map mirrored topics or exchange keys on another
+/// cluster yet (their ConfigDef does not define these names either): a
+/// setting a host would ignore must fail, not read the mirror wrongly.
+fn reject_mirror_settings(cfg: &HostConfig) -> std::result::Result<(), ConfigError> {
+    let set = [
+        (
+            "e2ee.control.bootstrap.servers",
+            cfg.control_bootstrap.is_some(),
+        ),
+        (
+            "e2ee.topic.source.prefix",
+            cfg.topic_source_prefix.is_some(),
+        ),
+    ];
+    match set.iter().find(|(_, on)| *on) {
+        Some((name, _)) => Err(ConfigError {
+            property: (*name).to_owned(),
+            message: "is not supported by the Java client yet (only by the librdkafka plugin): \
+                      read mirrored topics with a librdkafka consumer, or remove it \
+                      (docs/PROTOCOL.md, section 5c)"
+                .to_owned(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// `static native long create0(String cluster, String[] keysAndValues)`: the
 /// shared engine for this cluster and credential (see host::shared_engine).
 #[no_mangle]
@@ -319,6 +345,7 @@ pub extern "system" fn Java_dev_kafkae2ee_Engine_create0<'l>(
             pairs.push((string(env, &k)?, string(env, &v)?));
         }
         let cfg = HostConfig::from_properties(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
+        reject_mirror_settings(&cfg)?;
         let (engine, _new) = host::shared_engine(&cluster, &cfg)?;
         let handle = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
         handles()

@@ -77,6 +77,9 @@ pub struct Settings {
     pub keys_topic: String,
     pub keys_retention_ms: u64,
     pub close_timeout_ms: u64,
+    /// `e2ee.control.bootstrap.servers`: the control clients connect there
+    /// instead of to the client's own cluster.
+    pub bootstrap: Option<String>,
 }
 
 impl Settings {
@@ -86,6 +89,7 @@ impl Settings {
             keys_topic: cfg.keys_topic.clone(),
             keys_retention_ms: cfg.keys_topic_retention_ms(),
             close_timeout_ms: cfg.close_timeout_ms,
+            bootstrap: cfg.control_bootstrap.clone(),
         }
     }
 }
@@ -237,16 +241,17 @@ pub unsafe fn join(
         return Ok(cp);
     }
     // SAFETY: host_conf is live (caller).
-    let producer_conf = unsafe { control_conf(api, host_conf, api::PRODUCER, &engine)? };
+    let producer_conf = unsafe { control_conf(api, host_conf, api::PRODUCER, &engine, settings)? };
     // SAFETY: as above.
-    let consumer_conf = match unsafe { control_conf(api, host_conf, api::CONSUMER, &engine) } {
-        Ok(c) => c,
-        Err(e) => {
-            // SAFETY: we own producer_conf.
-            unsafe { (api.conf_destroy)(producer_conf) };
-            return Err(e);
-        }
-    };
+    let consumer_conf =
+        match unsafe { control_conf(api, host_conf, api::CONSUMER, &engine, settings) } {
+            Ok(c) => c,
+            Err(e) => {
+                // SAFETY: we own producer_conf.
+                unsafe { (api.conf_destroy)(producer_conf) };
+                return Err(e);
+            }
+        };
     let status = Arc::new(Status::default());
     let keys = Arc::new(KeySignal::default());
     let handles = Handles {
@@ -343,6 +348,7 @@ unsafe fn control_conf(
     host: *const Conf,
     kind: c_int,
     engine: &Engine,
+    cs: &Settings,
 ) -> Result<*mut Conf, String> {
     let filter: Vec<CString> = [
         "plugin.library.paths",
@@ -387,6 +393,12 @@ unsafe fn control_conf(
     }
     let id = hex(&engine.instance_id().0);
     let mut settings: Vec<(&str, String)> = vec![("client.id", format!("kafka-e2ee-{id}"))];
+    if let Some(b) = &cs.bootstrap {
+        // The source cluster of a mirror, with the client's own security
+        // settings (librdkafka takes the last of bootstrap.servers and its
+        // alias metadata.broker.list).
+        settings.push(("bootstrap.servers", b.clone()));
+    }
     if kind == api::PRODUCER {
         settings.push(("linger.ms", "5".into()));
         settings.push(("enable.idempotence", "false".into()));

@@ -61,6 +61,9 @@ pub(crate) struct Client {
     /// pid still differs.
     pub pid: u32,
     pub keys: Option<Arc<control::KeySignal>>,
+    /// `e2ee.topic.source.prefix`: the consume path opens a record of
+    /// `<prefix>T` as topic `T` (docs/PROTOCOL.md, section 5c).
+    pub topic_source_prefix: Option<String>,
 }
 
 impl Client {
@@ -495,6 +498,7 @@ unsafe extern "C" fn on_new(
                     fork_generation: FORK_GENERATION.load(Ordering::SeqCst),
                     pid: current_pid(),
                     keys: None,
+                    topic_source_prefix: None,
                 }
             }
         };
@@ -521,6 +525,10 @@ unsafe fn start(st: &ConfState, conf: *const Conf, producer: bool) -> Result<Cli
     let bootstrap = unsafe { st.api.get(conf, "bootstrap.servers") }
         .or_else(|| unsafe { st.api.get(conf, "metadata.broker.list") })
         .unwrap_or_default();
+    // The engine and its control plane belong to the cluster the keys are
+    // exchanged on: a mirrored cluster's consumer shares them with the
+    // source cluster's clients of this process, not with its own cluster's.
+    let bootstrap = cfg.key_exchange_cluster(&bootstrap).to_owned();
     let (engine, _) = host::shared_engine(&bootstrap, &cfg)?;
     let key = format!(
         "{bootstrap}\u{0}{}\u{0}{}\u{0}{}",
@@ -550,6 +558,7 @@ unsafe fn start(st: &ConfState, conf: *const Conf, producer: bool) -> Result<Cli
         fork_generation: FORK_GENERATION.load(Ordering::SeqCst),
         pid: current_pid(),
         keys: Some(keys),
+        topic_source_prefix: cfg.topic_source_prefix.clone(),
     })
 }
 
@@ -597,6 +606,7 @@ mod tests {
             fork_generation: fork_generation(),
             pid: current_pid(),
             keys: None,
+            topic_source_prefix: None,
         }
     }
 

@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 
 use super::api::{self, Api, Headers, Kafka, Message};
 use super::{guard, state, ConfState};
-use crate::host::now_ms;
+use crate::host::{self, now_ms};
 
 const HEADER: &CStr = c"e2ee";
 /// Added by `on_consume` after a successful decrypt, so that a second run
@@ -713,6 +713,11 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
     if msg.payload.is_null() {
         return Ok(()); // a tombstone is never encrypted
     }
+    // A mirrored topic's records are bound to their source topic: opened,
+    // authorized and asked for under that name, mapped by this client's own
+    // e2ee.topic.source.prefix only (docs/PROTOCOL.md, section 5c).
+    let mirrored = topic;
+    let topic = host::source_topic(client.topic_source_prefix.as_deref(), &mirrored);
     let mut h: *mut Headers = std::ptr::null_mut();
     // SAFETY: m is live; h stays owned by the message.
     if unsafe { (api.message_headers)(m, &mut h) } != api::ERR_NO_ERROR {
@@ -740,8 +745,8 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
         // Second run for a message already decrypted here?
         // SAFETY: h is the message's list or null.
         if let Some(mark) = unsafe { header_value(api, h, OPENED) } {
-            if is_our_marker(mark, &topic, msg, value)
-                || is_our_header_marker(engine, mark, &topic, msg, value)
+            if is_our_marker(mark, topic, msg, value)
+                || is_our_header_marker(engine, mark, topic, msg, value)
             {
                 return Ok(());
             }
@@ -753,7 +758,17 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
     let mut deadline = None;
     loop {
         let generation = engine.key_generation();
-        match engine.open(&topic, header, binding(msg), value) {
+        match engine.open(topic, header, binding(msg), value) {
+            // e2ee.topics may name the mirrored topic rather than its source
+            // (A.* instead of orders): plaintext is refused if either name is
+            // protected, so the mapping never lets plaintext in.
+            Ok(Opened::Plaintext) if topic != mirrored && engine.is_protected(&mirrored) => {
+                engine.note_record_rejected();
+                return Err(Error::MissingHeader {
+                    topic: mirrored.into_owned(),
+                }
+                .to_string());
+            }
             Ok(Opened::Plaintext) => return Ok(()),
             Ok(Opened::Decrypted) => {
                 // SAFETY: h is the message's list (it held the header).
@@ -762,11 +777,11 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
                     sealed_header.filter(|sh| sh.get(1).is_some_and(|f| f & COMPRESSION_MASK == 0));
                 let mut long = [0u8; HEADER_MARKER_LEN];
                 let mark: Option<&[u8]> = match uncompressed {
-                    Some(sh) => header_marker(&topic, msg, value.len(), &sh).map(|m| {
+                    Some(sh) => header_marker(topic, msg, value.len(), &sh).map(|m| {
                         long = m;
                         &long[..]
                     }),
-                    None => marker(&topic, msg, value).map(|m| {
+                    None => marker(topic, msg, value).map(|m| {
                         long[..MARKER_LEN].copy_from_slice(&m);
                         &long[..MARKER_LEN]
                     }),

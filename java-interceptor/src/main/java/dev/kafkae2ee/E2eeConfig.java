@@ -5,6 +5,7 @@ import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.TreeSet;
 import org.apache.kafka.common.config.AbstractConfig;
 import org.apache.kafka.common.config.ConfigDef;
@@ -157,9 +158,21 @@ public final class E2eeConfig extends AbstractConfig {
         }
     }
 
+    /** Native e2ee.* settings the Java hosts do not implement yet. */
+    private static final Set<String> NOT_IN_JAVA =
+            Set.of("e2ee.control.bootstrap.servers", "e2ee.topic.source.prefix");
+
     private static Map<?, ?> checkNames(Map<?, ?> originals) {
         for (Object k : originals.keySet()) {
             String key = String.valueOf(k);
+            if (NOT_IN_JAVA.contains(key)) {
+                // The librdkafka plugin's settings for consumers of a mirrored
+                // cluster (docs/PROTOCOL.md, section 5c): say so, not "a typo?".
+                throw new ConfigException(key, originals.get(k),
+                        "is not supported by the Java client yet (only by the librdkafka plugin): "
+                                + "read mirrored topics with a librdkafka consumer, or remove it "
+                                + "(docs/PROTOCOL.md, section 5c)");
+            }
             if (key.startsWith(PREFIX) && !CONFIG_DEF.names().contains(key)) {
                 throw new ConfigException(key, originals.get(k),
                         "unknown kafka-e2ee property (a typo?); the e2ee.* properties are: "

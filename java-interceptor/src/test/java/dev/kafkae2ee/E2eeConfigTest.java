@@ -91,6 +91,16 @@ class E2eeConfigTest {
     }
 
     @Test
+    void theMirrorSettingsAreRefusedByName() throws IOException {
+        for (String name : new String[] {"e2ee.control.bootstrap.servers", "e2ee.topic.source.prefix"}) {
+            Map<String, Object> m = valid();
+            m.put(name, "A.");
+            String msg = fails(m);
+            assertTrue(msg.contains(name) && msg.contains("not supported by the Java client yet"), msg);
+        }
+    }
+
+    @Test
     void numbersAreValidated() throws IOException {
         Map<String, Object> m = valid();
         m.put(E2eeConfig.KEY_ROTATION_MS, "0");
