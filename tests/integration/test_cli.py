@@ -14,21 +14,23 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug"
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
 CLI = TARGET / "kafka-e2ee"
 PRODUCE_SEALED = TARGET / "examples" / "produce_sealed"
 
 
 @pytest.fixture(scope="module", autouse=True)
 def built():
-    """Builds the CLI and the sealing helper once (debug build)."""
-    subprocess.run(
-        ["cargo", "build", "-q", "-p", "kafka-e2ee-cli", "--bin", "kafka-e2ee",
-         "--example", "produce_sealed"],
-        cwd=ROOT,
-        check=True,
-        timeout=1800,
-    )
+    """The release CLI and sealing helper, as scripts/test's release step
+    builds them (a no-op there; a debug build with other features would
+    recompile the dependency tree, minutes of CI)."""
+    for extra in ([], ["--example", "produce_sealed"]):
+        subprocess.run(
+            ["cargo", "build", "-q", "--release", "-p", "kafka-e2ee-ffi", "-p", "kafka-e2ee-cli", *extra],
+            cwd=ROOT,
+            check=True,
+            timeout=1800,
+        )
 
 
 def cli(*args: str, cwd: Path | None = None, check: bool = True, timeout: float = 120):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug"
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release"
 DOCS = [ROOT / "docs" / "QUICKSTART.md", ROOT / "docs" / "OPERATIONS.md"]
 FENCE = re.compile(r"^```sh test(?: exit=(\d+))?\n(.*?)^```\n", re.S | re.M)
 
@@ -38,11 +38,9 @@ def built():
     """The CLI, and the two encryption hosts the QUICKSTART runs: the jar
     (with its native library) and the librdkafka plugin."""
     subprocess.run(
-        ["cargo", "build", "-q", "-p", "kafka-e2ee-cli", "--bin", "kafka-e2ee"],
+        ["cargo", "build", "-q", "--release", "-p", "kafka-e2ee-ffi", "-p", "kafka-e2ee-cli"],
         cwd=ROOT, check=True, timeout=1800,
     )
-    if not PLUGIN.exists():
-        subprocess.run(["cargo", "build", "-q", "--release", "-p", "kafka-e2ee-ffi"], cwd=ROOT, check=True)
     if not JAR.exists():
         subprocess.run([str(ROOT / "scripts" / "build-native")], cwd=ROOT, check=True, capture_output=True)
         subprocess.run(["mvn", "-B", "-q", "-f", str(ROOT / "java-interceptor" / "pom.xml"), "package",
