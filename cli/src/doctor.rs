@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kafka_e2ee_core::exchange::hybrid::{self, HybridMode, Speaks};
+use kafka_e2ee_core::exchange::mailbox;
 use kafka_e2ee_core::format::{Cipher, Compression};
 use kafka_e2ee_core::state::StateBlob;
 use kafka_e2ee_core::trust::{Identity, TopicPattern, TrustAnchor, DEFAULT_SKEW_MS};
@@ -826,6 +827,65 @@ fn check_hybrid_census(
     }
 }
 
+/// Which consumers' mailboxes on the keys topic publish no hybrid prekeys
+/// record: producers seal their keys in classical envelopes, which a
+/// broker that keeps the keys topic opens once it can break X25519.
+fn check_mailbox_census(
+    conn: &kafka::Connection,
+    client: &rskafka::client::Client,
+    keys_topic: &str,
+    parts: usize,
+    r: &mut Report,
+) {
+    let partitions: Vec<i32> = (0..i32::try_from(parts).unwrap_or(1)).collect();
+    let samples = match kafka::sample(
+        conn,
+        client,
+        keys_topic,
+        &partitions,
+        20_000,
+        &mut |_, _| {},
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            r.warn(
+                "hybrid envelopes",
+                format!("cannot read {keys_topic}: {e}"),
+                "grant this client Read on the keys topic to see which mailboxes get classical envelopes",
+            );
+            return;
+        }
+    };
+    let values: Vec<&[u8]> = samples
+        .iter()
+        .flat_map(|s| s.records.iter())
+        .filter_map(|r| r.record.value.as_deref())
+        .collect();
+    let census = mailbox::census(values.iter().copied());
+    let classical: Vec<String> = census
+        .iter()
+        .filter(|(_, s)| **s == Speaks::ClassicalOnly)
+        .map(|(id, _)| id.to_string())
+        .collect();
+    let hybrid_n = census.len() - classical.len();
+    if classical.is_empty() {
+        r.ok(
+            "hybrid envelopes",
+            format!("{hybrid_n} mailbox(es) on {keys_topic} publish hybrid prekeys, none classical only"),
+        );
+    } else {
+        r.warn(
+            "hybrid envelopes",
+            format!(
+                "{} mailbox(es) on {keys_topic} publish classical (X25519-only) prekeys only, so their keys travel in classical envelopes: {} ({hybrid_n} hybrid)",
+                classical.len(),
+                classical.join(", ")
+            ),
+            "upgrade those consumers, or remove e2ee.kex.hybrid=off from their configuration; once none is left, e2ee.kex.hybrid=require on the producers seals only hybrid envelopes",
+        );
+    }
+}
+
 fn check_broker(
     props: &[Property],
     control_topic: &str,
@@ -887,7 +947,10 @@ fn check_broker(
                 ),
             }
             match list.iter().find(|(n, _)| n == keys_topic) {
-                Some((_, parts)) => r.ok("keys topic", format!("{keys_topic} exists ({parts} partition(s))")),
+                Some((_, parts)) => {
+                    r.ok("keys topic", format!("{keys_topic} exists ({parts} partition(s))"));
+                    check_mailbox_census(&conn, &client, keys_topic, *parts, r);
+                }
                 None => r.warn(
                     "keys topic",
                     format!("{keys_topic} does not exist yet: clients create it on first start (compact,delete, retention = e2ee.key.retention.ms + e2ee.key.rotation.ms + 1 day) if they may"),

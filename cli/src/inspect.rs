@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use kafka_e2ee_core::exchange::mailbox::{Prekeys, SealedEnvelope, KIND_ENVELOPE, KIND_PREKEYS};
+use kafka_e2ee_core::exchange::mailbox::{
+    Prekeys, SealedEnvelope, KIND_ENVELOPE, KIND_ENVELOPE_HYBRID, KIND_PREKEYS, KIND_PREKEYS_HYBRID,
+};
 use kafka_e2ee_core::format::{RecordHeader, HEADER_NAME};
 use kafka_e2ee_core::trust::{Credential, TopicPattern};
 use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
@@ -136,6 +138,10 @@ struct MailboxInfo {
 struct Directory {
     mailboxes: BTreeMap<String, MailboxInfo>,
     sealed_to: BTreeMap<(String, u32), BTreeSet<String>>,
+    /// (producer, epoch, mailbox) of the envelopes sealed classically
+    /// (X25519 only: a broker that keeps them opens them once it can break
+    /// X25519; docs/PROTOCOL.md, section 5d).
+    classical: BTreeSet<(String, u32, String)>,
     records: usize,
     truncated: bool,
 }
@@ -186,7 +192,7 @@ impl Directory {
     /// verify (signatures included), and a forged record changes no key.
     fn add(&mut self, value: &[u8]) {
         match value.get(5) {
-            Some(&KIND_PREKEYS) => {
+            Some(&KIND_PREKEYS | &KIND_PREKEYS_HYBRID) => {
                 let Ok(p) = Prekeys::decode(value) else {
                     return;
                 };
@@ -203,10 +209,14 @@ impl Directory {
                     },
                 );
             }
-            Some(&KIND_ENVELOPE) => {
+            Some(&KIND_ENVELOPE | &KIND_ENVELOPE_HYBRID) => {
                 let Ok(e) = SealedEnvelope::decode(value) else {
                     return;
                 };
+                if e.kem_ct.is_none() {
+                    self.classical
+                        .insert((e.producer.to_string(), e.epoch, e.mailbox.to_string()));
+                }
                 self.sealed_to
                     .entry((e.producer.to_string(), e.epoch))
                     .or_default()
@@ -244,15 +254,21 @@ fn recipients_section(
         let mailboxes = d.sealed_to.get(&(p.clone(), *e));
         let mut names: Vec<String> = Vec::new();
         let mut keepers = 0u64;
+        let mut classical = 0u64;
         for m in mailboxes.into_iter().flatten() {
-            match d.mailboxes.get(m) {
+            let mut name = match d.mailboxes.get(m) {
                 Some(info) if info.keeper => {
                     keepers += 1;
-                    names.push(format!("{} (keeper)", info.name));
+                    format!("{} (keeper)", info.name)
                 }
-                Some(info) => names.push(info.name.clone()),
-                None => names.push(format!("mailbox {m} (no prekeys record left)")),
+                Some(info) => info.name.clone(),
+                None => format!("mailbox {m} (no prekeys record left)"),
+            };
+            if d.classical.contains(&(p.clone(), *e, m.clone())) {
+                classical += 1;
+                name.push_str(" (classical envelope)");
             }
+            names.push(name);
         }
         let n = mailboxes.map_or(0, BTreeSet::len) as u64;
         let flag = if n == 0 {
@@ -274,6 +290,7 @@ fn recipients_section(
             ("key_id", Value::Str(format!("{p}/{e}"))),
             ("mailboxes", Value::Num(n)),
             ("keepers", Value::Num(keepers)),
+            ("classical", Value::Num(classical)),
             ("names", Value::List(names)),
         ]));
     }
@@ -501,6 +518,7 @@ mod tests {
             first_period: 1,
             salt: [0; 16],
             keys: vec![[1; 32]],
+            kem: None,
             credential: id.credential().encode(),
             signature: [0; 64],
         }
@@ -514,6 +532,7 @@ mod tests {
             id: [epoch as u8; 8],
             epoch,
             period: 1,
+            kem_ct: None,
             noise: vec![0; 48],
         }
         .encode()

@@ -303,7 +303,8 @@ impl Engine {
         // A consumer keeps its mailbox across restarts on its state
         // directory: envelopes sealed to it while it was away open then.
         match mailbox {
-            Some(m) if !shared.identity.credential().consume().is_empty() => {
+            Some(mut m) if !shared.identity.credential().consume().is_empty() => {
+                exchange.hybrid_mailbox(&shared, &mut m);
                 exchange.set_mailbox(Some(m));
             }
             _ => {
@@ -762,6 +763,9 @@ pub(crate) fn encode_state(
             .map(|(_, topic, _)| KEY_ID + 2 + topic.len() + 8 + 8 + SECRET)
             .sum::<usize>()
         + mailbox.map_or(0, |m| 1 + m.id.0.len() + m.salt.len() + 8 + m.seed().len())
+        + mailbox
+            .and_then(Mailbox::kem)
+            .map_or(0, |(_, seed)| 1 + 8 + seed.len())
         + if salts.is_empty() {
             0
         } else {
@@ -792,8 +796,13 @@ pub(crate) fn encode_state(
         plain.push(MAILBOX_TAG);
         plain.extend_from_slice(&m.id.0);
         plain.extend_from_slice(&m.salt);
-        plain.extend_from_slice(&m.first.to_be_bytes());
+        plain.extend_from_slice(&m.first().to_be_bytes());
         plain.extend_from_slice(m.seed());
+        if let Some((first, seed)) = m.kem() {
+            plain.push(KEM_TAG);
+            plain.extend_from_slice(&first.to_be_bytes());
+            plain.extend_from_slice(seed);
+        }
     }
     if !salts.is_empty() {
         plain.push(SALTS_TAG);
@@ -812,6 +821,10 @@ pub(crate) fn encode_state(
 pub(crate) const MAILBOX_TAG: u8 = 1;
 const SALTS_TAG: u8 = 2;
 const STATEMENTS_TAG: u8 = 3;
+/// The mailbox's ML-KEM prekey chain (issue 17): its oldest span and that
+/// span's seed. Written only after a mailbox section, and only when hybrid
+/// is not `off` (so `off` leaves a state the previous version can read).
+const KEM_TAG: u8 = 4;
 
 fn decode_state(sh: &mut Shared, blob: &[u8], now_ms: u64) -> Result<Option<Mailbox>, Error> {
     let bad = || Error::Storage("the state file is corrupt".into());
@@ -871,6 +884,11 @@ fn decode_state(sh: &mut Shared, blob: &[u8], now_ms: u64) -> Result<Option<Mail
                 let first = r.u64().map_err(|_| bad())?;
                 let seed = Zeroizing::new(r.array().map_err(|_| bad())?);
                 mailbox = Some(Mailbox::new(id, salt, first, seed));
+            }
+            KEM_TAG => {
+                let first = r.u64().map_err(|_| bad())?;
+                let seed = Zeroizing::new(r.array().map_err(|_| bad())?);
+                mailbox.as_mut().ok_or_else(bad)?.set_kem(first, seed);
             }
             SALTS_TAG => {
                 for _ in 0..r.u32().map_err(|_| bad())? {

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use common::{pump_tapped, World, T0};
 use kafka_e2ee_core::exchange::hybrid::{self, HybridMode, Speaks};
+use kafka_e2ee_core::exchange::mailbox::{self, Prekeys, SealedEnvelope};
 use kafka_e2ee_core::exchange::session;
 use kafka_e2ee_core::exchange::wire::{decode_batch, Body, Envelope, Inner};
 use kafka_e2ee_core::format::{open_in_place, KeyBinding, RecordHeader, HEADER_LEN};
@@ -424,4 +425,304 @@ fn every_x25519_secret_of_a_hybrid_session_reveals_no_topic_key() {
         msgs >= 1 && keys >= 1,
         "control: {msgs} messages, {keys} keys"
     );
+}
+
+// ---- envelopes: keys that outlive their producers (section 5d) -------------
+
+/// The keys topic as a broker keeps it, and the engines that read it.
+/// `keep` decides which messages the broker keeps (an active broker may
+/// serve a filtered keys topic).
+fn keys_round(engines: &[&Engine], now: u64, log: &mut Vec<Vec<u8>>, keep: &dyn Fn(&[u8]) -> bool) {
+    for _ in 0..50 {
+        for e in engines {
+            e.handle_timeout(now).unwrap();
+        }
+        let mut moved = false;
+        for (i, from) in engines.iter().enumerate() {
+            while let Some(m) = from.poll_transmit() {
+                moved = true;
+                if m.channel != Channel::Keys || !keep(&m.payload) {
+                    continue; // live sessions are not what these tests are about
+                }
+                log.push(m.payload.clone());
+                for (j, to) in engines.iter().enumerate() {
+                    if i != j {
+                        let _ = to.handle_control(now, &m.payload);
+                    }
+                }
+            }
+        }
+        if !moved {
+            return;
+        }
+    }
+    panic!("keys traffic did not settle");
+}
+
+/// A consumer with `c_mode` publishes its prekeys and exits; a producer
+/// with `p_mode` starts later, reads the keys topic, seals a record and
+/// exits; the consumer returns on its state and reads the keys topic.
+/// Returns whether the record opened, and the keys topic.
+fn offline(
+    seed: u64,
+    p_mode: HybridMode,
+    c_mode: HybridMode,
+    keep: &dyn Fn(&[u8]) -> bool,
+) -> (bool, Vec<Vec<u8>>) {
+    let mut w = World::new(seed);
+    let ci = w.identity("c", &[], &["orders"]);
+    let c_file = ci.to_file_bytes();
+    let state = common::MemStorage::default();
+    let mut log = Vec::new();
+    let c = w.engine_with(config(c_mode), ci, Some(state.clone()), T0);
+    keys_round(&[&c], T0, &mut log, keep);
+    drop(c);
+    let t1 = T0 + 60_000;
+    let pi = w.identity("p", &["orders"], &[]);
+    let p = w.engine_with(config(p_mode), pi, None, t1);
+    for m in log.clone() {
+        let _ = p.handle_control(t1, &m);
+    }
+    let (h, ct) = seal(&p, b"the record");
+    keys_round(&[&p], t1, &mut log, keep);
+    drop(p);
+    let t2 = t1 + 5_000;
+    let ci = kafka_e2ee_core::trust::Identity::from_file_bytes(&c_file).unwrap();
+    let c = w.engine_with(config(c_mode), ci, Some(state), t2);
+    for m in &log {
+        let _ = c.handle_control(t2, m);
+    }
+    (opens(&c, &h, &ct), log)
+}
+
+fn count(log: &[Vec<u8>], kind: u8) -> usize {
+    log.iter().filter(|m| m[5] == kind).count()
+}
+
+fn everything(_: &[u8]) -> bool {
+    true
+}
+
+#[test]
+fn two_default_parties_seal_hybrid_envelopes_only_and_the_record_opens_later() {
+    let (opened, log) = offline(20, HybridMode::Prefer, HybridMode::Prefer, &everything);
+    assert!(opened);
+    // The mailbox publishes both records (the classical one for producers
+    // of the previous version); the producer seals hybrid only.
+    assert_eq!(count(&log, mailbox::KIND_PREKEYS), 1);
+    assert_eq!(count(&log, mailbox::KIND_PREKEYS_HYBRID), 1);
+    assert_eq!(count(&log, mailbox::KIND_ENVELOPE), 0);
+    assert!(count(&log, mailbox::KIND_ENVELOPE_HYBRID) >= 1);
+    let len = |kind: u8| log.iter().find(|m| m[5] == kind).unwrap().len();
+    let (_, classical) = offline(20, HybridMode::Off, HybridMode::Off, &everything);
+    let clen = |kind: u8| classical.iter().find(|m| m[5] == kind).unwrap().len();
+    // What hybrid adds: the ML-KEM ciphertext per envelope; the ML-KEM keys
+    // of the spans the record covers (170 hours: 8 or 9 keys) per record.
+    assert_eq!(
+        len(mailbox::KIND_ENVELOPE_HYBRID) - clen(mailbox::KIND_ENVELOPE),
+        hybrid::CT_LEN
+    );
+    let record = Prekeys::decode(log.iter().find(|m| m[5] == 12).unwrap()).unwrap();
+    let spans = record.kem.as_ref().unwrap().keys.len();
+    assert!((8..=9).contains(&spans), "{spans} ML-KEM keys");
+    assert_eq!(
+        len(mailbox::KIND_PREKEYS_HYBRID) - clen(mailbox::KIND_PREKEYS),
+        10 + spans * hybrid::EK_LEN
+    );
+    println!(
+        "keys topic bytes: hybrid envelope {} (classical {}), hybrid prekeys record {} (classical {})",
+        len(mailbox::KIND_ENVELOPE_HYBRID),
+        clen(mailbox::KIND_ENVELOPE),
+        len(mailbox::KIND_PREKEYS_HYBRID),
+        clen(mailbox::KIND_PREKEYS),
+    );
+}
+
+#[test]
+fn envelopes_between_versions_are_classical_and_require_refuses_them() {
+    // A producer of the previous version reads the classical record of a
+    // hybrid mailbox; a hybrid producer seals classically to a mailbox of
+    // the previous version.
+    for (p, c) in [
+        (HybridMode::Off, HybridMode::Prefer),
+        (HybridMode::Prefer, HybridMode::Off),
+    ] {
+        let (opened, log) = offline(21, p, c, &everything);
+        assert!(opened, "producer {p:?}, consumer {c:?}");
+        assert!(count(&log, mailbox::KIND_ENVELOPE) >= 1);
+        assert_eq!(count(&log, mailbox::KIND_ENVELOPE_HYBRID), 0);
+    }
+    // `require` on either side: no classical envelope, so no key from a
+    // party of the previous version by this path.
+    for (p, c) in [
+        (HybridMode::Off, HybridMode::Require),
+        (HybridMode::Require, HybridMode::Off),
+    ] {
+        let (opened, log) = offline(22, p, c, &everything);
+        assert!(!opened, "producer {p:?}, consumer {c:?}");
+        assert_eq!(count(&log, mailbox::KIND_ENVELOPE), 0);
+    }
+    // A `require` mailbox publishes the hybrid record only, and opens
+    // hybrid envelopes.
+    let (opened, log) = offline(23, HybridMode::Prefer, HybridMode::Require, &everything);
+    assert!(opened);
+    assert_eq!(count(&log, mailbox::KIND_PREKEYS), 0);
+    assert_eq!(count(&log, mailbox::KIND_PREKEYS_HYBRID), 1);
+}
+
+#[test]
+fn a_broker_cannot_make_a_hybrid_producer_seal_classically_to_a_mailbox_it_saw_hybrid() {
+    // The broker serves the hybrid record first, then only a newer
+    // classical one: the producer keeps sealing hybrid.
+    let mut w = World::new(24);
+    let ci = w.identity("c", &[], &["orders"]);
+    let pi = w.identity("p", &["orders"], &[]);
+    let c = w.engine_with(config(HybridMode::Prefer), ci, None, T0);
+    let p = w.engine_with(config(HybridMode::Prefer), pi, None, T0);
+    let mut log = Vec::new();
+    keys_round(&[&c], T0, &mut log, &everything);
+    let hybrid_record = log.iter().find(|m| m[5] == 12).unwrap().clone();
+    p.handle_control(T0, &hybrid_record).unwrap();
+    // An hour later the mailbox publishes again; the broker drops the
+    // hybrid record and serves the classical one.
+    let t1 = T0 + 3_600_000;
+    let mut later = Vec::new();
+    keys_round(&[&c], t1, &mut later, &everything);
+    let classical = later.iter().find(|m| m[5] == 7).unwrap();
+    p.handle_control(t1, classical).unwrap();
+    let _ = seal(&p, b"x");
+    let mut sealed = Vec::new();
+    keys_round(&[&p], t1, &mut sealed, &everything);
+    assert!(count(&sealed, mailbox::KIND_ENVELOPE_HYBRID) >= 1);
+    assert_eq!(count(&sealed, mailbox::KIND_ENVELOPE), 0);
+    // A broker that hides every hybrid record from the start can get
+    // classical envelopes out of `prefer` (the mailbox may belong to the
+    // previous version): `require` is what closes that (documented).
+    let (opened, log) = offline(25, HybridMode::Prefer, HybridMode::Prefer, &|m| m[5] != 12);
+    assert!(opened);
+    assert!(count(&log, mailbox::KIND_ENVELOPE) >= 1);
+    let (opened, _) = offline(25, HybridMode::Require, HybridMode::Prefer, &|m| m[5] != 12);
+    assert!(!opened);
+    // Stripping the ML-KEM part off a hybrid envelope (kind 13 made kind 8
+    // without the ciphertext) is not an envelope the mailbox opens.
+    let (_, log) = offline(26, HybridMode::Prefer, HybridMode::Prefer, &everything);
+    let env = log.iter().find(|m| m[5] == 13).unwrap();
+    let mut stripped = env[..50].to_vec();
+    stripped[5] = mailbox::KIND_ENVELOPE;
+    stripped.extend_from_slice(&env[50 + hybrid::CT_LEN..]);
+    assert!(SealedEnvelope::decode(&stripped).is_ok());
+    let c2 = w.identity("c2", &[], &["orders"]);
+    let c = w.engine_with(config(HybridMode::Prefer), c2, None, T0);
+    let before = c.metrics().keys_received;
+    let _ = c.handle_control(T0, &stripped);
+    assert_eq!(c.metrics().keys_received, before);
+}
+
+/// The quantum adversary against envelopes: it knows the recipient's
+/// X25519 prekey private key of the period (what a quantum computer would
+/// compute from the public key in the prekeys record) and reads the
+/// recorded envelope. Returns how many topic keys that open the record it
+/// gets; `real_kem`: it is also handed the mailbox's ML-KEM private key
+/// (the positive control).
+fn envelope_attack(mode: HybridMode, real_kem: bool) -> usize {
+    use hkdf::Hkdf;
+    use sha2::Sha256;
+    let mut w = World::new(27);
+    let ci = w.identity("c", &[], &["orders"]);
+    let drawn = Arc::new(Mutex::new(Vec::new()));
+    let rng = Recording {
+        inner: ChaCha20Rng::seed_from_u64(28),
+        drawn: drawn.clone(),
+    };
+    let c = Engine::new(config(mode), ci, w.trust.clone(), T0, Box::new(rng), None).unwrap();
+    let pi = w.identity("p", &["orders"], &[]);
+    let p = w.engine_with(config(mode), pi, None, T0);
+    let mut log = Vec::new();
+    keys_round(&[&c, &p], T0, &mut log, &everything);
+    let (h, ct) = seal(&p, b"the record");
+    keys_round(&[&c, &p], T0, &mut log, &everything);
+    assert!(opens(&c, &h, &ct), "the mailbox itself opens it");
+    let env_kind = if mode == HybridMode::Off { 8 } else { 13 };
+    let env = SealedEnvelope::decode(log.iter().find(|m| m[5] == env_kind).unwrap()).unwrap();
+    let record = Prekeys::decode(log.iter().find(|m| m[5] == 7).unwrap()).unwrap();
+    // The X25519 prekey of the envelope's period, found among the
+    // consumer's random draws (the chain seed) as a quantum computer would
+    // find it from the public key.
+    let hk32 = |ikm: &[u8], info: &[u8]| {
+        let mut out = [0u8; 32];
+        Hkdf::<Sha256>::new(None, ikm)
+            .expand(info, &mut out)
+            .unwrap();
+        out
+    };
+    let drawn = drawn.lock().unwrap().clone();
+    let target = record.key_for(env.period).unwrap();
+    let prekey = (0..drawn.len() - 32)
+        .find_map(|i| {
+            let k = hk32(&drawn[i..i + 32], b"kafka-e2ee/v2/prekey");
+            (x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(k)).to_bytes()
+                == target)
+                .then_some(k)
+        })
+        .expect("the prekey's chain seed");
+    let psk = env.kem_ct.as_ref().map(|kem_ct| {
+        if !real_kem {
+            return Zeroizing::new([0u8; 32]); // its best guess
+        }
+        let hybrid_record = Prekeys::decode(log.iter().find(|m| m[5] == 12).unwrap()).unwrap();
+        let ek = hybrid_record.kem_key_for(env.period).unwrap();
+        let key = (0..drawn.len() - 32)
+            .find_map(|i| {
+                let mut d_z = [0u8; 64];
+                Hkdf::<Sha256>::new(None, &drawn[i..i + 32])
+                    .expand(b"kafka-e2ee/v3/kem-prekey", &mut d_z)
+                    .unwrap();
+                let k = hybrid::KemKey::from_seed(&d_z);
+                (k.public() == ek).then_some(k)
+            })
+            .expect("the ML-KEM chain seed");
+        key.decapsulate(kem_ct).unwrap()
+    });
+    let Ok(mut hs) = session::one_way(
+        false,
+        &prekey,
+        None,
+        &env.prologue(),
+        Zeroizing::new([3; 64]),
+        psk.as_deref(),
+    ) else {
+        return 0;
+    };
+    let mut buf = vec![0u8; 65535];
+    let Ok(n) = hs.read_message(&env.noise, &mut buf) else {
+        return 0;
+    };
+    let payload = mailbox::decode_payload(&buf[..n]).unwrap();
+    let header = RecordHeader::decode(&h).unwrap();
+    payload
+        .items
+        .iter()
+        .filter(|item| {
+            let mut v = ct.clone();
+            open_in_place(
+                &item.key,
+                &header,
+                "orders",
+                KeyBinding::Bytes(b"k"),
+                &mut v,
+            )
+            .is_ok()
+                && v == b"the record"
+        })
+        .count()
+}
+
+#[test]
+fn the_x25519_prekey_of_a_hybrid_envelope_reveals_no_topic_key() {
+    // Classical envelope: the prekey alone opens it.
+    assert_eq!(envelope_attack(HybridMode::Off, false), 1);
+    // Hybrid: not without the ML-KEM private key...
+    assert_eq!(envelope_attack(HybridMode::Prefer, false), 0);
+    // ... and with it, yes: nothing else was missing.
+    assert_eq!(envelope_attack(HybridMode::Prefer, true), 1);
 }

@@ -271,3 +271,62 @@ fn handshake_cpu() {
         (t.elapsed() / rounds).as_micros()
     );
 }
+
+/// CPU per envelope (docs/PERFORMANCE.md, issue 17): sealing (Noise `X` or
+/// `Xpsk1`, plus the encapsulation) and opening (plus the decapsulation),
+/// with a 300-byte credential and one topic key as the payload. Run with
+/// `cargo test --release -p kafka-e2ee-core --test hybrid_kem envelope_cpu
+/// -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement; prints figures"]
+fn envelope_cpu() {
+    let prekey_private = [5u8; 32];
+    let prekey =
+        x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(prekey_private)).to_bytes();
+    let kem = KemKey::from_seed(&[1; 64]);
+    let ek = kem.public();
+    let payload = [7u8; 300 + 150];
+    for hybrid in [false, true] {
+        let rounds = 500u32;
+        let (mut seal, mut open) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+        for i in 0..rounds {
+            let seed = Zeroizing::new([i as u8; 64]);
+            let t = std::time::Instant::now();
+            let (ct, psk) = if hybrid {
+                let (ct, ss) = hybrid::encapsulate(&ek, &Zeroizing::new([i as u8; 32])).unwrap();
+                (ct, Some(ss))
+            } else {
+                (Vec::new(), None)
+            };
+            let mut init =
+                session::one_way(true, &[3; 32], Some(&prekey), &ct, seed, psk.as_deref()).unwrap();
+            let mut buf = vec![0u8; 2048];
+            let n = init.write_message(&payload, &mut buf).unwrap();
+            seal += t.elapsed();
+            let t = std::time::Instant::now();
+            let psk = hybrid.then(|| kem.decapsulate(&ct).unwrap());
+            let mut resp = session::one_way(
+                false,
+                &prekey_private,
+                None,
+                &ct,
+                Zeroizing::new([9; 64]),
+                psk.as_deref(),
+            )
+            .unwrap();
+            let mut back = vec![0u8; 2048];
+            resp.read_message(&buf[..n], &mut back).unwrap();
+            open += t.elapsed();
+        }
+        println!(
+            "{} envelope: seal {} us, open {} us",
+            if hybrid {
+                "hybrid Xpsk1"
+            } else {
+                "classical X"
+            },
+            (seal / rounds).as_micros(),
+            (open / rounds).as_micros()
+        );
+    }
+}

@@ -14,7 +14,7 @@
 mod common;
 
 use common::{pump, World, T0};
-use kafka_e2ee_core::exchange::mailbox::{Prekeys, PREKEYS_CONTEXT};
+use kafka_e2ee_core::exchange::mailbox::{KemPrekeys, Prekeys, KEM_SPAN, PREKEYS_CONTEXT};
 use kafka_e2ee_core::exchange::statement::Statement;
 use kafka_e2ee_core::exchange::wire::{
     self, encode_batch, Body, Delivery, Envelope, Inner, Refusal,
@@ -256,24 +256,42 @@ fn an_insider_cannot_take_over_a_consumers_mailbox_with_its_own_prekeys() {
         }
     }
     p.handle_control(T0, &published.unwrap()).unwrap();
-    let mut forged = Prekeys {
-        mailbox,
-        keeper: false,
-        published_ms: T0 + 1,
-        first_period: T0 / 3_600_000,
-        salt: [3; 16],
-        keys: vec![[9; 32]; 4],
-        credential: insider.credential().encode(),
-        signature: [0; 64],
-    };
-    forged.signature = insider.sign_statement(PREKEYS_CONTEXT, &forged.signed_part());
-    assert!(p.handle_control(T0 + 1, &forged.encode()).is_err());
+    // The insider's record, in both kinds: classical, and hybrid (its own
+    // ML-KEM keys too).
+    let forged: Vec<Prekeys> = [None, Some(vec![vec![7; 1184]; 8])]
+        .into_iter()
+        .map(|kem_keys| {
+            let mut forged = Prekeys {
+                mailbox,
+                keeper: false,
+                published_ms: T0 + 1,
+                first_period: T0 / 3_600_000,
+                salt: [3; 16],
+                keys: vec![[9; 32]; 4],
+                kem: kem_keys.map(|keys| KemPrekeys {
+                    first: T0 / 3_600_000 / KEM_SPAN,
+                    keys,
+                }),
+                credential: insider.credential().encode(),
+                signature: [0; 64],
+            };
+            forged.signature = insider.sign_statement(PREKEYS_CONTEXT, &forged.signed_part());
+            forged
+        })
+        .collect();
+    // p already holds the owner's hybrid record: the forged hybrid record
+    // fails the ownership check, the forged classical one does not replace
+    // a hybrid record at all (checked below: the envelope reaches c).
+    assert!(p.handle_control(T0 + 1, &forged[1].encode()).is_err());
+    let _ = p.handle_control(T0 + 1, &forged[0].encode());
     // Compaction keeps the newest record per mailbox, so a producer that
     // starts later may see the insider's record first, or alone: the mailbox
     // id is bound to its owner's signing key, so that changes nothing.
     let q = w.identity("q", &["orders"], &[]);
     let q = w.engine(q, None);
-    assert!(q.handle_control(T0 + 1, &forged.encode()).is_err());
+    for f in &forged {
+        assert!(q.handle_control(T0 + 1, &f.encode()).is_err());
+    }
     let _ = q.seal("orders", KeyBinding::Bytes(b"k"), &mut b"y".to_vec());
     q.handle_timeout(T0 + 2).unwrap();
     assert!(

@@ -28,7 +28,8 @@ use std::sync::Mutex;
 
 use kafka_e2ee_core::exchange::hybrid;
 use kafka_e2ee_core::exchange::mailbox::{
-    encode_payload, EnvelopeItem, Prekeys, SealedEnvelope, KIND_PREKEYS, PREKEYS_CONTEXT,
+    encode_payload, EnvelopeItem, Prekeys, SealedEnvelope, KIND_PREKEYS, KIND_PREKEYS_HYBRID,
+    PREKEYS_CONTEXT,
 };
 use kafka_e2ee_core::exchange::session::{new_handshake, one_way};
 use kafka_e2ee_core::exchange::statement::Statement;
@@ -1550,6 +1551,7 @@ impl Sim {
                 first_period: self.now / period,
                 salt: [0x5a; 16],
                 keys,
+                kem: None,
                 credential: if own {
                     ins.identity.credential().encode()
                 } else {
@@ -1564,17 +1566,23 @@ impl Sim {
             self.send_keys(node, record.encode());
             return;
         }
-        // An envelope to the victim's real prekey of this period.
+        // An envelope to the victim's real prekey of this period: hybrid
+        // (to its ML-KEM key too) or classical, whichever record comes first.
+        let hybrid_first = self.rng.next_u64().is_multiple_of(2);
         let prekey = self.keys_log.iter().rev().find_map(|m| {
-            if m.get(5) != Some(&KIND_PREKEYS) || m.get(6..14) != Some(&mailbox.0[..]) {
+            if !matches!(m.get(5), Some(&KIND_PREKEYS | &KIND_PREKEYS_HYBRID))
+                || m.get(6..14) != Some(&mailbox.0[..])
+            {
                 return None;
             }
             let p = Prekeys::decode(m).ok()?;
-            (p.credential == victim_cred)
-                .then_some(p)?
-                .key_for(self.now / period)
+            if p.credential != victim_cred || (p.kem.is_some() != hybrid_first) {
+                return None;
+            }
+            let now = self.now / period;
+            Some((p.key_for(now)?, p.kem_key_for(now).map(<[u8]>::to_vec)))
         });
-        let (Some(prekey), Some(r)) = (prekey, self.records.last()) else {
+        let (Some((prekey, kem_key)), Some(r)) = (prekey, self.records.last()) else {
             return;
         };
         let (producer, topic) = (r.key_id.producer, r.topic.clone());
@@ -1616,8 +1624,17 @@ impl Sim {
             id,
             epoch,
             period: self.now / period,
+            kem_ct: None,
             noise: Vec::new(),
         };
+        let mut psk = None;
+        if let Some(ek) = kem_key {
+            let mut m = Zeroizing::new([0u8; 32]);
+            self.rng.fill_bytes(&mut *m);
+            let (ct, secret) = hybrid::encapsulate(&ek, &m).unwrap();
+            env.kem_ct = Some(ct);
+            psk = Some(secret);
+        }
         let mut seed = [0u8; 64];
         self.rng.fill_bytes(&mut seed);
         let ins = &self.insiders[k];
@@ -1627,6 +1644,7 @@ impl Sim {
             Some(&prekey),
             &env.prologue(),
             Zeroizing::new(seed),
+            psk.as_deref(),
         )
         .unwrap();
         let mut msg = vec![0u8; payload.len() + 128];

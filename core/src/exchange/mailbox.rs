@@ -21,6 +21,7 @@
 //! the next and nothing can derive the old private key again.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use hkdf::Hkdf;
 use sha2::Sha256;
@@ -31,22 +32,48 @@ use crate::error::ControlError;
 use crate::format::{DataKey, InstanceId, KeyId};
 use crate::trust::Credential;
 
+use super::hybrid::{self, KemKey};
+
 use super::statement::{mailbox_id, owns_mailbox, Salt, Statement};
 use super::wire::{put_topic, Envelope, Reader, MAGIC, ROUTE_LEN, VERSION};
 
 /// The kind bytes of the two keys-topic messages (after the v1 kinds 1-6).
 pub const KIND_PREKEYS: u8 = 7;
 pub const KIND_ENVELOPE: u8 = 8;
+/// Their hybrid post-quantum forms (issue 17, after the hybrid session
+/// kinds 9-11): a prekeys record that also lists ML-KEM-768 encapsulation
+/// keys, and an envelope whose Noise message mixes in an ML-KEM secret.
+pub const KIND_PREKEYS_HYBRID: u8 = 12;
+pub const KIND_ENVELOPE_HYBRID: u8 = 13;
 
 /// Domain separation for what a mailbox signs.
 pub const PREKEYS_CONTEXT: &[u8] = b"kafka-e2ee/v2/prekeys";
 const SEED_INFO: &[u8] = b"kafka-e2ee/v2/prekey-seed";
 const PRIVATE_INFO: &[u8] = b"kafka-e2ee/v2/prekey";
+const KEM_SEED_INFO: &[u8] = b"kafka-e2ee/v3/kem-prekey-seed";
+const KEM_PRIVATE_INFO: &[u8] = b"kafka-e2ee/v3/kem-prekey";
 pub const ENVELOPE_PROLOGUE: &[u8] = b"kafka-e2ee/v2/envelope";
 pub const ENVELOPE_NOISE: &str = "Noise_X_25519_ChaChaPoly_SHA256";
+/// The hybrid envelope: Noise `X` with the ML-KEM secret as pre-shared key,
+/// mixed in at the end of its one message (`psk1`), so the payload (the
+/// topic keys) is encrypted under a key that depends on es, ss and the KEM.
+pub const ENVELOPE_NOISE_HYBRID: &str = "Noise_Xpsk1_25519_ChaChaPoly_SHA256";
+/// Where the KEM secret goes in the pattern above.
+pub const ENVELOPE_PSK_LOCATION: usize = 1;
+
+/// Prekey periods per ML-KEM prekey. An encapsulation key is 1,184 bytes
+/// against X25519's 32: one per period would make a prekeys record about
+/// 200 KB (170 periods) and every producer keep that much per recipient.
+/// One per 24 periods (a day with the default hour) lists 8 or 9 of them,
+/// about 10 KB; the price is that the ML-KEM private key of a span is
+/// deleted when the span's last period is, up to 23 periods after the
+/// X25519 prekey of its first (docs/PROTOCOL.md, section 5d).
+pub const KEM_SPAN: u64 = 24;
 
 /// Most prekeys one directory record lists (a week of hours is 168).
 pub const MAX_PREKEYS: usize = 512;
+/// Most ML-KEM keys one hybrid record lists (enough for MAX_PREKEYS).
+pub const MAX_KEM_PREKEYS: usize = MAX_PREKEYS / KEM_SPAN as usize + 2;
 /// Most topic keys in one envelope; more go into further envelopes. Keeps
 /// every envelope well inside a Noise message (65,535 bytes).
 pub const MAX_ENVELOPE_ITEMS: usize = 128;
@@ -64,18 +91,77 @@ fn hkdf32(ikm: &[u8], info: &[u8]) -> Zeroizing<[u8; 32]> {
     out
 }
 
-/// A consumer's mailbox: its id and the prekey chain from period `first` on.
+fn x25519_prekey(seed: &[u8; 32]) -> StaticSecret {
+    StaticSecret::from(*hkdf32(&seed[..], PRIVATE_INFO))
+}
+
+/// FIPS 203's 64-byte key generation seed (d ‖ z) of a span's chain seed.
+fn kem_prekey(seed: &[u8; 32]) -> Arc<KemKey> {
+    let mut d_z = Zeroizing::new([0u8; 64]);
+    // 64 bytes is far below HKDF-SHA256's output limit: cannot fail.
+    let _cannot_fail = Hkdf::<Sha256>::new(None, &seed[..]).expand(KEM_PRIVATE_INFO, &mut *d_z);
+    Arc::new(KemKey::from_seed(&d_z))
+}
+
+/// A hash chain of private keys, one per index (a period, or a span of
+/// them): it stores only the seed of index `first`, so an index it has
+/// moved past can never be derived again (forward secrecy at rest).
+pub(crate) struct Chain<K> {
+    pub first: u64,
+    seed: Zeroizing<[u8; 32]>,
+    /// Keys derived so far, by index (a cache of the chain).
+    cache: BTreeMap<u64, K>,
+    seed_info: &'static [u8],
+    derive: fn(&[u8; 32]) -> K,
+}
+
+impl<K: Clone> Chain<K> {
+    /// The key of `index`, if the chain still reaches it (indexes before
+    /// `first` are gone for good) and it is within `horizon` of `first`.
+    fn get(&mut self, index: u64, horizon: u64) -> Option<K> {
+        if index < self.first || index - self.first > horizon {
+            return None;
+        }
+        if let Some(k) = self.cache.get(&index) {
+            return Some(k.clone());
+        }
+        let mut seed = self.seed.clone();
+        for _ in self.first..index {
+            seed = hkdf32(&seed[..], self.seed_info);
+        }
+        let key = (self.derive)(&seed);
+        self.cache.insert(index, key.clone());
+        Some(key)
+    }
+
+    /// Forgets every index before `keep_from`: the seed moves forward and
+    /// the old keys are dropped (both zeroize on drop).
+    fn advance(&mut self, keep_from: u64) -> bool {
+        let mut moved = false;
+        while self.first < keep_from {
+            self.seed = hkdf32(&self.seed[..], self.seed_info);
+            self.cache.remove(&self.first);
+            self.first += 1;
+            moved = true;
+        }
+        moved
+    }
+
+    pub fn seed(&self) -> &[u8; 32] {
+        &self.seed
+    }
+}
+
+/// A consumer's mailbox: its id, the X25519 prekey chain from period
+/// `first` on, and (hybrid) the ML-KEM prekey chain, one key per span of
+/// KEM_SPAN periods.
 pub(crate) struct Mailbox {
     pub id: MailboxId,
     /// Derives `id` from the credential's signing key (`mailbox_id`).
     pub salt: Salt,
-    /// The oldest period whose private key may still be needed.
-    pub first: u64,
-    /// The chain seed of period `first`. Later seeds are derived from it;
-    /// earlier ones cannot be.
-    seed: Zeroizing<[u8; 32]>,
-    /// Private keys derived so far, by period (a cache of the chain).
-    cache: BTreeMap<u64, StaticSecret>,
+    prekeys: Chain<StaticSecret>,
+    /// None with `e2ee.kex.hybrid=off` (and in a state saved so).
+    kem: Option<Chain<Arc<KemKey>>>,
     /// The first period of the last published record, and when.
     pub published: Option<(u64, u64)>,
 }
@@ -84,7 +170,8 @@ impl core::fmt::Debug for Mailbox {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Mailbox")
             .field("id", &self.id)
-            .field("first", &self.first)
+            .field("first", &self.prekeys.first)
+            .field("kem_first", &self.kem.as_ref().map(|c| c.first))
             .finish_non_exhaustive()
     }
 }
@@ -94,46 +181,70 @@ impl Mailbox {
         Mailbox {
             id,
             salt,
-            first,
-            seed,
-            cache: BTreeMap::new(),
+            prekeys: Chain {
+                first,
+                seed,
+                cache: BTreeMap::new(),
+                seed_info: SEED_INFO,
+                derive: x25519_prekey,
+            },
+            kem: None,
             published: None,
         }
     }
 
+    /// Adds (or replaces) the ML-KEM chain from span `first` on.
+    pub fn set_kem(&mut self, first: u64, seed: Zeroizing<[u8; 32]>) {
+        self.kem = Some(Chain {
+            first,
+            seed,
+            cache: BTreeMap::new(),
+            seed_info: KEM_SEED_INFO,
+            derive: kem_prekey,
+        });
+    }
+
+    pub fn drop_kem(&mut self) {
+        self.kem = None;
+    }
+
+    /// The oldest period whose private key may still be needed.
+    pub fn first(&self) -> u64 {
+        self.prekeys.first
+    }
+
+    /// The chain seed of period `first`.
     pub fn seed(&self) -> &[u8; 32] {
-        &self.seed
+        self.prekeys.seed()
+    }
+
+    /// The ML-KEM chain's oldest span and its seed, if hybrid.
+    pub fn kem(&self) -> Option<(u64, &[u8; 32])> {
+        self.kem.as_ref().map(|c| (c.first, c.seed()))
     }
 
     /// The private key of `period`, if the chain still reaches it (periods
     /// before `first` are gone for good) and it is within `horizon` periods.
     pub fn private(&mut self, period: u64, horizon: u64) -> Option<StaticSecret> {
-        if period < self.first || period - self.first > horizon {
-            return None;
-        }
-        if let Some(k) = self.cache.get(&period) {
-            return Some(k.clone());
-        }
-        let mut seed = self.seed.clone();
-        for _ in self.first..period {
-            seed = hkdf32(&seed[..], SEED_INFO);
-        }
-        let secret = StaticSecret::from(*hkdf32(&seed[..], PRIVATE_INFO));
-        self.cache.insert(period, secret.clone());
-        Some(secret)
+        self.prekeys.get(period, horizon)
     }
 
-    /// Forgets every period before `keep_from`: the seed moves forward and
-    /// the old private keys are dropped (zeroized by x25519-dalek).
+    /// The ML-KEM private key for `period` (that of its span).
+    pub fn kem_private(&mut self, period: u64, horizon: u64) -> Option<Arc<KemKey>> {
+        self.kem
+            .as_mut()?
+            .get(period / KEM_SPAN, horizon / KEM_SPAN + 1)
+    }
+
+    /// Forgets every period before `keep_from` (and every ML-KEM span that
+    /// ends before it).
     pub fn advance(&mut self, keep_from: u64) -> bool {
-        let mut moved = false;
-        while self.first < keep_from {
-            self.seed = hkdf32(&self.seed[..], SEED_INFO);
-            self.cache.remove(&self.first);
-            self.first += 1;
-            moved = true;
-        }
-        moved
+        let moved = self.prekeys.advance(keep_from);
+        let kem_moved = self
+            .kem
+            .as_mut()
+            .is_some_and(|c| c.advance(keep_from / KEM_SPAN));
+        moved || kem_moved
     }
 
     /// The public keys of periods `from .. from + count`.
@@ -143,6 +254,26 @@ impl Mailbox {
             .map(|s| PublicKey::from(&s).to_bytes())
             .collect()
     }
+
+    /// The ML-KEM encapsulation keys of the spans that periods `from ..
+    /// from + count` fall in, as a record lists them.
+    pub fn kem_publics(&mut self, from: u64, count: u64, horizon: u64) -> Option<KemPrekeys> {
+        let first = from / KEM_SPAN;
+        let last = from.saturating_add(count.max(1) - 1) / KEM_SPAN;
+        let keys: Vec<Vec<u8>> = (first..=last)
+            .filter_map(|q| self.kem_private(q.saturating_mul(KEM_SPAN), horizon))
+            .map(|k| k.public())
+            .collect();
+        (!keys.is_empty()).then_some(KemPrekeys { first, keys })
+    }
+}
+
+/// The ML-KEM-768 encapsulation keys of a hybrid prekeys record: one per
+/// span of KEM_SPAN periods, from span `first` on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KemPrekeys {
+    pub first: u64,
+    pub keys: Vec<Vec<u8>>,
 }
 
 /// A mailbox's published prekeys, as read from the keys topic.
@@ -159,17 +290,32 @@ pub struct Prekeys {
     /// owner of a mailbox can publish its prekeys.
     pub salt: Salt,
     pub keys: Vec<[u8; 32]>,
+    /// A hybrid record's ML-KEM keys (kind 12; None: kind 7).
+    pub kem: Option<KemPrekeys>,
     pub credential: Vec<u8>,
     pub signature: [u8; 64],
 }
 
 impl Prekeys {
+    pub fn kind(&self) -> u8 {
+        if self.kem.is_some() {
+            KIND_PREKEYS_HYBRID
+        } else {
+            KIND_PREKEYS
+        }
+    }
+
     /// Everything the signature covers: the whole record but the signature.
     pub fn signed_part(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.keys.len() * 32 + self.credential.len());
+        let kem_len = self
+            .kem
+            .as_ref()
+            .map_or(0, |k| 10 + k.keys.len() * hybrid::EK_LEN);
+        let mut out =
+            Vec::with_capacity(64 + self.keys.len() * 32 + kem_len + self.credential.len());
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
-        out.push(KIND_PREKEYS);
+        out.push(self.kind());
         out.extend_from_slice(&self.mailbox.0);
         out.extend_from_slice(&[u8::from(self.keeper), 0, 0, 0, 0, 0, 0, 0]);
         out.extend_from_slice(&self.published_ms.to_be_bytes());
@@ -179,6 +325,14 @@ impl Prekeys {
         out.extend_from_slice(&u16::try_from(self.keys.len()).unwrap_or(0).to_be_bytes());
         for k in &self.keys {
             out.extend_from_slice(k);
+        }
+        if let Some(kem) = &self.kem {
+            out.extend_from_slice(&kem.first.to_be_bytes());
+            // Bounded by MAX_KEM_PREKEYS when built or decoded.
+            out.extend_from_slice(&u16::try_from(kem.keys.len()).unwrap_or(0).to_be_bytes());
+            for k in &kem.keys {
+                out.extend_from_slice(k);
+            }
         }
         out.extend_from_slice(
             &u16::try_from(self.credential.len())
@@ -204,7 +358,7 @@ impl Prekeys {
             [1, 0, 0, 0, 0, 0, 0, 0] => true,
             _ => return Err(ControlError::Malformed),
         };
-        if kind != KIND_PREKEYS {
+        if kind != KIND_PREKEYS && kind != KIND_PREKEYS_HYBRID {
             return Err(ControlError::Malformed);
         }
         let published_ms = r.u64()?;
@@ -218,6 +372,23 @@ impl Prekeys {
         for _ in 0..n {
             keys.push(r.array()?);
         }
+        let kem = if kind == KIND_PREKEYS_HYBRID {
+            let first = r.u64()?;
+            let m = usize::from(r.u16()?);
+            if m == 0 || m > MAX_KEM_PREKEYS {
+                return Err(ControlError::Malformed);
+            }
+            let mut kem_keys = Vec::with_capacity(m.min(r.remaining() / hybrid::EK_LEN));
+            for _ in 0..m {
+                kem_keys.push(r.take(hybrid::EK_LEN)?.to_vec());
+            }
+            Some(KemPrekeys {
+                first,
+                keys: kem_keys,
+            })
+        } else {
+            None
+        };
         let len = usize::from(r.u16()?);
         let credential = r.take(len)?.to_vec();
         let signature = r.array()?;
@@ -229,6 +400,7 @@ impl Prekeys {
             first_period,
             salt,
             keys,
+            kem,
             credential,
             signature,
         })
@@ -239,10 +411,18 @@ impl Prekeys {
         let i = usize::try_from(period.checked_sub(self.first_period)?).ok()?;
         self.keys.get(i).copied()
     }
+
+    /// A hybrid record's ML-KEM key for `period` (that of its span).
+    pub fn kem_key_for(&self, period: u64) -> Option<&[u8]> {
+        let kem = self.kem.as_ref()?;
+        let i = usize::try_from((period / KEM_SPAN).checked_sub(kem.first)?).ok()?;
+        kem.keys.get(i).map(Vec::as_slice)
+    }
 }
 
 /// A sealed envelope as it travels: route (producer instance to mailbox),
-/// its id, the epoch, the prekey period, and one Noise `X` message.
+/// its id, the epoch, the prekey period, (hybrid) the ML-KEM ciphertext to
+/// the mailbox's key of that period's span, and one Noise message.
 #[derive(Debug, Clone)]
 pub struct SealedEnvelope {
     pub producer: InstanceId,
@@ -250,6 +430,8 @@ pub struct SealedEnvelope {
     pub id: [u8; 8],
     pub epoch: u32,
     pub period: u64,
+    /// Kind 13: `CT_LEN` bytes. None: kind 8.
+    pub kem_ct: Option<Vec<u8>>,
     pub noise: Vec<u8>,
 }
 
@@ -257,16 +439,28 @@ pub struct SealedEnvelope {
 const ENVELOPE_HEADER_LEN: usize = ROUTE_LEN + 8 + 4 + 8;
 
 impl SealedEnvelope {
+    pub fn kind(&self) -> u8 {
+        if self.kem_ct.is_some() {
+            KIND_ENVELOPE_HYBRID
+        } else {
+            KIND_ENVELOPE
+        }
+    }
+
+    /// Everything before the Noise message (the prologue binds all of it,
+    /// the ML-KEM ciphertext included).
     pub fn header(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(ENVELOPE_HEADER_LEN + self.noise.len());
+        let ct = self.kem_ct.as_deref().unwrap_or_default();
+        let mut out = Vec::with_capacity(ENVELOPE_HEADER_LEN + ct.len() + self.noise.len());
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
-        out.push(KIND_ENVELOPE);
+        out.push(self.kind());
         out.extend_from_slice(&self.producer.0);
         out.extend_from_slice(&self.mailbox.0);
         out.extend_from_slice(&self.id);
         out.extend_from_slice(&self.epoch.to_be_bytes());
         out.extend_from_slice(&self.period.to_be_bytes());
+        out.extend_from_slice(ct);
         out
     }
 
@@ -285,12 +479,18 @@ impl SealedEnvelope {
     pub fn decode(bytes: &[u8]) -> Result<SealedEnvelope, ControlError> {
         let mut r = Reader::new(bytes);
         let (kind, producer, mailbox) = Envelope::read_route(&mut r)?;
-        if kind != KIND_ENVELOPE || mailbox == InstanceId([0; 8]) {
+        if (kind != KIND_ENVELOPE && kind != KIND_ENVELOPE_HYBRID) || mailbox == InstanceId([0; 8])
+        {
             return Err(ControlError::Malformed);
         }
         let id = r.array()?;
         let epoch = r.u32()?;
         let period = r.u64()?;
+        let kem_ct = if kind == KIND_ENVELOPE_HYBRID {
+            Some(r.take(hybrid::CT_LEN)?.to_vec())
+        } else {
+            None
+        };
         let noise = r.rest().to_vec();
         if noise.is_empty() {
             return Err(ControlError::Malformed);
@@ -301,6 +501,7 @@ impl SealedEnvelope {
             id,
             epoch,
             period,
+            kem_ct,
             noise,
         })
     }
@@ -310,10 +511,32 @@ impl SealedEnvelope {
 /// compaction keeps the newest per mailbox), an envelope's route and id.
 pub fn record_key(payload: &[u8]) -> Vec<u8> {
     let len = match payload.get(5) {
-        Some(&KIND_ENVELOPE) => ROUTE_LEN + 8,
+        Some(&KIND_ENVELOPE | &KIND_ENVELOPE_HYBRID) => ROUTE_LEN + 8,
         _ => ROUTE_LEN,
     };
     payload.get(..len).unwrap_or(payload).to_vec()
+}
+
+/// Which mailboxes on the keys topic publish a hybrid prekeys record
+/// (`kafka-e2ee doctor`): a mailbox seen only with classical records gets
+/// classical envelopes. Advisory, as `hybrid::census` is: the signatures
+/// are not checked here.
+pub fn census<'a>(
+    records: impl IntoIterator<Item = &'a [u8]>,
+) -> BTreeMap<MailboxId, hybrid::Speaks> {
+    let mut out = BTreeMap::new();
+    for bytes in records {
+        let Ok(p) = Prekeys::decode(bytes) else {
+            continue;
+        };
+        if p.kem.is_some() {
+            out.insert(p.mailbox, hybrid::Speaks::Hybrid);
+        } else {
+            out.entry(p.mailbox)
+                .or_insert(hybrid::Speaks::ClassicalOnly);
+        }
+    }
+    out
 }
 
 /// One topic key inside an envelope. `Debug` leaves the key out.
@@ -451,15 +674,18 @@ pub fn key_id(env: &SealedEnvelope) -> KeyId {
 
 // ---- the engine's side -------------------------------------------------------
 
-use std::sync::Arc;
-
 use crate::engine::{Channel, ControlMessage, Shared};
 use crate::error::Error;
 use crate::exchange::wire::valid_topic;
 use crate::keys::HeldKey;
 
+use super::hybrid::HybridMode;
 use super::session::{one_way, MAX_NOISE};
 use super::Exchange;
+
+/// One recipient's share of an epoch: mailbox, X25519 prekey, ML-KEM key
+/// (hybrid), topics.
+type SealTo = (MailboxId, [u8; 32], Option<Vec<u8>>, Vec<String>);
 
 /// Derived prekeys a mailbox may be asked for beyond its oldest period:
 /// bounds the hash-chain walk a forged period number can cost.
@@ -518,7 +744,23 @@ impl Exchange {
         };
         let mut seed = Zeroizing::new([0u8; 32]);
         self.rng.fill_bytes(&mut seed[..]);
-        Some(Mailbox::new(id, salt, now_ms / Self::period_ms(sh), seed))
+        let mut mb = Mailbox::new(id, salt, now_ms / Self::period_ms(sh), seed);
+        self.hybrid_mailbox(sh, &mut mb);
+        Some(mb)
+    }
+
+    /// Gives a mailbox its ML-KEM chain (a new one, or one restored from a
+    /// state saved before issue 17), or takes it away with hybrid `off`
+    /// (whose state the previous version can read).
+    pub(crate) fn hybrid_mailbox(&mut self, sh: &Shared, mb: &mut Mailbox) {
+        if sh.config.hybrid == HybridMode::Off {
+            mb.drop_kem();
+        } else if mb.kem().is_none() {
+            let mut seed = Zeroizing::new([0u8; 32]);
+            self.rng.fill_bytes(&mut seed[..]);
+            mb.set_kem(mb.first() / KEM_SPAN, seed);
+            self.state_dirty = true;
+        }
     }
 
     pub(crate) fn mailbox(&self) -> Option<&Mailbox> {
@@ -534,13 +776,19 @@ impl Exchange {
         let Some(mb) = self.mailbox.as_mut() else {
             return;
         };
-        if keep_from.saturating_sub(mb.first) > MAX_CHAIN {
+        if keep_from.saturating_sub(mb.first()) > MAX_CHAIN {
             // A clock jump far ahead: every period still in the chain is
             // past keeping, so a fresh seed loses nothing and spares a walk
             // down a hash chain of any length.
             let mut seed = Zeroizing::new([0u8; 32]);
             self.rng.fill_bytes(&mut seed[..]);
+            let hybrid = mb.kem().is_some();
             *mb = Mailbox::new(mb.id, mb.salt, keep_from, seed);
+            if hybrid {
+                let mut seed = Zeroizing::new([0u8; 32]);
+                self.rng.fill_bytes(&mut seed[..]);
+                mb.set_kem(keep_from / KEM_SPAN, seed);
+            }
             self.state_dirty = true;
         } else if mb.advance(keep_from) {
             self.state_dirty = true;
@@ -558,26 +806,41 @@ impl Exchange {
         if keys.is_empty() {
             return;
         }
-        let mut record = Prekeys {
-            mailbox: mb.id,
-            keeper: sh.config.keeper,
-            published_ms: now_ms,
-            first_period: current,
-            salt: mb.salt,
-            keys,
-            credential: sh.identity.credential().encode(),
-            signature: [0; 64],
-        };
-        record.signature = sh
-            .identity
-            .sign_statement(PREKEYS_CONTEXT, &record.signed_part());
+        let kem = mb.kem_publics(current, ahead, MAX_CHAIN);
         mb.published = Some((current, now_ms));
-        sh.metrics.add_prekeys_published();
-        self.outbox.push_back(ControlMessage {
-            channel: Channel::Keys,
-            to: None,
-            payload: record.encode(),
-        });
+        // The classical record for producers of earlier versions (and with
+        // `off`); the hybrid one for every producer that reads it. Their
+        // record keys differ (the kind is in the route), so compaction keeps
+        // the newest of each.
+        let mut records = Vec::with_capacity(2);
+        if sh.config.hybrid != HybridMode::Require {
+            records.push(None);
+        }
+        if kem.is_some() && sh.config.hybrid != HybridMode::Off {
+            records.push(kem);
+        }
+        for kem in records {
+            let mut record = Prekeys {
+                mailbox: mb.id,
+                keeper: sh.config.keeper,
+                published_ms: now_ms,
+                first_period: current,
+                salt: mb.salt,
+                keys: keys.clone(),
+                kem,
+                credential: sh.identity.credential().encode(),
+                signature: [0; 64],
+            };
+            record.signature = sh
+                .identity
+                .sign_statement(PREKEYS_CONTEXT, &record.signed_part());
+            sh.metrics.add_prekeys_published();
+            self.outbox.push_back(ControlMessage {
+                channel: Channel::Keys,
+                to: None,
+                payload: record.encode(),
+            });
+        }
     }
 
     /// Producer role: a mailbox's prekeys, read from the keys topic.
@@ -593,6 +856,9 @@ impl Exchange {
         {
             return Ok(()); // our own
         }
+        if record.kem.is_none() && sh.config.hybrid == HybridMode::Require {
+            return Ok(()); // never sealed to classically
+        }
         let now = self.now_ms;
         let period = Self::period_ms(sh);
         let last = record.first_period.saturating_add(record.keys.len() as u64);
@@ -600,7 +866,16 @@ impl Exchange {
             return Ok(()); // every prekey it lists is in the past: stale
         }
         if let Some(r) = self.recipients.get(&record.mailbox) {
-            if r.prekeys.published_ms >= record.published_ms {
+            // Once a mailbox showed a hybrid record, its classical ones are
+            // only for producers of earlier versions: a broker that later
+            // serves only those cannot make this producer seal classically
+            // to it. A hybrid record replaces a classical one of the same
+            // instant (a mailbox publishes both at once).
+            let (had, has) = (r.prekeys.kem.is_some(), record.kem.is_some());
+            if (had && !has)
+                || (had == has && r.prekeys.published_ms >= record.published_ms)
+                || (!had && has && r.prekeys.published_ms > record.published_ms)
+            {
                 return Ok(()); // a replay, or older than what we have
             }
         }
@@ -677,7 +952,7 @@ impl Exchange {
         for epoch in epochs {
             let ended = epoch.ended_ms();
             let topics = epoch.topics();
-            let mut batches: Vec<(MailboxId, [u8; 32], Vec<String>)> = Vec::new();
+            let mut batches: Vec<SealTo> = Vec::new();
             let seals = self.seals.entry(epoch.key_id).or_default();
             for (mb, r) in &self.recipients {
                 if r.first_seen_ms > ended {
@@ -692,6 +967,14 @@ impl Exchange {
                 let Some(prekey) = r.prekeys.key_for(period) else {
                     continue;
                 };
+                // A hybrid record is sealed to hybrid or not at all.
+                let kem = match &r.prekeys.kem {
+                    Some(_) => match r.prekeys.kem_key_for(period) {
+                        Some(k) => Some(k.to_vec()),
+                        None => continue,
+                    },
+                    None => None,
+                };
                 let wanted: Vec<String> = topics
                     .iter()
                     .filter(|t| {
@@ -700,10 +983,10 @@ impl Exchange {
                     .cloned()
                     .collect();
                 if !wanted.is_empty() {
-                    batches.push((*mb, prekey, wanted));
+                    batches.push((*mb, prekey, kem, wanted));
                 }
             }
-            for (mb, prekey, topics) in batches {
+            for (mb, prekey, kem, topics) in batches {
                 // Checked when sealing, not only when the prekeys arrived:
                 // a credential may have expired or been denied since.
                 let ok = self.recipients.get(&mb).is_some_and(|r| {
@@ -716,7 +999,7 @@ impl Exchange {
                 }
                 for chunk in topics.chunks(MAX_ENVELOPE_ITEMS) {
                     if self
-                        .seal_one(sh, &epoch, mb, period, &prekey, chunk)
+                        .seal_one(sh, &epoch, mb, period, (&prekey, kem.as_deref()), chunk)
                         .is_ok()
                     {
                         let seals = self.seals.entry(epoch.key_id).or_default();
@@ -740,7 +1023,7 @@ impl Exchange {
         epoch: &crate::keys::ProducerEpoch,
         mailbox: MailboxId,
         period: u64,
-        prekey: &[u8; 32],
+        (prekey, kem_key): (&[u8; 32], Option<&[u8]>),
         topics: &[String],
     ) -> Result<(), ControlError> {
         let delete_by_ms = epoch.delete_at_ms(&sh.config.key);
@@ -786,12 +1069,25 @@ impl Exchange {
         );
         let mut id = [0u8; 8];
         self.rng.fill_bytes(&mut id);
+        // Hybrid: encapsulate to the mailbox's ML-KEM key of this period's
+        // span; the secret is the Noise psk, the ciphertext is in the
+        // header (so in the prologue).
+        let (kem_ct, psk) = match kem_key {
+            Some(ek) => {
+                let mut m = Zeroizing::new([0u8; 32]);
+                self.rng.fill_bytes(&mut *m);
+                let (ct, secret) = hybrid::encapsulate(ek, &m)?;
+                (Some(ct), Some(secret))
+            }
+            None => (None, None),
+        };
         let mut env = SealedEnvelope {
             producer: sh.me,
             mailbox,
             id,
             epoch: epoch.key_id.epoch,
             period,
+            kem_ct,
             noise: Vec::new(),
         };
         let seed = self.seed();
@@ -801,6 +1097,7 @@ impl Exchange {
             Some(prekey),
             &env.prologue(),
             seed,
+            psk.as_deref(),
         )?;
         let mut msg = vec![0u8; (payload.len() + 128).min(MAX_NOISE)];
         let n = hs
@@ -831,14 +1128,26 @@ impl Exchange {
             return Ok(());
         }
         let env = SealedEnvelope::decode(bytes)?;
+        if env.kem_ct.is_none() && sh.config.hybrid == HybridMode::Require {
+            return Err(ControlError::ClassicalRefused.into());
+        }
         let Some(private) = mb.private(env.period, MAX_CHAIN) else {
             // Sealed to a prekey already deleted (its keys are past their
             // retention), or to one never published: nothing to open.
             return Ok(());
         };
+        let psk = match &env.kem_ct {
+            Some(ct) => {
+                let Some(kem) = mb.kem_private(env.period, MAX_CHAIN) else {
+                    return Ok(()); // as above, for the span's ML-KEM key
+                };
+                Some(kem.decapsulate(ct)?)
+            }
+            None => None,
+        };
         let private = Zeroizing::new(private.to_bytes());
         let seed = self.seed();
-        let mut hs = one_way(false, &private, None, &env.prologue(), seed)?;
+        let mut hs = one_way(false, &private, None, &env.prologue(), seed, psk.as_deref())?;
         let mut payload = Zeroizing::new(vec![0u8; env.noise.len()]);
         let n = hs
             .read_message(&env.noise, &mut payload)
@@ -936,6 +1245,7 @@ mod tests {
             first_period: 3,
             salt: [4; 16],
             keys: vec![[9; 32], [8; 32]],
+            kem: None,
             credential: b"cred".to_vec(),
             signature: [5; 64],
         }
@@ -982,5 +1292,49 @@ mod tests {
             bad[at] = value;
             assert!(Prekeys::decode(&bad).is_err(), "byte {at} = {value}");
         }
+    }
+
+    #[test]
+    fn the_kem_chain_forgets_a_span_once_its_last_period_is_past_keeping() {
+        let mut mb = Mailbox::new(InstanceId([1; 8]), [2; 16], 48, Zeroizing::new([3; 32]));
+        mb.set_kem(2, Zeroizing::new([4; 32]));
+        let span2 = mb.kem_private(48, 100).unwrap().public();
+        assert_eq!(mb.kem_private(71, 100).unwrap().public(), span2);
+        let span3 = mb.kem_private(72, 100).unwrap().public();
+        assert_ne!(span3, span2);
+        // Periods 48-70 are gone; span 2 stays for period 71.
+        mb.advance(71);
+        assert!(mb.private(70, 100).is_none());
+        assert_eq!(mb.kem_private(71, 100).unwrap().public(), span2);
+        mb.advance(72);
+        assert!(mb.kem_private(71, 100).is_none());
+        assert_eq!(mb.kem().unwrap().0, 3);
+        // What the state keeps (span and seed) derives the same keys.
+        let (first, seed) = mb.kem().map(|(f, s)| (f, Zeroizing::new(*s))).unwrap();
+        let mut restored = Mailbox::new(mb.id, mb.salt, mb.first(), Zeroizing::new(*mb.seed()));
+        restored.set_kem(first, seed);
+        assert_eq!(restored.kem_private(72, 100).unwrap().public(), span3);
+    }
+
+    #[test]
+    fn a_hybrid_record_round_trips_and_the_census_tells_the_kinds_apart() {
+        let mut hybrid = record(false);
+        hybrid.mailbox = InstanceId([8; 8]);
+        hybrid.kem = Some(KemPrekeys {
+            first: 0,
+            keys: vec![vec![6; hybrid::EK_LEN]],
+        });
+        let bytes = hybrid.encode();
+        assert_eq!(bytes[5], KIND_PREKEYS_HYBRID);
+        let back = Prekeys::decode(&bytes).unwrap();
+        assert_eq!(back.kem, hybrid.kem);
+        assert_eq!(back.kem_key_for(3), Some(&[6; hybrid::EK_LEN][..]));
+        assert_eq!(back.kem_key_for(KEM_SPAN), None);
+        // The ML-KEM keys are under the signature.
+        assert_ne!(hybrid.signed_part(), record(false).signed_part());
+        let classical = record(false).encode();
+        let census = census([&classical[..], &bytes[..]]);
+        assert_eq!(census[&InstanceId([7; 8])], hybrid::Speaks::ClassicalOnly);
+        assert_eq!(census[&InstanceId([8; 8])], hybrid::Speaks::Hybrid);
     }
 }

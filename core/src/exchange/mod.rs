@@ -1025,9 +1025,16 @@ impl Exchange {
         // Framing first (magic, version, a sender): whatever is not a
         // control message is refused, whichever topic it came from.
         let (from, to) = Envelope::route(bytes)?;
+        // (With hybrid `off`, kinds 12 and 13 are unknown, as they were to
+        // the version before issue 17.)
+        let hybrid_on = sh.config.hybrid != HybridMode::Off;
         match bytes.get(5) {
             Some(&mailbox::KIND_PREKEYS) => return self.on_prekeys(sh, bytes),
             Some(&mailbox::KIND_ENVELOPE) => return self.on_envelope(sh, bytes),
+            Some(&mailbox::KIND_PREKEYS_HYBRID) if hybrid_on => return self.on_prekeys(sh, bytes),
+            Some(&mailbox::KIND_ENVELOPE_HYBRID) if hybrid_on => {
+                return self.on_envelope(sh, bytes)
+            }
             _ => {}
         }
         if from == sh.me {

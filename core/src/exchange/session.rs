@@ -100,22 +100,34 @@ pub fn new_handshake(
 
 /// A one-way Noise handshake (the envelope pattern, `X`): the initiator
 /// knows the responder's static key (a prekey) and sends its own static key
-/// in the single message; the responder learns and checks it.
+/// in the single message; the responder learns and checks it. With a KEM
+/// secret, the hybrid envelope pattern (`Xpsk1`, issue 17).
 pub fn one_way(
     initiator: bool,
     local_private: &[u8; 32],
     remote_public: Option<&[u8; 32]>,
     prologue: &[u8],
     seed: Zeroizing<[u8; 64]>,
+    kem_secret: Option<&[u8; 32]>,
 ) -> Result<HandshakeState, ControlError> {
-    build(
-        super::mailbox::ENVELOPE_NOISE,
+    use super::mailbox::{ENVELOPE_NOISE, ENVELOPE_NOISE_HYBRID, ENVELOPE_PSK_LOCATION};
+    let pattern = match kem_secret {
+        Some(_) => ENVELOPE_NOISE_HYBRID,
+        None => ENVELOPE_NOISE,
+    };
+    let mut hs = build(
+        pattern,
         initiator,
         local_private,
         remote_public,
         prologue,
         seed,
-    )
+    )?;
+    if let Some(psk) = kem_secret {
+        hs.set_psk(ENVELOPE_PSK_LOCATION, psk)
+            .map_err(|_| ControlError::Malformed)?;
+    }
+    Ok(hs)
 }
 
 /// One Noise handshake state on the engine's randomness (its ephemeral

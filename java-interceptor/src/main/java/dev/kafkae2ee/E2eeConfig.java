@@ -132,13 +132,13 @@ public final class E2eeConfig extends AbstractConfig {
                             + "producers whose topics it reads; E2eeConsumerInterceptor opens both.")
             .define(KEX_HYBRID, Type.STRING, "prefer", ConfigDef.ValidString.in("prefer", "require", "off"),
                     Importance.LOW,
-                    "The live key exchange mixes an ML-KEM-768 (post-quantum) secret into every X25519 Noise "
-                            + "session, so the topic keys it carries stay secret from a broker that records them "
-                            + "until it has a quantum computer (keys sealed to consumers' prekeys on the keys topic "
-                            + "are not hybrid yet: docs/PROTOCOL.md, section 4a): prefer (hybrid with every party that speaks it, classical only with "
-                            + "earlier versions; two hybrid-capable parties never settle for classical), require "
-                            + "(refuse classical sessions: set once every client is upgraded) or off (the wire "
-                            + "behaviour of the previous version; only for a measured reason, see "
+                    "The key exchange mixes an ML-KEM-768 (post-quantum) secret into every X25519 Noise "
+                            + "session and every key envelope on the keys topic, so the topic keys stay secret from "
+                            + "a broker that records them until it has a quantum computer (docs/PROTOCOL.md, "
+                            + "sections 4a and 5d): prefer (hybrid with every party that speaks it, classical only with "
+                            + "earlier versions; two hybrid-capable parties never settle for classical in a session), "
+                            + "require (refuse classical sessions and envelopes: set once every client is upgraded) "
+                            + "or off (the wire behaviour of the previous version; only for a measured reason, see "
                             + "docs/PERFORMANCE.md).");
 
     public E2eeConfig(Map<?, ?> originals) {
