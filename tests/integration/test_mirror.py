@@ -12,12 +12,15 @@ records under their source topic's name, mapped by its own
 exchanges keys with A's deployment (``e2ee.control.bootstrap.servers``): it
 publishes its prekeys on A's keys topic and reads the envelopes there.
 
-Checked: a reader that ran once on B before (its prekeys on A's keys topic),
+Checked, for a librdkafka reader (kcat) and for Java readers
+(DecryptingDeserializer, and E2eeConsumerInterceptor; java_clients.py): a reader that ran once on B before (its prekeys on A's keys topic),
 after the producer on A has written and exited and with nothing else
 running, reads every mirrored record on B; its credential names the source
 topic (``orders``) only. With the default policy, a credential for the
 mirrored name only (``A.*``) opens nothing, and a plaintext record written
-into ``A.orders`` is refused by a reader whose ``e2ee.topics`` is ``A.*``. B's segment files hold no plaintext, and
+into ``A.orders`` is refused by a reader whose ``e2ee.topics`` is ``A.*`` (the
+Java readers: with both policies, the deserializer failing it and the
+interceptor dropping it, every other value exactly as produced). B's segment files hold no plaintext, and
 neither the control nor the keys topic reached B (not mirrored, and the
 reader's control plane never wrote to B)."""
 
@@ -31,6 +34,8 @@ from pathlib import Path
 import pytest
 
 import broker as test_broker
+import java_clients
+from java_clients import STRING_DE, Running
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = ROOT / "target" / "release" / "libkafka_e2ee.so"
@@ -79,6 +84,55 @@ def end_offset(bootstrap: str, topic: str) -> int:
         return -1
     finally:
         c.close()
+
+
+def record_keys(bootstrap: str, topic: str) -> set[bytes]:
+    """The distinct record keys of partition 0 of ``topic``, read up to its end."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "record-keys", "enable.auto.commit": False,
+                  "enable.partition.eof": True})
+    try:
+        end = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
+        c.assign([TopicPartition(topic, 0, 0)])
+        keys: set[bytes] = set()
+        offset = 0
+        deadline = time.monotonic() + 30
+        while offset < end and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None or m.error():
+                continue
+            offset = m.offset() + 1
+            keys.add(m.key() or b"")
+        return keys
+    except Exception:
+        return set()
+    finally:
+        c.close()
+
+
+# The Java readers on B: the recommended deserializer and the interceptor, each
+# a process with its own state directory (its own prekeys on A's keys topic).
+JAVA_HOOKS = {
+    "deserializer": dict(key_deserializer=STRING_DE, value_deserializer="dev.kafkae2ee.DecryptingDeserializer",
+                         e2ee_inner_value_deserializer=STRING_DE),
+    "interceptor": dict(key_deserializer=STRING_DE, value_deserializer=STRING_DE,
+                        value_deserializer_encoding="ISO-8859-1",
+                        interceptor_classes="dev.kafkae2ee.E2eeConsumerInterceptor"),
+}
+
+
+def java_reader(cp: str, tmp_path: Path, hook: str, run: str, bootstrap: str, mirrored: str,
+                **e2ee) -> tuple[Running, Path, Path]:
+    """A Java consumer (E2eeApp reader) of ``mirrored`` on B from the beginning,
+    until its stdin closes: its output file (R/E lines) and stderr log."""
+    props = java_clients.props(tmp_path / f"java-{hook}-{run}.properties", bootstrap, **JAVA_HOOKS[hook],
+                               group_id=f"java-{hook}-{run}", auto_offset_reset="earliest",
+                               **{k: v for k, v in e2ee.items() if v is not None})
+    out = tmp_path / f"java-{hook}-{run}.out"
+    log = tmp_path / f"java-{hook}-{run}.log"
+    return (Running(cp, "dev.kafkae2ee.it.E2eeApp", "reader", str(props), mirrored, str(out), "skip", log=log),
+            out, log)
 
 
 @pytest.fixture
@@ -134,24 +188,41 @@ def test_a_consumer_on_the_target_cluster_reads_mirrored_records_after_the_produ
     on_b = ("-X", f"e2ee.control.bootstrap.servers={a.bootstrap}",
             *(("-X", f"e2ee.topic.source.prefix={prefix}") if prefix else ()))
     state = tmp_path / "reader-state"
-    # 1. The reader runs once on B until its control plane, on A, has
-    # published its prekeys to A's keys topic (the only writer there: the
-    # writer's credential may not consume, so it has no mailbox); then it
-    # stops as a user would stop it (SIGTERM: kcat closes its client).
+    # The Java readers: the same settings, as Java properties; a state
+    # directory each (one per process).
+    java_cp = java_clients.build()
+    java_e2ee = {hook: dict(e2ee_credential=creds["reader"], e2ee_trust=trust,
+                            e2ee_control_bootstrap_servers=a.bootstrap, e2ee_topic_source_prefix=prefix,
+                            e2ee_state_dir=tmp_path / f"java-{hook}-state", e2ee_key_wait_ms=20000)
+                 for hook in JAVA_HOOKS}
+    # 1. The readers run once on B until their control planes, on A, have
+    # published their prekeys to A's keys topic (the only writers there: the
+    # writer's credential may not consume, so it has no mailbox); then they
+    # stop as a user would stop them (SIGTERM: kcat closes its client; the
+    # Java apps close their consumers when stdin closes).
     first = subprocess.Popen(
         ["kcat", "-b", b.bootstrap, "-X", f"plugin.library.paths={PLUGIN}",
          "-X", f"e2ee.credential={creds['reader']}", "-X", f"e2ee.trust={trust}", *on_b,
          "-X", f"e2ee.state.dir={state}", "-C", "-t", mirrored, "-o", "beginning"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    java_first = {hook: java_reader(java_cp, tmp_path, hook, "first", b.bootstrap, mirrored, **java_e2ee[hook])
+                  for hook in JAVA_HOOKS}
     try:
-        deadline = time.monotonic() + 60
-        while end_offset(a.bootstrap, "_e2ee_keys") < 1:
+        deadline = time.monotonic() + 120
+        # One mailbox each: kcat's and the two Java readers' prekeys.
+        while len(record_keys(a.bootstrap, "_e2ee_keys")) < 1 + len(JAVA_HOOKS):
             assert first.poll() is None, first.stderr.read()[-2000:]
-            assert time.monotonic() < deadline, "the reader published no prekeys on A's keys topic"
-            time.sleep(0.3)
+            for hook, (proc, _, log) in java_first.items():
+                assert proc.proc.poll() is None, f"{hook}: " + log.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "the readers published no prekeys on A's keys topic"
+            time.sleep(0.5)
     finally:
         first.terminate()
         first.wait(timeout=60)
+        for hook, (proc, _, _) in java_first.items():
+            with proc:
+                done = proc.close(timeout=90)
+                assert done.returncode == 0, f"{hook}: " + done.stderr[-3000:]
 
     # 2. The writer produces on A and exits: its close seals the keys to the
     # reader's prekeys on A's keys topic. Nothing holding the keys runs after.
@@ -236,6 +307,64 @@ config.storage.replication.factor = 1
                  timeout=60)
         assert "injected-plaintext" not in x.stdout, x.stdout
         assert f"record on protected topic '{mirrored}' has no e2ee header" in x.stderr, x.stderr[-2000:]
+
+    # 6b. The Java readers come back on B (the writer still gone): every
+    # mirrored value exactly as produced, opened as topic "orders" with keys
+    # from A's keys topic, and the plaintext at offset N refused: the
+    # deserializer fails it (RecordDeserializationException, skipped by the
+    # app), the interceptor drops it. With the default policy the
+    # deserializer's e2ee.topics names the mirrored topics only (A.*).
+    if not prefix:
+        from confluent_kafka import Producer
+
+        plain = Producer({"bootstrap.servers": b.bootstrap})
+        plain.produce(mirrored, value=b"injected-plaintext")
+        assert plain.flush(30) == 0
+    assert end_offset(b.bootstrap, mirrored) == N + 1
+    if prefix:
+        java_e2ee["deserializer"]["e2ee_topics"] = f"{prefix}*"
+    readers = {hook: java_reader(java_cp, tmp_path, hook, "again", b.bootstrap, mirrored, **java_e2ee[hook])
+               for hook in JAVA_HOOKS}
+    dropped = f"dropped the record at {mirrored}-0 offset {N}"
+
+    def done(hook: str, out: Path, log: Path) -> bool:
+        text = out.read_text(errors="replace") if out.exists() else ""
+        lines = text.splitlines()
+        if hook == "deserializer":
+            return sum(1 for line in lines if line.startswith("R ")) >= N and any(
+                line.startswith(f"E {mirrored} 0 {N} ") for line in lines)
+        return sum(1 for line in lines if line.startswith("R ")) >= N and dropped in log.read_text(errors="replace")
+
+    try:
+        deadline = time.monotonic() + 120
+        while not all(done(hook, out, log) for hook, (_, out, log) in readers.items()):
+            for hook, (proc, out, log) in readers.items():
+                assert proc.proc.poll() is None, f"{hook}: " + log.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, "the Java readers did not read the mirror:\n" + "\n".join(
+                f"{hook}: {out.read_text(errors='replace')[-1500:] if out.exists() else ''}\n"
+                f"{log.read_text(errors='replace')[-3000:]}" for hook, (_, out, log) in readers.items())
+            time.sleep(0.5)
+        time.sleep(1)  # anything after the plaintext would show up now
+    finally:
+        results = {}
+        for hook, (proc, _, _) in readers.items():
+            with proc:
+                results[hook] = proc.close(timeout=90)
+    for hook, (_, out, log) in readers.items():
+        assert results[hook].returncode == 0, f"{hook}: " + results[hook].stderr[-3000:]
+        lines = out.read_text(errors="replace").splitlines()
+        got = [line.split(" ", 4) for line in lines if line.startswith("R ")]
+        assert [(t, int(o)) for _, t, _, o, _ in got] == [(mirrored, i) for i in range(N)], lines[-5:]
+        assert [v for *_, v in got] == values, f"{hook}: not the produced values: {lines[:3]}"
+        errors = [line for line in lines if line.startswith("E ")]
+        if hook == "deserializer":
+            assert len(errors) == 1 and errors[0].startswith(f"E {mirrored} 0 {N} "), errors
+            assert "MISSING_HEADER" in errors[0] and "has no e2ee header" in errors[0], errors
+        else:
+            assert not errors, errors
+            assert dropped in log.read_text(errors="replace") and "MISSING_HEADER" in log.read_text(
+                errors="replace"), log.read_text(errors="replace")[-3000:]
+        assert "injected-plaintext" not in out.read_text(errors="replace")
 
     # 7. B holds ciphertext only, and no key-exchange topic.
     on_disk = b"".join(p.read_bytes() for p in sorted(b.data_dir.glob(f"{mirrored}-*/*.log")))
