@@ -113,6 +113,10 @@ def record_keys(bootstrap: str, topic: str) -> set[bytes]:
 
 # The Java readers on B: the recommended deserializer and the interceptor, each
 # a process with its own state directory (its own prekeys on A's keys topic).
+# The interceptor reads orders (sealed by kcat with the record key bound, as
+# the kcat reader reads it); the deserializer cannot see record keys, so it
+# reads payments, sealed with e2ee.bind.key=false.
+JAVA_TOPIC = {"deserializer": "payments", "interceptor": "orders"}
 JAVA_HOOKS = {
     "deserializer": dict(key_deserializer=STRING_DE, value_deserializer="dev.kafkae2ee.DecryptingDeserializer",
                          e2ee_inner_value_deserializer=STRING_DE),
@@ -174,13 +178,18 @@ def test_a_consumer_on_the_target_cluster_reads_mirrored_records_after_the_produ
         creds[name] = tmp_path / f"{name}.cred"
         cli("credential", "issue", "--authority", str(auth), "--name", name, "--produce", produce,
             "--consume", consume, "--out", str(creds[name]))
-    a.create_topics_with_e2ee("orders")
+    # The Java readers' credential: the source names too.
+    creds["java-reader"] = tmp_path / "java-reader.cred"
+    cli("credential", "issue", "--authority", str(auth), "--name", "java-reader", "--produce", "none",
+        "--consume", "orders", "--consume", "payments", "--out", str(creds["java-reader"]))
+    a.create_topics_with_e2ee("orders", "payments")
     from confluent_kafka.admin import AdminClient, NewTopic
 
     # MM2 would create it at its first sync; made here so the reader's first
     # run has a topic to subscribe to.
     admin = AdminClient({"bootstrap.servers": b.bootstrap})
-    for f in admin.create_topics([NewTopic(mirrored, 1, 1)]).values():
+    on_target = {topic: f"{prefix or ''}{topic}" for topic in ("orders", "payments")}
+    for f in admin.create_topics([NewTopic(t, 1, 1) for t in on_target.values()]).values():
         f.result(timeout=60)
 
     # The identity policy keeps the name: no mapping, only the key exchange
@@ -191,7 +200,7 @@ def test_a_consumer_on_the_target_cluster_reads_mirrored_records_after_the_produ
     # The Java readers: the same settings, as Java properties; a state
     # directory each (one per process).
     java_cp = java_clients.build()
-    java_e2ee = {hook: dict(e2ee_credential=creds["reader"], e2ee_trust=trust,
+    java_e2ee = {hook: dict(e2ee_credential=creds["java-reader"], e2ee_trust=trust,
                             e2ee_control_bootstrap_servers=a.bootstrap, e2ee_topic_source_prefix=prefix,
                             e2ee_state_dir=tmp_path / f"java-{hook}-state", e2ee_key_wait_ms=20000)
                  for hook in JAVA_HOOKS}
@@ -205,7 +214,8 @@ def test_a_consumer_on_the_target_cluster_reads_mirrored_records_after_the_produ
          "-X", f"e2ee.credential={creds['reader']}", "-X", f"e2ee.trust={trust}", *on_b,
          "-X", f"e2ee.state.dir={state}", "-C", "-t", mirrored, "-o", "beginning"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    java_first = {hook: java_reader(java_cp, tmp_path, hook, "first", b.bootstrap, mirrored, **java_e2ee[hook])
+    java_first = {hook: java_reader(java_cp, tmp_path, hook, "first", b.bootstrap, on_target[JAVA_TOPIC[hook]],
+                                    **java_e2ee[hook])
                   for hook in JAVA_HOOKS}
     try:
         deadline = time.monotonic() + 120
@@ -230,6 +240,12 @@ def test_a_consumer_on_the_target_cluster_reads_mirrored_records_after_the_produ
     w = kcat(a.bootstrap, creds["writer"], trust, "-P", "-t", "orders",
              input="".join(v + "\n" for v in values))
     assert w.returncode == 0 and "not acknowledged" not in w.stderr, w.stderr[-2000:]
+    # For the Java deserializer, which cannot check a bound record key.
+    payments = [f"mirrored-payment-{i:03d}" for i in range(N)]
+    w = kcat(a.bootstrap, creds["writer"], trust, "-P", "-t", "payments",
+             input="".join(v + "\n" for v in payments), extra=("-X", "e2ee.bind.key=false"))
+    assert w.returncode == 0 and "not acknowledged" not in w.stderr, w.stderr[-2000:]
+    java_values = {"deserializer": payments, "interceptor": values}
 
     # 3. MM2 copies A to B: every topic but the documented exclusion.
     props = tmp_path / "mm2.properties"
@@ -264,7 +280,7 @@ config.storage.replication.factor = 1
     try:
         # Seconds here; the deadline is for a CI machine under load.
         deadline = time.monotonic() + 120
-        while end_offset(b.bootstrap, mirrored) < N:
+        while min(end_offset(b.bootstrap, t) for t in on_target.values()) < N:
             assert mm2.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "MM2 did not mirror orders:\n" + log.read_text()[-3000:]
             time.sleep(0.5)
@@ -309,30 +325,32 @@ config.storage.replication.factor = 1
         assert f"record on protected topic '{mirrored}' has no e2ee header" in x.stderr, x.stderr[-2000:]
 
     # 6b. The Java readers come back on B (the writer still gone): every
-    # mirrored value exactly as produced, opened as topic "orders" with keys
-    # from A's keys topic, and the plaintext at offset N refused: the
+    # mirrored value exactly as produced, opened under the source topic's
+    # name with keys from A's keys topic, and the plaintext at offset N
+    # refused (on orders injected by step 6 with the default policy): the
     # deserializer fails it (RecordDeserializationException, skipped by the
     # app), the interceptor drops it. With the default policy the
     # deserializer's e2ee.topics names the mirrored topics only (A.*).
-    if not prefix:
-        from confluent_kafka import Producer
+    from confluent_kafka import Producer
 
-        plain = Producer({"bootstrap.servers": b.bootstrap})
-        plain.produce(mirrored, value=b"injected-plaintext")
-        assert plain.flush(30) == 0
-    assert end_offset(b.bootstrap, mirrored) == N + 1
+    plain = Producer({"bootstrap.servers": b.bootstrap})
+    for topic in ("payments",) if prefix else ("orders", "payments"):
+        plain.produce(on_target[topic], value=b"injected-plaintext")
+    assert plain.flush(30) == 0
+    assert all(end_offset(b.bootstrap, t) == N + 1 for t in on_target.values())
     if prefix:
         java_e2ee["deserializer"]["e2ee_topics"] = f"{prefix}*"
-    readers = {hook: java_reader(java_cp, tmp_path, hook, "again", b.bootstrap, mirrored, **java_e2ee[hook])
+    readers = {hook: java_reader(java_cp, tmp_path, hook, "again", b.bootstrap, on_target[JAVA_TOPIC[hook]],
+                                 **java_e2ee[hook])
                for hook in JAVA_HOOKS}
-    dropped = f"dropped the record at {mirrored}-0 offset {N}"
+    dropped = f"dropped the record at {on_target['orders']}-0 offset {N}"
 
     def done(hook: str, out: Path, log: Path) -> bool:
         text = out.read_text(errors="replace") if out.exists() else ""
         lines = text.splitlines()
         if hook == "deserializer":
             return sum(1 for line in lines if line.startswith("R ")) >= N and any(
-                line.startswith(f"E {mirrored} 0 {N} ") for line in lines)
+                line.startswith(f"E {on_target['payments']} 0 {N} ") for line in lines)
         return sum(1 for line in lines if line.startswith("R ")) >= N and dropped in log.read_text(errors="replace")
 
     try:
@@ -352,13 +370,14 @@ config.storage.replication.factor = 1
                 results[hook] = proc.close(timeout=90)
     for hook, (_, out, log) in readers.items():
         assert results[hook].returncode == 0, f"{hook}: " + results[hook].stderr[-3000:]
+        topic = on_target[JAVA_TOPIC[hook]]
         lines = out.read_text(errors="replace").splitlines()
         got = [line.split(" ", 4) for line in lines if line.startswith("R ")]
-        assert [(t, int(o)) for _, t, _, o, _ in got] == [(mirrored, i) for i in range(N)], lines[-5:]
-        assert [v for *_, v in got] == values, f"{hook}: not the produced values: {lines[:3]}"
+        assert [(t, int(o)) for _, t, _, o, _ in got] == [(topic, i) for i in range(N)], lines[-5:]
+        assert [v for *_, v in got] == java_values[hook], f"{hook}: not the produced values: {lines[:3]}"
         errors = [line for line in lines if line.startswith("E ")]
         if hook == "deserializer":
-            assert len(errors) == 1 and errors[0].startswith(f"E {mirrored} 0 {N} "), errors
+            assert len(errors) == 1 and errors[0].startswith(f"E {topic} 0 {N} "), errors
             assert "MISSING_HEADER" in errors[0] and "has no e2ee header" in errors[0], errors
         else:
             assert not errors, errors

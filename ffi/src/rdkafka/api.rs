@@ -221,6 +221,11 @@ api! {
     queue_destroy: "rd_kafka_queue_destroy" => unsafe extern "C" fn(*mut Queue),
     event_destroy: "rd_kafka_event_destroy" => unsafe extern "C" fn(*mut Event),
     conf_properties_show: "rd_kafka_conf_properties_show" => unsafe extern "C" fn(*mut libc::FILE),
+    conf_get_default_topic_conf: "rd_kafka_conf_get_default_topic_conf" => unsafe extern "C" fn(*const Conf) -> *mut TopicConf,
+    topic_conf_new: "rd_kafka_topic_conf_new" => unsafe extern "C" fn() -> *mut TopicConf,
+    topic_conf_destroy: "rd_kafka_topic_conf_destroy" => unsafe extern "C" fn(*mut TopicConf),
+    topic_conf_dump: "rd_kafka_topic_conf_dump" => unsafe extern "C" fn(*mut TopicConf, *mut usize) -> *mut *const c_char,
+    conf_dump_free: "rd_kafka_conf_dump_free" => unsafe extern "C" fn(*mut *const c_char, usize),
     version: "rd_kafka_version" => unsafe extern "C" fn() -> c_int,
     version_str: "rd_kafka_version_str" => unsafe extern "C" fn() -> *const c_char,
 }
