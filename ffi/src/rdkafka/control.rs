@@ -562,10 +562,7 @@ unsafe fn copy_topic_properties(api: &Api, host: *const Conf, conf: *mut Conf, o
 
 /// A topic configuration's properties and values, as
 /// `rd_kafka_topic_conf_dump` gives them.
-unsafe fn topic_conf_pairs(
-    api: &Api,
-    tconf: *mut api::TopicConf,
-) -> Option<Vec<(String, String)>> {
+unsafe fn topic_conf_pairs(api: &Api, tconf: *mut api::TopicConf) -> Option<Vec<(String, String)>> {
     let mut cnt: usize = 0;
     // SAFETY: tconf is live; the array is freed below with its count.
     let arr = unsafe { (api.topic_conf_dump)(tconf, &mut cnt) };
