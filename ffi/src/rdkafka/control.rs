@@ -551,7 +551,7 @@ unsafe fn copy_topic_properties(api: &Api, host: *const Conf, conf: *mut Conf, o
     };
     let defaults: HashMap<String, String> = defaults.into_iter().collect();
     for (name, value) in app {
-        if other.iter().any(|o| *o == name) || defaults.get(&name) == Some(&value) {
+        if other.contains(&name) || defaults.get(&name) == Some(&value) {
             continue;
         }
         // SAFETY: conf is ours. A value that cannot be set from text is
