@@ -12,17 +12,21 @@ records under their source topic's name, mapped by its own
 exchanges keys with A's deployment (``e2ee.control.bootstrap.servers``): it
 publishes its prekeys on A's keys topic and reads the envelopes there.
 
-Checked, for a librdkafka reader (kcat) and for Java readers
-(DecryptingDeserializer, and E2eeConsumerInterceptor; java_clients.py): a reader that ran once on B before (its prekeys on A's keys topic),
-after the producer on A has written and exited and with nothing else
-running, reads every mirrored record on B; its credential names the source
-topic (``orders``) only. With the default policy, a credential for the
+Checked, for a librdkafka reader (kcat) and for two Java readers
+(java_clients.py): a reader that ran once on B before (its prekeys on A's
+keys topic), after the producer on A has written and exited and with nothing
+else running, reads every mirrored record on B; its credential names the
+source topic (``orders``) only. With the default policy, a credential for the
 mirrored name only (``A.*``) opens nothing, and a plaintext record written
-into ``A.orders`` is refused by a reader whose ``e2ee.topics`` is ``A.*`` (the
-Java readers: with both policies, the deserializer failing it and the
-interceptor dropping it, every other value exactly as produced). B's segment files hold no plaintext, and
-neither the control nor the keys topic reached B (not mirrored, and the
-reader's control plane never wrote to B)."""
+into ``A.orders`` is refused by a reader whose ``e2ee.topics`` is ``A.*``.
+The Java readers, with both policies: E2eeConsumerInterceptor reads orders
+(key-bound, as kcat wrote it), DecryptingDeserializer reads payments (written
+with ``e2ee.bind.key=false``: a deserializer cannot see keys; with the
+default policy its ``e2ee.topics`` is ``A.*``); each gets every value exactly
+as produced, and the plaintext injected after them is refused (the
+deserializer fails it, the interceptor drops it). B's segment files hold no
+plaintext, and neither the control nor the keys topic reached B (not
+mirrored, and the reader's control plane never wrote to B)."""
 
 from __future__ import annotations
 
@@ -389,5 +393,7 @@ config.storage.replication.factor = 1
     on_disk = b"".join(p.read_bytes() for p in sorted(b.data_dir.glob(f"{mirrored}-*/*.log")))
     assert on_disk.count(b"e2ee") >= N, "the mirrored records lost their e2ee header"
     assert b"mirrored-secret" not in on_disk
+    on_disk = b"".join(p.read_bytes() for p in sorted(b.data_dir.glob(f"{on_target['payments']}-*/*.log")))
+    assert on_disk.count(b"e2ee") >= N and b"mirrored-payment" not in on_disk
     leaked = {t for t in topics_of(b.bootstrap) if "_e2ee_" in t}
     assert not leaked, f"key-exchange topics on the target cluster: {leaked}"

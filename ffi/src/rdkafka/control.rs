@@ -361,13 +361,18 @@ unsafe fn control_conf(
         "group.protocol",
         "group.remote.assignor",
         "statistics.interval.ms",
-        // Copied whole by rd_kafka_conf_dup_filter, the other kind's
-        // topic-level properties with it: rebuilt by copy_topic_properties.
-        "default_topic_conf",
     ]
     .iter()
     .map(|s| (*s).to_owned())
     .chain(other.global)
+    // Copied whole by rd_kafka_conf_dup_filter, the other kind's topic-level
+    // properties with it: rebuilt by copy_topic_properties (where this
+    // librdkafka has what that needs).
+    .chain(
+        TopicConfApi::of(api)
+            .is_some()
+            .then(|| "default_topic_conf".to_owned()),
+    )
     .filter_map(|s| CString::new(s).ok())
     .collect();
     let ptrs: Vec<*const std::ffi::c_char> = filter.iter().map(|c| c.as_ptr()).collect();
@@ -528,24 +533,27 @@ fn parse_other_kinds_in(table: &str, other: &str, section: &str) -> Vec<String> 
 /// deprecated one again would warn); one that cannot be set from its text
 /// (a callback or opaque pointer of the app's) is left out.
 unsafe fn copy_topic_properties(api: &Api, host: *const Conf, conf: *mut Conf, other: &[String]) {
+    let Some(t) = TopicConfApi::of(api) else {
+        return;
+    };
     // SAFETY: host is live; the topic conf stays owned by it.
-    let app_topic = unsafe { (api.conf_get_default_topic_conf)(host) };
+    let app_topic = unsafe { (t.get_default)(host) };
     if app_topic.is_null() {
         return;
     }
     // SAFETY: app_topic is live.
-    let Some(app) = (unsafe { topic_conf_pairs(api, app_topic) }) else {
+    let Some(app) = (unsafe { t.pairs(app_topic) }) else {
         return;
     };
     // SAFETY: a new topic conf is ours, destroyed below.
-    let fresh = unsafe { (api.topic_conf_new)() };
+    let fresh = unsafe { (t.new)() };
     if fresh.is_null() {
         return;
     }
     // SAFETY: fresh is live.
-    let defaults = unsafe { topic_conf_pairs(api, fresh) };
+    let defaults = unsafe { t.pairs(fresh) };
     // SAFETY: fresh is ours.
-    unsafe { (api.topic_conf_destroy)(fresh) };
+    unsafe { (t.destroy)(fresh) };
     let Some(defaults) = defaults else {
         return;
     };
@@ -560,32 +568,53 @@ unsafe fn copy_topic_properties(api: &Api, host: *const Conf, conf: *mut Conf, o
     }
 }
 
-/// A topic configuration's properties and values, as
-/// `rd_kafka_topic_conf_dump` gives them.
-unsafe fn topic_conf_pairs(api: &Api, tconf: *mut api::TopicConf) -> Option<Vec<(String, String)>> {
-    let mut cnt: usize = 0;
-    // SAFETY: tconf is live; the array is freed below with its count.
-    let arr = unsafe { (api.topic_conf_dump)(tconf, &mut cnt) };
-    if arr.is_null() {
-        return None;
+/// The optional part of the API [`copy_topic_properties`] needs, all of it.
+struct TopicConfApi {
+    get_default: unsafe extern "C" fn(*const Conf) -> *mut api::TopicConf,
+    new: unsafe extern "C" fn() -> *mut api::TopicConf,
+    destroy: unsafe extern "C" fn(*mut api::TopicConf),
+    dump: unsafe extern "C" fn(*mut api::TopicConf, *mut usize) -> *mut *const std::ffi::c_char,
+    dump_free: unsafe extern "C" fn(*mut *const std::ffi::c_char, usize),
+}
+
+impl TopicConfApi {
+    fn of(api: &Api) -> Option<TopicConfApi> {
+        Some(TopicConfApi {
+            get_default: api.conf_get_default_topic_conf?,
+            new: api.topic_conf_new?,
+            destroy: api.topic_conf_destroy?,
+            dump: api.topic_conf_dump?,
+            dump_free: api.conf_dump_free?,
+        })
     }
-    let mut out = Vec::with_capacity(cnt / 2);
-    for i in (0..cnt.saturating_sub(1)).step_by(2) {
-        // SAFETY: arr holds cnt entries: name, value, name, value, ...
-        let (k, v) = unsafe { (*arr.add(i), *arr.add(i + 1)) };
-        if k.is_null() || v.is_null() {
-            continue;
+
+    /// A topic configuration's properties and values, as
+    /// `rd_kafka_topic_conf_dump` gives them.
+    unsafe fn pairs(&self, tconf: *mut api::TopicConf) -> Option<Vec<(String, String)>> {
+        let mut cnt: usize = 0;
+        // SAFETY: tconf is live; the array is freed below with its count.
+        let arr = unsafe { (self.dump)(tconf, &mut cnt) };
+        if arr.is_null() {
+            return None;
         }
-        // SAFETY: NUL-terminated strings owned by the dump.
-        let (k, v) = unsafe { (std::ffi::CStr::from_ptr(k), std::ffi::CStr::from_ptr(v)) };
-        out.push((
-            k.to_string_lossy().into_owned(),
-            v.to_string_lossy().into_owned(),
-        ));
+        let mut out = Vec::with_capacity(cnt / 2);
+        for i in (0..cnt.saturating_sub(1)).step_by(2) {
+            // SAFETY: arr holds cnt entries: name, value, name, value, ...
+            let (k, v) = unsafe { (*arr.add(i), *arr.add(i + 1)) };
+            if k.is_null() || v.is_null() {
+                continue;
+            }
+            // SAFETY: NUL-terminated strings owned by the dump.
+            let (k, v) = unsafe { (std::ffi::CStr::from_ptr(k), std::ffi::CStr::from_ptr(v)) };
+            out.push((
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            ));
+        }
+        // SAFETY: the array and count rd_kafka_topic_conf_dump returned.
+        unsafe { (self.dump_free)(arr, cnt) };
+        Some(out)
     }
-    // SAFETY: the array and count rd_kafka_topic_conf_dump returned.
-    unsafe { (api.conf_dump_free)(arr, cnt) };
-    Some(out)
 }
 
 fn hex(b: &[u8]) -> String {

@@ -243,8 +243,7 @@ public final class E2eeConfig extends AbstractConfig {
                 throw new ConfigException(name, originals().get(name), "is a consumer setting (reading topics "
                         + "mirrored by MirrorMaker 2, docs/PROTOCOL.md section 5c) and " + hook + " is a "
                         + "producer hook: producers seal under the topic they write to and exchange keys on "
-                        + "their own cluster. Remove it from the producer's configuration (Kafka Streams: "
-                        + "set it as consumer." + name + ")");
+                        + "their own cluster. Remove it from the producer's configuration");
             }
         }
     }
