@@ -299,6 +299,27 @@ pub fn source_topic<'t>(prefix: Option<&str>, topic: &'t str) -> &'t str {
     }
 }
 
+/// The plaintext rule of a mapped topic, for a record that `engine.open`
+/// under its source topic found to be plaintext (no e2ee header, source
+/// topic not protected): `e2ee.topics` may name the mirrored topic rather
+/// than its source (`A.*` instead of `orders`), so the record is refused
+/// if the mirrored name is protected. The mapping never lets plaintext in.
+/// Counted in records-rejected. Both hosts call it (docs/PROTOCOL.md,
+/// section 5c).
+pub fn refuse_mirrored_plaintext(
+    engine: &Engine,
+    mirrored: &str,
+    source: &str,
+) -> Result<(), kafka_e2ee_core::Error> {
+    if mirrored != source && engine.is_protected(mirrored) {
+        engine.note_record_rejected();
+        return Err(kafka_e2ee_core::Error::MissingHeader {
+            topic: mirrored.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// A topic-name prefix Kafka could have made: the characters of a topic name
 /// (`[a-zA-Z0-9._-]`), short enough to leave room for a name after it.
 fn check_topic_prefix(prefix: &str) -> Result<(), ConfigError> {

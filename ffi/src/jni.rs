@@ -300,30 +300,56 @@ pub extern "system" fn Java_dev_kafkae2ee_Engine_version0<'l>(
     })
 }
 
-/// The Java hosts do not map mirrored topics or exchange keys on another
-/// cluster yet (their ConfigDef does not define these names either): a
-/// setting a host would ignore must fail, not read the mirror wrongly.
-fn reject_mirror_settings(cfg: &HostConfig) -> std::result::Result<(), ConfigError> {
-    let set = [
-        (
-            "e2ee.control.bootstrap.servers",
-            cfg.control_bootstrap.is_some(),
-        ),
-        (
-            "e2ee.topic.source.prefix",
-            cfg.topic_source_prefix.is_some(),
-        ),
-    ];
-    match set.iter().find(|(_, on)| *on) {
-        Some((name, _)) => Err(ConfigError {
-            property: (*name).to_owned(),
-            message: "is not supported by the Java client yet (only by the librdkafka plugin): \
-                      read mirrored topics with a librdkafka consumer, or remove it \
-                      (docs/PROTOCOL.md, section 5c)"
-                .to_owned(),
-        }),
-        None => Ok(()),
+/// The `e2ee.*` properties of a `String[] {key, value, ...}` from Java.
+fn properties(env: &mut JNIEnv<'_>, props: &JObjectArray<'_>) -> Result<Vec<(String, String)>> {
+    let n = env.get_array_length(props)?;
+    let mut pairs = Vec::new();
+    for i in (0..n.saturating_sub(1)).step_by(2) {
+        let k = JString::from(env.get_object_array_element(props, i)?);
+        let v = JString::from(env.get_object_array_element(props, i + 1)?);
+        pairs.push((string(env, &k)?, string(env, &v)?));
     }
+    Ok(pairs)
+}
+
+fn host_config(pairs: &[(String, String)]) -> std::result::Result<HostConfig, ConfigError> {
+    HostConfig::from_properties(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+/// `static native void checkProperties0(String[] keysAndValues)`: parses the
+/// settings as `create0` does, without building an engine, so a client that
+/// shares an engine made by another has its own settings checked too (its
+/// `e2ee.topic.source.prefix` is its own). Throws CONFIG naming the property.
+#[no_mangle]
+pub extern "system" fn Java_dev_kafkae2ee_Engine_checkProperties0<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    props: JObjectArray<'l>,
+) {
+    entry(&mut env, |env| {
+        let pairs = properties(env, &props)?;
+        host_config(&pairs)?;
+        Ok(())
+    })
+}
+
+/// `static native String sourceTopic0(String prefix, String topic)`: the
+/// name a consumer opens a record of `topic` under (host::source_topic):
+/// `topic` without `prefix` when it starts with it, else `topic`. The
+/// prefix is the client's own `e2ee.topic.source.prefix` (empty: none).
+#[no_mangle]
+pub extern "system" fn Java_dev_kafkae2ee_Engine_sourceTopic0<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    prefix: JString<'l>,
+    topic: JString<'l>,
+) -> jstring {
+    entry(&mut env, |env| {
+        let prefix = string(env, &prefix)?;
+        let topic = string(env, &topic)?;
+        let source = host::source_topic((!prefix.is_empty()).then_some(prefix.as_str()), &topic);
+        Ok(env.new_string(source)?.into_raw())
+    })
 }
 
 /// `static native long create0(String cluster, String[] keysAndValues)`: the
@@ -337,15 +363,8 @@ pub extern "system" fn Java_dev_kafkae2ee_Engine_create0<'l>(
 ) -> jlong {
     entry(&mut env, |env| {
         let cluster = string(env, &cluster)?;
-        let n = env.get_array_length(&props)?;
-        let mut pairs = Vec::new();
-        for i in (0..n.saturating_sub(1)).step_by(2) {
-            let k = JString::from(env.get_object_array_element(&props, i)?);
-            let v = JString::from(env.get_object_array_element(&props, i + 1)?);
-            pairs.push((string(env, &k)?, string(env, &v)?));
-        }
-        let cfg = HostConfig::from_properties(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))?;
-        reject_mirror_settings(&cfg)?;
+        let pairs = properties(env, &props)?;
+        let cfg = host_config(&pairs)?;
         let (engine, _new) = host::shared_engine(&cluster, &cfg)?;
         let handle = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
         handles()
@@ -418,15 +437,20 @@ pub extern "system" fn Java_dev_kafkae2ee_Engine_seal0<'l>(
     })
 }
 
-/// `static native boolean open0(long, byte[] topic, byte[] header, int
-/// binding, byte[] key, byte[] value)`: decrypts `value` in place; true if
-/// it was decrypted, false if it is plaintext of an unprotected topic.
+/// `static native boolean open0(long, byte[] topic, byte[] mirrored, byte[]
+/// header, int binding, byte[] key, byte[] value)`: decrypts `value` in
+/// place; true if it was decrypted, false if it is plaintext of an
+/// unprotected topic. `topic` is the name the record is opened under (its
+/// source topic on a mirror); `mirrored`, null when it is the same, the
+/// topic the record was read from: plaintext is refused if that name is
+/// protected too (host::refuse_mirrored_plaintext).
 #[no_mangle]
 pub extern "system" fn Java_dev_kafkae2ee_Engine_open0<'l>(
     mut env: JNIEnv<'l>,
     _: JClass<'l>,
     handle: jlong,
     topic: JByteArray<'l>,
+    mirrored: JByteArray<'l>,
     header: JByteArray<'l>,
     binding: jint,
     key: JByteArray<'l>,
@@ -444,7 +468,17 @@ pub extern "system" fn Java_dev_kafkae2ee_Engine_open0<'l>(
         let bind = key_binding(binding, key.as_ref().map(Small::bytes));
         let topic = topic.topic()?;
         let header = header.as_ref().map(Small::bytes);
+        let mirrored = if mirrored.is_null() {
+            None
+        } else {
+            Some(Small::read(env, &mirrored)?)
+        };
         let opened = with_bytes(env, &value, |v| engine.open(topic, header, bind, v))??;
+        if opened == Opened::Plaintext {
+            if let Some(mirrored) = &mirrored {
+                host::refuse_mirrored_plaintext(&engine, mirrored.topic()?, topic)?;
+            }
+        }
         Ok(u8::from(opened == Opened::Decrypted))
     })
 }

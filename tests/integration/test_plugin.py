@@ -172,9 +172,13 @@ def test_confluent_kafka_group_of_three_joining_and_leaving_with_rotation(broker
     base = {"bootstrap": broker.bootstrap, "plugin": str(PLUGIN), "topic": topic}
     stop = tmp_path / "stop"
     count = 600
+    # acks (topic-level) and linger.ms (global) are producer properties, and
+    # the consumers' auto.offset.reset (topic-level) and group.id (global)
+    # consumer ones: the plugin's control clients, copies of each client's
+    # configuration, must not warn about the other kind's (CONFWARN, below).
     prod = spawn("produce", base | {"e2ee": e2ee | {"e2ee.credential": str(creds["writer"])},
                                    "count": count, "rate": 50, "out": str(tmp_path / "produced.json"),
-                                   "stop": str(stop)})
+                                   "stop": str(stop), "extra": {"acks": "all", "linger.ms": "5"}})
     members = []
 
     def member(name: str, seconds: float):
@@ -216,13 +220,17 @@ def test_confluent_kafka_group_of_three_joining_and_leaving_with_rotation(broker
         assert len(busy) >= 2, "the work was not shared by the group"
     finally:
         stop.write_text("")
+        outputs = []
         for p in [prod, *members]:
             try:
-                p.wait(timeout=60)
+                outputs.append(p.communicate(timeout=60)[0])
             except subprocess.TimeoutExpired:
                 p.kill()
+                outputs.append(p.communicate()[0])
     disk = segment_bytes(broker, topic)
     assert b"v1-x" not in disk and b"xxxxxxxxxx" not in disk
+    for out in outputs:
+        assert "CONFWARN" not in out, out[-3000:]
 
 
 MISSING_HEADER_REASON = (

@@ -121,13 +121,22 @@ type AddConf<F> = unsafe extern "C" fn(*mut Conf, *const c_char, F, *mut c_void)
 type AddRk<F> = unsafe extern "C" fn(*mut Kafka, *const c_char, F, *mut c_void) -> Err;
 
 macro_rules! api {
-    ($($field:ident : $sym:literal => $ty:ty,)*) => {
-        /// Function pointers into the loading librdkafka.
+    (
+        $($field:ident : $sym:literal => $ty:ty,)*
+        @optional {
+            $($ofield:ident : $osym:literal => $oty:ty,)*
+        }
+    ) => {
+        /// Function pointers into the loading librdkafka. The optional ones
+        /// are None where the library lacks them (a program that links
+        /// librdkafka statically keeps only what its linker kept): what
+        /// needs them is then skipped, never the whole plugin.
         #[allow(clippy::type_complexity)]
         pub struct Api {
             /// The file the functions were resolved from (for logs and tests).
             pub library: String,
             $(pub $field: $ty,)*
+            $(pub $ofield: Option<$oty>,)*
         }
 
         impl std::fmt::Debug for Api {
@@ -157,6 +166,10 @@ macro_rules! api {
                         // documented signature.
                         unsafe { std::mem::transmute::<*mut c_void, $ty>(p) }
                     },)*
+                    $($ofield: lookup($osym).filter(|p| !p.is_null()).map(|p| {
+                        // SAFETY: as above.
+                        unsafe { std::mem::transmute::<*mut c_void, $oty>(p) }
+                    }),)*
                 })
             }
         }
@@ -223,6 +236,15 @@ api! {
     conf_properties_show: "rd_kafka_conf_properties_show" => unsafe extern "C" fn(*mut libc::FILE),
     version: "rd_kafka_version" => unsafe extern "C" fn() -> c_int,
     version_str: "rd_kafka_version_str" => unsafe extern "C" fn() -> *const c_char,
+    @optional {
+        // The control clients' topic-level settings (control.rs,
+        // copy_topic_properties).
+        conf_get_default_topic_conf: "rd_kafka_conf_get_default_topic_conf" => unsafe extern "C" fn(*const Conf) -> *mut TopicConf,
+        topic_conf_new: "rd_kafka_topic_conf_new" => unsafe extern "C" fn() -> *mut TopicConf,
+        topic_conf_destroy: "rd_kafka_topic_conf_destroy" => unsafe extern "C" fn(*mut TopicConf),
+        topic_conf_dump: "rd_kafka_topic_conf_dump" => unsafe extern "C" fn(*mut TopicConf, *mut usize) -> *mut *const c_char,
+        conf_dump_free: "rd_kafka_conf_dump_free" => unsafe extern "C" fn(*mut *const c_char, usize),
+    }
 }
 
 /// One resolved table per loading library, kept for the life of the process

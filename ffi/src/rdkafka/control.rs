@@ -350,6 +350,8 @@ unsafe fn control_conf(
     engine: &Engine,
     cs: &Settings,
 ) -> Result<*mut Conf, String> {
+    // SAFETY: api is the live table of the host's librdkafka.
+    let other = unsafe { other_kinds_properties(api, kind) };
     let filter: Vec<CString> = [
         "plugin.library.paths",
         "e2ee.",
@@ -362,8 +364,15 @@ unsafe fn control_conf(
     ]
     .iter()
     .map(|s| (*s).to_owned())
-    // SAFETY: api is the live table of the host's librdkafka.
-    .chain(unsafe { other_kinds_properties(api, kind) })
+    .chain(other.global)
+    // Copied whole by rd_kafka_conf_dup_filter, the other kind's topic-level
+    // properties with it: rebuilt by copy_topic_properties (where this
+    // librdkafka has what that needs).
+    .chain(
+        TopicConfApi::of(api)
+            .is_some()
+            .then(|| "default_topic_conf".to_owned()),
+    )
     .filter_map(|s| CString::new(s).ok())
     .collect();
     let ptrs: Vec<*const std::ffi::c_char> = filter.iter().map(|c| c.as_ptr()).collect();
@@ -372,6 +381,8 @@ unsafe fn control_conf(
     if conf.is_null() {
         return Err("rd_kafka_conf_dup_filter failed".into());
     }
+    // SAFETY: host is live; conf is ours.
+    unsafe { copy_topic_properties(api, host, conf, &other.topic) };
     // SAFETY: conf is ours.
     // (Only the callbacks that apply to the kind: setting another kind's
     // callback, even to NULL, makes librdkafka warn about it.)
@@ -423,23 +434,33 @@ unsafe fn control_conf(
     Ok(conf)
 }
 
-/// The global properties of the other client kind (consumer-only ones for a
+/// The properties of the other client kind, global and topic-level.
+#[derive(Debug, Default)]
+struct OtherKinds {
+    global: Vec<String>,
+    topic: Vec<String>,
+}
+
+/// The properties of the other client kind (consumer-only ones for a
 /// producer and the reverse), as this librdkafka defines them: the control
 /// clients are copies of the app's configuration, and librdkafka prints a
 /// CONFWARN line for every property of the other kind that is set (an app
-/// consumer's `group.id` in the control producer), which would look like the
+/// consumer's `group.id` or `auto.offset.reset` in the control producer, a
+/// producer's `acks` in the control consumer), which would look like the
 /// app's mistake. librdkafka tells the kinds only in
 /// `rd_kafka_conf_properties_show`'s table (its "C/P" column), so that is
-/// read. `rd_kafka_conf_dup_filter` drops by prefix: a name that starts
-/// another property of this kind or of both is kept (a harmless warning
-/// rather than a lost setting). Empty if the table cannot be had.
-unsafe fn other_kinds_properties(api: &Api, kind: c_int) -> Vec<String> {
+/// read. Global ones go to `rd_kafka_conf_dup_filter`, which drops by
+/// prefix: a name that starts another property of this kind or of both is
+/// kept (a harmless warning rather than a lost setting). Topic-level ones go
+/// to [`drop_topic_properties`] (the filter does not reach the default topic
+/// configuration). Empty if the table cannot be had.
+unsafe fn other_kinds_properties(api: &Api, kind: c_int) -> OtherKinds {
     let mut buf: *mut std::ffi::c_char = std::ptr::null_mut();
     let mut len: usize = 0;
     // SAFETY: open_memstream writes buf and len on fclose.
     let fp = unsafe { libc::open_memstream(&mut buf, &mut len) };
     if fp.is_null() {
-        return Vec::new();
+        return OtherKinds::default();
     }
     // SAFETY: fp is a live stream of this process's libc (the one librdkafka
     // writes with: there is one libc in the process).
@@ -448,31 +469,42 @@ unsafe fn other_kinds_properties(api: &Api, kind: c_int) -> Vec<String> {
     let table = unsafe {
         libc::fclose(fp);
         if buf.is_null() {
-            return Vec::new();
+            return OtherKinds::default();
         }
         let t =
             String::from_utf8_lossy(std::slice::from_raw_parts(buf.cast::<u8>(), len)).into_owned();
         libc::free(buf.cast());
         t
     };
-    parse_other_kinds(&table, if kind == api::PRODUCER { "C" } else { "P" })
+    let other = if kind == api::PRODUCER { "C" } else { "P" };
+    OtherKinds {
+        global: parse_other_kinds(&table, other),
+        topic: parse_other_kinds_in(&table, other, "Topic"),
+    }
 }
 
 /// The global properties of the table whose C/P column is `other`.
 fn parse_other_kinds(table: &str, other: &str) -> Vec<String> {
-    let mut global = false;
+    parse_other_kinds_in(table, other, "Global")
+}
+
+/// The properties of the table's section `section` ("Global", "Topic") whose
+/// C/P column is `other`, but for names that start a property of this kind
+/// or of both in that section.
+fn parse_other_kinds_in(table: &str, other: &str, section: &str) -> Vec<String> {
+    let mut inside = false;
     let mut other_kind: Vec<&str> = Vec::new();
     let mut rest: Vec<&str> = Vec::new();
     for line in table.lines() {
-        if let Some(section) = line.strip_prefix("## ") {
-            global = section.starts_with("Global");
+        if let Some(title) = line.strip_prefix("## ") {
+            inside = title.starts_with(section);
             continue;
         }
         let mut cols = line.split('|').map(str::trim);
         let (Some(name), Some(cp)) = (cols.next(), cols.next()) else {
             continue;
         };
-        if !global || name.is_empty() || name == "Property" || name.starts_with('-') {
+        if !inside || name.is_empty() || name == "Property" || name.starts_with('-') {
             continue;
         }
         if cp == other {
@@ -486,6 +518,103 @@ fn parse_other_kinds(table: &str, other: &str) -> Vec<String> {
         .filter(|o| !rest.iter().any(|r| r.starts_with(o)))
         .map(str::to_owned)
         .collect()
+}
+
+/// Copies the app's topic-level settings (its default topic configuration,
+/// which `rd_kafka_conf_dup_filter` would copy whole and is filtered out)
+/// into `conf`, a control client's configuration, but those of the other
+/// client kind (`other`): librdkafka prints a CONFWARN line for each
+/// other-kind property set (`auto.offset.reset` in the control producer,
+/// `acks` in the control consumer). They are set through `conf` as an app
+/// sets them in the global configuration (replacing the default topic
+/// configuration instead makes librdkafka warn that it overwrote them). A
+/// setting is copied when its value differs from a fresh topic
+/// configuration's (one equal to the default changes nothing, and setting a
+/// deprecated one again would warn); one that cannot be set from its text
+/// (a callback or opaque pointer of the app's) is left out.
+unsafe fn copy_topic_properties(api: &Api, host: *const Conf, conf: *mut Conf, other: &[String]) {
+    let Some(t) = TopicConfApi::of(api) else {
+        return;
+    };
+    // SAFETY: host is live; the topic conf stays owned by it.
+    let app_topic = unsafe { (t.get_default)(host) };
+    if app_topic.is_null() {
+        return;
+    }
+    // SAFETY: app_topic is live.
+    let Some(app) = (unsafe { t.pairs(app_topic) }) else {
+        return;
+    };
+    // SAFETY: a new topic conf is ours, destroyed below.
+    let fresh = unsafe { (t.new)() };
+    if fresh.is_null() {
+        return;
+    }
+    // SAFETY: fresh is live.
+    let defaults = unsafe { t.pairs(fresh) };
+    // SAFETY: fresh is ours.
+    unsafe { (t.destroy)(fresh) };
+    let Some(defaults) = defaults else {
+        return;
+    };
+    let defaults: HashMap<String, String> = defaults.into_iter().collect();
+    for (name, value) in app {
+        if other.contains(&name) || defaults.get(&name) == Some(&value) {
+            continue;
+        }
+        // SAFETY: conf is ours. A value that cannot be set from text is
+        // left out (see above).
+        let _ = unsafe { api.set(conf, &name, &value) };
+    }
+}
+
+/// The optional part of the API [`copy_topic_properties`] needs, all of it.
+struct TopicConfApi {
+    get_default: unsafe extern "C" fn(*const Conf) -> *mut api::TopicConf,
+    new: unsafe extern "C" fn() -> *mut api::TopicConf,
+    destroy: unsafe extern "C" fn(*mut api::TopicConf),
+    dump: unsafe extern "C" fn(*mut api::TopicConf, *mut usize) -> *mut *const std::ffi::c_char,
+    dump_free: unsafe extern "C" fn(*mut *const std::ffi::c_char, usize),
+}
+
+impl TopicConfApi {
+    fn of(api: &Api) -> Option<TopicConfApi> {
+        Some(TopicConfApi {
+            get_default: api.conf_get_default_topic_conf?,
+            new: api.topic_conf_new?,
+            destroy: api.topic_conf_destroy?,
+            dump: api.topic_conf_dump?,
+            dump_free: api.conf_dump_free?,
+        })
+    }
+
+    /// A topic configuration's properties and values, as
+    /// `rd_kafka_topic_conf_dump` gives them.
+    unsafe fn pairs(&self, tconf: *mut api::TopicConf) -> Option<Vec<(String, String)>> {
+        let mut cnt: usize = 0;
+        // SAFETY: tconf is live; the array is freed below with its count.
+        let arr = unsafe { (self.dump)(tconf, &mut cnt) };
+        if arr.is_null() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(cnt / 2);
+        for i in (0..cnt.saturating_sub(1)).step_by(2) {
+            // SAFETY: arr holds cnt entries: name, value, name, value, ...
+            let (k, v) = unsafe { (*arr.add(i), *arr.add(i + 1)) };
+            if k.is_null() || v.is_null() {
+                continue;
+            }
+            // SAFETY: NUL-terminated strings owned by the dump.
+            let (k, v) = unsafe { (std::ffi::CStr::from_ptr(k), std::ffi::CStr::from_ptr(v)) };
+            out.push((
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            ));
+        }
+        // SAFETY: the array and count rd_kafka_topic_conf_dump returned.
+        unsafe { (self.dump_free)(arr, cnt) };
+        Some(out)
+    }
 }
 
 fn hex(b: &[u8]) -> String {
@@ -1064,6 +1193,29 @@ mod tests {
         // group.id is a prefix of a property of both kinds: kept.
         assert_eq!(parse_other_kinds(table, "C"), vec!["enable.auto.commit"]);
         assert_eq!(parse_other_kinds(table, "P"), vec!["linger.ms"]);
+    }
+
+    #[test]
+    fn other_kinds_topic_properties_come_from_the_topic_table() {
+        let table = "## Global configuration properties\n\n\
+            Property                                 | C/P | Range           |       Default | Importance | Description\n\
+            group.id                                 |  C  |                 |               | high       | x\n\
+            linger.ms                                |  P  | 0 .. 900000     |             5 | high       | x\n\
+            \n\n## Topic configuration properties\n\n\
+            Property                                 | C/P | Range           |       Default | Importance | Description\n\
+            -----------------------------------------|-----|-----------------|--------------:|------------|-------\n\
+            request.required.acks                    |  P  | -1 .. 1000      |            -1 | high       | x\n\
+            acks                                     |  P  | -1 .. 1000      |            -1 | high       | x\n\
+            auto.offset.reset                        |  C  |                 |       largest | high       | x\n\
+            opaque                                   |  *  |                 |               | low        | x\n";
+        assert_eq!(
+            parse_other_kinds_in(table, "C", "Topic"),
+            vec!["auto.offset.reset"]
+        );
+        assert_eq!(
+            parse_other_kinds_in(table, "P", "Topic"),
+            vec!["request.required.acks", "acks"]
+        );
     }
 
     #[test]

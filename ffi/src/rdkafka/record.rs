@@ -762,14 +762,10 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
             // e2ee.topics may name the mirrored topic rather than its source
             // (A.* instead of orders): plaintext is refused if either name is
             // protected, so the mapping never lets plaintext in.
-            Ok(Opened::Plaintext) if topic != mirrored && engine.is_protected(&mirrored) => {
-                engine.note_record_rejected();
-                return Err(Error::MissingHeader {
-                    topic: mirrored.into_owned(),
-                }
-                .to_string());
+            Ok(Opened::Plaintext) => {
+                return host::refuse_mirrored_plaintext(engine, &mirrored, topic)
+                    .map_err(|e| e.to_string())
             }
-            Ok(Opened::Plaintext) => return Ok(()),
             Ok(Opened::Decrypted) => {
                 // SAFETY: h is the message's list (it held the header).
                 unsafe { (api.header_remove)(h, HEADER.as_ptr()) };

@@ -22,7 +22,9 @@ public final class ConfigDocs {
                 .append("construction with a `ConfigException` naming the property.\n\n")
                 .append("| property | type | default | importance | description |\n|---|---|---|---|---|\n");
         for (ConfigDef.ConfigKey key : E2eeConfig.CONFIG_DEF.configKeys().values()) {
-            String dflt = key.hasDefault() && key.defaultValue != null && !String.valueOf(key.defaultValue).isEmpty()
+            boolean empty = key.defaultValue == null || String.valueOf(key.defaultValue).isEmpty()
+                    || (key.defaultValue instanceof java.util.List && ((java.util.List<?>) key.defaultValue).isEmpty());
+            String dflt = key.hasDefault() && !empty
                     ? "`" + ConfigDef.convertToString(key.defaultValue, key.type) + "`"
                     : "(none)";
             out.append("| `").append(key.name).append("` | ")

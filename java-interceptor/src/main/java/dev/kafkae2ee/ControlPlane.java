@@ -82,19 +82,30 @@ final class ControlPlane implements AutoCloseable {
         final String keysTopic;
         final long keysRetentionMs;
         final long closeTimeoutMs;
+        /**
+         * e2ee.control.bootstrap.servers, or "" for none: the control clients connect there instead
+         * of to the host's bootstrap.servers, with the host's security settings.
+         */
+        final String controlBootstrap;
 
         Settings(String controlTopic, String keysTopic, long keysRetentionMs, long closeTimeoutMs) {
+            this(controlTopic, keysTopic, keysRetentionMs, closeTimeoutMs, "");
+        }
+
+        Settings(String controlTopic, String keysTopic, long keysRetentionMs, long closeTimeoutMs,
+                String controlBootstrap) {
             this.controlTopic = controlTopic;
             this.keysTopic = keysTopic;
             this.keysRetentionMs = keysRetentionMs;
             this.closeTimeoutMs = closeTimeoutMs;
+            this.controlBootstrap = controlBootstrap;
         }
 
         static Settings of(E2eeConfig config) {
             return new Settings(config.getString(E2eeConfig.CONTROL_TOPIC), config.getString(E2eeConfig.KEYS_TOPIC),
                     keysRetentionMs(config.getLong(E2eeConfig.KEY_RETENTION_MS),
                             config.getLong(E2eeConfig.KEY_ROTATION_MS)),
-                    config.getLong(E2eeConfig.CLOSE_TIMEOUT_MS));
+                    config.getLong(E2eeConfig.CLOSE_TIMEOUT_MS), config.controlBootstrap());
         }
     }
 
@@ -147,7 +158,7 @@ final class ControlPlane implements AutoCloseable {
         this.topic = settings.controlTopic;
         this.keysTopic = settings.keysTopic;
         this.metrics = metrics;
-        this.base = baseConfig(host, instance);
+        this.base = baseConfig(host, instance, settings.controlBootstrap);
         this.thread = new Thread(this::run, "kafka-e2ee-control-" + instance);
         thread.setDaemon(true);
         thread.start();
@@ -160,6 +171,16 @@ final class ControlPlane implements AutoCloseable {
      * without serdes, interceptors, group or transaction settings, tuning, or e2ee.*.
      */
     static Map<String, Object> baseConfig(Map<String, ?> host, String instance) {
+        return baseConfig(host, instance, "");
+    }
+
+    /**
+     * {@link #baseConfig(Map, String)}, connecting to {@code controlBootstrap} instead of the host's
+     * bootstrap.servers when it is not empty (e2ee.control.bootstrap.servers: a mirrored cluster's
+     * consumer exchanges keys on the source cluster, with its own security settings, as the
+     * librdkafka plugin's control clients do).
+     */
+    static Map<String, Object> baseConfig(Map<String, ?> host, String instance, String controlBootstrap) {
         Set<String> known = new HashSet<>();
         known.addAll(ProducerConfig.configNames());
         known.addAll(ConsumerConfig.configNames());
@@ -179,6 +200,9 @@ final class ControlPlane implements AutoCloseable {
             if (connection || !known.contains(k)) {
                 out.put(k, e.getValue());
             }
+        }
+        if (!controlBootstrap.isEmpty()) {
+            out.put("bootstrap.servers", controlBootstrap);
         }
         out.put("client.id", "kafka-e2ee-control-" + instance);
         return out;

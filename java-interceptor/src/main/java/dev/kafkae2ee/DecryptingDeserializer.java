@@ -92,7 +92,7 @@ public class DecryptingDeserializer<T> implements Deserializer<T> {
 
     @Override
     public T deserialize(String topic, byte[] data) {
-        if (data != null && lease.engine.isProtected(topic)) {
+        if (data != null && lease.isProtected(topic)) {
             throw new SerializationException("kafka-e2ee: a record of protected topic '" + topic
                     + "' must be deserialized with its headers");
         }

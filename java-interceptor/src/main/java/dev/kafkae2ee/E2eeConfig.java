@@ -5,7 +5,6 @@ import java.nio.file.Path;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.Set;
 import java.util.TreeSet;
 import org.apache.kafka.common.config.AbstractConfig;
 import org.apache.kafka.common.config.ConfigDef;
@@ -13,6 +12,7 @@ import org.apache.kafka.common.config.ConfigDef.Importance;
 import org.apache.kafka.common.config.ConfigDef.Range;
 import org.apache.kafka.common.config.ConfigDef.Type;
 import org.apache.kafka.common.config.ConfigException;
+import org.apache.kafka.common.utils.Utils;
 
 /**
  * Every {@code e2ee.*} property, documented, defaulted and validated with Kafka's {@link
@@ -39,12 +39,14 @@ public final class E2eeConfig extends AbstractConfig {
     public static final String CIPHER = "e2ee.cipher";
     public static final String COMPRESSION = "e2ee.compression";
     public static final String KEX_HYBRID = "e2ee.kex.hybrid";
+    public static final String CONTROL_BOOTSTRAP_SERVERS = "e2ee.control.bootstrap.servers";
+    public static final String TOPIC_SOURCE_PREFIX = "e2ee.topic.source.prefix";
 
     /** The properties the native engine reads (everything but the Java-only inner serdes). */
     static final List<String> NATIVE = List.of(
             CREDENTIAL, TRUST, TOPICS, KEY_ROTATION_MS, KEY_ROTATION_RECORDS, KEY_RETENTION_MS,
             KEY_WAIT_MS, STATE_DIR, CONTROL_TOPIC, KEYS_TOPIC, CLOSE_TIMEOUT_MS, BIND_KEY, CIPHER, COMPRESSION,
-            KEX_HYBRID);
+            KEX_HYBRID, CONTROL_BOOTSTRAP_SERVERS, TOPIC_SOURCE_PREFIX);
 
     public static final ConfigDef CONFIG_DEF = new ConfigDef()
             .define(CREDENTIAL, Type.STRING, null, new ReadableFile(
@@ -139,7 +141,22 @@ public final class E2eeConfig extends AbstractConfig {
                             + "earlier versions; two hybrid-capable parties never settle for classical in a session), "
                             + "require (refuse classical sessions and envelopes: set once every client is upgraded) "
                             + "or off (the wire behaviour of the previous version; only for a measured reason, see "
-                            + "docs/PERFORMANCE.md).");
+                            + "docs/PERFORMANCE.md).")
+            .define(CONTROL_BOOTSTRAP_SERVERS, Type.LIST, "", (name, value) -> checkBootstrap(value),
+                    Importance.LOW,
+                    "Consumers of a mirrored cluster (MirrorMaker 2): the source cluster's bootstrap servers "
+                            + "(host:port,...). The key exchange (e2ee.control.topic and e2ee.keys.topic) runs "
+                            + "there instead of on bootstrap.servers, reached with the client's own security "
+                            + "settings (security.protocol, ssl.*, sasl.*). Empty: the client's own cluster. "
+                            + "Producers refuse it (docs/PROTOCOL.md, section 5c).")
+            .define(TOPIC_SOURCE_PREFIX, Type.STRING, "", Importance.LOW,
+                    "Consumers of a mirrored cluster: a record of a topic named with this prefix is opened, "
+                            + "authorized and key-requested as the topic named by the rest, its source topic "
+                            + "(MirrorMaker 2's DefaultReplicationPolicy: `<source alias>.`, e.g. `A.` opens "
+                            + "A.orders as orders); other topics under their own name. Only from this "
+                            + "setting, never from the broker. Plaintext on a mapped topic is refused if either "
+                            + "name matches e2ee.topics. Empty: none (and for the identity replication policy). "
+                            + "Producers refuse it (docs/PROTOCOL.md, section 5c).");
 
     public E2eeConfig(Map<?, ?> originals) {
         super(CONFIG_DEF, checkNames(originals), false);
@@ -158,21 +175,9 @@ public final class E2eeConfig extends AbstractConfig {
         }
     }
 
-    /** Native e2ee.* settings the Java hosts do not implement yet. */
-    private static final Set<String> NOT_IN_JAVA =
-            Set.of("e2ee.control.bootstrap.servers", "e2ee.topic.source.prefix");
-
     private static Map<?, ?> checkNames(Map<?, ?> originals) {
         for (Object k : originals.keySet()) {
             String key = String.valueOf(k);
-            if (NOT_IN_JAVA.contains(key)) {
-                // The librdkafka plugin's settings for consumers of a mirrored
-                // cluster (docs/PROTOCOL.md, section 5c): say so, not "a typo?".
-                throw new ConfigException(key, originals.get(k),
-                        "is not supported by the Java client yet (only by the librdkafka plugin): "
-                                + "read mirrored topics with a librdkafka consumer, or remove it "
-                                + "(docs/PROTOCOL.md, section 5c)");
-            }
             if (key.startsWith(PREFIX) && !CONFIG_DEF.names().contains(key)) {
                 throw new ConfigException(key, originals.get(k),
                         "unknown kafka-e2ee property (a typo?); the e2ee.* properties are: "
@@ -180,6 +185,67 @@ public final class E2eeConfig extends AbstractConfig {
             }
         }
         return originals;
+    }
+
+    /**
+     * e2ee.control.bootstrap.servers: empty, or host:port entries as Kafka's clients parse
+     * bootstrap.servers (the control clients connect there), so a wrong value fails client
+     * construction rather than the control thread's first connection.
+     */
+    private static void checkBootstrap(Object value) {
+        if (!(value instanceof List)) {
+            return;
+        }
+        for (Object o : (List<?>) value) {
+            String entry = String.valueOf(o).trim();
+            if (entry.isEmpty()) {
+                continue;
+            }
+            String host = Utils.getHost(entry);
+            Integer port = Utils.getPort(entry);
+            if (host == null || host.isEmpty() || port == null || port < 1 || port > 65535) {
+                throw new ConfigException(CONTROL_BOOTSTRAP_SERVERS, value, "'" + entry + "' is not host:port; "
+                        + "set it to the source cluster's bootstrap servers (host:port,...), or remove it to "
+                        + "exchange keys on this client's own cluster (bootstrap.servers)");
+            }
+        }
+    }
+
+    /**
+     * e2ee.control.bootstrap.servers as one string (host:port,...), or "" when unset: the cluster
+     * this client exchanges keys on, when it is not its own.
+     */
+    String controlBootstrap() {
+        StringBuilder b = new StringBuilder();
+        for (String s : getList(CONTROL_BOOTSTRAP_SERVERS)) {
+            if (!s.trim().isEmpty()) {
+                b.append(b.length() > 0 ? "," : "").append(s.trim());
+            }
+        }
+        return b.toString();
+    }
+
+    /** e2ee.topic.source.prefix, trimmed; "" when unset. */
+    String sourcePrefix() {
+        String p = getString(TOPIC_SOURCE_PREFIX);
+        return p == null ? "" : p.trim();
+    }
+
+    /**
+     * For the producer hooks: the mirror settings are for consumers of a mirrored cluster only (a
+     * producer seals under the topic it writes to, and exchanges keys on its own cluster), so a
+     * producer that has one fails, naming it and the fix.
+     */
+    void refuseConsumerOnly(String hook) {
+        for (String name : List.of(CONTROL_BOOTSTRAP_SERVERS, TOPIC_SOURCE_PREFIX)) {
+            boolean set = name.equals(TOPIC_SOURCE_PREFIX) ? !sourcePrefix().isEmpty() : !controlBootstrap().isEmpty();
+            if (set) {
+                throw new ConfigException(name, originals().get(name), "is a consumer setting (reading topics "
+                        + "mirrored by MirrorMaker 2, docs/PROTOCOL.md section 5c) and " + hook + " is a "
+                        + "producer hook: producers seal under the topic they write to and exchange keys on "
+                        + "their own cluster. Remove it from the producer's configuration");
+            }
+        }
     }
 
     /** The settings the native engine reads, as strings. */
@@ -190,6 +256,15 @@ public final class E2eeConfig extends AbstractConfig {
             out.put(name, v instanceof List ? String.join(",", getList(name)) : String.valueOf(v));
         }
         return out;
+    }
+
+    /**
+     * The cluster this client exchanges keys on: e2ee.control.bootstrap.servers when set, else its
+     * own bootstrap servers (engines are shared per key-exchange cluster, as in the plugin).
+     */
+    String keyExchangeCluster(Map<?, ?> originals) {
+        String control = controlBootstrap();
+        return control.isEmpty() ? cluster(originals) : control;
     }
 
     /** The cluster this client talks to: its bootstrap servers, as one string. */

@@ -124,7 +124,7 @@ public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> 
                 lease.engine.noteRejected();
                 return drop(r, e.kind() + ": " + e.getMessage());
             }
-            if (value == null || (header == null && !lease.engine.isProtected(r.topic()))) {
+            if (value == null || (header == null && !lease.isProtected(r.topic()))) {
                 return r;
             }
             byte[] bytes;

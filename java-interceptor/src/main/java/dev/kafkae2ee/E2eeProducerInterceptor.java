@@ -45,7 +45,9 @@ public class E2eeProducerInterceptor<K, V> implements ProducerInterceptor<K, V> 
                 "org.apache.kafka.common.serialization.StringSerializer",
                 "org.apache.kafka.common.serialization.ByteArraySerializer",
                 "value.serializer=dev.kafkae2ee.EncryptingSerializer");
-        lease = Engines.acquire(configs, new E2eeConfig(configs), true);
+        E2eeConfig config = new E2eeConfig(configs);
+        config.refuseConsumerOnly(E2eeProducerInterceptor.class.getName());
+        lease = Engines.acquire(configs, config, true);
         // A Streams producer (client.id <client id>-StreamThread-<n>-producer): its app may use the
         // interceptors without E2eeSerde, and must still hear that its keys are plaintext.
         Object clientId = configs.get("client.id");

@@ -38,6 +38,7 @@ public class EncryptingSerializer<T> implements Serializer<T> {
                     "kafka-e2ee encrypts record values only; set it as value.serializer");
         }
         E2eeConfig config = new E2eeConfig(configs);
+        config.refuseConsumerOnly(EncryptingSerializer.class.getName());
         Class<?> innerClass = config.getClass(E2eeConfig.INNER_VALUE_SERIALIZER);
         if (innerClass == null) {
             throw new ConfigException(E2eeConfig.INNER_VALUE_SERIALIZER + " is required with value.serializer="

@@ -86,13 +86,17 @@ final class Engine implements AutoCloseable {
     /** The shared native engine for this cluster and these (native) e2ee.* settings. */
     static Engine create(String cluster, Map<String, String> e2eeProperties) {
         NativeLibrary.load();
+        return new Engine(create0(cluster, pairs(e2eeProperties)));
+    }
+
+    private static String[] pairs(Map<String, String> e2eeProperties) {
         String[] pairs = new String[e2eeProperties.size() * 2];
         int i = 0;
         for (Map.Entry<String, String> e : e2eeProperties.entrySet()) {
             pairs[i++] = e.getKey();
             pairs[i++] = e.getValue();
         }
-        return new Engine(create0(cluster, pairs));
+        return pairs;
     }
 
     static String nativeVersion() {
@@ -154,13 +158,42 @@ final class Engine implements AutoCloseable {
 
     /** Decrypts {@code value} in place; false if it is plaintext of an unprotected topic. */
     boolean open(String topic, byte[] header, int binding, byte[] key, byte[] value) {
+        return open(topic, null, header, binding, key, value);
+    }
+
+    /**
+     * Decrypts {@code value} in place, opened as {@code topic}; {@code mirrored}, the topic the record
+     * was read from when that is another name (a mirror mapped by e2ee.topic.source.prefix), else null:
+     * plaintext is refused (MISSING_HEADER) if either name is protected. False if it is plaintext of
+     * unprotected topics.
+     */
+    boolean open(String topic, String mirrored, byte[] header, int binding, byte[] key, byte[] value) {
         Topic t = topic(topic);
+        byte[] m = mirrored == null || mirrored.equals(topic) ? null : topic(mirrored).name;
         long h = acquire();
         try {
-            return open0(h, t.name, header, binding, key, value);
+            return open0(h, t.name, m, header, binding, key, value);
         } finally {
             release();
         }
+    }
+
+    /**
+     * Checks {@code e2ee.*} settings as {@link #create} does, without an engine; throws E2eeException
+     * (CONFIG, naming the property) if they are wrong.
+     */
+    static void checkProperties(Map<String, String> e2eeProperties) {
+        NativeLibrary.load();
+        checkProperties0(pairs(e2eeProperties));
+    }
+
+    /**
+     * The name a consumer with {@code e2ee.topic.source.prefix=prefix} (empty: none) opens a record of
+     * {@code topic} under: the core's mapping (docs/PROTOCOL.md, section 5c).
+     */
+    static String sourceTopic(String prefix, String topic) {
+        NativeLibrary.load();
+        return sourceTopic0(prefix, topic);
     }
 
     /** Null if the record's key is held or not asked for, else why it is missing. */
@@ -307,8 +340,12 @@ final class Engine implements AutoCloseable {
     private static native void seal0(
             long handle, byte[] topic, int binding, byte[] key, byte[] value, byte[] header);
 
+    private static native void checkProperties0(String[] keysAndValues);
+
+    private static native String sourceTopic0(String prefix, String topic);
+
     private static native boolean open0(
-            long handle, byte[] topic, byte[] header, int binding, byte[] key, byte[] value);
+            long handle, byte[] topic, byte[] mirrored, byte[] header, int binding, byte[] key, byte[] value);
 
     private static native int wantStatus0(long handle, byte[] topic, byte[] header);
 

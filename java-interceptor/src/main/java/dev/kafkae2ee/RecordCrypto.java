@@ -121,17 +121,21 @@ final class RecordCrypto {
     }
 
     /**
-     * Decrypts {@code value} in place. If its key has not arrived, waits for it up to {@code
-     * waitMs} (the control plane is nudged to ask at once). Throws E2eeException, value unchanged,
-     * if it cannot be opened; false if it is plaintext of an unprotected topic.
+     * Decrypts {@code value}, a record of {@code recordTopic}, in place. It is opened under the
+     * lease's source topic for it (e2ee.topic.source.prefix; the topic itself without one), and
+     * plaintext is refused if either name is protected. If its key has not arrived, waits for it up
+     * to {@code waitMs} (the control plane is nudged to ask at once). Throws E2eeException, value
+     * unchanged, if it cannot be opened; false if it is plaintext of unprotected topics.
      */
-    static boolean open(Engines.Lease lease, String topic, byte[] header, int binding, byte[] key,
+    static boolean open(Engines.Lease lease, String recordTopic, byte[] header, int binding, byte[] key,
             byte[] value, long waitMs) {
         Engine engine = lease.engine;
+        String topic = lease.sourceTopic(recordTopic);
         long deadline = 0;
         while (true) {
             try {
-                return engine.open(topic, header, binding, key, value); // the one native call per record
+                // the one native call per record
+                return engine.open(topic, recordTopic, header, binding, key, value);
             } catch (E2eeException e) {
                 if (e.kind() != E2eeException.Kind.KEY_PENDING) {
                     throw e;

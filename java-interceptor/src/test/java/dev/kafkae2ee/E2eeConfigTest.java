@@ -91,13 +91,21 @@ class E2eeConfigTest {
     }
 
     @Test
-    void theMirrorSettingsAreRefusedByName() throws IOException {
-        for (String name : new String[] {"e2ee.control.bootstrap.servers", "e2ee.topic.source.prefix"}) {
-            Map<String, Object> m = valid();
-            m.put(name, "A.");
-            String msg = fails(m);
-            assertTrue(msg.contains(name) && msg.contains("not supported by the Java client yet"), msg);
-        }
+    void theMirrorSettingsAreDefinedAndPassedToTheCore() throws IOException {
+        Map<String, Object> m = valid();
+        Map<String, String> n = new E2eeConfig(m).nativeProperties();
+        assertEquals("", n.get(E2eeConfig.CONTROL_BOOTSTRAP_SERVERS), "unset: the client's own cluster");
+        assertEquals("", n.get(E2eeConfig.TOPIC_SOURCE_PREFIX), "unset: no mapping");
+        assertEquals("127.0.0.1:9092", new E2eeConfig(m).keyExchangeCluster(m));
+        m.put(E2eeConfig.CONTROL_BOOTSTRAP_SERVERS, " a:9092, b:9093 ");
+        m.put(E2eeConfig.TOPIC_SOURCE_PREFIX, " A. ");
+        E2eeConfig c = new E2eeConfig(m);
+        assertEquals("a:9092,b:9093", c.nativeProperties().get(E2eeConfig.CONTROL_BOOTSTRAP_SERVERS));
+        assertEquals("a:9092,b:9093", c.keyExchangeCluster(m), "engines are shared per key-exchange cluster");
+        assertEquals("A.", c.sourcePrefix());
+        m.put(E2eeConfig.CONTROL_BOOTSTRAP_SERVERS, "no-port");
+        String msg = fails(m);
+        assertTrue(msg.contains(E2eeConfig.CONTROL_BOOTSTRAP_SERVERS) && msg.contains("host:port"), msg);
     }
 
     @Test

@@ -221,7 +221,8 @@ class EngineRobustnessTest {
             assertTrue(callNative("destroy0", h) instanceof E2eeException, "destroy0(" + h + ")");
             for (Object[] call : new Object[][] {
                 {"seal0", h, topic, Engine.BIND_NULL, null, new byte[4], new byte[Engine.HEADER_LEN]},
-                {"open0", h, topic, header, Engine.BIND_NULL, null, new byte[4]},
+                {"open0", h, topic, null, header, Engine.BIND_NULL, null, new byte[4]},
+                {"open0", h, topic, topic, header, Engine.BIND_NULL, null, new byte[4]},
                 {"wantStatus0", h, topic, header},
                 {"isProtected0", h, "t"},
                 {"keyGeneration0", h},
@@ -236,6 +237,22 @@ class EngineRobustnessTest {
                 Throwable t = callNative((String) call[0], args);
                 assertTrue(t instanceof E2eeException, call[0] + "(" + h + ") threw " + t);
             }
+        }
+    }
+
+    @Test
+    void theMirrorNativesRefuseMalformedArguments() {
+        NativeLibrary.load();
+        assertTrue(callNative("sourceTopic0", null, "t") instanceof E2eeException);
+        assertTrue(callNative("sourceTopic0", "A.", null) instanceof E2eeException);
+        assertTrue(callNative("checkProperties0", (Object) null) instanceof RuntimeException);
+        assertTrue(callNative("checkProperties0", (Object) new String[] {null, "x"}) instanceof RuntimeException);
+        assertTrue(callNative("checkProperties0", (Object) new String[] {"e2ee.topic.source.prefix", "A/"})
+                instanceof E2eeException);
+        for (int i = 0; i < 50; i++) {
+            String junk = new String(random(1 + RANDOM.nextInt(40)), StandardCharsets.ISO_8859_1);
+            assertEquals(junk, Engine.sourceTopic("", junk));
+            Engine.sourceTopic(junk, junk + junk); // any string: an answer or a Java exception
         }
     }
 
