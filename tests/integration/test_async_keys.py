@@ -202,3 +202,46 @@ def test_a_consumer_whose_credential_lacks_the_topic_still_reads_nothing(broker,
     # An error on the client's error path (the plugin's reason text is cut to
     # the record's length: a known limit, issue 14), never the value.
     assert f"ERROR: Topic {topic} [0] error: kafka-e2e" in c.stderr, (c.stdout, c.stderr[-2000:])
+
+
+@pytest.mark.parametrize("writer_mode,reader_mode", [("prefer", "prefer"), ("off", "prefer"), ("prefer", "off")])
+def test_envelopes_are_hybrid_by_default_and_interoperate_with_the_previous_wire(broker, creds, writer_mode,
+                                                                                 reader_mode):
+    """Issue 17 on a real broker: with the default, the keys topic holds
+    hybrid prekeys records (kind 12) and only hybrid envelopes (kind 13);
+    an engine with `e2ee.kex.hybrid=off` (the previous version's wire) and
+    a default one still hand keys over through the keys topic, classically
+    (kind 8), either way round. The reader runs before, the writer exits,
+    the reader reads everything later."""
+    topic = f"async-hybrid-{writer_mode}-{reader_mode}"
+    keys_topic = f"_e2ee_keys_{writer_mode}_{reader_mode}"
+    broker.create_topic(topic)
+    state = creds["dir"] / f"hybrid-{writer_mode}-{reader_mode}-state"
+    mode = lambda m: ["-X", f"e2ee.kex.hybrid={m}", "-X", f"e2ee.keys.topic={keys_topic}"]  # noqa: E731
+    run_for(kcat_cmd(broker, creds, "reader", *mode(reader_mode), "-C", "-t", topic, "-o", "beginning",
+                     state=state), 8)
+    values = [f"pq-secret-{i:03d}" for i in range(50)]
+    p = kcat(broker, creds, "writer", *mode(writer_mode), "-P", "-t", topic,
+             input="".join(v + "\n" for v in values))
+    assert p.returncode == 0, p.stderr
+    c = kcat(broker, creds, "reader", *mode(reader_mode), "-C", "-t", topic, "-o", "beginning", "-c", "50",
+             "-f", "%s\\n", state=state, timeout=120)
+    assert c.returncode == 0, c.stderr[-2000:]
+    assert c.stdout.splitlines() == values, c.stderr[-2000:]
+    assert b"secret" not in segment_bytes(broker, topic)
+    # Keys-topic messages (record keys repeat their first bytes, so each
+    # message is seen at least once): kind, sender or mailbox, recipient.
+    keys = segment_bytes(broker, keys_topic)
+    msgs = {(keys[i + 5], keys[i + 6:i + 14], keys[i + 14:i + 22])
+            for i in range(len(keys) - 22) if keys.startswith(b"KE2X\x01", i)}
+    reader = {to for kind, _, to in msgs if kind in (8, 13)}
+    assert len(reader) == 1, msgs  # the envelopes all go to the reader's mailbox
+    kinds = lambda *ks: {k for k, frm, _ in msgs if k in ks and (k in (8, 13) or frm in reader)}  # noqa: E731
+    if writer_mode == reader_mode == "prefer":
+        # Both prekeys records (the classical one for producers of the
+        # previous version), and hybrid envelopes only.
+        assert kinds(7, 12, 8, 13) == {7, 12, 13}, msgs
+    elif reader_mode == "off":
+        assert kinds(7, 12, 8, 13) == {7, 8}, msgs
+    else:
+        assert kinds(8, 13) == {8}, msgs
