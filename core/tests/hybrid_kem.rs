@@ -10,9 +10,10 @@
 //!   X-Wing shared secret, SHA3-256 over ML-KEM's secret and the X25519
 //!   parts, then checks ML-KEM's shared secret too.
 //! - The combiner: Noise's pre-shared-key mixing, in exactly the patterns
-//!   and positions the engine uses (`XXpsk3` for sessions), run through the
-//!   engine's own handshake builder (its randomness feeds the ephemeral
-//!   keys), against the cacophony vectors for that pattern.
+//!   and positions the engine uses (`XXpsk3` for sessions, `Xpsk1` for
+//!   envelopes), run through the engine's own handshake builder and
+//!   envelope function (its randomness feeds the ephemeral keys), against
+//!   the cacophony vectors for those patterns.
 
 #![allow(
     clippy::unwrap_used,
@@ -23,7 +24,7 @@
 )]
 
 use kafka_e2ee_core::exchange::hybrid::{self, KemKey};
-use kafka_e2ee_core::exchange::session;
+use kafka_e2ee_core::exchange::{mailbox, session};
 use serde_json::Value;
 use sha3::digest::{ExtendableOutput, Update, XofReader};
 use sha3::{Digest, Sha3_256, Shake256};
@@ -182,6 +183,65 @@ fn the_combiner_is_noise_psk_mixing_as_published() {
         .find(|v| v["protocol_name"] == hybrid::NOISE_PARAMS_HYBRID)
         .expect("a vector of the session pattern");
     run_noise_vector(xx, hybrid::PSK_LOCATION);
+}
+
+#[test]
+fn the_envelope_combiner_is_noise_xpsk1_as_published() {
+    let all = vectors("noise-psk-cacophony.json");
+    let v = all["vectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["protocol_name"] == mailbox::ENVELOPE_NOISE_HYBRID)
+        .expect("a vector of the envelope pattern")
+        .clone();
+    run_noise_vector(&v, mailbox::ENVELOPE_PSK_LOCATION);
+    // And through the function the engine seals and opens envelopes with.
+    let field = |k: &str| hex(v[k].as_str().unwrap());
+    let key = |k: &str| <[u8; 32]>::try_from(field(k)).unwrap();
+    let psk = <[u8; 32]>::try_from(hex(v["init_psks"][0].as_str().unwrap())).unwrap();
+    let resp_public =
+        x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(key("resp_static")));
+    let mut seed = Zeroizing::new([0u8; 64]);
+    seed[..32].copy_from_slice(&field("init_ephemeral"));
+    let prologue = field("init_prologue");
+    let mut init = session::one_way(
+        true,
+        &key("init_static"),
+        Some(resp_public.as_bytes()),
+        &prologue,
+        seed,
+        Some(&psk),
+    )
+    .unwrap();
+    let msg = &v["messages"][0];
+    let payload = hex(msg["payload"].as_str().unwrap());
+    let mut out = vec![0u8; 65535];
+    let n = init.write_message(&payload, &mut out).unwrap();
+    assert_eq!(out[..n], hex(msg["ciphertext"].as_str().unwrap())[..]);
+    let mut resp = session::one_way(
+        false,
+        &key("resp_static"),
+        None,
+        &prologue,
+        Zeroizing::new([1; 64]),
+        Some(&psk),
+    )
+    .unwrap();
+    let mut back = vec![0u8; 65535];
+    let m = resp.read_message(&out[..n], &mut back).unwrap();
+    assert_eq!(back[..m], payload[..]);
+    // Another psk (the attacker's guess of the ML-KEM secret): nothing.
+    let mut wrong = session::one_way(
+        false,
+        &key("resp_static"),
+        None,
+        &prologue,
+        Zeroizing::new([1; 64]),
+        Some(&[0; 32]),
+    )
+    .unwrap();
+    assert!(wrong.read_message(&out[..n], &mut back).is_err());
 }
 
 /// The CPU a handshake costs both sides together, classical and hybrid
