@@ -1,13 +1,14 @@
 //! `kafka-e2ee doctor --config FILE`: checks a client configuration the way
 //! the client will use it, and says what to fix.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kafka_e2ee_core::exchange::hybrid::{self, HybridMode, Speaks};
 use kafka_e2ee_core::exchange::mailbox;
-use kafka_e2ee_core::format::{Cipher, Compression};
+use kafka_e2ee_core::format::{Cipher, Compression, InstanceId};
 use kafka_e2ee_core::state::StateBlob;
 use kafka_e2ee_core::trust::{Identity, TopicPattern, TrustAnchor, DEFAULT_SKEW_MS};
 
@@ -767,92 +768,60 @@ fn check_state_dir(id: &Identity, dir: Option<&str>, base: &Path, r: &mut Report
     }
 }
 
+/// What a census of one key-exchange topic looks for: the control topic's
+/// handshakes (`hybrid::census`), or the keys topic's prekeys records
+/// (`mailbox::census`).
+struct Census {
+    check: &'static str,
+    census: fn(&[&[u8]]) -> BTreeMap<InstanceId, Speaks>,
+    /// Who is counted, and what the classical ones do.
+    parties: &'static str,
+    classical: &'static str,
+    hybrid: &'static str,
+    unreadable: &'static str,
+    fix: &'static str,
+}
+
 /// Which parties seen on the control topic (its retention: about the last
 /// hour) still speak the classical key exchange only: they and whoever
 /// they exchange keys with are not protected against a broker that keeps
 /// the control topic until it has a quantum computer.
-fn check_hybrid_census(
-    conn: &kafka::Connection,
-    client: &rskafka::client::Client,
-    control_topic: &str,
-    parts: usize,
-    r: &mut Report,
-) {
-    let partitions: Vec<i32> = (0..i32::try_from(parts).unwrap_or(1)).collect();
-    let samples = match kafka::sample(
-        conn,
-        client,
-        control_topic,
-        &partitions,
-        20_000,
-        &mut |_, _| {},
-    ) {
-        Ok(s) => s,
-        Err(e) => {
-            r.warn(
-                "hybrid key exchange",
-                format!("cannot read {control_topic}: {e}"),
-                "grant this client Read on the control topic to see which parties speak classical only",
-            );
-            return;
-        }
-    };
-    let values: Vec<&[u8]> = samples
-        .iter()
-        .flat_map(|s| s.records.iter())
-        .filter_map(|r| r.record.value.as_deref())
-        .collect();
-    let census = hybrid::census(values.iter().copied());
-    let classical: Vec<String> = census
-        .iter()
-        .filter(|(_, s)| **s == Speaks::ClassicalOnly)
-        .map(|(id, _)| id.to_string())
-        .collect();
-    let hybrid_n = census.values().filter(|s| **s == Speaks::Hybrid).count();
-    if classical.is_empty() {
-        r.ok(
-            "hybrid key exchange",
-            format!("{hybrid_n} instance(s) seen handshaking on {control_topic} ({} records), none classical only", values.len()),
-        );
-    } else {
-        r.warn(
-            "hybrid key exchange",
-            format!(
-                "{} instance(s) seen on {control_topic} speak the classical (X25519-only) key exchange: {} ({hybrid_n} speak hybrid)",
-                classical.len(),
-                classical.join(", ")
-            ),
-            "upgrade them, or remove e2ee.kex.hybrid=off from their configuration; once none is left, e2ee.kex.hybrid=require refuses classical sessions",
-        );
-    }
-}
+const SESSIONS: Census = Census {
+    check: "hybrid key exchange",
+    census: |v| hybrid::census(v.iter().copied()),
+    parties: "instance(s)",
+    classical: "speak the classical (X25519-only) key exchange",
+    hybrid: "speak hybrid",
+    unreadable: "grant this client Read on the control topic to see which parties speak classical only",
+    fix: "upgrade them, or remove e2ee.kex.hybrid=off from their configuration; once none is left, e2ee.kex.hybrid=require refuses classical sessions",
+};
 
 /// Which consumers' mailboxes on the keys topic publish no hybrid prekeys
 /// record: producers seal their keys in classical envelopes, which a
 /// broker that keeps the keys topic opens once it can break X25519.
-fn check_mailbox_census(
+const MAILBOXES: Census = Census {
+    check: "hybrid envelopes",
+    census: |v| mailbox::census(v.iter().copied()),
+    parties: "mailbox(es)",
+    classical: "publish classical (X25519-only) prekeys only, so their keys travel in classical envelopes",
+    hybrid: "publish hybrid prekeys",
+    unreadable: "grant this client Read on the keys topic to see which mailboxes get classical envelopes",
+    fix: "upgrade those consumers, or remove e2ee.kex.hybrid=off from their configuration; once none is left, e2ee.kex.hybrid=require on the producers seals only hybrid envelopes",
+};
+
+fn check_census(
+    c: &Census,
     conn: &kafka::Connection,
     client: &rskafka::client::Client,
-    keys_topic: &str,
+    topic: &str,
     parts: usize,
     r: &mut Report,
 ) {
     let partitions: Vec<i32> = (0..i32::try_from(parts).unwrap_or(1)).collect();
-    let samples = match kafka::sample(
-        conn,
-        client,
-        keys_topic,
-        &partitions,
-        20_000,
-        &mut |_, _| {},
-    ) {
+    let samples = match kafka::sample(conn, client, topic, &partitions, 20_000, &mut |_, _| {}) {
         Ok(s) => s,
         Err(e) => {
-            r.warn(
-                "hybrid envelopes",
-                format!("cannot read {keys_topic}: {e}"),
-                "grant this client Read on the keys topic to see which mailboxes get classical envelopes",
-            );
+            r.warn(c.check, format!("cannot read {topic}: {e}"), c.unreadable);
             return;
         }
     };
@@ -861,7 +830,7 @@ fn check_mailbox_census(
         .flat_map(|s| s.records.iter())
         .filter_map(|r| r.record.value.as_deref())
         .collect();
-    let census = mailbox::census(values.iter().copied());
+    let census = (c.census)(&values);
     let classical: Vec<String> = census
         .iter()
         .filter(|(_, s)| **s == Speaks::ClassicalOnly)
@@ -870,18 +839,26 @@ fn check_mailbox_census(
     let hybrid_n = census.len() - classical.len();
     if classical.is_empty() {
         r.ok(
-            "hybrid envelopes",
-            format!("{hybrid_n} mailbox(es) on {keys_topic} publish hybrid prekeys, none classical only"),
+            c.check,
+            format!(
+                "{hybrid_n} {} on {topic} {} ({} records), none classical only",
+                c.parties,
+                c.hybrid,
+                values.len()
+            ),
         );
     } else {
         r.warn(
-            "hybrid envelopes",
+            c.check,
             format!(
-                "{} mailbox(es) on {keys_topic} publish classical (X25519-only) prekeys only, so their keys travel in classical envelopes: {} ({hybrid_n} hybrid)",
+                "{} {} on {topic} {}: {} ({hybrid_n} {})",
                 classical.len(),
-                classical.join(", ")
+                c.parties,
+                c.classical,
+                classical.join(", "),
+                c.hybrid
             ),
-            "upgrade those consumers, or remove e2ee.kex.hybrid=off from their configuration; once none is left, e2ee.kex.hybrid=require on the producers seals only hybrid envelopes",
+            c.fix,
         );
     }
 }
@@ -935,7 +912,7 @@ fn check_broker(
             match list.iter().find(|(n, _)| n == control_topic) {
                 Some((_, parts)) => {
                     r.ok("control topic", format!("{control_topic} exists ({parts} partition(s))"));
-                    check_hybrid_census(&conn, &client, control_topic, *parts, r);
+                    check_census(&SESSIONS, &conn, &client, control_topic, *parts, r);
                 }
                 None => r.warn(
                     "control topic",
@@ -949,7 +926,7 @@ fn check_broker(
             match list.iter().find(|(n, _)| n == keys_topic) {
                 Some((_, parts)) => {
                     r.ok("keys topic", format!("{keys_topic} exists ({parts} partition(s))"));
-                    check_mailbox_census(&conn, &client, keys_topic, *parts, r);
+                    check_census(&MAILBOXES, &conn, &client, keys_topic, *parts, r);
                 }
                 None => r.warn(
                     "keys topic",
