@@ -207,13 +207,13 @@ def test_tls_is_verified_against_the_configured_ca(tmp_path):
         good = tmp_path / "good.properties"
         good.write_text(f"bootstrap.servers=localhost:{port}\nsecurity.protocol=SSL\n"
                         f"ssl.ca.location={tmp_path / 'ca.pem'}\n")
-        p = cli("inspect", "--config", str(good), "--topic", "t", "--timeout", "3",
+        p = cli("inspect", "--config", str(good), "--topic", "t", "--timeout", "10",
                 check=False)
         assert p.returncode == 1
         assert "certificate" not in p.stderr and "cannot sync versions" in p.stderr, p.stderr
         bad = tmp_path / "bad.properties"
         bad.write_text(f"bootstrap.servers=localhost:{port}\nsecurity.protocol=SSL\n")
-        p = cli("inspect", "--config", str(bad), "--topic", "t", "--timeout", "3",
+        p = cli("inspect", "--config", str(bad), "--topic", "t", "--timeout", "10",
                 check=False)
         assert p.returncode == 1 and "invalid peer certificate" in p.stderr, p.stderr
     finally:
