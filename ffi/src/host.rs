@@ -591,7 +591,7 @@ pub fn preferred_cipher() -> Cipher {
 #[cfg(test)]
 #[allow(clippy::expect_used)]
 mod tests {
-    use super::{json_string, HostConfig};
+    use super::{json_string, HeadersMode, HostConfig};
 
     fn parse<'a>(extra: &[(&'a str, &'a str)]) -> Result<HostConfig, super::ConfigError> {
         let mut props = vec![("e2ee.credential", "c"), ("e2ee.trust", "t")];
@@ -653,6 +653,28 @@ mod tests {
             let e = parse(&[("e2ee.close.timeout.ms", bad)]).expect_err(bad);
             assert_eq!(e.property, "e2ee.close.timeout.ms");
             assert!(e.message.contains("remove it to use 30000"), "{e}");
+        }
+    }
+
+    #[test]
+    fn headers_settings_parse_and_name_their_property() {
+        let c = parse(&[]).expect("defaults parse");
+        assert_eq!(c.headers, HeadersMode::Encrypt);
+        assert!(c.headers_clear.is_empty());
+        let c = parse(&[
+            ("e2ee.headers", " clear "),
+            ("e2ee.headers.clear", " route, traceparent ,,"),
+        ])
+        .expect("parses");
+        assert_eq!(c.headers, HeadersMode::Clear);
+        assert_eq!(c.headers_clear, ["route", "traceparent"]);
+        for bad in ["", "plain", "Encrypt"] {
+            let e = parse(&[("e2ee.headers", bad)]).expect_err(bad);
+            assert_eq!(e.property, "e2ee.headers");
+        }
+        for ours in ["e2ee", "route,e2ee.h"] {
+            let e = parse(&[("e2ee.headers.clear", ours)]).expect_err(ours);
+            assert_eq!(e.property, "e2ee.headers.clear");
         }
     }
 

@@ -225,3 +225,27 @@ def test_tampered_sealed_headers_are_rejected_by_both_hosts(built, kafka, creds,
     finally:
         stop.touch()
         p.wait(timeout=30)
+
+
+def test_a_wrong_setting_fails_client_construction_naming_it(built, kafka, creds, tmp_path):
+    from confluent_kafka import KafkaException, Producer
+
+    from java_clients import java
+
+    base = {"bootstrap.servers": kafka.bootstrap, "plugin.library.paths": str(PLUGIN),
+            "e2ee.credential": str(creds["writer"]), "e2ee.trust": str(creds["trust"])}
+    for name, value in (("e2ee.headers", "plain"), ("e2ee.headers.clear", "route,e2ee.h")):
+        try:
+            Producer({**base, name: value})
+        except KafkaException as e:
+            assert name in str(e), e
+        else:
+            raise AssertionError(f"{name}={value} was accepted")
+    prod = props(tmp_path / "bad.properties", kafka.bootstrap, **e2ee(creds, "writer"), key_serializer=STRING_SER,
+                 value_serializer="dev.kafkae2ee.EncryptingSerializer", e2ee_inner_value_serializer=STRING_SER,
+                 e2ee_headers="plain")
+    spec_file = tmp_path / "none.json"
+    spec_file.write_text("[]")
+    r = java(built, "dev.kafkae2ee.it.HeadersApp", "produce", str(prod), "headers-bad", str(spec_file),
+             input="", timeout=60)
+    assert r.returncode != 0 and "e2ee.headers" in r.stdout + r.stderr, r.stdout + r.stderr
