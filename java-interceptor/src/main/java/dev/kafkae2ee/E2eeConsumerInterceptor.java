@@ -179,7 +179,8 @@ public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> 
     /**
      * A record with sealed headers: opened with them, and handed on with exactly the headers its
      * producer sealed (the e2ee, e2ee.h and clear copies, and any header added on the way, go).
-     * In a Streams restore a failure stops the consumer (it does not wait for a missing key here).
+     * In a Streams restore it waits for a missing key without end and stops on anything else, as
+     * for any record.
      */
     @SuppressWarnings("unchecked")
     private ConsumerRecord<K, V> openWithHeaders(ConsumerRecord<K, V> r, Object value, byte[] bytes, byte[] header,
@@ -190,10 +191,15 @@ public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> 
         try {
             list = RecordCrypto.openRecord(lease, r.topic(), header, sealed, visible, binding, key, bytes, wait);
         } catch (E2eeException e) {
-            if (e.kind() == E2eeException.Kind.KEY_PENDING) {
-                keysGivenUp.add(RecordCrypto.keyId(header));
+            if (restore != null) {
+                // Waits without end for a missing key; stops on anything else.
+                list = restore.openRecordOrStop(r, header, sealed, visible, binding, key, bytes, e);
+            } else {
+                if (e.kind() == E2eeException.Kind.KEY_PENDING) {
+                    keysGivenUp.add(RecordCrypto.keyId(header));
+                }
+                return drop(r, e.kind() + ": " + e.getMessage());
             }
-            return drop(r, e.kind() + ": " + e.getMessage());
         }
         List<Header> restored = list == null || list.length == 0 ? null : SealedHeaders.decode(list, 1);
         if (restored == null) {
