@@ -155,6 +155,10 @@ impl ControlMessage {
     }
 }
 
+/// An opened record's encoded application header list
+/// ([`format::decode_header_list`]); wiped when dropped.
+pub type HeaderList = Zeroizing<Vec<u8>>;
+
 /// What `open` did with a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Opened {
@@ -531,7 +535,7 @@ impl Engine {
         visible: &[format::AppHeader<'_>],
         binding: KeyBinding<'_>,
         value: &mut [u8],
-    ) -> Result<(Opened, Option<Zeroizing<Vec<u8>>>), Error> {
+    ) -> Result<(Opened, Option<HeaderList>), Error> {
         let sh = &self.shared;
         let Some(header) = header else {
             if !sealed_headers.is_empty() {
