@@ -125,6 +125,11 @@ public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> 
                 lease.engine.noteRejected();
                 return drop(r, e.kind() + ": " + e.getMessage());
             }
+            if (value != null && header == null && r.headers().lastHeader(SealedHeaders.NAME) != null) {
+                // e2ee.h without an e2ee header (docs/FORMAT.md section 12.4), whatever the topic.
+                lease.engine.noteRejected();
+                return drop(r, "BAD_RECORD: the record has an e2ee.h header but no e2ee header");
+            }
             if (value == null || (header == null && !lease.engine.isProtected(r.topic()))) {
                 return r;
             }
