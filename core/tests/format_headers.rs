@@ -184,6 +184,17 @@ proptest! {
     }
 
     #[test]
+    fn decoding_any_bytes_never_panics_and_accepts_only_canonical_lists(
+        bytes in proptest::collection::vec(any::<u8>(), 0..80),
+    ) {
+        // Also the `header_list` fuzz target's check.
+        if let Ok(list) = decode_header_list(&bytes) {
+            let again = encode_header_list(&list).unwrap();
+            prop_assert_eq!(again.as_slice(), &bytes[..]);
+        }
+    }
+
+    #[test]
     fn any_flipped_bit_of_the_record_header_is_rejected(
         list in header_list(),
         pos in 0..34usize,
