@@ -155,6 +155,10 @@ impl ControlMessage {
     }
 }
 
+/// An opened record's encoded application header list
+/// ([`format::decode_header_list`]); wiped when dropped.
+pub type HeaderList = Zeroizing<Vec<u8>>;
+
 /// What `open` did with a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Opened {
@@ -375,6 +379,22 @@ impl Engine {
         binding: KeyBinding<'_>,
         value: &mut [u8],
     ) -> Result<[u8; HEADER_LEN], Error> {
+        self.seal_record(topic, binding, value, None)
+            .map(|(header, _)| header)
+    }
+
+    /// [`Engine::seal`], and if `headers` is given (the record's application
+    /// headers, [`format::encode_header_list`]), seals them too and returns
+    /// the value of the [`format::SEALED_HEADERS_NAME`] header to attach
+    /// (docs/FORMAT.md section 12). The host then removes every header the
+    /// list does not mark clear from the record.
+    pub fn seal_record(
+        &self,
+        topic: &str,
+        binding: KeyBinding<'_>,
+        value: &mut [u8],
+        headers: Option<&[u8]>,
+    ) -> Result<([u8; HEADER_LEN], Option<Vec<u8>>), Error> {
         let sh = &self.shared;
         if !valid_topic(topic) || !sh.identity.credential().may_produce(topic) {
             return Err(Error::NotAuthorized {
@@ -396,7 +416,7 @@ impl Engine {
             .producer
             .sealing_key(topic, &sh.config.key, now)
             .ok_or(Error::NoSealingKey)?;
-        let header = format::seal_in_place_with(
+        let (header, sealed_headers) = format::seal_record(
             &k.key,
             k.key_id,
             k.counter,
@@ -404,9 +424,10 @@ impl Engine {
             binding,
             sh.config.sealing,
             value,
+            headers,
         )?;
         sh.metrics.add_sealed();
-        Ok(header.encode())
+        Ok((header.encode(), sealed_headers))
     }
 
     /// Reverses [`Engine::seal`] on a record this engine sealed, for a host
@@ -481,6 +502,10 @@ impl Engine {
     /// record's e2ee header, if it has one; `binding` is the record key as the
     /// hook sees it (`Unbound` if it cannot see keys). On error the value is unchanged
     /// and must not reach the application as data.
+    ///
+    /// A record whose application headers are sealed does not open here
+    /// (`sealed_headers_missing`): hosts that restore headers use
+    /// [`Engine::open_record`].
     pub fn open(
         &self,
         topic: &str,
@@ -488,15 +513,43 @@ impl Engine {
         binding: KeyBinding<'_>,
         value: &mut [u8],
     ) -> Result<Opened, Error> {
+        self.open_record(topic, header, &[], &[], binding, value)
+            .map(|(opened, _)| opened)
+    }
+
+    /// [`Engine::open`] for a host that restores sealed application headers:
+    /// `sealed_headers` are the values of every
+    /// [`format::SEALED_HEADERS_NAME`] header of the record, in order. A
+    /// record must have exactly one if its header says so, and none
+    /// otherwise. `visible` are the record's other headers (but `e2ee`), in
+    /// order, whose clear copies ([`format::check_clear_headers`]) are
+    /// checked against the sealed list. Returns the encoded header list
+    /// (decode it with [`format::decode_header_list`]) if the record had
+    /// one; the host then replaces the record's headers with exactly those.
+    /// Failures are counted as rejected, like any other tampering, and
+    /// leave the value unchanged.
+    pub fn open_record(
+        &self,
+        topic: &str,
+        header: Option<&[u8]>,
+        sealed_headers: &[&[u8]],
+        visible: &[format::AppHeader<'_>],
+        binding: KeyBinding<'_>,
+        value: &mut [u8],
+    ) -> Result<(Opened, Option<HeaderList>), Error> {
         let sh = &self.shared;
         let Some(header) = header else {
+            if !sealed_headers.is_empty() {
+                sh.metrics.add_rejected();
+                return Err(format::FormatError::SealedHeadersUnexpected.into());
+            }
             if self.is_protected(topic) {
                 sh.metrics.add_missing_header();
                 return Err(Error::MissingHeader {
                     topic: topic.to_owned(),
                 });
             }
-            return Ok(Opened::Plaintext);
+            return Ok((Opened::Plaintext, None));
         };
         let header = RecordHeader::decode(header).inspect_err(|_| sh.metrics.add_rejected())?;
         let key = self.key_for(topic, header.key_id)?;
@@ -507,10 +560,18 @@ impl Engine {
             format::BindingKind::Unbound => KeyBinding::Unbound,
             _ => binding,
         };
-        format::open_in_place(&key, &header, topic, binding, value)
-            .inspect_err(|_| sh.metrics.add_rejected())?;
+        let headers = format::open_record(
+            &key,
+            &header,
+            topic,
+            binding,
+            value,
+            sealed_headers,
+            visible,
+        )
+        .inspect_err(|_| sh.metrics.add_rejected())?;
         sh.metrics.add_opened();
-        Ok(Opened::Decrypted)
+        Ok((Opened::Decrypted, headers))
     }
 
     fn key_for(&self, topic: &str, key_id: KeyId) -> Result<Arc<DataKey>, Error> {

@@ -26,7 +26,8 @@ pub mod trust;
 pub mod wipe;
 
 pub use engine::{
-    Channel, ControlMessage, Engine, EngineConfig, Metrics, MetricsSnapshot, Opened, Storage,
+    Channel, ControlMessage, Engine, EngineConfig, HeaderList, Metrics, MetricsSnapshot, Opened,
+    Storage,
 };
 pub use error::{ControlError, Error, KeyUnavailable};
 pub use exchange::StateSizes;

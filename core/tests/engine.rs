@@ -803,3 +803,83 @@ fn is_plaintext_of_vouches_only_for_the_records_own_plaintext() {
     assert!(!zp.is_plaintext_of("orders", &zh, KeyBinding::Bytes(b"k"), &json));
     assert!(!zp.is_plaintext_of("orders", &zh, KeyBinding::Bytes(b"k"), &zct));
 }
+
+#[test]
+fn sealed_headers_round_trip_through_the_engine_and_failures_count_as_rejected() {
+    use kafka_e2ee_core::format::{decode_header_list, encode_header_list, AppHeader};
+    let mut w = World::new(5);
+    let p = w.identity("p", &["*"], &["*"]);
+    let p = w.engine(p, None);
+    let headers = [
+        AppHeader {
+            name: "tenant",
+            value: Some(b"acme"),
+            clear: false,
+        },
+        AppHeader {
+            name: "route",
+            value: None,
+            clear: true,
+        },
+        AppHeader {
+            name: "tenant",
+            value: Some(b""),
+            clear: false,
+        },
+    ];
+    let list = encode_header_list(&headers).unwrap();
+    let mut v = b"payload".to_vec();
+    let (h, sealed) = p
+        .seal_record("orders", KeyBinding::Null, &mut v, Some(&list))
+        .unwrap();
+    let sealed = sealed.unwrap();
+    assert_eq!(h[1] & 0x80, 0x80, "the HEADERS flag");
+    let visible = [AppHeader {
+        name: "route",
+        value: None,
+        clear: false,
+    }];
+    let ct = v.clone();
+    let before = p.metrics().records_rejected;
+    // Every way a broker can get it wrong is rejected, counted, value unchanged.
+    let mut flipped = sealed.clone();
+    flipped[0] ^= 1;
+    let cases: [(&[&[u8]], &[AppHeader<'_>]); 5] = [
+        (&[], &visible),
+        (&[&sealed, &sealed], &visible),
+        (&[&flipped], &visible),
+        (&[&sealed], &[]),
+        (&[&sealed[..15]], &visible),
+    ];
+    for (i, (s, vis)) in cases.iter().enumerate() {
+        let mut v = ct.clone();
+        let r = p.open_record("orders", Some(&h), s, vis, KeyBinding::Null, &mut v);
+        assert!(matches!(r, Err(Error::Format(_))), "case {i}: {r:?}");
+        assert_eq!(v, ct, "case {i}");
+    }
+    // The plain `open` of a host that does not restore headers fails closed.
+    let mut v = ct.clone();
+    assert!(p
+        .open("orders", Some(&h), KeyBinding::Null, &mut v)
+        .is_err());
+    // e2ee.h without an e2ee header, even on a record of an unprotected kind.
+    let mut v = ct.clone();
+    assert!(p
+        .open_record("orders", None, &[&sealed], &[], KeyBinding::Null, &mut v)
+        .is_err());
+    assert_eq!(p.metrics().records_rejected, before + 7);
+    let mut v = ct.clone();
+    let (opened, restored) = p
+        .open_record(
+            "orders",
+            Some(&h),
+            &[&sealed],
+            &visible,
+            KeyBinding::Null,
+            &mut v,
+        )
+        .unwrap();
+    assert_eq!(opened, Opened::Decrypted);
+    assert_eq!(v, b"payload");
+    assert_eq!(decode_header_list(&restored.unwrap()).unwrap(), headers);
+}

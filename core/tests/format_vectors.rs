@@ -18,8 +18,9 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use kafka_e2ee_core::format::{
-    open_in_place, seal_in_place_with, Cipher, Compression, DataKey, EpochSecret, FormatError,
-    InstanceId, KeyBinding, KeyId, RecordHeader, Sealing,
+    decode_header_list, encode_header_list, open_in_place, open_record, seal_in_place_with,
+    seal_record, AppHeader, Cipher, Compression, DataKey, EpochSecret, FormatError, InstanceId,
+    KeyBinding, KeyId, RecordHeader, Sealing, FLAG_HEADERS,
 };
 use serde_json::Value;
 
@@ -60,6 +61,11 @@ fn error_kind(e: &FormatError) -> &'static str {
         FormatError::KeyBindingMismatch { .. } => "key_binding_mismatch",
         FormatError::Authentication => "authentication",
         FormatError::Decompression => "decompression",
+        FormatError::SealedHeadersMissing => "sealed_headers_missing",
+        FormatError::SealedHeadersUnexpected => "sealed_headers_unexpected",
+        FormatError::SealedHeadersDuplicate => "sealed_headers_duplicate",
+        FormatError::HeaderList => "header_list",
+        FormatError::ClearHeadersMismatch => "clear_headers_mismatch",
         other => panic!("no vector name for {other:?}"),
     }
 }
@@ -618,6 +624,7 @@ fn bless_vectors() {
     let path = vectors_path();
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, out).unwrap();
+    bless_headers_vectors();
 }
 
 // ----------------------------------------------------------------- verifier
@@ -760,4 +767,525 @@ fn negative_vectors_fail_as_named() {
         checked += 1;
     }
     assert!(checked >= 25, "only {checked} negative vectors");
+}
+
+// ------------------------------------------- sealed headers (FORMAT.md s. 12)
+
+fn headers_vectors_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors/format-v1-headers.json")
+}
+
+/// One application header of a vector: (name, value or null, clear).
+type Hdr = (&'static str, Option<&'static [u8]>, bool);
+
+fn app(list: &[Hdr]) -> Vec<AppHeader<'static>> {
+    list.iter()
+        .map(|&(name, value, clear)| AppHeader { name, value, clear })
+        .collect()
+}
+
+fn headers_json(list: &[AppHeader<'_>]) -> String {
+    let items: Vec<String> = list
+        .iter()
+        .map(|h| {
+            format!(
+                "{{\"name\": {}, \"value\": {}, \"clear\": {}}}",
+                json_str(h.name),
+                h.value.map_or("null".to_owned(), |v| json_str(&hex(v))),
+                h.clear
+            )
+        })
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// The headers of a vector, owned: (name, value, clear).
+fn headers_from_json(v: &Value) -> Vec<(String, Option<Vec<u8>>, bool)> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|h| {
+            (
+                h["name"].as_str().unwrap().to_owned(),
+                h["value"].as_str().map(unhex),
+                h["clear"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn borrow_headers(list: &[(String, Option<Vec<u8>>, bool)]) -> Vec<AppHeader<'_>> {
+    list.iter()
+        .map(|(name, value, clear)| AppHeader {
+            name,
+            value: value.as_deref(),
+            clear: *clear,
+        })
+        .collect()
+}
+
+struct HeadersPositive {
+    base: Positive,
+    headers: Vec<Hdr>,
+}
+
+fn headers_positives() -> Vec<HeadersPositive> {
+    let secret: [u8; 32] = core::array::from_fn(|i| (i as u8).wrapping_mul(7) ^ 0x5c);
+    let producer = *b"hdrs-001";
+    let p = |description, epoch, counter, topic, binding, plaintext: &[u8], sealing| Positive {
+        description,
+        epoch_secret: secret,
+        producer,
+        epoch,
+        counter,
+        topic,
+        binding,
+        plaintext: plaintext.to_vec(),
+        sealing,
+    };
+    vec![
+        HeadersPositive {
+            base: p(
+                "headers: duplicates in order, a null and an empty value (ChaCha20-Poly1305)",
+                7,
+                0,
+                "orders",
+                Binding::Unbound,
+                b"{\"order\":1001}",
+                CHACHA,
+            ),
+            headers: vec![
+                ("tenant", Some(b"acme"), false),
+                ("trace-id", None, false),
+                ("tenant", Some(b"globex"), false),
+                ("empty", Some(b""), false),
+            ],
+        },
+        HeadersPositive {
+            base: p(
+                "headers: clear headers between sealed ones (AES-256-GCM, key bound)",
+                7,
+                1,
+                "orders",
+                Binding::Bytes(b"customer-42".to_vec()),
+                b"paid",
+                sealing(Cipher::Aes256Gcm, Compression::None),
+            ),
+            headers: vec![
+                ("route", Some(b"eu-west"), true),
+                ("user", Some(b"alice"), false),
+                ("route", Some(b"eu-central"), true),
+                ("traceparent", None, true),
+            ],
+        },
+        HeadersPositive {
+            base: p(
+                "headers: the empty list (hosts never seal one; readers accept it), empty value",
+                8,
+                u32::MAX,
+                "orders",
+                Binding::Null,
+                b"",
+                CHACHA,
+            ),
+            headers: vec![],
+        },
+        HeadersPositive {
+            base: p(
+                "headers: unicode names, zstd-compressed value (ChaCha20-Poly1305)",
+                9,
+                3,
+                "zahlungen-\u{20ac}",
+                Binding::Unbound,
+                &json_like(512),
+                sealing(Cipher::ChaCha20Poly1305, Compression::Zstd),
+            ),
+            headers: vec![
+                ("gr\u{f6}\u{df}e", Some(b"\xff\x00\x01"), false),
+                ("\u{20ac}", Some(b"euro"), true),
+            ],
+        },
+    ]
+}
+
+/// A headers vector sealed: data key, header, ciphertext, encoded list, e2ee.h value.
+struct HeadersSealed {
+    p: HeadersPositive,
+    key: [u8; 32],
+    header: Vec<u8>,
+    ct: Vec<u8>,
+    list: Vec<u8>,
+    sealed: Vec<u8>,
+}
+
+fn seal_headers_vector(p: HeadersPositive) -> HeadersSealed {
+    let key_id = KeyId {
+        producer: InstanceId(p.base.producer),
+        epoch: p.base.epoch,
+    };
+    let key = DataKey::derive(
+        &EpochSecret::from_bytes(p.base.epoch_secret),
+        key_id,
+        p.base.topic,
+    );
+    let list = encode_header_list(&app(&p.headers)).unwrap().to_vec();
+    let mut ct = p.base.plaintext.clone();
+    let (header, sealed) = seal_record(
+        &key,
+        key_id,
+        p.base.counter,
+        p.base.topic,
+        p.base.binding.as_binding(),
+        p.base.sealing,
+        &mut ct,
+        Some(&list),
+    )
+    .unwrap();
+    assert_eq!(header.compression(), p.base.sealing.compression);
+    HeadersSealed {
+        key: *key.as_bytes(),
+        header: header.encode().to_vec(),
+        ct,
+        list,
+        sealed: sealed.unwrap(),
+        p,
+    }
+}
+
+struct HeadersNegative {
+    description: String,
+    key: [u8; 32],
+    topic: String,
+    binding: Binding,
+    header: Vec<u8>,
+    ct: Vec<u8>,
+    sealed: Vec<Vec<u8>>,
+    visible: Vec<AppHeader<'static>>,
+    expected_error: &'static str,
+}
+
+fn headers_negatives(all: &[HeadersSealed]) -> Vec<HeadersNegative> {
+    let from = |s: &HeadersSealed, description: &str, expected_error| HeadersNegative {
+        description: description.to_owned(),
+        key: s.key,
+        topic: s.p.base.topic.to_owned(),
+        binding: s.p.base.binding.clone(),
+        header: s.header.clone(),
+        ct: s.ct.clone(),
+        sealed: vec![s.sealed.clone()],
+        visible: app(&s.p.headers).into_iter().filter(|h| h.clear).collect(),
+        expected_error,
+    };
+    let (a, b) = (&all[0], &all[1]);
+    let mut out = Vec::new();
+    let mut n = from(a, "headers: list bit flipped", "authentication");
+    n.sealed[0][5] ^= 0x01;
+    out.push(n);
+    let mut n = from(a, "headers: tag bit flipped", "authentication");
+    let last = n.sealed[0].len() - 1;
+    n.sealed[0][last] ^= 0x80;
+    out.push(n);
+    let mut n = from(a, "headers: e2ee.h truncated to 15 bytes", "authentication");
+    n.sealed[0].truncate(15);
+    out.push(n);
+    let mut n = from(a, "headers: e2ee.h stripped", "sealed_headers_missing");
+    n.sealed.clear();
+    out.push(n);
+    let mut n = from(a, "headers: e2ee.h duplicated", "sealed_headers_duplicate");
+    n.sealed.push(a.sealed.clone());
+    out.push(n);
+    let mut n = from(
+        a,
+        "headers: HEADERS flag stripped, e2ee.h kept",
+        "sealed_headers_unexpected",
+    );
+    n.header[1] &= !FLAG_HEADERS;
+    out.push(n);
+    let mut n = from(
+        a,
+        "headers: HEADERS flag and e2ee.h stripped",
+        "authentication",
+    );
+    n.header[1] &= !FLAG_HEADERS;
+    n.sealed.clear();
+    out.push(n);
+    let mut n = from(
+        a,
+        "headers: e2ee.h of another record (counter 1) spliced in",
+        "authentication",
+    );
+    // Same data key and topic, another counter: b's list under b's nonce.
+    let other = {
+        let key_id = KeyId {
+            producer: InstanceId(a.p.base.producer),
+            epoch: a.p.base.epoch,
+        };
+        let key = DataKey::from_bytes(a.key);
+        let mut v = a.p.base.plaintext.clone();
+        let list = encode_header_list(&app(&a.p.headers)).unwrap();
+        seal_record(
+            &key,
+            key_id,
+            1,
+            a.p.base.topic,
+            KeyBinding::Unbound,
+            CHACHA,
+            &mut v,
+            Some(&list),
+        )
+        .unwrap()
+        .1
+        .unwrap()
+    };
+    n.sealed = vec![other];
+    out.push(n);
+    let mut n = from(
+        b,
+        "headers: a clear copy changed on the way",
+        "clear_headers_mismatch",
+    );
+    n.visible[0].value = Some(b"us-east");
+    out.push(n);
+    let mut n = from(
+        b,
+        "headers: a clear copy removed on the way",
+        "clear_headers_mismatch",
+    );
+    n.visible.remove(1);
+    out.push(n);
+    let mut n = from(
+        b,
+        "headers: clear copies reordered on the way",
+        "clear_headers_mismatch",
+    );
+    n.visible.swap(0, 1);
+    out.push(n);
+    let mut n = from(
+        b,
+        "headers: a header added under a clear name",
+        "clear_headers_mismatch",
+    );
+    n.visible.push(AppHeader {
+        name: "route",
+        value: Some(b"eu-west"),
+        clear: false,
+    });
+    out.push(n);
+    let mut n = from(
+        b,
+        "headers: flipped HEADERS flag under a bound key",
+        "sealed_headers_unexpected",
+    );
+    n.header[1] &= !FLAG_HEADERS;
+    out.push(n);
+    out
+}
+
+fn bless_headers_vectors() {
+    let sealed: Vec<HeadersSealed> = headers_positives()
+        .into_iter()
+        .map(seal_headers_vector)
+        .collect();
+    let negs = headers_negatives(&sealed);
+    let mut objects: Vec<Vec<(&str, String)>> = Vec::new();
+    for s in &sealed {
+        let p = &s.p.base;
+        let k = DataKey::from_bytes(s.key);
+        let mut fields = vec![
+            ("description", json_str(p.description)),
+            ("epoch_secret", json_str(&hex(&p.epoch_secret))),
+            ("producer", json_str(&hex(&p.producer))),
+            ("epoch", p.epoch.to_string()),
+            ("counter", p.counter.to_string()),
+            ("topic", json_str(p.topic)),
+            ("topic_hex", json_str(&hex(p.topic.as_bytes()))),
+            ("key_binding", json_str(&p.binding.to_json())),
+            ("plaintext", json_str(&hex(&p.plaintext))),
+            ("data_key", json_str(&hex(&s.key))),
+            ("header", json_str(&hex(&s.header))),
+            ("ciphertext", json_str(&hex(&s.ct))),
+            ("cipher", json_str(p.sealing.cipher.name())),
+            (
+                "cipher_key",
+                json_str(&hex(&*k.cipher_key(p.sealing.cipher))),
+            ),
+            ("compression", json_str(p.sealing.compression.name())),
+        ];
+        if p.sealing.compression != Compression::None {
+            let packed = compressed_form(p.sealing.compression, &p.plaintext);
+            fields.push(("compressed", json_str(&hex(&packed))));
+        }
+        fields.push(("headers", headers_json(&app(&s.p.headers))));
+        fields.push(("header_list", json_str(&hex(&s.list))));
+        fields.push((
+            "headers_key",
+            json_str(&hex(&*k.headers_key(p.sealing.cipher))),
+        ));
+        fields.push(("sealed_headers", json_str(&hex(&s.sealed))));
+        objects.push(fields);
+    }
+    for n in &negs {
+        let sealed: Vec<String> = n.sealed.iter().map(|v| json_str(&hex(v))).collect();
+        objects.push(vec![
+            (
+                "description",
+                json_str(&format!("NEGATIVE: {}", n.description)),
+            ),
+            ("data_key", json_str(&hex(&n.key))),
+            ("topic", json_str(&n.topic)),
+            ("topic_hex", json_str(&hex(n.topic.as_bytes()))),
+            ("key_binding", json_str(&n.binding.to_json())),
+            ("header", json_str(&hex(&n.header))),
+            ("ciphertext", json_str(&hex(&n.ct))),
+            ("sealed_headers", format!("[{}]", sealed.join(", "))),
+            ("visible_headers", headers_json(&n.visible)),
+            ("expected_error", json_str(n.expected_error)),
+        ]);
+    }
+    let mut out = String::from("[\n");
+    for (i, fields) in objects.iter().enumerate() {
+        out.push_str("  {\n");
+        for (j, (name, value)) in fields.iter().enumerate() {
+            let comma = if j + 1 < fields.len() { "," } else { "" };
+            writeln!(out, "    \"{name}\": {value}{comma}").unwrap();
+        }
+        out.push_str(if i + 1 < objects.len() {
+            "  },\n"
+        } else {
+            "  }\n"
+        });
+    }
+    out.push_str("]\n");
+    let _: Value = serde_json::from_str(&out).unwrap();
+    std::fs::write(headers_vectors_path(), out).unwrap();
+}
+
+fn load_headers() -> Vec<Value> {
+    let text = std::fs::read_to_string(headers_vectors_path()).unwrap();
+    match serde_json::from_str(&text).unwrap() {
+        Value::Array(items) => items,
+        other => panic!("vectors file is not an array: {other}"),
+    }
+}
+
+#[test]
+fn headers_positive_vectors_seal_and_open() {
+    let mut checked = 0;
+    for v in load_headers()
+        .iter()
+        .filter(|v| v.get("expected_error").is_none())
+    {
+        let what = field(v, "description");
+        let secret: [u8; 32] = unhex(field(v, "epoch_secret")).try_into().unwrap();
+        let producer: [u8; 8] = unhex(field(v, "producer")).try_into().unwrap();
+        let key_id = KeyId {
+            producer: InstanceId(producer),
+            epoch: num(v, "epoch"),
+        };
+        let topic = topic_of(v);
+        let binding = Binding::from_json(field(v, "key_binding"));
+        let plaintext = unhex(field(v, "plaintext"));
+        let cipher = Cipher::from_name(field(v, "cipher")).unwrap();
+        let compression = Compression::from_name(field(v, "compression")).unwrap();
+        let key = DataKey::derive(&EpochSecret::from_bytes(secret), key_id, &topic);
+        assert_eq!(hex(key.as_bytes()), field(v, "data_key"), "{what}");
+        assert_eq!(
+            hex(&*key.headers_key(cipher)),
+            field(v, "headers_key"),
+            "{what}: headers key"
+        );
+        let headers = headers_from_json(&v["headers"]);
+        let list = encode_header_list(&borrow_headers(&headers)).unwrap();
+        assert_eq!(hex(&list), field(v, "header_list"), "{what}: list");
+        assert_eq!(
+            decode_header_list(&list).unwrap(),
+            borrow_headers(&headers),
+            "{what}"
+        );
+        let mut buf = plaintext.clone();
+        let (header, sealed) = seal_record(
+            &key,
+            key_id,
+            num(v, "counter"),
+            &topic,
+            binding.as_binding(),
+            Sealing {
+                cipher,
+                compression,
+            },
+            &mut buf,
+            Some(&list),
+        )
+        .unwrap();
+        let sealed = sealed.unwrap();
+        assert_eq!(hex(&header.encode()), field(v, "header"), "{what}: header");
+        assert_eq!(hex(&buf), field(v, "ciphertext"), "{what}: ciphertext");
+        assert_eq!(
+            hex(&sealed),
+            field(v, "sealed_headers"),
+            "{what}: sealed headers"
+        );
+        let visible: Vec<AppHeader<'_>> = borrow_headers(&headers)
+            .into_iter()
+            .filter(|h| h.clear)
+            .collect();
+        let opened = open_record(
+            &key,
+            &header,
+            &topic,
+            binding.as_binding(),
+            &mut buf,
+            &[&sealed],
+            &visible,
+        )
+        .unwrap();
+        assert_eq!(buf, plaintext, "{what}: open");
+        assert_eq!(opened.as_deref().map(Vec::as_slice), Some(&list[..]));
+        checked += 1;
+    }
+    assert!(checked >= 4, "only {checked} positive headers vectors");
+}
+
+#[test]
+fn headers_negative_vectors_fail_as_named() {
+    let mut checked = 0;
+    for v in load_headers()
+        .iter()
+        .filter(|v| v.get("expected_error").is_some())
+    {
+        let what = field(v, "description");
+        let key = DataKey::from_bytes(unhex(field(v, "data_key")).try_into().unwrap());
+        let topic = topic_of(v);
+        let binding = Binding::from_json(field(v, "key_binding"));
+        let ciphertext = unhex(field(v, "ciphertext"));
+        let sealed: Vec<Vec<u8>> = v["sealed_headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| unhex(s.as_str().unwrap()))
+            .collect();
+        let sealed: Vec<&[u8]> = sealed.iter().map(Vec::as_slice).collect();
+        let visible = headers_from_json(&v["visible_headers"]);
+        let mut buf = ciphertext.clone();
+        let result = RecordHeader::decode(&unhex(field(v, "header"))).and_then(|header| {
+            open_record(
+                &key,
+                &header,
+                &topic,
+                binding.as_binding(),
+                &mut buf,
+                &sealed,
+                &borrow_headers(&visible),
+            )
+        });
+        let err = result.expect_err(what);
+        assert_eq!(
+            error_kind(&err),
+            field(v, "expected_error"),
+            "{what}: {err}"
+        );
+        assert_eq!(buf, ciphertext, "{what}: value must be unchanged");
+        checked += 1;
+    }
+    assert!(checked >= 13, "only {checked} negative headers vectors");
 }

@@ -49,6 +49,16 @@ fn bad(property: &str, message: impl Into<String>) -> ConfigError {
 
 pub use kafka_e2ee_core::settings::PROPERTIES;
 
+/// `e2ee.headers`: what a producer does with a record's application headers
+/// (docs/FORMAT.md section 12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadersMode {
+    /// Sealed in the `e2ee.h` header (the default).
+    Encrypt,
+    /// Left readable and unauthenticated, as before section 12.
+    Clear,
+}
+
 /// The parsed `e2ee.*` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostConfig {
@@ -69,6 +79,11 @@ pub struct HostConfig {
     pub bind_key: bool,
     /// `e2ee.cipher` and `e2ee.compression`.
     pub sealing: Sealing,
+    /// `e2ee.headers`.
+    pub headers: HeadersMode,
+    /// `e2ee.headers.clear`: names of headers that stay readable (and
+    /// authenticated) on sealed records.
+    pub headers_clear: Vec<String>,
     /// `e2ee.kex.hybrid`: X25519 with ML-KEM-768 in every live session.
     pub hybrid: HybridMode,
     /// `e2ee.control.bootstrap.servers`: the cluster of the control and keys
@@ -171,6 +186,30 @@ impl HostConfig {
                 format!("must be prefer, require or off, got '{hybrid}'"),
             )
         })?;
+        let headers = match get("e2ee.headers").trim() {
+            "encrypt" => HeadersMode::Encrypt,
+            "clear" => HeadersMode::Clear,
+            other => {
+                return Err(bad(
+                    "e2ee.headers",
+                    format!("must be encrypt or clear, got '{other}'"),
+                ))
+            }
+        };
+        let headers_clear: Vec<String> = get("e2ee.headers.clear")
+            .split(',')
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if let Some(reserved) = headers_clear
+            .iter()
+            .find(|n| *n == "e2ee" || *n == kafka_e2ee_core::format::SEALED_HEADERS_NAME)
+        {
+            return Err(bad(
+                "e2ee.headers.clear",
+                format!("'{reserved}' is kafka-e2ee's own header, not an application header"),
+            ));
+        }
         let state_dir = get("e2ee.state.dir").trim();
         let control_topic = get("e2ee.control.topic").trim().to_owned();
         if control_topic.is_empty() {
@@ -224,6 +263,8 @@ impl HostConfig {
                 cipher,
                 compression,
             },
+            headers,
+            headers_clear,
             control_bootstrap: (!control_bootstrap.is_empty()).then_some(control_bootstrap),
             topic_source_prefix: (!topic_source_prefix.is_empty()).then_some(topic_source_prefix),
         })
@@ -571,7 +612,7 @@ pub fn preferred_cipher() -> Cipher {
 #[cfg(test)]
 #[allow(clippy::expect_used)]
 mod tests {
-    use super::{json_string, HostConfig};
+    use super::{json_string, HeadersMode, HostConfig};
 
     fn parse<'a>(extra: &[(&'a str, &'a str)]) -> Result<HostConfig, super::ConfigError> {
         let mut props = vec![("e2ee.credential", "c"), ("e2ee.trust", "t")];
@@ -633,6 +674,28 @@ mod tests {
             let e = parse(&[("e2ee.close.timeout.ms", bad)]).expect_err(bad);
             assert_eq!(e.property, "e2ee.close.timeout.ms");
             assert!(e.message.contains("remove it to use 30000"), "{e}");
+        }
+    }
+
+    #[test]
+    fn headers_settings_parse_and_name_their_property() {
+        let c = parse(&[]).expect("defaults parse");
+        assert_eq!(c.headers, HeadersMode::Encrypt);
+        assert!(c.headers_clear.is_empty());
+        let c = parse(&[
+            ("e2ee.headers", " clear "),
+            ("e2ee.headers.clear", " route, traceparent ,,"),
+        ])
+        .expect("parses");
+        assert_eq!(c.headers, HeadersMode::Clear);
+        assert_eq!(c.headers_clear, ["route", "traceparent"]);
+        for bad in ["", "plain", "Encrypt"] {
+            let e = parse(&[("e2ee.headers", bad)]).expect_err(bad);
+            assert_eq!(e.property, "e2ee.headers");
+        }
+        for ours in ["e2ee", "route,e2ee.h"] {
+            let e = parse(&[("e2ee.headers.clear", ours)]).expect_err(ours);
+            assert_eq!(e.property, "e2ee.headers.clear");
         }
     }
 

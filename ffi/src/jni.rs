@@ -28,6 +28,7 @@ use jni::sys::{jboolean, jint, jlong, jlongArray, jobjectArray, jstring};
 use jni::JNIEnv;
 use kafka_e2ee_core::format::{KeyBinding, KeyId, RecordHeader, HEADER_LEN};
 use kafka_e2ee_core::{Channel, Engine, Error, KeyUnavailable, Opened};
+use zeroize::Zeroizing;
 
 use crate::host::{self, ConfigError, HostConfig};
 
@@ -480,6 +481,114 @@ pub extern "system" fn Java_dev_kafkae2ee_Engine_open0<'l>(
             }
         }
         Ok(u8::from(opened == Opened::Decrypted))
+    })
+}
+
+/// `static native byte[] sealRecord0(long, byte[] topic, int binding, byte[]
+/// key, byte[] value, byte[] headers)`: [`Engine::seal_record`]: encrypts
+/// `value` in place and seals `headers` (an encoded header list,
+/// docs/FORMAT.md section 12); returns the `e2ee` header value followed by
+/// the `e2ee.h` value.
+#[no_mangle]
+pub extern "system" fn Java_dev_kafkae2ee_Engine_sealRecord0<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    handle: jlong,
+    topic: JByteArray<'l>,
+    binding: jint,
+    key: JByteArray<'l>,
+    value: JByteArray<'l>,
+    headers: JByteArray<'l>,
+) -> jni::sys::jbyteArray {
+    entry(&mut env, |env| {
+        let engine = engine(handle)?;
+        let topic = Small::read(env, &topic)?;
+        let key = binding_bytes(env, binding, &key)?;
+        let bind = key_binding(binding, key.as_ref().map(Small::bytes));
+        let topic = topic.topic()?;
+        // The list holds plaintext headers: wiped once sealed.
+        let list = Zeroizing::new(env.convert_byte_array(&headers)?);
+        let (header, sealed) = with_bytes(env, &value, |v| {
+            engine.seal_record(topic, bind, v, Some(&list))
+        })??;
+        let sealed = sealed.unwrap_or_default();
+        let mut out = Vec::with_capacity(HEADER_LEN + sealed.len());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&sealed);
+        Ok(env.byte_array_from_slice(&out)?.into_raw())
+    })
+}
+
+/// `static native byte[] openRecord0(long, byte[] topic, byte[] header,
+/// byte[][] sealedHeaders, byte[] visible, int binding, byte[] key, byte[]
+/// value)`: [`Engine::open_record`]: decrypts `value` in place.
+/// `sealedHeaders` are the record's `e2ee.h` values, `visible` its other
+/// headers (but `e2ee`) as an encoded header list. Returns one status byte
+/// (0: plaintext of an unprotected topic, 1: decrypted, 2: decrypted with
+/// sealed headers) followed, for 2, by the encoded header list to restore.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "system" fn Java_dev_kafkae2ee_Engine_openRecord0<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    handle: jlong,
+    topic: JByteArray<'l>,
+    header: JByteArray<'l>,
+    sealed_headers: jni::objects::JObjectArray<'l>,
+    visible: JByteArray<'l>,
+    binding: jint,
+    key: JByteArray<'l>,
+    value: JByteArray<'l>,
+) -> jni::sys::jbyteArray {
+    entry(&mut env, |env| {
+        let engine = engine(handle)?;
+        let topic = Small::read(env, &topic)?;
+        let header = if header.is_null() {
+            None
+        } else {
+            Some(Small::read(env, &header)?)
+        };
+        let mut sealed: Vec<Vec<u8>> = Vec::new();
+        if !sealed_headers.is_null() {
+            let n = env.get_array_length(&sealed_headers)?;
+            for i in 0..n {
+                let item = JByteArray::from(env.get_object_array_element(&sealed_headers, i)?);
+                sealed.push(if item.is_null() {
+                    Vec::new()
+                } else {
+                    env.convert_byte_array(&item)?
+                });
+            }
+        }
+        let visible = if visible.is_null() {
+            Zeroizing::new(Vec::new())
+        } else {
+            Zeroizing::new(env.convert_byte_array(&visible)?)
+        };
+        let visible = kafka_e2ee_core::format::decode_header_list(&visible).map_err(|e| {
+            Failure::new(
+                KIND_INTERNAL,
+                format!("malformed visible headers from Java: {e}"),
+            )
+        })?;
+        let key = binding_bytes(env, binding, &key)?;
+        let bind = key_binding(binding, key.as_ref().map(Small::bytes));
+        let topic = topic.topic()?;
+        let header = header.as_ref().map(Small::bytes);
+        let sealed: Vec<&[u8]> = sealed.iter().map(Vec::as_slice).collect();
+        let (opened, list) = with_bytes(env, &value, |v| {
+            engine.open_record(topic, header, &sealed, &visible, bind, v)
+        })??;
+        let mut out = Zeroizing::new(Vec::with_capacity(1 + list.as_ref().map_or(0, |l| l.len())));
+        match (opened, &list) {
+            (Opened::Plaintext, _) => out.push(0),
+            (Opened::Decrypted, None) => out.push(1),
+            (Opened::Decrypted, Some(l)) => {
+                out.push(2);
+                out.extend_from_slice(l);
+            }
+        }
+        Ok(env.byte_array_from_slice(&out)?.into_raw())
     })
 }
 

@@ -83,7 +83,13 @@ def produce(args: dict) -> None:
             if acked:
                 acked.write(msg.value().decode() + "\n")
 
-    if "values" in args:
+    if "records" in args:
+        # Given records with headers (a JSON list in a file): {"k", "v", "h": [[name, hex|null]]}.
+        for r in json.loads(Path(args["records"]).read_text()):
+            headers = [(n, None if v is None else bytes.fromhex(v)) for n, v in r["h"]]
+            p.produce(args["topic"], key=r["k"], value=r["v"], headers=headers, on_delivery=report)
+            p.poll(0)
+    elif "values" in args:
         # Given values (a JSON list in a file), as fast as the client takes them.
         for i, v in enumerate(json.loads(Path(args["values"]).read_text())):
             p.produce(args["topic"], key=f"k{i}", value=v, on_delivery=report)
@@ -139,10 +145,12 @@ def consume(args: dict) -> None:
                     c.seek(TopicPartition(m.topic(), m.partition(), row["rejected"] + 1))
             continue
         headers = [h[0] for h in (m.headers() or [])]
+        # The headers with their values (hex; null stays null), in order.
+        values = [[n, None if v is None else v.hex()] for n, v in (m.headers() or [])]
         out.write(
             json.dumps(
                 {"t": m.topic(), "p": m.partition(), "o": m.offset(), "k": m.key().decode(),
-                 "v": m.value().decode(), "h": headers}
+                 "v": m.value().decode(), "h": headers, "hv": values}
             )
             + "\n"
         )

@@ -13,6 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CHECKER = ROOT / "tests" / "vectors" / "check_format_v1.py"
 VECTORS = ROOT / "tests" / "vectors" / "format-v1.json"
+HEADERS_VECTORS = ROOT / "tests" / "vectors" / "format-v1-headers.json"
 
 
 def test_python_checker_accepts_every_vector():
@@ -42,3 +43,33 @@ def test_python_checker_rejects_a_wrong_vector(tmp_path):
     r = subprocess.run([sys.executable, str(CHECKER), str(path)], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
     assert "AES-256-GCM + lz4" in r.stderr
+
+
+def test_python_checker_accepts_every_headers_vector():
+    # Sealed application headers (docs/FORMAT.md section 12).
+    vectors = json.loads(HEADERS_VECTORS.read_text())
+    positive = [v for v in vectors if "expected_error" not in v]
+    negative = [v for v in vectors if "expected_error" in v]
+    r = subprocess.run([sys.executable, str(CHECKER), str(HEADERS_VECTORS)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip() == f"ok: {len(positive)} positive and {len(negative)} negative vectors"
+    assert {v["cipher"] for v in positive} == {"chacha20-poly1305", "aes-256-gcm"}
+    assert {v["expected_error"] for v in negative} >= {
+        "authentication", "sealed_headers_missing", "sealed_headers_duplicate",
+        "sealed_headers_unexpected", "clear_headers_mismatch"}
+    assert any(len(v["headers"]) == 0 for v in positive)
+    assert any(h["value"] is None for v in positive for h in v["headers"])
+
+
+def test_python_checker_rejects_a_wrong_headers_vector(tmp_path):
+    # One flipped bit of a sealed header list makes the checker fail.
+    vectors = json.loads(HEADERS_VECTORS.read_text())
+    v = next(v for v in vectors if "expected_error" not in v and v["headers"])
+    sealed = bytearray.fromhex(v["sealed_headers"])
+    sealed[0] ^= 1
+    v["sealed_headers"] = sealed.hex()
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(vectors))
+    r = subprocess.run([sys.executable, str(CHECKER), str(path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0

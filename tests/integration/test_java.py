@@ -79,8 +79,9 @@ def segments(b, topic: str | None = None) -> bytes:
 
 # An e2ee header in a segment file (FORMAT.md section 2): name, length 0x44 =
 # 34 as a varint, version 1, flags (key binding, cipher, compression bits:
-# at most 0x3f), then the producer instance id and the epoch.
-HEADER_ON_DISK = rb"e2ee\x44\x01[\x00-\x3f](.{8})(.{4})"
+# at most 0x3f; with HEADERS, section 12: 0x80 to 0xbf), then the producer
+# instance id and the epoch.
+HEADER_ON_DISK = rb"e2ee\x44\x01[\x00-\x3f\x80-\xbf](.{8})(.{4})"
 
 
 def epochs_on_disk(b, topic: str) -> dict[bytes, set[bytes]]:

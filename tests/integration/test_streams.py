@@ -37,7 +37,7 @@ APP = "wc"
 INPUT, OUTPUT = "wc-input", "wc-output"
 INTERNAL = ["wc-words-repartition", "wc-counts-changelog", "wc-sums-changelog"]
 # FORMAT.md section 2, as test_java.py reads it: the e2ee header of a sealed record.
-HEADER_ON_DISK = rb"e2ee\x44\x01[\x00-\x3f].{8}.{4}"
+HEADER_ON_DISK = rb"e2ee\x44\x01[\x00-\x3f\x80-\xbf].{8}.{4}"
 
 
 def cli(*args: str) -> None:

@@ -4,6 +4,10 @@ the document (not from the Rust code) with the `cryptography`, `zstandard`
 and `lz4` packages.
 
     python3 tests/vectors/check_format_v1.py [tests/vectors/format-v1.json]
+    python3 tests/vectors/check_format_v1.py tests/vectors/format-v1-headers.json
+
+Vectors with sealed application headers (FORMAT.md section 12) carry
+`headers`, `header_list`, `headers_key` and `sealed_headers`.
 """
 import json
 import struct
@@ -18,6 +22,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 AES_256_GCM = 0x08
 COMPRESSION = 0x30
+HEADERS = 0x80
+KIND_NULL = 0x01
+KIND_CLEAR = 0x02
 COMPRESSION_NAMES = {0x00: "none", 0x10: "zstd", 0x20: "lz4"}
 
 
@@ -54,11 +61,92 @@ def decode(header):
     if header[0] != 1:
         raise FormatError("unsupported_version")
     flags = header[1]
-    if flags & 0xC4 or flags & COMPRESSION == COMPRESSION:
+    if flags & 0x44 or flags & COMPRESSION == COMPRESSION:
         raise FormatError("reserved_flags")
     if flags & 0x02 and not flags & 0x01:
         raise FormatError("key_null_without_key_bound")
     return header
+
+
+def headers_key(key, cipher):
+    return HKDF(hashes.SHA256(), 32, b"kafka-e2ee/v1/headers-key", cipher.encode()).derive(key)
+
+
+def headers_aead(key, flags):
+    k = headers_key(key, cipher_of(flags))
+    return AESGCM(k) if flags & AES_256_GCM else ChaCha20Poly1305(k)
+
+
+def headers_aad(topic, header):
+    return b"kafka-e2ee/v1/headers" + struct.pack(">H", len(topic)) + topic + header[:18]
+
+
+def encode_list(headers):
+    """headers: [(name str, value bytes or None, clear bool)]"""
+    out = b""
+    for name, value, clear in headers:
+        kind = (KIND_NULL if value is None else 0) | (KIND_CLEAR if clear else 0)
+        n = name.encode("utf-8")
+        out += bytes([kind]) + struct.pack(">I", len(n)) + n
+        if value is not None:
+            out += struct.pack(">I", len(value)) + value
+    return out
+
+
+def decode_list(data):
+    out, i = [], 0
+    try:
+        while i < len(data):
+            kind = data[i]
+            if kind & ~(KIND_NULL | KIND_CLEAR):
+                raise FormatError("header_list")
+            (n,) = struct.unpack(">I", data[i + 1:i + 5])
+            name = data[i + 5:i + 5 + n]
+            if len(name) != n:
+                raise FormatError("header_list")
+            name = name.decode("utf-8")
+            i += 5 + n
+            value = None
+            if not kind & KIND_NULL:
+                (m,) = struct.unpack(">I", data[i:i + 4])
+                value = data[i + 4:i + 4 + m]
+                if len(value) != m:
+                    raise FormatError("header_list")
+                i += 4 + m
+            out.append((name, value, bool(kind & KIND_CLEAR)))
+    except (struct.error, UnicodeDecodeError):
+        raise FormatError("header_list")
+    return out
+
+
+def headers_of(items):
+    return [(h["name"], None if h["value"] is None else bytes.fromhex(h["value"]), h["clear"])
+            for h in items]
+
+
+def open_headers(key, header, topic, sealed, visible):
+    """Section 12.4 steps 2, 3 and 5: the decoded list, or None."""
+    flags = header[1]
+    if not flags & HEADERS:
+        if sealed:
+            raise FormatError("sealed_headers_unexpected")
+        return None
+    if not sealed:
+        raise FormatError("sealed_headers_missing")
+    if len(sealed) > 1:
+        raise FormatError("sealed_headers_duplicate")
+    if len(sealed[0]) < 16:
+        raise FormatError("authentication")
+    try:
+        plain = headers_aead(key, flags).decrypt(nonce(header), sealed[0], headers_aad(topic, header))
+    except InvalidTag:
+        raise FormatError("authentication")
+    listed = decode_list(plain)
+    clear = [(n, v) for n, v, c in listed if c]
+    names = {n for n, _ in clear}
+    if [(n, v) for n, v, _ in visible if n in names] != clear:
+        raise FormatError("clear_headers_mismatch")
+    return plain
 
 
 def binding_of(flags):
@@ -103,13 +191,14 @@ def decompress(compression, packed, length):
     return out
 
 
-def open_record(key, header, topic, binding, value):
-    """Returns (plaintext, compressed form or None)."""
+def open_record(key, header, topic, binding, value, sealed=(), visible=()):
+    """Returns (plaintext, compressed form or None, header list or None)."""
     decode(header)
     flags = header[1]
     given = binding if binding in ("unbound", "null") else "bytes"
     if binding_of(flags) != given:
         raise FormatError("key_binding_mismatch")
+    listed = open_headers(key, header, topic, list(sealed), list(visible))
     compression = COMPRESSION_NAMES[flags & COMPRESSION]
     compressed = compression != "none"
     sealed = split_padding(value) if compressed else value
@@ -122,17 +211,20 @@ def open_record(key, header, topic, binding, value):
     except InvalidTag:
         raise FormatError("authentication")
     if not compressed:
-        return opened, None
-    return decompress(compression, opened, len(value)), opened
+        return opened, None, listed
+    return decompress(compression, opened, len(value)), opened, listed
 
 
-def seal(key, producer, epoch, counter, topic, binding, plaintext, cipher, compressed):
-    """Seals `compressed` (the compressed form of `plaintext`) when given."""
+def seal(key, producer, epoch, counter, topic, binding, plaintext, cipher, compressed, listed=None):
+    """Seals `compressed` (the compressed form of `plaintext`) when given, and
+    the encoded header list `listed` when given (returned as a third item)."""
     flags = 0 if binding == "unbound" else (0x03 if binding == "null" else 0x01)
     if cipher == "aes-256-gcm":
         flags |= AES_256_GCM
     if compressed is not None:
         flags |= {"zstd": 0x10, "lz4": 0x20}[compressed[0]]
+    if listed is not None:
+        flags |= HEADERS
     head = bytes([1, flags]) + producer + struct.pack(">II", epoch, counter)
     message = plaintext if compressed is None else compressed[1]
     value_len = None if compressed is None else len(plaintext)
@@ -141,7 +233,10 @@ def seal(key, producer, epoch, counter, topic, binding, plaintext, cipher, compr
     if compressed is not None:
         assert len(ct) < len(plaintext)
         ct += b"\x80" + bytes(len(plaintext) - len(ct) - 1)
-    return head + tag, ct
+    if listed is None:
+        return head + tag, ct
+    sealed = headers_aead(key, flags).encrypt(nonce(head), listed, headers_aad(topic, head))
+    return head + tag, ct, sealed
 
 
 def main(path):
@@ -153,8 +248,11 @@ def main(path):
         header = bytes.fromhex(v["header"])
         ciphertext = bytes.fromhex(v["ciphertext"])
         if "expected_error" in v:
+            sealed = [bytes.fromhex(h) for h in v.get("sealed_headers", [])]
+            visible = headers_of(v.get("visible_headers", []))
             try:
-                open_record(bytes.fromhex(v["data_key"]), header, topic, v["key_binding"], ciphertext)
+                open_record(bytes.fromhex(v["data_key"]), header, topic, v["key_binding"], ciphertext,
+                            sealed, visible)
             except FormatError as e:
                 assert e.kind == v["expected_error"], (v["description"], e.kind)
             else:
@@ -174,13 +272,25 @@ def main(path):
         if compression != "none":
             compressed = (compression, bytes.fromhex(v["compressed"]))
             assert decompress(compression, compressed[1], len(plaintext)) == plaintext
+        listed, sealed, visible = None, [], []
+        if "headers" in v:
+            headers = headers_of(v["headers"])
+            listed = encode_list(headers)
+            assert listed.hex() == v["header_list"], v["description"]
+            assert decode_list(listed) == headers, v["description"]
+            assert headers_key(key, cipher).hex() == v["headers_key"], v["description"]
+            sealed = [bytes.fromhex(v["sealed_headers"])]
+            visible = [h for h in headers if h[2]]
         got = seal(key, producer, v["epoch"], v["counter"], topic, v["key_binding"], plaintext,
-                   cipher, compressed)
-        assert got == (header, ciphertext), v["description"]
+                   cipher, compressed, listed)
+        expected = (header, ciphertext) if listed is None else (header, ciphertext, sealed[0])
+        assert got == expected, v["description"]
         assert len(ciphertext) == len(plaintext), v["description"]
-        opened, packed = open_record(key, header, topic, v["key_binding"], ciphertext)
+        opened, packed, got_list = open_record(key, header, topic, v["key_binding"], ciphertext,
+                                               sealed, visible)
         assert opened == plaintext, v["description"]
         assert packed == (compressed and compressed[1]), v["description"]
+        assert got_list == listed, v["description"]
         pos += 1
     print(f"ok: {pos} positive and {neg} negative vectors")
 

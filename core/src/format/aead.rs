@@ -7,9 +7,14 @@ use zeroize::Zeroizing;
 
 use super::compress::{self, compress, decompress_exact};
 use super::header::AUTHENTICATED_LEN;
+use super::headers::{
+    check_clear_headers, decode_header_list, open_headers, seal_headers, select_sealed_headers,
+    AppHeader,
+};
 use super::{
     BindingKind, Cipher, Compression, DataKey, FormatError, KeyId, RecordHeader, Sealing,
-    COMPRESSION_LZ4, COMPRESSION_ZSTD, FLAG_AES_256_GCM, FLAG_KEY_BOUND, FLAG_KEY_NULL, VERSION,
+    COMPRESSION_LZ4, COMPRESSION_ZSTD, FLAG_AES_256_GCM, FLAG_HEADERS, FLAG_KEY_BOUND,
+    FLAG_KEY_NULL, VERSION,
 };
 
 /// First bytes of every AAD: names the format and its version, so AADs of
@@ -113,6 +118,27 @@ pub fn seal_in_place_with(
     sealing: Sealing,
     value: &mut [u8],
 ) -> Result<RecordHeader, FormatError> {
+    seal_record(key, key_id, counter, topic, binding, sealing, value, None).map(|(h, _)| h)
+}
+
+/// [`seal_in_place_with`], and if `headers` is given (an encoded header
+/// list, [`encode_header_list`](super::encode_header_list)), seals it too:
+/// sets FLAG_HEADERS and returns the value of the
+/// [`SEALED_HEADERS_NAME`](super::SEALED_HEADERS_NAME) header to attach
+/// (docs/FORMAT.md section 12).
+///
+/// On error the value is unchanged.
+#[allow(clippy::too_many_arguments)]
+pub fn seal_record(
+    key: &DataKey,
+    key_id: KeyId,
+    counter: u32,
+    topic: &str,
+    binding: KeyBinding<'_>,
+    sealing: Sealing,
+    value: &mut [u8],
+    headers: Option<&[u8]>,
+) -> Result<(RecordHeader, Option<Vec<u8>>), FormatError> {
     check_value_len(sealing.cipher, value)?;
     let compressed = compress(sealing.compression, value);
     let mut flags = binding.flags();
@@ -126,12 +152,21 @@ pub fn seal_in_place_with(
             Compression::None => 0,
         };
     }
+    if headers.is_some() {
+        flags |= FLAG_HEADERS;
+    }
     let mut header = RecordHeader {
         version: VERSION,
         flags,
         key_id,
         counter,
         tag: [0; 16],
+    };
+    // The headers first: they do not touch the value, so an error leaves
+    // it as it was.
+    let sealed_headers = match headers {
+        Some(plain) => Some(seal_headers(key, &header, topic, plain)?),
+        None => None,
     };
     let nonce = nonce(key_id.epoch, counter);
     let authenticated = header.encode_authenticated();
@@ -155,7 +190,41 @@ pub fn seal_in_place_with(
             tag
         }
     };
-    Ok(header)
+    Ok((header, sealed_headers))
+}
+
+/// Opens a whole record: checks that it carries a sealed-headers value
+/// exactly when its header says so (`sealed_headers`: the values of every
+/// [`SEALED_HEADERS_NAME`](super::SEALED_HEADERS_NAME) header of the
+/// record, in order), opens that first and checks the record's clear
+/// copies against it (`visible`: the record's other headers, but `e2ee`,
+/// in order; see [`check_clear_headers`]), then opens the value in place as
+/// [`open_in_place`] does. Returns the encoded header list if the record
+/// had one. On any error the value is unchanged.
+pub fn open_record(
+    key: &DataKey,
+    header: &RecordHeader,
+    topic: &str,
+    binding: KeyBinding<'_>,
+    value: &mut [u8],
+    sealed_headers: &[&[u8]],
+    visible: &[AppHeader<'_>],
+) -> Result<Option<Zeroizing<Vec<u8>>>, FormatError> {
+    header.validate()?;
+    let (sealed, opened) = (header.binding_kind(), binding.kind());
+    if sealed != opened {
+        return Err(FormatError::KeyBindingMismatch { sealed, opened });
+    }
+    let headers = match select_sealed_headers(header, sealed_headers)? {
+        Some(s) => {
+            let plain = open_headers(key, header, topic, s)?;
+            check_clear_headers(&decode_header_list(&plain)?, visible)?;
+            Some(plain)
+        }
+        None => None,
+    };
+    open_in_place(key, header, topic, binding, value)?;
+    Ok(headers)
 }
 
 /// Verifies and decrypts `value` in place, whichever cipher and compression
@@ -321,7 +390,7 @@ fn decrypt(
 
 /// 0x00000000 || epoch u32 BE || counter u32 BE. The same for both ciphers:
 /// they never share a key (see `DataKey::cipher_key`).
-fn nonce(epoch: u32, counter: u32) -> [u8; 12] {
+pub(super) fn nonce(epoch: u32, counter: u32) -> [u8; 12] {
     let [e0, e1, e2, e3] = epoch.to_be_bytes();
     let [c0, c1, c2, c3] = counter.to_be_bytes();
     [0, 0, 0, 0, e0, e1, e2, e3, c0, c1, c2, c3]

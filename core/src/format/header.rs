@@ -21,10 +21,17 @@ pub const COMPRESSION_MASK: u8 = 0b0011_0000;
 pub const COMPRESSION_ZSTD: u8 = 0b0001_0000;
 /// [`COMPRESSION_MASK`] value: lz4 (block format).
 pub const COMPRESSION_LZ4: u8 = 0b0010_0000;
-/// Flag bits 2, 6 and 7: reserved, must be zero. (Bit 2 stays reserved so
-/// that headers older builds rejected stay rejected.)
+/// Flag bit 7: the record's application headers travel sealed in the one
+/// [`SEALED_HEADERS_NAME`](super::SEALED_HEADERS_NAME) record header
+/// (docs/FORMAT.md section 12). A reader built before it rejects such a
+/// record as reserved flags: it never hands an application a record
+/// without its headers.
+pub const FLAG_HEADERS: u8 = 0b1000_0000;
+/// Flag bits 2 and 6: reserved, must be zero. (Bits 2 and 6 stay reserved
+/// so that headers older builds rejected, and the vectors that say so, stay
+/// rejected.)
 pub const FLAG_RESERVED: u8 =
-    !(FLAG_KEY_BOUND | FLAG_KEY_NULL | FLAG_AES_256_GCM | COMPRESSION_MASK);
+    !(FLAG_KEY_BOUND | FLAG_KEY_NULL | FLAG_AES_256_GCM | COMPRESSION_MASK | FLAG_HEADERS);
 
 /// Bytes of the header that the AAD covers: everything but the tag.
 pub(crate) const AUTHENTICATED_LEN: usize = 18;
@@ -143,6 +150,12 @@ impl RecordHeader {
             COMPRESSION_LZ4 => Compression::Lz4,
             _ => Compression::None,
         }
+    }
+
+    /// Whether the record's application headers are sealed in a
+    /// [`SEALED_HEADERS_NAME`](super::SEALED_HEADERS_NAME) header.
+    pub fn has_sealed_headers(&self) -> bool {
+        self.flags & FLAG_HEADERS != 0
     }
 
     /// How the record key was bound, according to the flags. Assumes a

@@ -12,14 +12,22 @@ use core::fmt;
 mod aead;
 mod compress;
 mod header;
+mod headers;
 mod secret;
 
-pub use aead::{open_in_place, reseals_to, seal_in_place, seal_in_place_with, KeyBinding};
+pub use aead::{
+    open_in_place, open_record, reseals_to, seal_in_place, seal_in_place_with, seal_record,
+    KeyBinding,
+};
 pub use header::{
     RecordHeader, COMPRESSION_LZ4, COMPRESSION_MASK, COMPRESSION_ZSTD, FLAG_AES_256_GCM,
-    FLAG_KEY_BOUND, FLAG_KEY_NULL, FLAG_RESERVED, HEADER_LEN, VERSION,
+    FLAG_HEADERS, FLAG_KEY_BOUND, FLAG_KEY_NULL, FLAG_RESERVED, HEADER_LEN, VERSION,
 };
-pub use secret::{DataKey, EpochSecret, CIPHER_KEY_SALT, DATA_KEY_SALT};
+pub use headers::{
+    check_clear_headers, decode_header_list, encode_header_list, open_headers,
+    select_sealed_headers, AppHeader, SEALED_HEADERS_NAME, SEALED_HEADERS_TAG_LEN,
+};
+pub use secret::{DataKey, EpochSecret, CIPHER_KEY_SALT, DATA_KEY_SALT, HEADERS_KEY_SALT};
 
 /// The AEAD a producer seals values with (`e2ee.cipher`). The header names
 /// it, so a consumer opens either, whatever its own setting.
@@ -177,7 +185,7 @@ pub enum FormatError {
     HeaderLength { actual: usize },
     /// The header's format version is not one this build understands.
     UnsupportedVersion(u8),
-    /// A reserved flag bit (bits 2, 6, 7) is set, or the compression field
+    /// A reserved flag bit (bits 2, 6) is set, or the compression field
     /// holds its reserved value; `flags` is the whole flags byte.
     ReservedFlags(u8),
     /// KEY_NULL is set without KEY_BOUND.
@@ -203,6 +211,22 @@ pub enum FormatError {
     /// own length: its producer holds a valid key but sealed garbage. The
     /// value is left unchanged.
     Decompression,
+    /// The header says the record's application headers are sealed, but the
+    /// record has no [`SEALED_HEADERS_NAME`] header (it was stripped).
+    SealedHeadersMissing,
+    /// The record has a [`SEALED_HEADERS_NAME`] header but its header does
+    /// not say so (added, or the flag was stripped).
+    SealedHeadersUnexpected,
+    /// The record has more than one [`SEALED_HEADERS_NAME`] header.
+    SealedHeadersDuplicate,
+    /// A header list does not encode (a name or value over 4 GiB) or, after
+    /// it authenticated, does not decode: its producer sealed a malformed
+    /// list.
+    HeaderList,
+    /// The headers the record carries in the clear (`e2ee.headers.clear`)
+    /// are not the ones its producer sealed: changed, removed, added or
+    /// reordered on the way.
+    ClearHeadersMismatch,
 }
 
 impl fmt::Display for FormatError {
@@ -219,7 +243,7 @@ impl fmt::Display for FormatError {
             FormatError::ReservedFlags(flags) => write!(
                 f,
                 "e2ee record header sets reserved flag bits (flags byte {flags:#04x}): \
-                 written by a newer kafka-e2ee, or corrupt; bits 2, 6 and 7 must be zero \
+                 written by a newer kafka-e2ee, or corrupt; bits 2 and 6 must be zero \
                  and bits 4-5 must not both be set"
             ),
             FormatError::KeyNullWithoutKeyBound => f.write_str(
@@ -251,6 +275,27 @@ impl fmt::Display for FormatError {
             FormatError::Decompression => f.write_str(
                 "record authenticated but did not decompress to its own length: \
                  its producer sealed a malformed compressed value",
+            ),
+            FormatError::SealedHeadersMissing => f.write_str(
+                "record failed authentication: its e2ee header says its application headers \
+                 are sealed, but it has no e2ee.h header (stripped on the way)",
+            ),
+            FormatError::SealedHeadersUnexpected => f.write_str(
+                "record failed authentication: it has an e2ee.h header but its e2ee header \
+                 does not say its headers are sealed (added, or the flag was stripped)",
+            ),
+            FormatError::SealedHeadersDuplicate => f.write_str(
+                "record failed authentication: it has more than one e2ee.h header \
+                 (a sealed record has at most one)",
+            ),
+            FormatError::HeaderList => f.write_str(
+                "record headers could not be sealed or were sealed malformed \
+                 (a name or value over 4 GiB, or a name that is not UTF-8)",
+            ),
+            FormatError::ClearHeadersMismatch => f.write_str(
+                "record failed authentication: the headers it carries in the clear \
+                 (e2ee.headers.clear) are not the ones its producer sealed (changed, removed, \
+                 added or reordered on the way)",
             ),
         }
     }

@@ -18,6 +18,10 @@ pub const DATA_KEY_SALT: &[u8] = b"kafka-e2ee/v1/data-key";
 /// HKDF salt of the per-cipher key derivation from a data key (format v1).
 pub const CIPHER_KEY_SALT: &[u8] = b"kafka-e2ee/v1/cipher-key";
 
+/// HKDF salt of the sealed-headers key derivation from a data key (format
+/// v1, docs/FORMAT.md section 12).
+pub const HEADERS_KEY_SALT: &[u8] = b"kafka-e2ee/v1/headers-key";
+
 const SECRET_LEN: usize = 32;
 
 // HKDF-SHA256 can expand to at most 255 * 32 bytes; one 32-byte key is far
@@ -65,6 +69,10 @@ pub struct DataKey {
     /// data keys are cached per epoch and topic.
     chacha20_poly1305: OnceLock<AeadKey>,
     aes_256_gcm: OnceLock<AeadKey>,
+    /// The keys that seal a record's application headers, one per cipher
+    /// (see [`DataKey::headers_key`]), built on first use.
+    headers_chacha20_poly1305: OnceLock<AeadKey>,
+    headers_aes_256_gcm: OnceLock<AeadKey>,
 }
 
 impl Clone for DataKey {
@@ -107,6 +115,8 @@ impl DataKey {
             bytes,
             chacha20_poly1305: OnceLock::new(),
             aes_256_gcm: OnceLock::new(),
+            headers_chacha20_poly1305: OnceLock::new(),
+            headers_aes_256_gcm: OnceLock::new(),
         }
     }
 
@@ -134,6 +144,32 @@ impl DataKey {
             }
         }
         okm
+    }
+
+    /// The key `cipher` seals a record's application headers with:
+    /// HKDF-SHA256(salt = [`HEADERS_KEY_SALT`], ikm = data key, info = the
+    /// cipher's name), 32 bytes, for either cipher. The headers share the
+    /// value's nonce, so they need a key of their own: the value's key
+    /// never seals two messages under one nonce. For test vectors; never
+    /// log it.
+    pub fn headers_key(&self, cipher: Cipher) -> Zeroizing<[u8; SECRET_LEN]> {
+        let mut okm = Zeroizing::new([0u8; SECRET_LEN]);
+        let hkdf = Hkdf::<Sha256>::new(Some(HEADERS_KEY_SALT), &self.bytes);
+        if hkdf.expand(cipher.name().as_bytes(), &mut okm[..]).is_err() {
+            // Statically impossible, as in `derive`.
+            unreachable!("HKDF-SHA256 expand of 32 bytes cannot fail");
+        }
+        okm
+    }
+
+    /// The AEAD key `cipher` seals and opens application headers with, made once.
+    pub(super) fn headers_aead(&self, cipher: Cipher) -> &LessSafeKey {
+        let cell = match cipher {
+            Cipher::ChaCha20Poly1305 => &self.headers_chacha20_poly1305,
+            Cipher::Aes256Gcm => &self.headers_aes_256_gcm,
+        };
+        cell.get_or_init(|| AeadKey::new(cipher, &self.headers_key(cipher)))
+            .get()
     }
 
     /// The AEAD key `cipher` seals and opens with, made once.
@@ -259,5 +295,13 @@ mod tests {
             *DataKey::from_bytes([8; 32]).cipher_key(Cipher::Aes256Gcm),
             *aes
         );
+        // The headers keys are a third and fourth key, one per cipher.
+        let h_chacha = key.headers_key(Cipher::ChaCha20Poly1305);
+        let h_aes = key.headers_key(Cipher::Aes256Gcm);
+        for k in [&*h_chacha, &*h_aes] {
+            assert_ne!(k, &[9; 32]);
+            assert_ne!(k, &*aes);
+        }
+        assert_ne!(*h_chacha, *h_aes);
     }
 }

@@ -204,6 +204,7 @@ api! {
     header_add: "rd_kafka_header_add" => unsafe extern "C" fn(*mut Headers, *const c_char, isize, *const c_void, isize) -> Err,
     header_get: "rd_kafka_header_get" => unsafe extern "C" fn(*const Headers, usize, *const c_char, *mut *const c_void, *mut usize) -> Err,
     header_get_last: "rd_kafka_header_get_last" => unsafe extern "C" fn(*const Headers, *const c_char, *mut *const c_void, *mut usize) -> Err,
+    header_get_all: "rd_kafka_header_get_all" => unsafe extern "C" fn(*const Headers, usize, *mut *const c_char, *mut *const c_void, *mut usize) -> Err,
     header_remove: "rd_kafka_header_remove" => unsafe extern "C" fn(*mut Headers, *const c_char) -> Err,
     new: "rd_kafka_new" => unsafe extern "C" fn(c_int, *mut Conf, *mut c_char, usize) -> *mut Kafka,
     destroy: "rd_kafka_destroy" => unsafe extern "C" fn(*mut Kafka),

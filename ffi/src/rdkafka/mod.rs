@@ -54,6 +54,10 @@ pub(crate) struct Client {
     pub wait_ms: u64,
     /// Bind the record key into the AAD when sealing (`e2ee.bind.key`).
     pub bind_key: bool,
+    /// Seal application headers (`e2ee.headers=encrypt`).
+    pub seal_headers: bool,
+    /// `e2ee.headers.clear`.
+    pub headers_clear: Vec<String>,
     pub fork_generation: u64,
     /// The process the client was made in. A child made without
     /// `pthread_atfork` running (a raw `fork`/`clone` system call, as some
@@ -495,6 +499,8 @@ unsafe extern "C" fn on_new(
                     broken: Some(e.to_string()),
                     wait_ms: 0,
                     bind_key: true,
+                    seal_headers: true,
+                    headers_clear: Vec::new(),
                     fork_generation: FORK_GENERATION.load(Ordering::SeqCst),
                     pid: current_pid(),
                     keys: None,
@@ -555,6 +561,8 @@ unsafe fn start(st: &ConfState, conf: *const Conf, producer: bool) -> Result<Cli
         broken: None,
         wait_ms: cfg.wait_ms,
         bind_key: cfg.bind_key,
+        seal_headers: cfg.headers == crate::host::HeadersMode::Encrypt,
+        headers_clear: cfg.headers_clear.clone(),
         fork_generation: FORK_GENERATION.load(Ordering::SeqCst),
         pid: current_pid(),
         keys: Some(keys),
@@ -603,6 +611,8 @@ mod tests {
             broken: None,
             wait_ms: 0,
             bind_key: true,
+            seal_headers: true,
+            headers_clear: Vec::new(),
             fork_generation: fork_generation(),
             pid: current_pid(),
             keys: None,

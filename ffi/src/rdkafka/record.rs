@@ -8,17 +8,22 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{OnceLock, PoisonError};
 
-use kafka_e2ee_core::format::{KeyBinding, COMPRESSION_MASK, HEADER_LEN};
+use kafka_e2ee_core::format::{
+    decode_header_list, encode_header_list, AppHeader, KeyBinding, COMPRESSION_MASK, HEADER_LEN,
+};
 use kafka_e2ee_core::{Error, KeyUnavailable, Opened};
 use rand_core::RngCore;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
 
 use super::api::{self, Api, Headers, Kafka, Message};
-use super::{guard, state, ConfState};
+use super::{guard, state, Client, ConfState};
 use crate::host::{self, now_ms};
 
 const HEADER: &CStr = c"e2ee";
+/// The sealed application headers (docs/FORMAT.md section 12).
+const SEALED_HEADERS: &CStr = c"e2ee.h";
 /// Added by `on_consume` after a successful decrypt, so that a second run
 /// for the same message recognises it. Its value is a MAC under a key that
 /// never leaves this process: a broker cannot forge it to pass a plaintext
@@ -282,7 +287,7 @@ unsafe fn send(st: &ConfState, m: *mut Message) {
         (engine, usable, copied_payload(flags, len), topic.as_deref())
     {
         // SAFETY: m is live; its payload is librdkafka's own copy of len bytes.
-        if unsafe { seal_librdkafkas_copy(api, engine, topic, bind, m) } {
+        if unsafe { seal_librdkafkas_copy(api, engine, client, topic, bind, m) } {
             return;
         }
     }
@@ -309,11 +314,9 @@ unsafe fn send(st: &ConfState, m: *mut Message) {
                     std::slice::from_raw_parts_mut(ours, len)
                 }
             };
-            match engine.seal(topic, bind, value) {
-                // SAFETY: m is live.
-                Ok(header) => unsafe { attach_header(api, m, &header) },
-                Err(_) => false,
-            }
+            // SAFETY: m is live; value is our copy of its payload.
+            let sealed = unsafe { seal_message(api, engine, client, topic, bind, m, value) };
+            matches!(sealed, Sealed::Attached)
         }
         _ => false,
     };
@@ -351,13 +354,17 @@ fn copied_payload(flags: Option<i32>, len: usize) -> bool {
 /// Adds the record header to the message's list; false if it could not.
 /// An `e2ee` header the app set is removed first, as the Java producer
 /// interceptor does: a record carries exactly one, and readers reject a
-/// record with two (docs/FORMAT.md section 9).
+/// record with two (docs/FORMAT.md section 9). So is an `e2ee.h` header
+/// the app set (section 12): only a sealed record's own may travel.
 unsafe fn attach_header(api: &Api, m: *mut Message, header: &[u8]) -> bool {
     // SAFETY: m is live (caller).
     let h = unsafe { headers_for_append(api, m) };
     if !h.is_null() {
         // SAFETY: h is the message's list. NOENT (none there) is the usual answer.
-        unsafe { (api.header_remove)(h, HEADER.as_ptr()) };
+        unsafe {
+            (api.header_remove)(h, HEADER.as_ptr());
+            (api.header_remove)(h, SEALED_HEADERS.as_ptr());
+        }
     }
     !h.is_null()
         // SAFETY: h is the message's list; header has header.len() bytes.
@@ -381,6 +388,7 @@ unsafe fn attach_header(api: &Api, m: *mut Message, header: &[u8]) -> bool {
 unsafe fn seal_librdkafkas_copy(
     api: &Api,
     engine: &kafka_e2ee_core::Engine,
+    client: Option<&Client>,
     topic: &str,
     bind: KeyBinding<'_>,
     m: *mut Message,
@@ -389,15 +397,170 @@ unsafe fn seal_librdkafkas_copy(
     let msg = unsafe { &mut *m };
     // SAFETY: librdkafka's own copy, len bytes, not referenced by the app.
     let value = unsafe { std::slice::from_raw_parts_mut(msg.payload.cast::<u8>(), msg.len) };
-    let Ok(header) = engine.seal(topic, bind, value) else {
-        return false;
+    // SAFETY: m is live; value is its payload.
+    match unsafe { seal_message(api, engine, client, topic, bind, m, value) } {
+        Sealed::Not => false,
+        Sealed::Attached => true,
+        Sealed::NotAttached => {
+            value.fill(0);
+            fail_closed(msg);
+            true
+        }
+    }
+}
+
+/// What [`seal_message`] did.
+enum Sealed {
+    /// Nothing: the value is unchanged, the message must not be sent.
+    Not,
+    /// The value is sealed but its headers could not be attached (out of
+    /// memory): the caller wipes it and fails the message closed.
+    NotAttached,
+    /// Sealed, headers attached.
+    Attached,
+}
+
+/// One header of a message's list, borrowed from it: valid until the list
+/// is changed.
+struct RawHeader<'a> {
+    name: &'a CStr,
+    value: Option<&'a [u8]>,
+}
+
+/// Every header of the list, in order (librdkafka's names are
+/// NUL-terminated: a name with a NUL byte in it is cut there).
+///
+/// # Safety
+/// `h` is a live header list or null; the result is used before it changes.
+unsafe fn all_headers<'a>(api: &Api, h: *mut Headers) -> Vec<RawHeader<'a>> {
+    let mut out = Vec::new();
+    if h.is_null() {
+        return out;
+    }
+    for idx in 0.. {
+        let mut name: *const std::ffi::c_char = std::ptr::null();
+        let mut v: *const c_void = std::ptr::null();
+        let mut n: usize = 0;
+        // SAFETY: h is live; outputs written on success.
+        if unsafe { (api.header_get_all)(h, idx, &mut name, &mut v, &mut n) } != api::ERR_NO_ERROR
+            || name.is_null()
+        {
+            break;
+        }
+        // SAFETY: NUL-terminated, owned by the list (caller: unchanged meanwhile).
+        let name = unsafe { CStr::from_ptr(name) };
+        let value = if v.is_null() {
+            None
+        } else {
+            // SAFETY: v has n bytes while the list is unchanged.
+            Some(unsafe { std::slice::from_raw_parts(v.cast::<u8>(), n) })
+        };
+        out.push(RawHeader { name, value });
+    }
+    out
+}
+
+/// Whether a header is kafka-e2ee's own (never an application header).
+fn is_ours(name: &CStr) -> bool {
+    name == HEADER || name == SEALED_HEADERS
+}
+
+/// Seals `value` (the message's payload, or this plugin's copy of it) and
+/// attaches the `e2ee` header; with `e2ee.headers=encrypt` and application
+/// headers on the message, seals them too: they are removed from the
+/// message but for the `e2ee.headers.clear` ones, and `e2ee.h` is added
+/// (docs/FORMAT.md section 12). The app's own list is changed in place,
+/// never replaced: librdkafka hands it back to the app if produce() fails.
+///
+/// # Safety
+/// `m` is the live message being produced; `value` is its payload or a copy.
+unsafe fn seal_message(
+    api: &Api,
+    engine: &kafka_e2ee_core::Engine,
+    client: Option<&Client>,
+    topic: &str,
+    bind: KeyBinding<'_>,
+    m: *mut Message,
+    value: &mut [u8],
+) -> Sealed {
+    let seal_headers = client.is_some_and(|c| c.seal_headers);
+    let clear: &[String] = client.map_or(&[], |c| &c.headers_clear);
+    let mut h: *mut Headers = std::ptr::null_mut();
+    // SAFETY: m is live; NOENT (no headers) leaves h null.
+    if !seal_headers || unsafe { (api.message_headers)(m, &mut h) } != api::ERR_NO_ERROR {
+        h = std::ptr::null_mut();
+    }
+    // SAFETY: h is the message's list or null, unchanged until attached.
+    let raw = unsafe { all_headers(api, h) };
+    let mut app = Vec::with_capacity(raw.len());
+    for r in raw.iter().filter(|r| !is_ours(r.name)) {
+        // A header that cannot be sealed fails the record closed: it must
+        // not travel in the clear.
+        let Ok(name) = r.name.to_str() else {
+            return Sealed::Not;
+        };
+        app.push(AppHeader {
+            name,
+            value: r.value,
+            clear: clear.iter().any(|c| c == name),
+        });
+    }
+    let list: Option<Zeroizing<Vec<u8>>> = if app.is_empty() {
+        None
+    } else {
+        match encode_header_list(&app) {
+            Ok(list) => Some(list),
+            Err(_) => return Sealed::Not,
+        }
     };
+    let Ok((header, sealed)) =
+        engine.seal_record(topic, bind, value, list.as_deref().map(|l| &l[..]))
+    else {
+        return Sealed::Not;
+    };
+    if sealed.is_some() {
+        // Names copied before the list changes.
+        let mut remove: Vec<std::ffi::CString> = Vec::new();
+        for a in app.iter().filter(|a| !a.clear) {
+            if !remove.iter().any(|r| r.as_bytes() == a.name.as_bytes()) {
+                if let Ok(n) = std::ffi::CString::new(a.name) {
+                    remove.push(n);
+                }
+            }
+        }
+        drop(app);
+        drop(raw);
+        for name in &remove {
+            // SAFETY: h is the message's list (it has headers, so it is
+            // not null).
+            unsafe { (api.header_remove)(h, name.as_ptr()) };
+        }
+    }
     // SAFETY: m is live.
     if !unsafe { attach_header(api, m, &header) } {
-        value.fill(0);
-        fail_closed(msg);
+        return Sealed::NotAttached;
     }
-    true
+    let Some(sealed) = sealed else {
+        return Sealed::Attached;
+    };
+    // SAFETY: m is live; the list exists (attach_header made sure).
+    let h = unsafe { headers_for_append(api, m) };
+    // SAFETY: h is the message's list; sealed has sealed.len() bytes.
+    let added = !h.is_null()
+        && unsafe {
+            (api.header_add)(
+                h,
+                SEALED_HEADERS.as_ptr(),
+                -1,
+                sealed.as_ptr().cast(),
+                sealed.len() as isize,
+            )
+        } == api::ERR_NO_ERROR;
+    if added {
+        Sealed::Attached
+    } else {
+        Sealed::NotAttached
+    }
 }
 
 /// Gives the delivery report back the plaintext of a payload sealed by
@@ -755,18 +918,58 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
     // The header, copied before the list changes: a header-form marker
     // carries it. None if it is not a header's length (open then fails).
     let sealed_header: Option<[u8; HEADER_LEN]> = header.and_then(|h| h.try_into().ok());
+    // Sealed application headers (docs/FORMAT.md section 12): every e2ee.h
+    // value, and the record's other headers, whose clear copies the engine
+    // checks. Gathered only if the record has an e2ee.h (a flag without
+    // one fails in the engine): most records pay one lookup.
+    // SAFETY: h is the message's list or null, unchanged until opened.
+    let raw = if unsafe { header_value(api, h, SEALED_HEADERS) }.is_some() {
+        // SAFETY: as above.
+        unsafe { all_headers(api, h) }
+    } else {
+        Vec::new()
+    };
+    let sealed_headers: Vec<&[u8]> = raw
+        .iter()
+        .filter(|r| r.name == SEALED_HEADERS)
+        .map(|r| r.value.unwrap_or_default())
+        .collect();
+    // A header whose name is not UTF-8 is no application header's copy:
+    // left out (and dropped with the others once opened).
+    let visible: Vec<AppHeader<'_>> = raw
+        .iter()
+        .filter(|r| !is_ours(r.name))
+        .filter_map(|r| {
+            Some(AppHeader {
+                name: r.name.to_str().ok()?,
+                value: r.value,
+                clear: false,
+            })
+        })
+        .collect();
     let mut deadline = None;
     loop {
         let generation = engine.key_generation();
-        match engine.open(topic, header, binding(msg), value) {
+        match engine.open_record(
+            topic,
+            header,
+            &sealed_headers,
+            &visible,
+            binding(msg),
+            value,
+        ) {
             // e2ee.topics may name the mirrored topic rather than its source
             // (A.* instead of orders): plaintext is refused if either name is
             // protected, so the mapping never lets plaintext in.
-            Ok(Opened::Plaintext) => {
+            Ok((Opened::Plaintext, _)) => {
                 return host::refuse_mirrored_plaintext(engine, &mirrored, topic)
                     .map_err(|e| e.to_string())
             }
-            Ok(Opened::Decrypted) => {
+            Ok((Opened::Decrypted, list)) => {
+                if let Some(list) = list {
+                    // SAFETY: h is the message's list (it held the headers).
+                    unsafe { restore_headers(api, h, &list) }?;
+                }
                 // SAFETY: h is the message's list (it held the header).
                 unsafe { (api.header_remove)(h, HEADER.as_ptr()) };
                 let uncompressed =
@@ -814,6 +1017,43 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
             Err(e) => return Err(e.to_string()),
         }
     }
+}
+
+/// Replaces every header of the list with the opened application headers,
+/// in their order (docs/FORMAT.md section 12.4, step 6): the `e2ee.h`
+/// header, the clear copies and any header added on the way go; the
+/// caller then removes `e2ee` and adds its marker. In place: names are
+/// removed one by one (a consumed message owns its list).
+///
+/// # Safety
+/// `h` is the live header list of the message being consumed.
+unsafe fn restore_headers(api: &Api, h: *mut Headers, list: &[u8]) -> Result<(), String> {
+    let entries =
+        decode_header_list(list).map_err(|e| format!("sealed headers do not decode: {e}"))?;
+    // Names copied before the list changes.
+    // SAFETY: h is live (caller).
+    let names: Vec<std::ffi::CString> = unsafe { all_headers(api, h) }
+        .iter()
+        .filter(|r| r.name != HEADER)
+        .map(|r| r.name.to_owned())
+        .collect();
+    for name in &names {
+        // SAFETY: h is live. NOENT for a name removed already.
+        unsafe { (api.header_remove)(h, name.as_ptr()) };
+    }
+    for e in &entries {
+        let (v, n) = match e.value {
+            Some(v) => (v.as_ptr().cast::<c_void>(), v.len() as isize),
+            None => (std::ptr::null(), 0),
+        };
+        // SAFETY: h is live; name and value have the lengths given.
+        let added =
+            unsafe { (api.header_add)(h, e.name.as_ptr().cast(), e.name.len() as isize, v, n) };
+        if added != api::ERR_NO_ERROR {
+            return Err("the record's headers could not be restored (out of memory)".into());
+        }
+    }
+    Ok(())
 }
 
 /// Gives an error message the whole reason the way librdkafka's own

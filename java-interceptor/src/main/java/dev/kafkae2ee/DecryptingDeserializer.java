@@ -2,9 +2,12 @@ package dev.kafkae2ee;
 
 import java.lang.ref.WeakReference;
 import java.nio.ByteBuffer;
+import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import org.apache.kafka.common.config.ConfigException;
 import org.apache.kafka.common.errors.SerializationException;
+import org.apache.kafka.common.header.Header;
 import org.apache.kafka.common.header.Headers;
 import org.apache.kafka.common.serialization.Deserializer;
 import org.apache.kafka.common.utils.Utils;
@@ -166,9 +169,24 @@ public class DecryptingDeserializer<T> implements Deserializer<T> {
                     + "interceptor.classes=dev.kafkae2ee.E2eeConsumerInterceptor, or set e2ee.bind.key=false "
                     + "on its librdkafka producers.");
         }
+        List<Header> restored = null;
         try {
             long wait = first ? lease.keyWaitMs : Math.min(lease.keyWaitMs, RETRY_WAIT_MS);
-            RecordCrypto.open(lease, topic, header, Engine.BIND_UNBOUND, null, value, wait);
+            // Sealed application headers (docs/FORMAT.md section 12): opened, checked and
+            // restored with the value.
+            byte[][] sealed = headers == null ? SealedHeaders.NONE : SealedHeaders.sealedValues(headers);
+            if (SealedHeaders.present(header, sealed)) {
+                byte[] visible = SealedHeaders.encode(SealedHeaders.application(headers), Set.of());
+                byte[] list = RecordCrypto.openRecord(lease, topic, header, sealed, visible, Engine.BIND_UNBOUND,
+                        null, value, wait);
+                if (list == null || list.length == 0) {
+                    throw new E2eeException(E2eeException.Kind.BAD_RECORD, null,
+                            "the record has an e2ee.h header but no sealed headers");
+                }
+                restored = SealedHeaders.decode(list, 1);
+            } else {
+                RecordCrypto.open(lease, topic, header, Engine.BIND_UNBOUND, null, value, wait);
+            }
         } catch (E2eeException e) {
             if (first) {
                 lease.metrics.recordFailed();
@@ -176,7 +194,12 @@ public class DecryptingDeserializer<T> implements Deserializer<T> {
             throw new SerializationException("kafka-e2ee could not decrypt a record of topic '" + topic
                     + "' (" + e.kind() + "): " + e.getMessage(), e);
         }
-        if (header != null) {
+        if (restored != null) {
+            if (!SealedHeaders.replace(headers, restored)) {
+                throw new SerializationException("kafka-e2ee could not restore the sealed headers of a record of "
+                        + "topic '" + topic + "': its headers are read-only");
+            }
+        } else if (header != null) {
             RecordCrypto.strip(headers);
         }
     }

@@ -41,6 +41,8 @@ public final class E2eeConfig extends AbstractConfig {
     public static final String KEX_HYBRID = "e2ee.kex.hybrid";
     public static final String CONTROL_BOOTSTRAP_SERVERS = "e2ee.control.bootstrap.servers";
     public static final String TOPIC_SOURCE_PREFIX = "e2ee.topic.source.prefix";
+    public static final String HEADERS = "e2ee.headers";
+    public static final String HEADERS_CLEAR = "e2ee.headers.clear";
 
     /** The properties the native engine reads (everything but the Java-only inner serdes). */
     static final List<String> NATIVE = List.of(
@@ -132,6 +134,20 @@ public final class E2eeConfig extends AbstractConfig {
                             + "never bind (their hooks do not see the serialized key). Java's DecryptingDeserializer "
                             + "cannot open key-bound records (it does not see the key): set false on librdkafka "
                             + "producers whose topics it reads; E2eeConsumerInterceptor opens both.")
+            .define(HEADERS, Type.STRING, "encrypt", ConfigDef.ValidString.in("encrypt", "clear"),
+                    Importance.MEDIUM,
+                    "What producers do with a record's application headers: encrypt (seal them with the "
+                            + "value in one extra header, e2ee.h; consumers get exactly the original headers "
+                            + "back, in order, duplicates and nulls kept, and any tampering is rejected) or clear "
+                            + "(leave them readable and unauthenticated, as before). Consumers follow each record, "
+                            + "whatever they set. Consumers of the previous version reject records with sealed "
+                            + "headers: upgrade consumers first, or set clear until they are (docs/FORMAT.md, "
+                            + "section 12).")
+            .define(HEADERS_CLEAR, Type.LIST, "", new ClearNames(), Importance.LOW,
+                    "With e2ee.headers=encrypt: comma-separated header names that stay readable on the record "
+                            + "for the broker and tooling (routing, tracing). They are still authenticated: "
+                            + "consumers reject a record whose clear copies were changed, removed, added or "
+                            + "reordered. Empty = none.")
             .define(KEX_HYBRID, Type.STRING, "prefer", ConfigDef.ValidString.in("prefer", "require", "off"),
                     Importance.LOW,
                     "The key exchange mixes an ML-KEM-768 (post-quantum) secret into every X25519 Noise "
@@ -288,6 +304,28 @@ public final class E2eeConfig extends AbstractConfig {
         String property = e.property() == null ? "e2ee" : e.property();
         Object value = originals().get(property);
         return new ConfigException(property, value == null ? "(default)" : value, e.getMessage());
+    }
+
+    /** e2ee.headers.clear: application header names, never kafka-e2ee's own. */
+    private static final class ClearNames implements ConfigDef.Validator {
+        @Override
+        public void ensureValid(String name, Object value) {
+            if (!(value instanceof List)) {
+                return;
+            }
+            for (Object n : (List<?>) value) {
+                String s = String.valueOf(n).trim();
+                if (SealedHeaders.isOurs(s)) {
+                    throw new ConfigException(name, value,
+                            "'" + s + "' is kafka-e2ee's own header, not an application header");
+                }
+            }
+        }
+
+        @Override
+        public String toString() {
+            return "comma-separated header names";
+        }
     }
 
     /** A path property that must name a readable file. */

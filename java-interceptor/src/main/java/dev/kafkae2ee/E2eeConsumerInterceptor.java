@@ -12,6 +12,7 @@ import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.header.Header;
 import org.apache.kafka.common.header.internals.RecordHeaders;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -124,6 +125,11 @@ public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> 
                 lease.engine.noteRejected();
                 return drop(r, e.kind() + ": " + e.getMessage());
             }
+            if (value != null && header == null && r.headers().lastHeader(SealedHeaders.NAME) != null) {
+                // e2ee.h without an e2ee header (docs/FORMAT.md section 12.4), whatever the topic.
+                lease.engine.noteRejected();
+                return drop(r, "BAD_RECORD: the record has an e2ee.h header but no e2ee header");
+            }
             if (value == null || (header == null && !lease.isProtected(r.topic()))) {
                 return r;
             }
@@ -143,6 +149,12 @@ public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> 
             // A key this batch already waited for in vain is not waited for again.
             long wait = !keysGivenUp.isEmpty() && keysGivenUp.contains(RecordCrypto.keyId(header))
                     ? 0 : lease.keyWaitMs;
+            // Sealed application headers (docs/FORMAT.md section 12): opened, checked and
+            // restored with the value. lastHeader allocates nothing on the usual path.
+            if (SealedHeaders.present(header, SealedHeaders.NONE)
+                    || r.headers().lastHeader(SealedHeaders.NAME) != null) {
+                return openWithHeaders(r, value, bytes, header, binding, key, wait, keysGivenUp);
+            }
             try {
                 RecordCrypto.open(lease, r.topic(), header, binding, key, bytes, wait);
             } catch (E2eeException e) {
@@ -167,6 +179,44 @@ public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> 
         } catch (Throwable t) {
             return drop(r, t.toString());
         }
+    }
+
+    /**
+     * A record with sealed headers: opened with them, and handed on with exactly the headers its
+     * producer sealed (the e2ee, e2ee.h and clear copies, and any header added on the way, go).
+     * In a Streams restore it waits for a missing key without end and stops on anything else, as
+     * for any record.
+     */
+    @SuppressWarnings("unchecked")
+    private ConsumerRecord<K, V> openWithHeaders(ConsumerRecord<K, V> r, Object value, byte[] bytes, byte[] header,
+            int binding, byte[] key, long wait, Set<String> keysGivenUp) {
+        byte[][] sealed = SealedHeaders.sealedValues(r.headers());
+        byte[] visible = SealedHeaders.encode(SealedHeaders.application(r.headers()), Set.of());
+        byte[] list;
+        try {
+            list = RecordCrypto.openRecord(lease, r.topic(), header, sealed, visible, binding, key, bytes, wait);
+        } catch (E2eeException e) {
+            if (restore != null) {
+                // Waits without end for a missing key; stops on anything else.
+                list = restore.openRecordOrStop(r, header, sealed, visible, binding, key, bytes, e);
+            } else {
+                if (e.kind() == E2eeException.Kind.KEY_PENDING) {
+                    keysGivenUp.add(RecordCrypto.keyId(header));
+                }
+                return drop(r, e.kind() + ": " + e.getMessage());
+            }
+        }
+        List<Header> restored = list == null || list.length == 0 ? null : SealedHeaders.decode(list, 1);
+        if (restored == null) {
+            return drop(r, "the record has an e2ee.h header but no sealed headers");
+        }
+        Object plain = value instanceof byte[] ? bytes : new String(bytes, StandardCharsets.UTF_8);
+        if (value instanceof byte[] && SealedHeaders.replace(r.headers(), restored)) {
+            return r;
+        }
+        return new ConsumerRecord<>(r.topic(), r.partition(), r.offset(), r.timestamp(), r.timestampType(),
+                r.serializedKeySize(), r.serializedValueSize(), r.key(), (V) plain,
+                new RecordHeaders(restored.toArray(new Header[0])), r.leaderEpoch());
     }
 
     private ConsumerRecord<K, V> drop(ConsumerRecord<K, V> r, String reason) {

@@ -1,10 +1,13 @@
 package dev.kafkae2ee;
 
 import java.nio.charset.StandardCharsets;
+import java.util.Arrays;
+import java.util.List;
 import java.util.Map;
 import org.apache.kafka.clients.producer.ProducerInterceptor;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
+import org.apache.kafka.common.header.Header;
 import org.apache.kafka.common.header.internals.RecordHeaders;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -38,6 +41,7 @@ public class E2eeProducerInterceptor<K, V> implements ProducerInterceptor<K, V> 
 
     private Engines.Lease lease;
     private InterceptorValues values;
+    private SealedHeaders.Policy headerPolicy;
 
     @Override
     public void configure(Map<String, ?> configs) {
@@ -47,6 +51,7 @@ public class E2eeProducerInterceptor<K, V> implements ProducerInterceptor<K, V> 
                 "value.serializer=dev.kafkae2ee.EncryptingSerializer");
         E2eeConfig config = new E2eeConfig(configs);
         config.refuseConsumerOnly(E2eeProducerInterceptor.class.getName());
+        headerPolicy = SealedHeaders.Policy.of(config);
         lease = Engines.acquire(configs, config, true);
         // A Streams producer (client.id <client id>-StreamThread-<n>-producer): its app may use the
         // interceptors without E2eeSerde, and must still hear that its keys are plaintext.
@@ -72,10 +77,19 @@ public class E2eeProducerInterceptor<K, V> implements ProducerInterceptor<K, V> 
             } else {
                 return refuse(record, "a value of type " + value.getClass().getName() + " with this value serializer");
             }
-            byte[] header = lease.engine.seal(record.topic(), Engine.BIND_UNBOUND, null, bytes);
             RecordHeaders headers = new RecordHeaders(record.headers().toArray());
-            headers.remove(RecordCrypto.HEADER);
-            headers.add(RecordCrypto.HEADER, header);
+            // Sealed application headers (docs/FORMAT.md section 12), unless there are none.
+            List<Header> app = headerPolicy.seal ? SealedHeaders.application(headers) : List.of();
+            if (app.isEmpty()) {
+                byte[] header = lease.engine.seal(record.topic(), Engine.BIND_UNBOUND, null, bytes);
+                RecordCrypto.strip(headers);
+                headers.add(RecordCrypto.HEADER, header);
+            } else {
+                byte[] out = lease.engine.sealRecord(record.topic(), Engine.BIND_UNBOUND, null, bytes,
+                        SealedHeaders.encode(app, headerPolicy.clear));
+                SealedHeaders.applySealed(headers, headerPolicy.clear, Arrays.copyOf(out, Engine.HEADER_LEN),
+                        Arrays.copyOfRange(out, Engine.HEADER_LEN, out.length));
+            }
             Object sealed = value instanceof byte[] ? bytes : new String(bytes, StandardCharsets.ISO_8859_1);
             return new ProducerRecord<>(record.topic(), record.partition(), record.timestamp(), record.key(),
                     (V) sealed, headers);

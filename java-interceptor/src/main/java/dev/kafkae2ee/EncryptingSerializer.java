@@ -1,9 +1,12 @@
 package dev.kafkae2ee;
 
+import java.util.Arrays;
+import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import org.apache.kafka.common.config.ConfigException;
 import org.apache.kafka.common.errors.SerializationException;
+import org.apache.kafka.common.header.Header;
 import org.apache.kafka.common.header.Headers;
 import org.apache.kafka.common.serialization.Serializer;
 import org.apache.kafka.common.utils.Utils;
@@ -29,6 +32,7 @@ public class EncryptingSerializer<T> implements Serializer<T> {
     private Serializer<T> inner;
     private boolean innerIsFresh;
     private Engines.Lease lease;
+    private SealedHeaders.Policy headerPolicy;
 
     @Override
     @SuppressWarnings("unchecked")
@@ -58,6 +62,7 @@ public class EncryptingSerializer<T> implements Serializer<T> {
             throw e;
         }
         inner = created;
+        headerPolicy = SealedHeaders.Policy.of(config);
         innerIsFresh = FRESH_OUTPUT.contains(innerClass.getName());
     }
 
@@ -81,8 +86,18 @@ public class EncryptingSerializer<T> implements Serializer<T> {
             bytes = bytes.clone(); // the inner serializer may hand back the caller's own array
         }
         byte[] header;
+        // Sealed application headers (docs/FORMAT.md section 12), unless there are none.
+        List<Header> app = headerPolicy.seal ? SealedHeaders.application(headers) : List.of();
         try {
-            header = lease.engine.seal(topic, Engine.BIND_UNBOUND, null, bytes);
+            if (app.isEmpty()) {
+                header = lease.engine.seal(topic, Engine.BIND_UNBOUND, null, bytes);
+            } else {
+                byte[] out = lease.engine.sealRecord(topic, Engine.BIND_UNBOUND, null, bytes,
+                        SealedHeaders.encode(app, headerPolicy.clear));
+                SealedHeaders.applySealed(headers, headerPolicy.clear, Arrays.copyOf(out, Engine.HEADER_LEN),
+                        Arrays.copyOfRange(out, Engine.HEADER_LEN, out.length));
+                return bytes;
+            }
         } catch (E2eeException e) {
             throw new SerializationException("kafka-e2ee could not encrypt a record for topic '" + topic
                     + "', so it was not sent: " + e.getMessage(), e);

@@ -156,6 +156,47 @@ final class Engine implements AutoCloseable {
         return header;
     }
 
+    /**
+     * Encrypts {@code value} in place and seals the encoded header list {@code headers}
+     * (docs/FORMAT.md section 12); returns the e2ee header value followed by the e2ee.h value.
+     */
+    byte[] sealRecord(String topic, int binding, byte[] key, byte[] value, byte[] headers) {
+        Topic t = topic(topic);
+        long h = acquire();
+        byte[] out;
+        try {
+            out = sealRecord0(h, t.name, binding, key, value, headers);
+        } finally {
+            release();
+        }
+        if (out == null || out.length < HEADER_LEN) {
+            throw new E2eeException(E2eeException.Kind.INTERNAL, null, "malformed answer from the native engine");
+        }
+        return out;
+    }
+
+    /**
+     * Decrypts {@code value} in place, checking and opening the record's sealed headers: {@code
+     * sealed} are its e2ee.h values, {@code visible} its other headers (but e2ee) encoded. Returns
+     * null if it is plaintext of an unprotected topic, an empty array if it had no sealed headers,
+     * else one byte followed by the encoded header list to restore.
+     */
+    byte[] openRecord(String topic, byte[] header, byte[][] sealed, byte[] visible, int binding, byte[] key,
+            byte[] value) {
+        Topic t = topic(topic);
+        long h = acquire();
+        byte[] out;
+        try {
+            out = openRecord0(h, t.name, header, sealed, visible, binding, key, value);
+        } finally {
+            release();
+        }
+        if (out == null || out.length == 0 || out[0] < 0 || out[0] > 2 || (out[0] != 2 && out.length != 1)) {
+            throw new E2eeException(E2eeException.Kind.INTERNAL, null, "malformed answer from the native engine");
+        }
+        return out[0] == 0 ? null : out[0] == 1 ? new byte[0] : out;
+    }
+
     /** Decrypts {@code value} in place; false if it is plaintext of an unprotected topic. */
     boolean open(String topic, byte[] header, int binding, byte[] key, byte[] value) {
         return open(topic, null, header, binding, key, value);
@@ -343,6 +384,12 @@ final class Engine implements AutoCloseable {
     private static native void checkProperties0(String[] keysAndValues);
 
     private static native String sourceTopic0(String prefix, String topic);
+
+    private static native byte[] sealRecord0(
+            long handle, byte[] topic, int binding, byte[] key, byte[] value, byte[] headers);
+
+    private static native byte[] openRecord0(long handle, byte[] topic, byte[] header, byte[][] sealed,
+            byte[] visible, int binding, byte[] key, byte[] value);
 
     private static native boolean open0(
             long handle, byte[] topic, byte[] mirrored, byte[] header, int binding, byte[] key, byte[] value);

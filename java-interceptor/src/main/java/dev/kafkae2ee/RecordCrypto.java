@@ -73,10 +73,14 @@ final class RecordCrypto {
         return next;
     }
 
-    /** Removes every e2ee header; false if the headers are read-only (the header stays visible). */
+    /**
+     * Removes every e2ee and e2ee.h header; false if the headers are read-only (the header stays
+     * visible).
+     */
     static boolean strip(Headers headers) {
         try {
             headers.remove(HEADER);
+            headers.remove(SealedHeaders.NAME);
             return true;
         } catch (IllegalStateException readOnly) {
             return false;
@@ -129,6 +133,7 @@ final class RecordCrypto {
      */
     static boolean open(Engines.Lease lease, String recordTopic, byte[] header, int binding, byte[] key,
             byte[] value, long waitMs) {
+        // No lambda here: this is the hot path, which allocates nothing (HotPathCheck).
         Engine engine = lease.engine;
         String topic = lease.sourceTopic(recordTopic);
         long deadline = 0;
@@ -136,6 +141,65 @@ final class RecordCrypto {
             try {
                 // the one native call per record
                 return engine.open(topic, recordTopic, header, binding, key, value);
+            } catch (E2eeException e) {
+                if (e.kind() != E2eeException.Kind.KEY_PENDING) {
+                    throw e;
+                }
+                // Read after the failed open: a key that arrived in between is no longer
+                // wanted (wantStatus says so) or has moved the generation, so nothing is missed.
+                long generation = engine.keyGeneration();
+                long now = System.currentTimeMillis();
+                if (deadline == 0) {
+                    deadline = now + waitMs;
+                    lease.metrics.consumerWaited();
+                    lease.control.nudge();
+                    log.debug("waiting up to {} ms for key {} of topic {}", waitMs, keyId(header), topic);
+                }
+                if (now >= deadline) {
+                    lease.metrics.keyWaitTimedOut();
+                    throw new E2eeException(E2eeException.Kind.KEY_PENDING, null, e.getMessage()
+                            + "; gave up after waiting " + waitMs + " ms (" + E2eeConfig.KEY_WAIT_MS + "="
+                            + lease.keyWaitMs + ")");
+                }
+                try {
+                    // Woken by the control plane as soon as a key arrives (signalKeyArrival).
+                    E2eeException.Kind status = engine.wantStatus(topic, header);
+                    while (status == E2eeException.Kind.KEY_PENDING && engine.keyGeneration() == generation
+                            && System.currentTimeMillis() < deadline) {
+                        engine.awaitKeyArrival(generation,
+                                Math.min(WAIT_SLICE_MS, deadline - System.currentTimeMillis()));
+                        status = engine.wantStatus(topic, header);
+                    }
+                } catch (InterruptedException ie) {
+                    Thread.currentThread().interrupt();
+                    throw new E2eeException(E2eeException.Kind.KEY_PENDING, null,
+                            e.getMessage() + "; interrupted while waiting for it");
+                }
+            }
+        }
+    }
+
+    /**
+     * {@link #open} for a record with sealed headers (docs/FORMAT.md section 12): {@code sealed}
+     * are its e2ee.h values, {@code visible} its other headers (but e2ee) encoded. Returns null if
+     * it is plaintext of an unprotected topic, an empty array if it had no sealed headers, else one
+     * byte followed by the encoded list to restore. Opened under the lease's source topic for
+     * {@code recordTopic}, as {@link #open}.
+     */
+    static byte[] openRecord(Engines.Lease lease, String recordTopic, byte[] header, byte[][] sealed,
+            byte[] visible, int binding, byte[] key, byte[] value, long waitMs) {
+        String topic = lease.sourceTopic(recordTopic);
+        return waiting(lease, topic, header, waitMs,
+                () -> lease.engine.openRecord(topic, header, sealed, visible, binding, key, value));
+    }
+
+    private static <T> T waiting(Engines.Lease lease, String topic, byte[] header, long waitMs,
+            java.util.function.Supplier<T> attempt) {
+        Engine engine = lease.engine;
+        long deadline = 0;
+        while (true) {
+            try {
+                return attempt.get();
             } catch (E2eeException e) {
                 if (e.kind() != E2eeException.Kind.KEY_PENDING) {
                     throw e;

@@ -83,6 +83,34 @@ final class StreamsRestore {
         }
     }
 
+    /**
+     * {@link #openOrStop} for a record with sealed headers (docs/FORMAT.md section 12): returns what
+     * {@link RecordCrypto#openRecord} does once its key arrived.
+     */
+    byte[] openRecordOrStop(ConsumerRecord<?, ?> r, byte[] header, byte[][] sealed, byte[] visible, int binding,
+            byte[] key, byte[] value, E2eeException first) {
+        E2eeException e = first;
+        long waitMs = Math.max(lease.keyWaitMs, MIN_WAIT_MS);
+        long since = System.currentTimeMillis() - lease.keyWaitMs; // it has waited once already
+        while (true) {
+            if (e.kind() != E2eeException.Kind.KEY_PENDING || Thread.currentThread().isInterrupted()) {
+                throw stop("the record at " + r.topic() + "-" + r.partition() + " offset " + r.offset(),
+                        e.kind() + ": " + e.getMessage());
+            }
+            log.warn("kafka-e2ee: {} waits for key {} of topic {} (the record at {}-{} offset {}) for {} s so "
+                    + "far; a Streams restore never skips a record.", clientId, RecordCrypto.keyId(header),
+                    r.topic(), r.topic(), r.partition(), r.offset(), (System.currentTimeMillis() - since) / 1000);
+            try {
+                byte[] list = RecordCrypto.openRecord(lease, r.topic(), header, sealed, visible, binding, key, value,
+                        waitMs);
+                log.info("kafka-e2ee: {} got key {}; the restore goes on", clientId, RecordCrypto.keyId(header));
+                return list;
+            } catch (E2eeException next) {
+                e = next;
+            }
+        }
+    }
+
     /** What to throw when {@code what} (a record, a batch) cannot be opened: logged here, at ERROR. */
     Stopped stop(String what, String reason) {
         String message = "kafka-e2ee stopped " + clientId + ": " + what + " cannot be decrypted ("
