@@ -10,7 +10,7 @@ use std::time::Duration;
 use kafka_e2ee_core::exchange::mailbox::{
     Prekeys, SealedEnvelope, KIND_ENVELOPE, KIND_ENVELOPE_HYBRID, KIND_PREKEYS, KIND_PREKEYS_HYBRID,
 };
-use kafka_e2ee_core::format::{RecordHeader, HEADER_NAME};
+use kafka_e2ee_core::format::{RecordHeader, HEADER_NAME, SEALED_HEADERS_NAME};
 use kafka_e2ee_core::trust::{Credential, TopicPattern};
 use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
 
@@ -40,6 +40,12 @@ struct Tally {
     plaintext: u64,
     malformed: u64,
     tombstones: u64,
+    /// Encrypted records whose application headers are sealed (e2ee.h).
+    sealed_headers: u64,
+    /// Encrypted records with application headers in clear (all of them
+    /// with e2ee.headers=clear or from earlier versions; those listed in
+    /// e2ee.headers.clear otherwise).
+    clear_headers: u64,
     /// Offsets of the first few suspicious records, for the report.
     examples: Vec<String>,
     keys: BTreeMap<(String, u32), KeyStats>,
@@ -349,6 +355,12 @@ fn classify(t: &mut Tally, partition: i32, r: &rskafka::record::RecordAndOffset)
         (Some(h), Some(_)) => match RecordHeader::decode(h) {
             Ok(h) => {
                 t.encrypted += 1;
+                t.sealed_headers += u64::from(h.has_sealed_headers());
+                t.clear_headers += u64::from(
+                    rec.headers
+                        .keys()
+                        .any(|k| k != HEADER_NAME && k != SEALED_HEADERS_NAME),
+                );
                 let ts = rec.timestamp.timestamp_millis();
                 let k = t
                     .keys
@@ -379,6 +391,8 @@ fn render(
     let mut text = format!(
         "topic {} ({} partition(s), {} record(s) on the broker; sampled the newest {total})\n\
          \n  encrypted   {:>8}   (well-formed e2ee header; tags are checked by consumers)\
+         \n    headers sealed   {:>8}   (application headers in e2ee.h, docs/FORMAT.md section 12)\
+         \n    headers in clear {:>8}   (readable application headers)\
          \n  plaintext   {:>8}\
          \n  malformed   {:>8}\
          \n  tombstones  {:>8}   (null values stay null)\n",
@@ -386,6 +400,8 @@ fn render(
         samples.len(),
         on_broker,
         t.encrypted,
+        t.sealed_headers,
+        t.clear_headers,
         t.plaintext,
         t.malformed,
         t.tombstones
@@ -479,6 +495,8 @@ fn render(
         ),
         ("sampled", Value::Num(total)),
         ("encrypted", Value::Num(t.encrypted)),
+        ("sealed_headers", Value::Num(t.sealed_headers)),
+        ("clear_headers", Value::Num(t.clear_headers)),
         ("plaintext", Value::Num(t.plaintext)),
         ("malformed", Value::Num(t.malformed)),
         ("tombstones", Value::Num(t.tombstones)),
@@ -525,14 +543,15 @@ mod tests {
         .encode()
     }
 
-    fn envelope(producer: u8, epoch: u32, mailbox: u8) -> Vec<u8> {
+    /// A hybrid envelope (kind 13), or with `classical` a kind 8 one.
+    fn envelope(producer: u8, epoch: u32, mailbox: u8, classical: bool) -> Vec<u8> {
         SealedEnvelope {
             producer: InstanceId([producer; 8]),
             mailbox: InstanceId([mailbox; 8]),
             id: [epoch as u8; 8],
             epoch,
             period: 1,
-            kem_ct: None,
+            kem_ct: (!classical).then(|| vec![0; kafka_e2ee_core::exchange::hybrid::CT_LEN]),
             noise: vec![0; 48],
         }
         .encode()
@@ -543,9 +562,9 @@ mod tests {
         let mut d = Directory::default();
         d.add(&prekeys(1, "keeper-a", true));
         d.add(&prekeys(2, "billing", false));
-        d.add(&envelope(9, 1, 1));
-        d.add(&envelope(9, 1, 2));
-        d.add(&envelope(9, 2, 2));
+        d.add(&envelope(9, 1, 1, false));
+        d.add(&envelope(9, 1, 2, true));
+        d.add(&envelope(9, 2, 2, false));
         d.add(b"garbage");
         let mut t = Tally::default();
         let p = InstanceId([9; 8]).to_string();
@@ -567,7 +586,7 @@ mod tests {
                 .unwrap()
         };
         assert!(
-            line(1).contains("2 mailbox(es): keeper-a (keeper), billing"),
+            line(1).contains("2 mailbox(es): keeper-a (keeper), billing (classical envelope)"),
             "{}",
             out.text
         );
@@ -582,5 +601,35 @@ mod tests {
             "{}",
             out.json
         );
+    }
+
+    #[test]
+    fn sealed_and_clear_application_headers_are_counted() {
+        use std::collections::BTreeMap;
+        let record = |flags: u8, extra: &[&str]| {
+            let mut header = vec![1, flags];
+            header.extend_from_slice(&[9; 8]); // producer
+            header.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1]); // epoch, counter
+            header.extend_from_slice(&[0; 16]); // tag
+            let mut headers = BTreeMap::from([(HEADER_NAME.to_owned(), header)]);
+            for name in extra {
+                headers.insert((*name).to_owned(), b"x".to_vec());
+            }
+            rskafka::record::RecordAndOffset {
+                record: rskafka::record::Record {
+                    key: None,
+                    value: Some(b"v".to_vec()),
+                    headers,
+                    timestamp: rskafka::chrono::DateTime::from_timestamp_millis(0).unwrap(),
+                },
+                offset: 0,
+            }
+        };
+        let mut t = Tally::default();
+        classify(&mut t, 0, &record(0x80, &[SEALED_HEADERS_NAME]));
+        classify(&mut t, 0, &record(0x80, &[SEALED_HEADERS_NAME, "route"]));
+        classify(&mut t, 0, &record(0, &["trace"]));
+        classify(&mut t, 0, &record(0, &[]));
+        assert_eq!((t.encrypted, t.sealed_headers, t.clear_headers), (4, 2, 2));
     }
 }
