@@ -1631,7 +1631,12 @@ impl Sim {
         if let Some(ek) = kem_key {
             let mut m = Zeroizing::new([0u8; 32]);
             self.rng.fill_bytes(&mut *m);
-            let (ct, secret) = hybrid::encapsulate(&ek, &m).unwrap();
+            // The log holds tampered records too: a key that is not a valid
+            // ML-KEM key cannot be sealed to (an honest producer refuses it
+            // the same way).
+            let Ok((ct, secret)) = hybrid::encapsulate(&ek, &m) else {
+                return;
+            };
             env.kem_ct = Some(ct);
             psk = Some(secret);
         }
