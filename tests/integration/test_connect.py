@@ -202,8 +202,26 @@ def test_connect_distributed_two_workers_move_every_line_encrypted(broker, tmp_p
         }
         connectors["sink"] = {"connector.class": "org.apache.kafka.connect.file.FileStreamSinkConnector",
                               "tasks.max": "1", "file": str(sink), "topics": TOPIC}
+        # The sink first, and the sources once its consumer has published its prekeys:
+        # a source task may still be moved by a rebalance while it runs (seen on a
+        # loaded machine), and the producer it leaves behind can only have sealed its
+        # keys to consumers whose prekeys it saw (docs/PROTOCOL.md, section 5a); a
+        # consumer that appears after a producer exited needs a keeper.
+        rest(workers[0].port, "POST", "/connectors", {"name": "sink", "config": connectors["sink"]})
+        keys_log = broker.data_dir / "_e2ee_keys-0"
+        while True:
+            try:
+                status = rest(workers[0].port, "GET", "/connectors/sink/status")
+            except urllib.error.HTTPError as e:  # 404 until the status store has it
+                status = {"tasks": [], "http": e.code}
+            published = b"".join(p.read_bytes() for p in keys_log.glob("*.log")) if keys_log.exists() else b""
+            if [t["state"] for t in status["tasks"]] == ["RUNNING"] and b"KE2X\x01\x0c" in published:
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.5)
         for name, config in connectors.items():
-            rest(workers[0].port, "POST", "/connectors", {"name": name, "config": config})
+            if name != "sink":
+                rest(workers[0].port, "POST", "/connectors", {"name": name, "config": config})
 
         def sink_lines(want: int) -> list[str]:
             got: list[str] = []
