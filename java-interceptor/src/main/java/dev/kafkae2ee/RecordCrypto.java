@@ -142,39 +142,7 @@ final class RecordCrypto {
                 // the one native call per record
                 return engine.open(topic, recordTopic, header, binding, key, value);
             } catch (E2eeException e) {
-                if (e.kind() != E2eeException.Kind.KEY_PENDING) {
-                    throw e;
-                }
-                // Read after the failed open: a key that arrived in between is no longer
-                // wanted (wantStatus says so) or has moved the generation, so nothing is missed.
-                long generation = engine.keyGeneration();
-                long now = System.currentTimeMillis();
-                if (deadline == 0) {
-                    deadline = now + waitMs;
-                    lease.metrics.consumerWaited();
-                    lease.control.nudge();
-                    log.debug("waiting up to {} ms for key {} of topic {}", waitMs, keyId(header), topic);
-                }
-                if (now >= deadline) {
-                    lease.metrics.keyWaitTimedOut();
-                    throw new E2eeException(E2eeException.Kind.KEY_PENDING, null, e.getMessage()
-                            + "; gave up after waiting " + waitMs + " ms (" + E2eeConfig.KEY_WAIT_MS + "="
-                            + lease.keyWaitMs + ")");
-                }
-                try {
-                    // Woken by the control plane as soon as a key arrives (signalKeyArrival).
-                    E2eeException.Kind status = engine.wantStatus(topic, header);
-                    while (status == E2eeException.Kind.KEY_PENDING && engine.keyGeneration() == generation
-                            && System.currentTimeMillis() < deadline) {
-                        engine.awaitKeyArrival(generation,
-                                Math.min(WAIT_SLICE_MS, deadline - System.currentTimeMillis()));
-                        status = engine.wantStatus(topic, header);
-                    }
-                } catch (InterruptedException ie) {
-                    Thread.currentThread().interrupt();
-                    throw new E2eeException(E2eeException.Kind.KEY_PENDING, null,
-                            e.getMessage() + "; interrupted while waiting for it");
-                }
+                deadline = awaitKey(lease, topic, header, waitMs, deadline, e);
             }
         }
     }
@@ -195,46 +163,58 @@ final class RecordCrypto {
 
     private static <T> T waiting(Engines.Lease lease, String topic, byte[] header, long waitMs,
             java.util.function.Supplier<T> attempt) {
-        Engine engine = lease.engine;
         long deadline = 0;
         while (true) {
             try {
                 return attempt.get();
             } catch (E2eeException e) {
-                if (e.kind() != E2eeException.Kind.KEY_PENDING) {
-                    throw e;
-                }
-                // Read after the failed open: a key that arrived in between is no longer
-                // wanted (wantStatus says so) or has moved the generation, so nothing is missed.
-                long generation = engine.keyGeneration();
-                long now = System.currentTimeMillis();
-                if (deadline == 0) {
-                    deadline = now + waitMs;
-                    lease.metrics.consumerWaited();
-                    lease.control.nudge();
-                    log.debug("waiting up to {} ms for key {} of topic {}", waitMs, keyId(header), topic);
-                }
-                if (now >= deadline) {
-                    lease.metrics.keyWaitTimedOut();
-                    throw new E2eeException(E2eeException.Kind.KEY_PENDING, null, e.getMessage()
-                            + "; gave up after waiting " + waitMs + " ms (" + E2eeConfig.KEY_WAIT_MS + "="
-                            + lease.keyWaitMs + ")");
-                }
-                try {
-                    // Woken by the control plane as soon as a key arrives (signalKeyArrival).
-                    E2eeException.Kind status = engine.wantStatus(topic, header);
-                    while (status == E2eeException.Kind.KEY_PENDING && engine.keyGeneration() == generation
-                            && System.currentTimeMillis() < deadline) {
-                        engine.awaitKeyArrival(generation,
-                                Math.min(WAIT_SLICE_MS, deadline - System.currentTimeMillis()));
-                        status = engine.wantStatus(topic, header);
-                    }
-                } catch (InterruptedException ie) {
-                    Thread.currentThread().interrupt();
-                    throw new E2eeException(E2eeException.Kind.KEY_PENDING, null,
-                            e.getMessage() + "; interrupted while waiting for it");
-                }
+                deadline = awaitKey(lease, topic, header, waitMs, deadline, e);
             }
         }
+    }
+
+    /**
+     * After a failed open: rethrows anything but KEY_PENDING; otherwise waits (the control plane
+     * nudged at the first miss) until the key arrives, the wait is over, or {@code deadline}
+     * passes, and returns the deadline (set at the first miss) for the next attempt. Throws
+     * KEY_PENDING once the deadline has passed. Allocates nothing unless it throws or logs.
+     */
+    private static long awaitKey(Engines.Lease lease, String topic, byte[] header, long waitMs, long deadline,
+            E2eeException e) {
+        Engine engine = lease.engine;
+        if (e.kind() != E2eeException.Kind.KEY_PENDING) {
+            throw e;
+        }
+        // Read after the failed open: a key that arrived in between is no longer
+        // wanted (wantStatus says so) or has moved the generation, so nothing is missed.
+        long generation = engine.keyGeneration();
+        long now = System.currentTimeMillis();
+        if (deadline == 0) {
+            deadline = now + waitMs;
+            lease.metrics.consumerWaited();
+            lease.control.nudge();
+            log.debug("waiting up to {} ms for key {} of topic {}", waitMs, keyId(header), topic);
+        }
+        if (now >= deadline) {
+            lease.metrics.keyWaitTimedOut();
+            throw new E2eeException(E2eeException.Kind.KEY_PENDING, null, e.getMessage()
+                    + "; gave up after waiting " + waitMs + " ms (" + E2eeConfig.KEY_WAIT_MS + "="
+                    + lease.keyWaitMs + ")");
+        }
+        try {
+            // Woken by the control plane as soon as a key arrives (signalKeyArrival).
+            E2eeException.Kind status = engine.wantStatus(topic, header);
+            while (status == E2eeException.Kind.KEY_PENDING && engine.keyGeneration() == generation
+                    && System.currentTimeMillis() < deadline) {
+                engine.awaitKeyArrival(generation,
+                        Math.min(WAIT_SLICE_MS, deadline - System.currentTimeMillis()));
+                status = engine.wantStatus(topic, header);
+            }
+        } catch (InterruptedException ie) {
+            Thread.currentThread().interrupt();
+            throw new E2eeException(E2eeException.Kind.KEY_PENDING, null,
+                    e.getMessage() + "; interrupted while waiting for it");
+        }
+        return deadline;
     }
 }

@@ -60,6 +60,27 @@ final class StreamsRestore {
     /** Opens {@code value} in place, waiting as long as its key is pending; throws Stopped otherwise. */
     void openOrStop(ConsumerRecord<?, ?> r, byte[] header, int binding, byte[] key, byte[] value,
             E2eeException first) {
+        untilOpened(r, header, first, waitMs -> RecordCrypto.open(lease, r.topic(), header, binding, key, value,
+                waitMs));
+    }
+
+    /**
+     * {@link #openOrStop} for a record with sealed headers (docs/FORMAT.md section 12): returns what
+     * {@link RecordCrypto#openRecord} does once its key arrived.
+     */
+    byte[] openRecordOrStop(ConsumerRecord<?, ?> r, byte[] header, byte[][] sealed, byte[] visible, int binding,
+            byte[] key, byte[] value, E2eeException first) {
+        return untilOpened(r, header, first, waitMs -> RecordCrypto.openRecord(lease, r.topic(), header, sealed,
+                visible, binding, key, value, waitMs));
+    }
+
+    /**
+     * Retries {@code attempt} (given how long to wait for the key) while the record's key is pending,
+     * logging each round; a record is never skipped. Throws Stopped on any other failure. Off the
+     * hot path: it runs only after a record's key wait ran out once already.
+     */
+    private <T> T untilOpened(ConsumerRecord<?, ?> r, byte[] header, E2eeException first,
+            java.util.function.LongFunction<T> attempt) {
         E2eeException e = first;
         long waitMs = Math.max(lease.keyWaitMs, MIN_WAIT_MS);
         long since = System.currentTimeMillis() - lease.keyWaitMs; // it has waited once already
@@ -74,37 +95,9 @@ final class StreamsRestore {
                     + "e2ee.state.dir needs one of them.", clientId, RecordCrypto.keyId(header), r.topic(),
                     r.topic(), r.partition(), r.offset(), (System.currentTimeMillis() - since) / 1000);
             try {
-                RecordCrypto.open(lease, r.topic(), header, binding, key, value, waitMs);
+                T out = attempt.apply(waitMs);
                 log.info("kafka-e2ee: {} got key {}; the restore goes on", clientId, RecordCrypto.keyId(header));
-                return;
-            } catch (E2eeException next) {
-                e = next;
-            }
-        }
-    }
-
-    /**
-     * {@link #openOrStop} for a record with sealed headers (docs/FORMAT.md section 12): returns what
-     * {@link RecordCrypto#openRecord} does once its key arrived.
-     */
-    byte[] openRecordOrStop(ConsumerRecord<?, ?> r, byte[] header, byte[][] sealed, byte[] visible, int binding,
-            byte[] key, byte[] value, E2eeException first) {
-        E2eeException e = first;
-        long waitMs = Math.max(lease.keyWaitMs, MIN_WAIT_MS);
-        long since = System.currentTimeMillis() - lease.keyWaitMs; // it has waited once already
-        while (true) {
-            if (e.kind() != E2eeException.Kind.KEY_PENDING || Thread.currentThread().isInterrupted()) {
-                throw stop("the record at " + r.topic() + "-" + r.partition() + " offset " + r.offset(),
-                        e.kind() + ": " + e.getMessage());
-            }
-            log.warn("kafka-e2ee: {} waits for key {} of topic {} (the record at {}-{} offset {}) for {} s so "
-                    + "far; a Streams restore never skips a record.", clientId, RecordCrypto.keyId(header),
-                    r.topic(), r.topic(), r.partition(), r.offset(), (System.currentTimeMillis() - since) / 1000);
-            try {
-                byte[] list = RecordCrypto.openRecord(lease, r.topic(), header, sealed, visible, binding, key, value,
-                        waitMs);
-                log.info("kafka-e2ee: {} got key {}; the restore goes on", clientId, RecordCrypto.keyId(header));
-                return list;
+                return out;
             } catch (E2eeException next) {
                 e = next;
             }
