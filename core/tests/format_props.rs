@@ -11,7 +11,8 @@
 use kafka_e2ee_core::format::{
     open_in_place, seal_in_place, seal_in_place_with, Cipher, Compression, DataKey, EpochSecret,
     FormatError, InstanceId, KeyBinding, KeyId, RecordHeader, Sealing, COMPRESSION_MASK,
-    FLAG_AES_256_GCM, FLAG_HEADERS, FLAG_KEY_BOUND, FLAG_KEY_NULL, HEADER_LEN, VERSION,
+    FLAG_AES_256_GCM, FLAG_HEADERS, FLAG_KEY_BOUND, FLAG_KEY_NULL, FLAG_TOKEN_KEY, HEADER_LEN,
+    VERSION,
 };
 use proptest::prelude::*;
 
@@ -388,7 +389,9 @@ fn valid_flags() -> Vec<u8> {
         for cipher in [0x00, FLAG_AES_256_GCM] {
             for compression in [0x00, 0x10, 0x20] {
                 for headers in [0x00, FLAG_HEADERS] {
-                    out.push(binding | cipher | compression | headers);
+                    for token in [0x00, FLAG_TOKEN_KEY] {
+                        out.push(binding | cipher | compression | headers | token);
+                    }
                 }
             }
         }
@@ -400,13 +403,13 @@ fn valid_flags() -> Vec<u8> {
 fn decode_checks_every_flags_byte() {
     let mut bytes = valid_header_bytes();
     let valid = valid_flags();
-    assert_eq!(valid.len(), 36);
+    assert_eq!(valid.len(), 72);
     for flags in 0..=u8::MAX {
         bytes[1] = flags;
         let result = RecordHeader::decode(&bytes);
         if valid.contains(&flags) {
             assert_eq!(result.unwrap().flags, flags);
-        } else if flags & 0b0100_0100 != 0 || flags & COMPRESSION_MASK == COMPRESSION_MASK {
+        } else if flags & 0b0000_0100 != 0 || flags & COMPRESSION_MASK == COMPRESSION_MASK {
             assert_eq!(result, Err(FormatError::ReservedFlags(flags)));
         } else {
             assert_eq!(flags & 3, FLAG_KEY_NULL, "{flags:#04x}");
@@ -419,7 +422,7 @@ fn decode_checks_every_flags_byte() {
 fn open_revalidates_hand_built_headers() {
     let key = DataKey::from_bytes([3; 32]);
     let mut header = RecordHeader::decode(&valid_header_bytes()).unwrap();
-    for reserved in [0x04, 0x40] {
+    for reserved in [0x04, 0x44] {
         header.flags = reserved;
         let mut value = vec![1, 2, 3];
         assert_eq!(

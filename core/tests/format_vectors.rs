@@ -18,9 +18,10 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use kafka_e2ee_core::format::{
-    decode_header_list, encode_header_list, open_in_place, open_record, seal_in_place_with,
-    seal_record, AppHeader, Cipher, Compression, DataKey, EpochSecret, FormatError, InstanceId,
-    KeyBinding, KeyId, RecordHeader, Sealing, FLAG_HEADERS,
+    decode_header_list, encode_header_list, open_in_place, open_record, open_record_parts,
+    seal_in_place_with, seal_record, seal_record_parts, AppHeader, Cipher, Compression, DataKey,
+    EpochSecret, FormatError, InstanceId, KeyBinding, KeyId, RecordExtras, RecordHeader, Sealing,
+    TokenSecret, TokenizedKey, FLAG_HEADERS, FLAG_TOKEN_KEY,
 };
 use serde_json::Value;
 
@@ -66,6 +67,11 @@ fn error_kind(e: &FormatError) -> &'static str {
         FormatError::SealedHeadersDuplicate => "sealed_headers_duplicate",
         FormatError::HeaderList => "header_list",
         FormatError::ClearHeadersMismatch => "clear_headers_mismatch",
+        FormatError::KeyNotTokenizable { .. } => "key_not_tokenizable",
+        FormatError::SealedKeyMissing => "sealed_key_missing",
+        FormatError::SealedKeyUnexpected => "sealed_key_unexpected",
+        FormatError::SealedKeyDuplicate => "sealed_key_duplicate",
+        FormatError::SealedKeyLength => "sealed_key_length",
         other => panic!("no vector name for {other:?}"),
     }
 }
@@ -425,7 +431,12 @@ fn negatives(sealed: &[Sealed]) -> Vec<Negative> {
         expected_error: "key_binding_mismatch",
     });
 
-    let mut n = base("reserved flag bit 6 set", "reserved_flags");
+    // Bit 6 was reserved until FORMAT.md section 13 gave it to TOKEN_KEY:
+    // set on a record sealed without it, the value no longer authenticates.
+    let mut n = base(
+        "flag bit 6 (TOKEN_KEY) set on a record sealed without it",
+        "authentication",
+    );
     n.header[1] |= 0x40;
     out.push(n);
 
@@ -1288,4 +1299,516 @@ fn headers_negative_vectors_fail_as_named() {
         checked += 1;
     }
     assert!(checked >= 13, "only {checked} negative headers vectors");
+}
+
+// ------------------------------------------------ tokenized keys (section 13)
+
+fn keys_vectors_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/vectors/format-v1-keys.json")
+}
+
+const KEYS_TOPIC: &str = "customers";
+
+fn token_secret() -> [u8; 32] {
+    core::array::from_fn(|i| (i as u8).wrapping_mul(13) ^ 0xa7)
+}
+
+/// Keys of every regime: empty, FF1 (3..=15 bytes), PRF (16 and more).
+fn token_keys() -> Vec<Vec<u8>> {
+    vec![
+        b"".to_vec(),
+        b"abc".to_vec(),
+        42u32.to_be_bytes().to_vec(),
+        1_000_042u64.to_be_bytes().to_vec(),
+        b"customer-000042".to_vec(),
+        b"alice@example.com".to_vec(),
+        pattern(16, 3),
+        pattern(300, 9),
+    ]
+}
+
+/// One record sealed with a tokenized key: (description, key id, counter,
+/// sealing, real key, plaintext, headers list).
+#[allow(clippy::type_complexity)]
+fn keyed_records() -> Vec<(
+    &'static str,
+    u32,
+    u32,
+    Sealing,
+    Vec<u8>,
+    Vec<u8>,
+    Option<Vec<u8>>,
+    bool,
+)> {
+    let hdrs = encode_header_list(&[AppHeader {
+        name: "tenant",
+        value: Some(b"acme"),
+        clear: false,
+    }])
+    .unwrap()
+    .to_vec();
+    vec![
+        (
+            "tokenized key, ChaCha20-Poly1305, key not bound",
+            3,
+            0,
+            CHACHA,
+            b"alice@example.com".to_vec(),
+            b"{\"balance\":10}".to_vec(),
+            None,
+            false,
+        ),
+        (
+            "tokenized 8-byte key (FF1), AES-256-GCM, the token bound into the value's AAD",
+            3,
+            1,
+            sealing(Cipher::Aes256Gcm, Compression::None),
+            1_000_042u64.to_be_bytes().to_vec(),
+            b"paid".to_vec(),
+            None,
+            true,
+        ),
+        (
+            "tokenized key with sealed headers, zstd",
+            4,
+            7,
+            sealing(Cipher::ChaCha20Poly1305, Compression::Zstd),
+            b"customer-000042".to_vec(),
+            json_like(400),
+            Some(hdrs),
+            false,
+        ),
+        (
+            "tokenized empty key, tombstone-like empty value",
+            4,
+            8,
+            CHACHA,
+            Vec::new(),
+            Vec::new(),
+            None,
+            true,
+        ),
+    ]
+}
+
+struct KeyedSealed {
+    description: &'static str,
+    epoch: u32,
+    counter: u32,
+    sealing: Sealing,
+    key: Vec<u8>,
+    token: Vec<u8>,
+    bound: bool,
+    plaintext: Vec<u8>,
+    list: Option<Vec<u8>>,
+    data_key: [u8; 32],
+    header: Vec<u8>,
+    ct: Vec<u8>,
+    sealed_headers: Option<Vec<u8>>,
+    sealed_key: Vec<u8>,
+}
+
+const KEYS_PRODUCER: [u8; 8] = *b"keys-001";
+
+fn keys_data_key(epoch: u32) -> (KeyId, DataKey) {
+    let key_id = KeyId {
+        producer: InstanceId(KEYS_PRODUCER),
+        epoch,
+    };
+    let secret = EpochSecret::from_bytes(core::array::from_fn(|i| i as u8 ^ 0x3c));
+    (key_id, DataKey::derive(&secret, key_id, KEYS_TOPIC))
+}
+
+fn binding_of(bound: bool, token: &[u8]) -> KeyBinding<'_> {
+    if bound {
+        KeyBinding::Bytes(token)
+    } else {
+        KeyBinding::Unbound
+    }
+}
+
+fn seal_keyed() -> Vec<KeyedSealed> {
+    let ts = TokenSecret::from_bytes(token_secret());
+    keyed_records()
+        .into_iter()
+        .map(
+            |(description, epoch, counter, sealing, key, plaintext, list, bound)| {
+                let (key_id, dk) = keys_data_key(epoch);
+                let token = ts.token(KEYS_TOPIC, &key).unwrap().to_vec();
+                let mut ct = plaintext.clone();
+                let r = seal_record_parts(
+                    &dk,
+                    key_id,
+                    counter,
+                    KEYS_TOPIC,
+                    binding_of(bound, &token),
+                    sealing,
+                    &mut ct,
+                    list.as_deref(),
+                    Some(TokenizedKey {
+                        token: &token,
+                        key: &key,
+                    }),
+                )
+                .unwrap();
+                assert!(r.header.has_token_key());
+                KeyedSealed {
+                    description,
+                    epoch,
+                    counter,
+                    sealing,
+                    key,
+                    token,
+                    bound,
+                    plaintext,
+                    list,
+                    data_key: *dk.as_bytes(),
+                    header: r.header.encode().to_vec(),
+                    ct,
+                    sealed_headers: r.sealed_headers,
+                    sealed_key: r.sealed_key.unwrap(),
+                }
+            },
+        )
+        .collect()
+}
+
+/// (description, record index, e2ee.k values, key on the wire, header, expected error)
+#[allow(clippy::type_complexity)]
+fn keyed_negatives(
+    all: &[KeyedSealed],
+) -> Vec<(
+    String,
+    usize,
+    Vec<Vec<u8>>,
+    Option<Vec<u8>>,
+    Vec<u8>,
+    &'static str,
+)> {
+    let mut out = Vec::new();
+    let mut neg = |d: &str,
+                   i: usize,
+                   f: &dyn Fn(&mut Vec<Vec<u8>>, &mut Option<Vec<u8>>, &mut Vec<u8>),
+                   e| {
+        let s: &KeyedSealed = &all[i];
+        let (mut sealed, mut wire, mut header) = (
+            vec![s.sealed_key.clone()],
+            Some(s.token.clone()),
+            s.header.clone(),
+        );
+        f(&mut sealed, &mut wire, &mut header);
+        out.push((d.to_owned(), i, sealed, wire, header, e));
+    };
+    neg(
+        "e2ee.k bit flipped",
+        0,
+        &|s, _, _| s[0][0] ^= 1,
+        "authentication",
+    );
+    neg(
+        "e2ee.k tag bit flipped",
+        0,
+        &|s, _, _| *s[0].last_mut().unwrap() ^= 0x80,
+        "authentication",
+    );
+    neg(
+        "e2ee.k truncated to 15 bytes",
+        0,
+        &|s, _, _| s[0].truncate(15),
+        "authentication",
+    );
+    neg(
+        "e2ee.k stripped",
+        0,
+        &|s, _, _| s.clear(),
+        "sealed_key_missing",
+    );
+    neg(
+        "e2ee.k duplicated",
+        0,
+        &|s, _, _| s.push(s[0].clone()),
+        "sealed_key_duplicate",
+    );
+    neg(
+        "TOKEN_KEY flag stripped, e2ee.k kept",
+        0,
+        &|_, _, h| h[1] &= !FLAG_TOKEN_KEY,
+        "sealed_key_unexpected",
+    );
+    neg(
+        "TOKEN_KEY flag and e2ee.k stripped",
+        0,
+        &|s, _, h| {
+            h[1] &= !FLAG_TOKEN_KEY;
+            s.clear();
+        },
+        "authentication",
+    );
+    neg(
+        "the token on the wire changed (same length)",
+        0,
+        &|_, w, _| {
+            w.as_mut().unwrap()[0] ^= 1;
+        },
+        "authentication",
+    );
+    neg(
+        "the token on the wire replaced by a null key",
+        0,
+        &|_, w, _| *w = None,
+        "sealed_key_unexpected",
+    );
+    neg(
+        "e2ee.k of another record (counter 1) spliced in",
+        1,
+        &|s, _, _| {
+            s[0] = all[0].sealed_key.clone();
+        },
+        "authentication",
+    );
+    neg(
+        "the token on the wire changed under a bound key",
+        1,
+        &|_, w, _| {
+            w.as_mut().unwrap()[7] ^= 0x10;
+        },
+        "authentication",
+    );
+    out
+}
+
+fn keys_token_json() -> Vec<Value> {
+    let ts = TokenSecret::from_bytes(token_secret());
+    token_keys()
+        .iter()
+        .map(|k| {
+            serde_json::json!({
+                "description": format!("token of a {}-byte key", k.len()),
+                "token_secret": hex(&token_secret()),
+                "topic": KEYS_TOPIC,
+                "key": hex(k),
+                "token": hex(&ts.token(KEYS_TOPIC, k).unwrap()),
+            })
+        })
+        .collect()
+}
+
+#[test]
+#[ignore = "regenerates tests/vectors/format-v1-keys.json; needs KAFKA_E2EE_BLESS=1"]
+fn bless_keys_vectors() {
+    assert_eq!(std::env::var("KAFKA_E2EE_BLESS").as_deref(), Ok("1"));
+    let sealed = seal_keyed();
+    let mut out = keys_token_json();
+    for s in &sealed {
+        let dk = DataKey::from_bytes(s.data_key);
+        let mut v = serde_json::json!({
+            "description": s.description,
+            "token_secret": hex(&token_secret()),
+            "producer": hex(&KEYS_PRODUCER),
+            "epoch": s.epoch,
+            "counter": s.counter,
+            "topic": KEYS_TOPIC,
+            "key": hex(&s.key),
+            "token": hex(&s.token),
+            "key_bound": s.bound,
+            "plaintext": hex(&s.plaintext),
+            "cipher": s.sealing.cipher.name(),
+            "compression": s.sealing.compression.name(),
+            "data_key": hex(&s.data_key),
+            "record_key_key": hex(&*dk.record_key_key(s.sealing.cipher)),
+            "header": hex(&s.header),
+            "ciphertext": hex(&s.ct),
+            "sealed_key": hex(&s.sealed_key),
+        });
+        if let (Some(l), Some(h)) = (&s.list, &s.sealed_headers) {
+            v["header_list"] = Value::String(hex(l));
+            v["sealed_headers"] = Value::String(hex(h));
+        }
+        out.push(v);
+    }
+    for (d, i, sealed_keys, wire, header, e) in keyed_negatives(&sealed) {
+        let s = &sealed[i];
+        let mut v = serde_json::json!({
+            "description": format!("NEGATIVE: {d}"),
+            "data_key": hex(&s.data_key),
+            "topic": KEYS_TOPIC,
+            "key_bound": s.bound,
+            "header": hex(&header),
+            "ciphertext": hex(&s.ct),
+            "sealed_keys": sealed_keys.iter().map(|k| hex(k)).collect::<Vec<_>>(),
+            "wire_key": wire.as_deref().map(hex),
+            "expected_error": e,
+        });
+        if let Some(h) = &s.sealed_headers {
+            v["sealed_headers"] = Value::String(hex(h));
+        }
+        out.push(v);
+    }
+    let text = serde_json::to_string_pretty(&Value::Array(out)).unwrap() + "\n";
+    std::fs::write(keys_vectors_path(), text).unwrap();
+}
+
+fn load_keys() -> Vec<Value> {
+    let text = std::fs::read_to_string(keys_vectors_path()).unwrap();
+    match serde_json::from_str(&text).unwrap() {
+        Value::Array(items) => items,
+        other => panic!("vectors file is not an array: {other}"),
+    }
+}
+
+fn opt_hex(v: &Value, name: &str) -> Option<Vec<u8>> {
+    v.get(name).and_then(Value::as_str).map(unhex)
+}
+
+#[test]
+fn keys_vectors_tokens_seal_and_open() {
+    let (mut tokens, mut records) = (0, 0);
+    for v in load_keys()
+        .iter()
+        .filter(|v| v.get("expected_error").is_none())
+    {
+        let what = field(v, "description");
+        let ts = TokenSecret::from_bytes(unhex(field(v, "token_secret")).try_into().unwrap());
+        let topic = field(v, "topic");
+        let key = unhex(field(v, "key"));
+        let token = ts.token(topic, &key).unwrap();
+        assert_eq!(hex(&token), field(v, "token"), "{what}: token");
+        assert_eq!(token.len(), key.len(), "{what}: length-preserving");
+        let Some(epoch) = v.get("epoch") else {
+            tokens += 1;
+            continue;
+        };
+        let (key_id, dk) = keys_data_key(u32::try_from(epoch.as_u64().unwrap()).unwrap());
+        assert_eq!(hex(dk.as_bytes()), field(v, "data_key"), "{what}");
+        let cipher = Cipher::from_name(field(v, "cipher")).unwrap();
+        let compression = Compression::from_name(field(v, "compression")).unwrap();
+        assert_eq!(
+            hex(&*dk.record_key_key(cipher)),
+            field(v, "record_key_key"),
+            "{what}"
+        );
+        let bound = v["key_bound"].as_bool().unwrap();
+        let list = opt_hex(v, "header_list");
+        let plaintext = unhex(field(v, "plaintext"));
+        let mut buf = plaintext.clone();
+        let r = seal_record_parts(
+            &dk,
+            key_id,
+            num(v, "counter"),
+            topic,
+            binding_of(bound, &token),
+            Sealing {
+                cipher,
+                compression,
+            },
+            &mut buf,
+            list.as_deref(),
+            Some(TokenizedKey {
+                token: &token,
+                key: &key,
+            }),
+        )
+        .unwrap();
+        assert_eq!(
+            hex(&r.header.encode()),
+            field(v, "header"),
+            "{what}: header"
+        );
+        assert_eq!(hex(&buf), field(v, "ciphertext"), "{what}: ciphertext");
+        let sealed_key = r.sealed_key.unwrap();
+        assert_eq!(
+            hex(&sealed_key),
+            field(v, "sealed_key"),
+            "{what}: sealed key"
+        );
+        assert_eq!(
+            r.sealed_headers.as_deref().map(hex),
+            opt_hex(v, "sealed_headers").as_deref().map(hex)
+        );
+        let sh: Vec<&[u8]> = r.sealed_headers.iter().map(Vec::as_slice).collect();
+        let opened = open_record_parts(
+            &dk,
+            &r.header,
+            topic,
+            binding_of(bound, &token),
+            &mut buf,
+            RecordExtras {
+                sealed_headers: &sh,
+                wire_key: Some(&token),
+                sealed_keys: &[&sealed_key],
+                ..RecordExtras::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(buf, plaintext, "{what}: value");
+        assert_eq!(
+            opened.key.as_deref().map(Vec::as_slice),
+            Some(&key[..]),
+            "{what}: key"
+        );
+        assert_eq!(
+            opened.headers.as_deref().map(Vec::as_slice),
+            list.as_deref()
+        );
+        records += 1;
+    }
+    assert!(
+        tokens >= 8 && records >= 4,
+        "{tokens} token and {records} record vectors"
+    );
+}
+
+#[test]
+fn keys_negative_vectors_fail_as_named() {
+    let mut checked = 0;
+    for v in load_keys()
+        .iter()
+        .filter(|v| v.get("expected_error").is_some())
+    {
+        let what = field(v, "description");
+        let dk = DataKey::from_bytes(unhex(field(v, "data_key")).try_into().unwrap());
+        let wire = v["wire_key"].as_str().map(unhex);
+        let sealed_keys: Vec<Vec<u8>> = v["sealed_keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| unhex(s.as_str().unwrap()))
+            .collect();
+        let sealed_keys: Vec<&[u8]> = sealed_keys.iter().map(Vec::as_slice).collect();
+        let sh = opt_hex(v, "sealed_headers");
+        let sh: Vec<&[u8]> = sh.iter().map(Vec::as_slice).collect();
+        let ciphertext = unhex(field(v, "ciphertext"));
+        let mut buf = ciphertext.clone();
+        let bound = v["key_bound"].as_bool().unwrap();
+        let binding = match (&wire, bound) {
+            (_, false) => KeyBinding::Unbound,
+            (Some(w), true) => KeyBinding::Bytes(w),
+            (None, true) => KeyBinding::Null,
+        };
+        let err = RecordHeader::decode(&unhex(field(v, "header")))
+            .and_then(|header| {
+                open_record_parts(
+                    &dk,
+                    &header,
+                    field(v, "topic"),
+                    binding,
+                    &mut buf,
+                    RecordExtras {
+                        sealed_headers: &sh,
+                        wire_key: wire.as_deref(),
+                        sealed_keys: &sealed_keys,
+                        ..RecordExtras::default()
+                    },
+                )
+            })
+            .expect_err(what);
+        assert_eq!(
+            error_kind(&err),
+            field(v, "expected_error"),
+            "{what}: {err}"
+        );
+        assert_eq!(buf, ciphertext, "{what}: value must be unchanged");
+        checked += 1;
+    }
+    assert!(checked >= 11, "only {checked} negative keys vectors");
 }

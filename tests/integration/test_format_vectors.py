@@ -73,3 +73,40 @@ def test_python_checker_rejects_a_wrong_headers_vector(tmp_path):
     path.write_text(json.dumps(vectors))
     r = subprocess.run([sys.executable, str(CHECKER), str(path)], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
+
+
+KEYS_VECTORS = ROOT / "tests" / "vectors" / "format-v1-keys.json"
+
+
+def test_python_checker_accepts_every_keys_vector():
+    # Tokenized record keys (docs/FORMAT.md section 13): the tokens (FF1
+    # and PRF regimes) and records whose real key travels in e2ee.k.
+    vectors = json.loads(KEYS_VECTORS.read_text())
+    tokens = [v for v in vectors if "epoch" not in v and "expected_error" not in v]
+    records = [v for v in vectors if "epoch" in v]
+    negative = [v for v in vectors if "expected_error" in v]
+    r = subprocess.run([sys.executable, str(CHECKER), str(KEYS_VECTORS)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip() == (f"ok: {len(tokens)} token, {len(records)} record and "
+                                f"{len(negative)} negative keys vectors")
+    lengths = {len(v["key"]) // 2 for v in tokens}
+    assert 0 in lengths and any(3 <= n < 16 for n in lengths) and any(n >= 16 for n in lengths)
+    assert {v["expected_error"] for v in negative} >= {
+        "authentication", "sealed_key_missing", "sealed_key_duplicate", "sealed_key_unexpected"}
+
+
+def test_python_checker_rejects_a_wrong_token(tmp_path):
+    # One flipped bit of an FF1 token, and of a sealed key, each fail.
+    for field, pick in (("token", lambda v: "epoch" not in v and 3 <= len(v["key"]) // 2 < 16),
+                        ("sealed_key", lambda v: "epoch" in v)):
+        vectors = json.loads(KEYS_VECTORS.read_text())
+        v = next(v for v in vectors if "expected_error" not in v and pick(v))
+        b = bytearray.fromhex(v[field])
+        b[0] ^= 1
+        v[field] = b.hex()
+        path = tmp_path / f"bad-{field}.json"
+        path.write_text(json.dumps(vectors))
+        r = subprocess.run([sys.executable, str(CHECKER), str(path)], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode != 0, field

@@ -5,9 +5,13 @@ and `lz4` packages.
 
     python3 tests/vectors/check_format_v1.py [tests/vectors/format-v1.json]
     python3 tests/vectors/check_format_v1.py tests/vectors/format-v1-headers.json
+    python3 tests/vectors/check_format_v1.py tests/vectors/format-v1-keys.json
 
 Vectors with sealed application headers (FORMAT.md section 12) carry
-`headers`, `header_list`, `headers_key` and `sealed_headers`.
+`headers`, `header_list`, `headers_key` and `sealed_headers`. The keys file
+(section 13) has tokens of record keys and records sealed with a tokenized
+key; FF1 is written here from NIST SP 800-38G (a test oracle: the product
+uses the `fpe` crate), so the bit order of section 13.1 is checked too.
 """
 import json
 import struct
@@ -17,6 +21,7 @@ import lz4.block
 import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -61,7 +66,7 @@ def decode(header):
     if header[0] != 1:
         raise FormatError("unsupported_version")
     flags = header[1]
-    if flags & 0x44 or flags & COMPRESSION == COMPRESSION:
+    if flags & 0x04 or flags & COMPRESSION == COMPRESSION:
         raise FormatError("reserved_flags")
     if flags & 0x02 and not flags & 0x01:
         raise FormatError("key_null_without_key_bound")
@@ -239,8 +244,145 @@ def seal(key, producer, epoch, counter, topic, binding, plaintext, cipher, compr
     return head + tag, ct, sealed
 
 
+TOKEN_KEY = 0x40
+
+
+def hkdf(salt, ikm, info, length):
+    return HKDF(hashes.SHA256(), length, salt, info).derive(ikm)
+
+
+def ff1_radix2(key, tweak, bits):
+    """NIST SP 800-38G Algorithm 7 (FF1) for radix 2: `bits` is a list of
+    0/1 numerals, most significant first."""
+    n, t = len(bits), len(tweak)
+    u, v = n // 2, n - n // 2
+    a, b = bits[:u], bits[u:]
+    blen = (v + 7) // 8
+    d = 4 * ((blen + 3) // 4) + 4
+    p = bytes([1, 2, 1]) + (2).to_bytes(3, "big") + bytes([10, u % 256]) + n.to_bytes(4, "big") \
+        + t.to_bytes(4, "big")
+    ecb = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+
+    def prf(x):
+        y = bytes(16)
+        for j in range(0, len(x), 16):
+            y = ecb.update(bytes(i ^ k for i, k in zip(y, x[j:j + 16])))
+        return y
+
+    def num(xs):
+        return int("".join(map(str, xs)), 2) if xs else 0
+
+    for i in range(10):
+        q = tweak + bytes((-t - blen - 1) % 16) + bytes([i]) + num(b).to_bytes(blen, "big")
+        r = prf(p + q)
+        s = r
+        for j in range(1, (d + 15) // 16):
+            s += ecb.update(bytes(x ^ y for x, y in zip(r, j.to_bytes(16, "big"))))
+        y = int.from_bytes(s[:d], "big")
+        m = u if i % 2 == 0 else v
+        c = (num(a) + y) % (1 << m)
+        a, b = b, [int(ch) for ch in format(c, "0%db" % m)] if m else []
+    return a + b
+
+
+def token(secret, topic, key):
+    """Section 13.1."""
+    n = len(key)
+    if n == 0:
+        return b""
+    if n < 3 or n > 255 * 32:
+        raise FormatError("key_not_tokenizable")
+    if n < 16:
+        k = hkdf(b"kafka-e2ee/v1/key-token", secret, b"ff1-aes-256", 32)
+        bits = [(byte >> i) & 1 for byte in key for i in range(8)]
+        out = ff1_radix2(k, topic, bits)
+        return bytes(sum(out[8 * j + i] << i for i in range(8)) for j in range(n))
+    prf = hkdf(b"kafka-e2ee/v1/key-token", secret, b"hkdf-sha256", 32)
+    ikm = struct.pack(">H", len(topic)) + topic + key
+    return hkdf(prf, ikm, b"kafka-e2ee/v1/key-token/expand", n)
+
+
+def record_key_aead(key, flags):
+    k = hkdf(b"kafka-e2ee/v1/record-key-key", key, cipher_of(flags).encode(), 32)
+    return AESGCM(k) if flags & AES_256_GCM else ChaCha20Poly1305(k)
+
+
+def key_aad(topic, header, wire):
+    return b"kafka-e2ee/v1/record-key" + struct.pack(">H", len(topic)) + topic + header[:18] \
+        + struct.pack(">I", len(wire)) + wire
+
+
+def open_key(key, header, topic, wire, sealed):
+    """Section 13.3: the real key, or None for a record without TOKEN_KEY."""
+    decode(header)
+    flags = header[1]
+    if not flags & TOKEN_KEY:
+        if sealed:
+            raise FormatError("sealed_key_unexpected")
+        return None
+    if not sealed:
+        raise FormatError("sealed_key_missing")
+    if len(sealed) > 1:
+        raise FormatError("sealed_key_duplicate")
+    if wire is None:
+        raise FormatError("sealed_key_unexpected")
+    if len(sealed[0]) < 16:
+        raise FormatError("authentication")
+    try:
+        real = record_key_aead(key, flags).decrypt(nonce(header), sealed[0], key_aad(topic, header, wire))
+    except InvalidTag:
+        raise FormatError("authentication")
+    if len(real) != len(wire):
+        raise FormatError("sealed_key_length")
+    return real
+
+
+def main_keys(vectors):
+    tokens = records = neg = 0
+    for v in vectors:
+        topic = v["topic"].encode("utf-8")
+        if "expected_error" in v:
+            header = bytes.fromhex(v["header"])
+            wire = None if v["wire_key"] is None else bytes.fromhex(v["wire_key"])
+            binding = "unbound" if not v["key_bound"] else ("null" if wire is None else wire.hex())
+            sealed_h = [bytes.fromhex(v["sealed_headers"])] if "sealed_headers" in v else []
+            try:
+                dk = bytes.fromhex(v["data_key"])
+                open_key(dk, header, topic, wire, [bytes.fromhex(k) for k in v["sealed_keys"]])
+                open_record(dk, header, topic, binding, bytes.fromhex(v["ciphertext"]), sealed_h)
+            except FormatError as e:
+                assert e.kind == v["expected_error"], (v["description"], e.kind)
+            else:
+                raise AssertionError("opened: " + v["description"])
+            neg += 1
+            continue
+        secret, key = bytes.fromhex(v["token_secret"]), bytes.fromhex(v["key"])
+        tok = token(secret, topic, key)
+        assert tok.hex() == v["token"], v["description"]
+        if "epoch" not in v:
+            tokens += 1
+            continue
+        dk = bytes.fromhex(v["data_key"])
+        header, ct = bytes.fromhex(v["header"]), bytes.fromhex(v["ciphertext"])
+        assert header[1] & TOKEN_KEY, v["description"]
+        real = open_key(dk, header, topic, tok, [bytes.fromhex(v["sealed_key"])])
+        assert real == key, v["description"]
+        # Sealing again reproduces e2ee.k.
+        again = record_key_aead(dk, header[1]).encrypt(nonce(header), key, key_aad(topic, header, tok))
+        assert again.hex() == v["sealed_key"], v["description"]
+        binding = tok.hex() if v["key_bound"] else "unbound"
+        sealed_h = [bytes.fromhex(v["sealed_headers"])] if "sealed_headers" in v else []
+        opened, _, listed = open_record(dk, header, topic, binding, ct, sealed_h)
+        assert opened == bytes.fromhex(v["plaintext"]), v["description"]
+        assert (listed.hex() if listed is not None else None) == v.get("header_list"), v["description"]
+        records += 1
+    print(f"ok: {tokens} token, {records} record and {neg} negative keys vectors")
+
+
 def main(path):
     vectors = json.load(open(path, encoding="utf-8"))
+    if any("token" in v or "sealed_keys" in v for v in vectors):
+        return main_keys(vectors)
     pos = neg = 0
     for v in vectors:
         topic = bytes.fromhex(v["topic_hex"])

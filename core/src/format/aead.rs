@@ -11,11 +11,57 @@ use super::headers::{
     check_clear_headers, decode_header_list, open_headers, seal_headers, select_sealed_headers,
     AppHeader,
 };
+use super::keytoken::{open_key, seal_key, select_sealed_key};
 use super::{
     BindingKind, Cipher, Compression, DataKey, FormatError, KeyId, RecordHeader, Sealing,
     COMPRESSION_LZ4, COMPRESSION_ZSTD, FLAG_AES_256_GCM, FLAG_HEADERS, FLAG_KEY_BOUND,
-    FLAG_KEY_NULL, VERSION,
+    FLAG_KEY_NULL, FLAG_TOKEN_KEY, VERSION,
 };
+
+/// A tokenized record key, for sealing (docs/FORMAT.md section 13): the
+/// token the broker sees and the real key that travels sealed. `Debug`
+/// shows only the length.
+#[derive(Clone, Copy)]
+pub struct TokenizedKey<'a> {
+    pub token: &'a [u8],
+    pub key: &'a [u8],
+}
+
+impl core::fmt::Debug for TokenizedKey<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "TokenizedKey({} bytes)", self.key.len())
+    }
+}
+
+/// What sealing a whole record produced: its `e2ee` header, and the values
+/// of its `e2ee.h` and `e2ee.k` headers if it has them.
+#[derive(Debug)]
+pub struct SealedRecord {
+    pub header: RecordHeader,
+    pub sealed_headers: Option<Vec<u8>>,
+    pub sealed_key: Option<Vec<u8>>,
+}
+
+/// What a record carries besides its `e2ee` header and value, for opening
+/// it whole ([`open_record_parts`]): the values of every `e2ee.h` and every
+/// `e2ee.k` header, in order; its other headers (but `e2ee`), in order, for
+/// the clear-header check; and its key as it came off the wire.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RecordExtras<'a> {
+    pub sealed_headers: &'a [&'a [u8]],
+    pub visible: &'a [AppHeader<'a>],
+    pub wire_key: Option<&'a [u8]>,
+    pub sealed_keys: &'a [&'a [u8]],
+}
+
+/// What opening a whole record restored besides its value.
+#[derive(Debug, Default)]
+pub struct OpenedExtras {
+    /// The encoded application header list, if the record had one.
+    pub headers: Option<Zeroizing<Vec<u8>>>,
+    /// The real record key, if the record's key was a token.
+    pub key: Option<Zeroizing<Vec<u8>>>,
+}
 
 /// First bytes of every AAD: names the format and its version, so AADs of
 /// this format can never collide with another use of the same key.
@@ -139,6 +185,29 @@ pub fn seal_record(
     value: &mut [u8],
     headers: Option<&[u8]>,
 ) -> Result<(RecordHeader, Option<Vec<u8>>), FormatError> {
+    seal_record_parts(
+        key, key_id, counter, topic, binding, sealing, value, headers, None,
+    )
+    .map(|r| (r.header, r.sealed_headers))
+}
+
+/// [`seal_record`], and if `tokenized` is given, seals the real record key
+/// too: sets FLAG_TOKEN_KEY and returns the value of the
+/// [`SEALED_KEY_NAME`](super::SEALED_KEY_NAME) header to attach
+/// (docs/FORMAT.md section 13). `binding` describes the key on the wire,
+/// which is the token. On error the value is unchanged.
+#[allow(clippy::too_many_arguments)]
+pub fn seal_record_parts(
+    key: &DataKey,
+    key_id: KeyId,
+    counter: u32,
+    topic: &str,
+    binding: KeyBinding<'_>,
+    sealing: Sealing,
+    value: &mut [u8],
+    headers: Option<&[u8]>,
+    tokenized: Option<TokenizedKey<'_>>,
+) -> Result<SealedRecord, FormatError> {
     check_value_len(sealing.cipher, value)?;
     let compressed = compress(sealing.compression, value);
     let mut flags = binding.flags();
@@ -155,6 +224,9 @@ pub fn seal_record(
     if headers.is_some() {
         flags |= FLAG_HEADERS;
     }
+    if tokenized.is_some() {
+        flags |= FLAG_TOKEN_KEY;
+    }
     let mut header = RecordHeader {
         version: VERSION,
         flags,
@@ -166,6 +238,10 @@ pub fn seal_record(
     // it as it was.
     let sealed_headers = match headers {
         Some(plain) => Some(seal_headers(key, &header, topic, plain)?),
+        None => None,
+    };
+    let sealed_key = match tokenized {
+        Some(t) => Some(seal_key(key, &header, topic, t.token, t.key)?),
         None => None,
     };
     let nonce = nonce(key_id.epoch, counter);
@@ -190,7 +266,11 @@ pub fn seal_record(
             tag
         }
     };
-    Ok((header, sealed_headers))
+    Ok(SealedRecord {
+        header,
+        sealed_headers,
+        sealed_key,
+    })
 }
 
 /// Opens a whole record: checks that it carries a sealed-headers value
@@ -210,11 +290,41 @@ pub fn open_record(
     sealed_headers: &[&[u8]],
     visible: &[AppHeader<'_>],
 ) -> Result<Option<Zeroizing<Vec<u8>>>, FormatError> {
+    let extras = RecordExtras {
+        sealed_headers,
+        visible,
+        ..RecordExtras::default()
+    };
+    open_record_parts(key, header, topic, binding, value, extras).map(|o| o.headers)
+}
+
+/// [`open_record`], and for a record whose key is a token (FLAG_TOKEN_KEY),
+/// opens its one [`SEALED_KEY_NAME`](super::SEALED_KEY_NAME) value against
+/// the key on the wire and returns the real key (docs/FORMAT.md section
+/// 13). A record must have exactly one sealed key if its header says so
+/// (and a key on the wire), and none otherwise. On any error the value is
+/// unchanged.
+pub fn open_record_parts(
+    key: &DataKey,
+    header: &RecordHeader,
+    topic: &str,
+    binding: KeyBinding<'_>,
+    value: &mut [u8],
+    extras: RecordExtras<'_>,
+) -> Result<OpenedExtras, FormatError> {
     header.validate()?;
     let (sealed, opened) = (header.binding_kind(), binding.kind());
     if sealed != opened {
         return Err(FormatError::KeyBindingMismatch { sealed, opened });
     }
+    let real_key = match select_sealed_key(header, extras.sealed_keys)? {
+        Some(s) => {
+            let token = extras.wire_key.ok_or(FormatError::SealedKeyUnexpected)?;
+            Some(open_key(key, header, topic, token, s)?)
+        }
+        None => None,
+    };
+    let (sealed_headers, visible) = (extras.sealed_headers, extras.visible);
     let headers = match select_sealed_headers(header, sealed_headers)? {
         Some(s) => {
             let plain = open_headers(key, header, topic, s)?;
@@ -224,7 +334,10 @@ pub fn open_record(
         None => None,
     };
     open_in_place(key, header, topic, binding, value)?;
-    Ok(headers)
+    Ok(OpenedExtras {
+        headers,
+        key: real_key,
+    })
 }
 
 /// Verifies and decrypts `value` in place, whichever cipher and compression

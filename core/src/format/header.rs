@@ -27,11 +27,20 @@ pub const COMPRESSION_LZ4: u8 = 0b0010_0000;
 /// record as reserved flags: it never hands an application a record
 /// without its headers.
 pub const FLAG_HEADERS: u8 = 0b1000_0000;
-/// Flag bits 2 and 6: reserved, must be zero. (Bits 2 and 6 stay reserved
-/// so that headers older builds rejected, and the vectors that say so, stay
-/// rejected.)
-pub const FLAG_RESERVED: u8 =
-    !(FLAG_KEY_BOUND | FLAG_KEY_NULL | FLAG_AES_256_GCM | COMPRESSION_MASK | FLAG_HEADERS);
+/// Flag bit 6: the record key on the wire is a token of the real key,
+/// which travels sealed in the one
+/// [`SEALED_KEY_NAME`](super::SEALED_KEY_NAME) record header
+/// (docs/FORMAT.md section 13). A reader built before it rejects such a
+/// record as reserved flags: it never hands an application the token as
+/// the key.
+pub const FLAG_TOKEN_KEY: u8 = 0b0100_0000;
+/// Flag bit 2: reserved, must be zero.
+pub const FLAG_RESERVED: u8 = !(FLAG_KEY_BOUND
+    | FLAG_KEY_NULL
+    | FLAG_AES_256_GCM
+    | COMPRESSION_MASK
+    | FLAG_TOKEN_KEY
+    | FLAG_HEADERS);
 
 /// Bytes of the header that the AAD covers: everything but the tag.
 pub(crate) const AUTHENTICATED_LEN: usize = 18;
@@ -156,6 +165,12 @@ impl RecordHeader {
     /// [`SEALED_HEADERS_NAME`](super::SEALED_HEADERS_NAME) header.
     pub fn has_sealed_headers(&self) -> bool {
         self.flags & FLAG_HEADERS != 0
+    }
+
+    /// Whether the record key on the wire is a token and the real key is
+    /// sealed in a [`SEALED_KEY_NAME`](super::SEALED_KEY_NAME) header.
+    pub fn has_token_key(&self) -> bool {
+        self.flags & FLAG_TOKEN_KEY != 0
     }
 
     /// How the record key was bound, according to the flags. Assumes a

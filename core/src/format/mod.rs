@@ -13,21 +13,30 @@ mod aead;
 mod compress;
 mod header;
 mod headers;
+mod keytoken;
 mod secret;
 
 pub use aead::{
-    open_in_place, open_record, reseals_to, seal_in_place, seal_in_place_with, seal_record,
-    KeyBinding,
+    open_in_place, open_record, open_record_parts, reseals_to, seal_in_place, seal_in_place_with,
+    seal_record, seal_record_parts, KeyBinding, OpenedExtras, RecordExtras, SealedRecord,
+    TokenizedKey,
 };
 pub use header::{
     RecordHeader, COMPRESSION_LZ4, COMPRESSION_MASK, COMPRESSION_ZSTD, FLAG_AES_256_GCM,
-    FLAG_HEADERS, FLAG_KEY_BOUND, FLAG_KEY_NULL, FLAG_RESERVED, HEADER_LEN, VERSION,
+    FLAG_HEADERS, FLAG_KEY_BOUND, FLAG_KEY_NULL, FLAG_RESERVED, FLAG_TOKEN_KEY, HEADER_LEN,
+    VERSION,
 };
 pub use headers::{
     check_clear_headers, decode_header_list, encode_header_list, open_headers,
     select_sealed_headers, AppHeader, SEALED_HEADERS_NAME, SEALED_HEADERS_TAG_LEN,
 };
-pub use secret::{DataKey, EpochSecret, CIPHER_KEY_SALT, DATA_KEY_SALT, HEADERS_KEY_SALT};
+pub use keytoken::{
+    open_key, select_sealed_key, TokenSecret, MAX_TOKENIZED_KEY, MIN_TOKENIZED_KEY, PRF_TOKEN_FROM,
+    SEALED_KEY_NAME, SEALED_KEY_TAG_LEN, TOKEN_KEY_SALT,
+};
+pub use secret::{
+    DataKey, EpochSecret, CIPHER_KEY_SALT, DATA_KEY_SALT, HEADERS_KEY_SALT, RECORD_KEY_KEY_SALT,
+};
 
 /// The AEAD a producer seals values with (`e2ee.cipher`). The header names
 /// it, so a consumer opens either, whatever its own setting.
@@ -227,6 +236,21 @@ pub enum FormatError {
     /// are not the ones its producer sealed: changed, removed, added or
     /// reordered on the way.
     ClearHeadersMismatch,
+    /// A record key of this length cannot be tokenized (`e2ee.keys=tokenize`):
+    /// 1 or 2 bytes (too few values for FF1) or over [`MAX_TOKENIZED_KEY`].
+    KeyNotTokenizable { len: usize },
+    /// The header says the record key is a token, but the record has no
+    /// [`SEALED_KEY_NAME`] header (stripped on the way).
+    SealedKeyMissing,
+    /// The record has a [`SEALED_KEY_NAME`] header but its header does not
+    /// say its key is a token (added, or the flag was stripped), or a
+    /// tokenized record has a null key.
+    SealedKeyUnexpected,
+    /// The record has more than one [`SEALED_KEY_NAME`] header.
+    SealedKeyDuplicate,
+    /// An authenticated sealed key does not have its token's length: its
+    /// producer sealed it wrong.
+    SealedKeyLength,
 }
 
 impl fmt::Display for FormatError {
@@ -243,7 +267,7 @@ impl fmt::Display for FormatError {
             FormatError::ReservedFlags(flags) => write!(
                 f,
                 "e2ee record header sets reserved flag bits (flags byte {flags:#04x}): \
-                 written by a newer kafka-e2ee, or corrupt; bits 2 and 6 must be zero \
+                 written by a newer kafka-e2ee, or corrupt; bit 2 must be zero \
                  and bits 4-5 must not both be set"
             ),
             FormatError::KeyNullWithoutKeyBound => f.write_str(
@@ -296,6 +320,26 @@ impl fmt::Display for FormatError {
                 "record failed authentication: the headers it carries in the clear \
                  (e2ee.headers.clear) are not the ones its producer sealed (changed, removed, \
                  added or reordered on the way)",
+            ),
+            FormatError::KeyNotTokenizable { len } => write!(
+                f,
+                "record key has {len} bytes: with e2ee.keys=tokenize a key must be empty or have \
+                 {MIN_TOKENIZED_KEY} to {MAX_TOKENIZED_KEY} bytes (keys of 1 or 2 bytes have too \
+                 few values to hide); send it with e2ee.keys=clear, or use longer keys"
+            ),
+            FormatError::SealedKeyMissing => f.write_str(
+                "record failed authentication: its e2ee header says its key is a token, \
+                 but it has no e2ee.k header (stripped on the way)",
+            ),
+            FormatError::SealedKeyUnexpected => f.write_str(
+                "record failed authentication: it has an e2ee.k header but its e2ee header \
+                 does not say its key is a token (added, or the flag was stripped), or its key is null",
+            ),
+            FormatError::SealedKeyDuplicate => f.write_str(
+                "record failed authentication: it has more than one e2ee.k header",
+            ),
+            FormatError::SealedKeyLength => f.write_str(
+                "record's sealed key does not have its token's length: its producer sealed it wrong",
             ),
         }
     }

@@ -22,6 +22,10 @@ pub const CIPHER_KEY_SALT: &[u8] = b"kafka-e2ee/v1/cipher-key";
 /// v1, docs/FORMAT.md section 12).
 pub const HEADERS_KEY_SALT: &[u8] = b"kafka-e2ee/v1/headers-key";
 
+/// HKDF salt of the sealed-record-key key derivation from a data key
+/// (format v1, docs/FORMAT.md section 13).
+pub const RECORD_KEY_KEY_SALT: &[u8] = b"kafka-e2ee/v1/record-key-key";
+
 const SECRET_LEN: usize = 32;
 
 // HKDF-SHA256 can expand to at most 255 * 32 bytes; one 32-byte key is far
@@ -73,6 +77,10 @@ pub struct DataKey {
     /// (see [`DataKey::headers_key`]), built on first use.
     headers_chacha20_poly1305: OnceLock<AeadKey>,
     headers_aes_256_gcm: OnceLock<AeadKey>,
+    /// The keys that seal a tokenized record's real key (see
+    /// [`DataKey::record_key_key`]), built on first use.
+    record_key_chacha20_poly1305: OnceLock<AeadKey>,
+    record_key_aes_256_gcm: OnceLock<AeadKey>,
 }
 
 impl Clone for DataKey {
@@ -117,6 +125,8 @@ impl DataKey {
             aes_256_gcm: OnceLock::new(),
             headers_chacha20_poly1305: OnceLock::new(),
             headers_aes_256_gcm: OnceLock::new(),
+            record_key_chacha20_poly1305: OnceLock::new(),
+            record_key_aes_256_gcm: OnceLock::new(),
         }
     }
 
@@ -160,6 +170,29 @@ impl DataKey {
             unreachable!("HKDF-SHA256 expand of 32 bytes cannot fail");
         }
         okm
+    }
+
+    /// The key that seals a tokenized record's real key under `cipher`:
+    /// HKDF-SHA256(salt = [`RECORD_KEY_KEY_SALT`], ikm = data key, info =
+    /// the cipher's name), 32 bytes, independent of every other key made
+    /// from the data key. For test vectors; never log it.
+    pub fn record_key_key(&self, cipher: Cipher) -> Zeroizing<[u8; SECRET_LEN]> {
+        let mut okm = Zeroizing::new([0u8; SECRET_LEN]);
+        let hkdf = Hkdf::<Sha256>::new(Some(RECORD_KEY_KEY_SALT), &self.bytes);
+        if hkdf.expand(cipher.name().as_bytes(), &mut okm[..]).is_err() {
+            unreachable!("HKDF-SHA256 expand of 32 bytes cannot fail");
+        }
+        okm
+    }
+
+    /// The AEAD key `cipher` seals and opens real record keys with, made once.
+    pub(super) fn record_key_aead(&self, cipher: Cipher) -> &LessSafeKey {
+        let cell = match cipher {
+            Cipher::ChaCha20Poly1305 => &self.record_key_chacha20_poly1305,
+            Cipher::Aes256Gcm => &self.record_key_aes_256_gcm,
+        };
+        cell.get_or_init(|| AeadKey::new(cipher, &self.record_key_key(cipher)))
+            .get()
     }
 
     /// The AEAD key `cipher` seals and opens application headers with, made once.
