@@ -17,7 +17,8 @@ use crate::exchange::statement::{self, Salt, Statement};
 use crate::exchange::wire::{valid_topic, Reader};
 use crate::exchange::{Exchange, StateSizes};
 use crate::format::{
-    self, DataKey, EpochSecret, InstanceId, KeyBinding, KeyId, RecordHeader, Sealing, HEADER_LEN,
+    self, DataKey, EpochSecret, InstanceId, KeyBinding, KeyId, RecordHeader, Sealing, TokenSecret,
+    HEADER_LEN,
 };
 use crate::keys::{HeldKey, KeyPolicy, Keyring, ProducerEpoch, ProducerKeys};
 use crate::trust::{Identity, TopicPattern, TrustAnchor};
@@ -63,6 +64,10 @@ pub struct EngineConfig {
     /// The hybrid post-quantum key exchange (`e2ee.kex.hybrid`, issue 17):
     /// X25519 and ML-KEM-768 together in every live session.
     pub hybrid: crate::exchange::hybrid::HybridMode,
+    /// The host tokenizes record keys (`e2ee.keys=tokenize`,
+    /// docs/FORMAT.md section 13): a producer-only credential then has a
+    /// mailbox too, in which other parties seal it the token secrets.
+    pub tokenize_keys: bool,
 }
 
 impl Default for EngineConfig {
@@ -82,6 +87,7 @@ impl Default for EngineConfig {
             prekey_period_ms: 60 * 60 * 1000,
             keeper: false,
             hybrid: Default::default(),
+            tokenize_keys: false,
         }
     }
 }
@@ -152,6 +158,25 @@ impl ControlMessage {
             Channel::Control => self.to.map(|id| id.0.to_vec()),
             Channel::Keys => Some(crate::exchange::wire::keys_record_key(&self.payload)),
         }
+    }
+}
+
+/// A record sealed with a tokenized key ([`Engine::seal_record_tokenized`]):
+/// the `e2ee` header, the `e2ee.h` value if the record has sealed headers,
+/// the token to send as the record's key, and the `e2ee.k` value. `Debug`
+/// shows lengths only.
+pub struct TokenizedRecord {
+    pub header: [u8; HEADER_LEN],
+    pub sealed_headers: Option<Vec<u8>>,
+    pub token: Zeroizing<Vec<u8>>,
+    pub sealed_key: Vec<u8>,
+}
+
+impl core::fmt::Debug for TokenizedRecord {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TokenizedRecord")
+            .field("token_len", &self.token.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -234,6 +259,8 @@ pub(crate) struct Shared {
     pub(crate) trust: TrustAnchor,
     pub(crate) producer: ProducerKeys,
     pub(crate) keyring: Keyring,
+    /// The token secrets hosts tokenize record keys with, per topic.
+    pub(crate) tokens: crate::exchange::tokens::TokenRing,
     pub(crate) metrics: Metrics,
     /// Bumped whenever a key arrives, so waiting hosts can re-check.
     key_generation: AtomicU64,
@@ -249,6 +276,13 @@ impl Shared {
     pub(crate) fn is_mine(&self, id: InstanceId) -> bool {
         id == self.me || self.restored.contains(&id)
     }
+    /// Whether this engine has a mailbox: a consumer, or a producer that
+    /// tokenizes keys.
+    pub(crate) fn wants_mailbox(&self) -> bool {
+        let cred = self.identity.credential();
+        !cred.consume().is_empty() || (self.config.tokenize_keys && !cred.produce().is_empty())
+    }
+
     pub(crate) fn notify_key_arrived(&self) {
         self.key_generation.fetch_add(1, Ordering::Release);
     }
@@ -292,22 +326,25 @@ impl Engine {
             trust,
             producer: ProducerKeys::default(),
             keyring: Keyring::default(),
+            tokens: Default::default(),
             metrics: Metrics::default(),
             key_generation: AtomicU64::new(0),
             last_now_ms: AtomicU64::new(now_ms),
         };
         let mut mailbox = None;
+        let mut tokens = Vec::new();
         if let Some(storage) = storage.as_mut() {
             if let Some(blob) = storage.load().map_err(Error::Storage)? {
                 let blob = Zeroizing::new(blob);
-                mailbox = decode_state(&mut shared, &blob, now_ms)?;
+                (mailbox, tokens) = decode_state(&mut shared, &blob, now_ms)?;
             }
         }
         let mut exchange = Exchange::new(rng, storage, now_ms, 0, None);
+        exchange.restore_tokens(&shared, tokens);
         // A consumer keeps its mailbox across restarts on its state
         // directory: envelopes sealed to it while it was away open then.
         match mailbox {
-            Some(mut m) if !shared.identity.credential().consume().is_empty() => {
+            Some(mut m) if shared.wants_mailbox() => {
                 exchange.hybrid_mailbox(&shared, &mut m);
                 exchange.set_mailbox(Some(m));
             }
@@ -395,6 +432,91 @@ impl Engine {
         value: &mut [u8],
         headers: Option<&[u8]>,
     ) -> Result<([u8; HEADER_LEN], Option<Vec<u8>>), Error> {
+        self.seal_parts(topic, binding, value, headers, None)
+            .map(|r| (r.header.encode(), r.sealed_headers))
+    }
+
+    /// [`Engine::seal_record`] with a tokenized key (`e2ee.keys=tokenize`,
+    /// docs/FORMAT.md section 13): computes the token of `key` under the
+    /// topic's token secret, seals the value (binding the token if
+    /// `bind_key`), the headers and the real key. The host puts the token
+    /// in place of the key and attaches `e2ee`, `e2ee.h` (if any) and
+    /// `e2ee.k`. For a tombstone, seal an empty value and send it null.
+    /// [`Error::TokenPending`] while no token secret is ready: the host
+    /// waits (the engine is fetching or founding it) and retries.
+    pub fn seal_record_tokenized(
+        &self,
+        topic: &str,
+        key: &[u8],
+        bind_key: bool,
+        value: &mut [u8],
+        headers: Option<&[u8]>,
+    ) -> Result<TokenizedRecord, Error> {
+        let secret = self.token_secret(topic)?;
+        let token = secret.token(topic, key)?;
+        let binding = if bind_key {
+            KeyBinding::Bytes(&token)
+        } else {
+            KeyBinding::Unbound
+        };
+        let tokenized = format::TokenizedKey { token: &token, key };
+        let r = self.seal_parts(topic, binding, value, headers, Some(tokenized))?;
+        let sealed_key = r.sealed_key.ok_or(Error::NoSealingKey)?;
+        Ok(TokenizedRecord {
+            header: r.header.encode(),
+            sealed_headers: r.sealed_headers,
+            token,
+            sealed_key,
+        })
+    }
+
+    /// The token secret keys of `topic` are tokenized with now.
+    /// [`Error::TokenPending`] if there is none yet: this engine then asks
+    /// for it (or founds it, once [`Engine::keys_topic_read`] was called and
+    /// nobody has one), and [`Engine::key_generation`] moves when it comes.
+    pub fn token_secret(&self, topic: &str) -> Result<Arc<TokenSecret>, Error> {
+        let sh = &self.shared;
+        if let Some(s) = sh.tokens.get(topic) {
+            return Ok(s);
+        }
+        if !valid_topic(topic) || !sh.identity.credential().may_produce(topic) {
+            return Err(Error::NotAuthorized {
+                topic: topic.to_owned(),
+                operation: "produce",
+            });
+        }
+        self.exchange().want_token(topic);
+        Err(Error::TokenPending {
+            topic: topic.to_owned(),
+        })
+    }
+
+    /// The host has read the keys topic up to its end: from now on a topic
+    /// with no token secret claimed on it gets one founded here
+    /// (docs/PROTOCOL.md 5e). Until then the engine never founds one, so it
+    /// cannot race a claim it has not read yet.
+    pub fn keys_topic_read(&self) {
+        self.exchange().keys_caught_up();
+    }
+
+    /// Operator action: founds the next generation of `topic`'s token
+    /// secret and publishes its claim; every producer moves to it once it
+    /// holds it, which gives every key a new token (docs/PROTOCOL.md 5e
+    /// describes the migration). Returns the new generation. Call after
+    /// [`Engine::keys_topic_read`], and keep the engine running until it
+    /// has sealed the secret on (`handle_timeout`).
+    pub fn rotate_token_secret(&self, topic: &str) -> Result<u32, Error> {
+        self.exchange().rotate_token(&self.shared, topic)
+    }
+
+    fn seal_parts(
+        &self,
+        topic: &str,
+        binding: KeyBinding<'_>,
+        value: &mut [u8],
+        headers: Option<&[u8]>,
+        tokenized: Option<format::TokenizedKey<'_>>,
+    ) -> Result<format::SealedRecord, Error> {
         let sh = &self.shared;
         if !valid_topic(topic) || !sh.identity.credential().may_produce(topic) {
             return Err(Error::NotAuthorized {
@@ -416,7 +538,7 @@ impl Engine {
             .producer
             .sealing_key(topic, &sh.config.key, now)
             .ok_or(Error::NoSealingKey)?;
-        let (header, sealed_headers) = format::seal_record(
+        let sealed = format::seal_record_parts(
             &k.key,
             k.key_id,
             k.counter,
@@ -425,9 +547,10 @@ impl Engine {
             sh.config.sealing,
             value,
             headers,
+            tokenized,
         )?;
         sh.metrics.add_sealed();
-        Ok((header.encode(), sealed_headers))
+        Ok(sealed)
     }
 
     /// Reverses [`Engine::seal`] on a record this engine sealed, for a host
@@ -537,9 +660,35 @@ impl Engine {
         binding: KeyBinding<'_>,
         value: &mut [u8],
     ) -> Result<(Opened, Option<HeaderList>), Error> {
+        let extras = format::RecordExtras {
+            sealed_headers,
+            visible,
+            ..Default::default()
+        };
+        self.open_record_parts(topic, header, extras, binding, value)
+            .map(|(opened, extras)| (opened, extras.headers))
+    }
+
+    /// [`Engine::open_record`] for a host that also restores tokenized keys
+    /// (docs/FORMAT.md section 13): `extras` adds the record's key as it
+    /// came off the wire and the values of every `e2ee.k` header, in order.
+    /// Returns the real key if the record's key was a token; the host then
+    /// hands the application that key.
+    pub fn open_record_parts(
+        &self,
+        topic: &str,
+        header: Option<&[u8]>,
+        extras: format::RecordExtras<'_>,
+        binding: KeyBinding<'_>,
+        value: &mut [u8],
+    ) -> Result<(Opened, format::OpenedExtras), Error> {
         let sh = &self.shared;
         let Some(header) = header else {
-            if !sealed_headers.is_empty() {
+            if !extras.sealed_keys.is_empty() {
+                sh.metrics.add_rejected();
+                return Err(format::FormatError::SealedKeyUnexpected.into());
+            }
+            if !extras.sealed_headers.is_empty() {
                 sh.metrics.add_rejected();
                 return Err(format::FormatError::SealedHeadersUnexpected.into());
             }
@@ -549,7 +698,7 @@ impl Engine {
                     topic: topic.to_owned(),
                 });
             }
-            return Ok((Opened::Plaintext, None));
+            return Ok((Opened::Plaintext, Default::default()));
         };
         let header = RecordHeader::decode(header).inspect_err(|_| sh.metrics.add_rejected())?;
         let key = self.key_for(topic, header.key_id)?;
@@ -560,18 +709,10 @@ impl Engine {
             format::BindingKind::Unbound => KeyBinding::Unbound,
             _ => binding,
         };
-        let headers = format::open_record(
-            &key,
-            &header,
-            topic,
-            binding,
-            value,
-            sealed_headers,
-            visible,
-        )
-        .inspect_err(|_| sh.metrics.add_rejected())?;
+        let opened = format::open_record_parts(&key, &header, topic, binding, value, extras)
+            .inspect_err(|_| sh.metrics.add_rejected())?;
         sh.metrics.add_opened();
-        Ok((Opened::Decrypted, headers))
+        Ok((Opened::Decrypted, opened))
     }
 
     fn key_for(&self, topic: &str, key_id: KeyId) -> Result<Arc<DataKey>, Error> {
@@ -697,7 +838,9 @@ impl Engine {
         }
         sh.restored.insert(sh.me);
         sh.me = me;
-        // The child must not write its parent's state directory.
+        // The child keeps the token secrets (they are the topics', not the
+        // instance's), but must not write its parent's state directory.
+        let tokens = core::mem::take(&mut ex.tokens);
         *ex = Exchange::new(
             Box::new(ForkRng(Zeroizing::new({
                 let mut s = [0u8; 32];
@@ -709,6 +852,7 @@ impl Engine {
             0,
             None,
         );
+        ex.tokens = tokens;
         // The child gets its own mailbox (its prekeys must not be its
         // parent's, whose state directory it does not write).
         let m = ex.new_mailbox(sh, now_ms);
@@ -787,7 +931,7 @@ impl rand_core::CryptoRng for ForkRng {}
 pub(crate) fn encode_state(
     sh: &Shared,
     mailbox: Option<&Mailbox>,
-    _rng: &mut dyn CryptoRngCore,
+    tokens: &[(Vec<u8>, Arc<TokenSecret>)],
 ) -> Zeroizing<Vec<u8>> {
     let epochs = sh.producer.all();
     let held = sh.keyring.all();
@@ -832,7 +976,12 @@ pub(crate) fn encode_state(
         } else {
             1 + 4 + salts.len() * (8 + core::mem::size_of::<Salt>())
         }
-        + statements.len();
+        + statements.len()
+        + if tokens.is_empty() {
+            0
+        } else {
+            1 + 4 + tokens.iter().map(|(c, _)| 4 + c.len() + 32).sum::<usize>()
+        };
     let mut plain = Zeroizing::new(Vec::with_capacity(size));
     plain.extend_from_slice(&u32::try_from(epochs.len()).unwrap_or(0).to_be_bytes());
     for e in epochs.iter().take(u32::MAX as usize) {
@@ -874,6 +1023,17 @@ pub(crate) fn encode_state(
         }
     }
     plain.extend_from_slice(&statements);
+    if !tokens.is_empty() {
+        // Token secrets with their claims (public): tag 5, count, then per
+        // secret the claim's length and bytes and the 32-byte secret.
+        plain.push(TOKENS_TAG);
+        plain.extend_from_slice(&u32::try_from(tokens.len()).unwrap_or(0).to_be_bytes());
+        for (claim, secret) in tokens {
+            plain.extend_from_slice(&u32::try_from(claim.len()).unwrap_or(0).to_be_bytes());
+            plain.extend_from_slice(claim);
+            plain.extend_from_slice(secret.as_bytes());
+        }
+    }
     debug_assert_eq!(plain.len(), size, "the state buffer was sized exactly");
     plain
 }
@@ -886,8 +1046,16 @@ const STATEMENTS_TAG: u8 = 3;
 /// span's seed. Written only after a mailbox section, and only when hybrid
 /// is not `off` (so `off` leaves a state the previous version can read).
 const KEM_TAG: u8 = 4;
+/// Token secrets and their claims (docs/PROTOCOL.md 5e). Written only when
+/// the engine holds one, so a state without tokenized keys stays readable
+/// by the previous version.
+const TOKENS_TAG: u8 = 5;
 
-fn decode_state(sh: &mut Shared, blob: &[u8], now_ms: u64) -> Result<Option<Mailbox>, Error> {
+/// What the state restores besides keys: the mailbox, and the token
+/// secrets with their claims.
+type Restored = (Option<Mailbox>, Vec<(Vec<u8>, Zeroizing<[u8; 32]>)>);
+
+fn decode_state(sh: &mut Shared, blob: &[u8], now_ms: u64) -> Result<Restored, Error> {
     let bad = || Error::Storage("the state file is corrupt".into());
     let mut r = Reader::new(blob);
     let n = r.u32().map_err(|_| bad())?;
@@ -937,6 +1105,7 @@ fn decode_state(sh: &mut Shared, blob: &[u8], now_ms: u64) -> Result<Option<Mail
         }
     }
     let mut mailbox = None;
+    let mut tokens = Vec::new();
     while r.remaining() > 0 {
         match r.u8().map_err(|_| bad())? {
             MAILBOX_TAG => {
@@ -969,10 +1138,18 @@ fn decode_state(sh: &mut Shared, blob: &[u8], now_ms: u64) -> Result<Option<Mail
                     sh.keyring.attach_statement(&key_id, &topic, Arc::new(st));
                 }
             }
+            TOKENS_TAG => {
+                for _ in 0..r.u32().map_err(|_| bad())? {
+                    let len = usize::try_from(r.u32().map_err(|_| bad())?).map_err(|_| bad())?;
+                    let claim = r.take(len).map_err(|_| bad())?.to_vec();
+                    let secret = Zeroizing::new(r.array().map_err(|_| bad())?);
+                    tokens.push((claim, secret));
+                }
+            }
             _ => return Err(bad()),
         }
     }
     r.finish().map_err(|_| bad())?;
     sh.restored.remove(&sh.me);
-    Ok(mailbox)
+    Ok((mailbox, tokens))
 }

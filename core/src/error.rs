@@ -87,6 +87,10 @@ pub enum Error {
     /// reached faster than the host ticks, or the state directory cannot be
     /// written). The record was not sealed.
     NoSealingKey,
+    /// `e2ee.keys=tokenize`: no token secret for the topic yet (docs/PROTOCOL.md
+    /// 5e). Transient: it arrives from a party that holds it, or is founded
+    /// once the keys topic was read; the host waits and retries.
+    TokenPending { topic: String },
     /// The host's state storage failed or holds unreadable state.
     Storage(String),
     /// An engine setting is invalid.
@@ -134,6 +138,12 @@ impl fmt::Display for Error {
                 f,
                 "this credential may not {operation} topic '{topic}': issue a credential \
                  that lists it (kafka-e2ee credential issue --{operation} ...)"
+            ),
+            Error::TokenPending { topic } => write!(
+                f,
+                "no token secret for topic {topic} yet (e2ee.keys=tokenize): it comes from a \
+                 running producer, consumer or keeper of the topic that holds it, or is made here \
+                 once the keys topic was read and nobody has one; the record was not sent"
             ),
             Error::NoSealingKey => write!(
                 f,

@@ -27,7 +27,7 @@ pub mod wipe;
 
 pub use engine::{
     Channel, ControlMessage, Engine, EngineConfig, HeaderList, Metrics, MetricsSnapshot, Opened,
-    Storage,
+    Storage, TokenizedRecord,
 };
 pub use error::{ControlError, Error, KeyUnavailable};
 pub use exchange::StateSizes;

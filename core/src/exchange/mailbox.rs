@@ -511,7 +511,10 @@ impl SealedEnvelope {
 /// compaction keeps the newest per mailbox), an envelope's route and id.
 pub fn record_key(payload: &[u8]) -> Vec<u8> {
     let len = match payload.get(5) {
-        Some(&KIND_ENVELOPE | &KIND_ENVELOPE_HYBRID) => ROUTE_LEN + 8,
+        Some(&KIND_ENVELOPE | &KIND_ENVELOPE_HYBRID | &super::tokens::KIND_TOKEN_ENVELOPE) => {
+            ROUTE_LEN + 8
+        }
+        Some(&super::tokens::KIND_TOKEN_CLAIM) => return super::tokens::claim_record_key(payload),
         _ => ROUTE_LEN,
     };
     payload.get(..len).unwrap_or(payload).to_vec()
@@ -687,6 +690,9 @@ use super::Exchange;
 /// (hybrid), topics.
 type SealTo = (MailboxId, [u8; 32], Option<Vec<u8>>, Vec<String>);
 
+/// An opened envelope's payload and its sender's static key.
+pub(crate) type Opened = (Zeroizing<Vec<u8>>, [u8; 32]);
+
 /// Derived prekeys a mailbox may be asked for beyond its oldest period:
 /// bounds the hash-chain walk a forged period number can cost.
 const MAX_CHAIN: u64 = 2 * MAX_PREKEYS as u64 + 8;
@@ -720,9 +726,10 @@ impl Exchange {
         (span / p + 2).min(MAX_PREKEYS as u64)
     }
 
-    /// A new mailbox for a consumer credential.
+    /// A new mailbox for a consumer credential, or for a producer that
+    /// tokenizes keys (it receives the topics' token secrets in it).
     pub(crate) fn new_mailbox(&mut self, sh: &Shared, now_ms: u64) -> Option<Mailbox> {
-        if sh.identity.credential().consume().is_empty() {
+        if !sh.wants_mailbox() {
             return None;
         }
         // Bound to the signing key (a version 1 credential has none: its
@@ -845,9 +852,9 @@ impl Exchange {
 
     /// Producer role: a mailbox's prekeys, read from the keys topic.
     pub(crate) fn on_prekeys(&mut self, sh: &Shared, bytes: &[u8]) -> Result<(), Error> {
-        if sh.identity.credential().produce().is_empty() {
-            return Ok(()); // only producers seal to mailboxes
-        }
+        // Producers seal epoch keys to mailboxes; every party may hold a
+        // token secret and seal it on (tokens.rs), so every engine keeps
+        // the directory.
         let record = Prekeys::decode(bytes)?;
         if self
             .mailbox
@@ -883,7 +890,9 @@ impl Exchange {
         sh.trust
             .verify(&cred, now, sh.config.clock_skew_ms)
             .map_err(ControlError::Untrusted)?;
-        if cred.consume().is_empty()
+        // A producer-only credential has a mailbox only to receive token
+        // secrets; `seal_envelopes` seals epoch keys by `may_consume`.
+        if (cred.consume().is_empty() && cred.produce().is_empty())
             || !owns_mailbox(&cred, record.mailbox, &record.salt)
             || !cred.verify_statement(PREKEYS_CONTEXT, &record.signed_part(), &record.signature)
         {
@@ -1017,6 +1026,94 @@ impl Exchange {
         }
     }
 
+    /// Hybrid: encapsulates to a mailbox's ML-KEM key of the period's span
+    /// (the ciphertext goes in the message header, so in the prologue; the
+    /// secret is the Noise psk). Classical: nothing.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn encapsulate_to(
+        &mut self,
+        kem_key: Option<&[u8]>,
+    ) -> Result<(Option<Vec<u8>>, Option<Zeroizing<[u8; 32]>>), ControlError> {
+        match kem_key {
+            Some(ek) => {
+                let mut m = Zeroizing::new([0u8; 32]);
+                self.rng.fill_bytes(&mut *m);
+                let (ct, secret) = hybrid::encapsulate(ek, &m)?;
+                Ok((Some(ct), Some(secret)))
+            }
+            None => Ok((None, None)),
+        }
+    }
+
+    /// One Noise `X` (or, with a psk, `Xpsk1`) message from this engine's
+    /// credential key to a mailbox's prekey: what every keys-topic envelope
+    /// carries.
+    pub(crate) fn noise_seal(
+        &mut self,
+        sh: &Shared,
+        prekey: &[u8; 32],
+        prologue: &[u8],
+        psk: Option<&[u8; 32]>,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, ControlError> {
+        let seed = self.seed();
+        let mut hs = one_way(
+            true,
+            &sh.identity.private_key_bytes(),
+            Some(prekey),
+            prologue,
+            seed,
+            psk,
+        )?;
+        let mut msg = vec![0u8; (payload.len() + 128).min(MAX_NOISE)];
+        let n = hs
+            .write_message(payload, &mut msg)
+            .map_err(|_| ControlError::Malformed)?;
+        msg.truncate(n);
+        Ok(msg)
+    }
+
+    /// Opens an envelope sealed to this engine's mailbox by
+    /// [`Exchange::noise_seal`]: the payload and the sender's static key.
+    /// `None` if the prekey (or the span's ML-KEM key) of that period is
+    /// gone or was never published: nothing to open.
+    pub(crate) fn noise_open(
+        &mut self,
+        period: u64,
+        kem_ct: Option<&[u8]>,
+        prologue: &[u8],
+        noise: &[u8],
+    ) -> Result<Option<Opened>, Error> {
+        let Some(mb) = self.mailbox.as_mut() else {
+            return Ok(None);
+        };
+        let Some(private) = mb.private(period, MAX_CHAIN) else {
+            return Ok(None);
+        };
+        let psk = match kem_ct {
+            Some(ct) => {
+                let Some(kem) = mb.kem_private(period, MAX_CHAIN) else {
+                    return Ok(None);
+                };
+                Some(kem.decapsulate(ct)?)
+            }
+            None => None,
+        };
+        let private = Zeroizing::new(private.to_bytes());
+        let seed = self.seed();
+        let mut hs = one_way(false, &private, None, prologue, seed, psk.as_deref())?;
+        let mut payload = Zeroizing::new(vec![0u8; noise.len()]);
+        let n = hs
+            .read_message(noise, &mut payload)
+            .map_err(|_| ControlError::Decrypt)?;
+        payload.truncate(n);
+        let remote: [u8; 32] = hs
+            .get_remote_static()
+            .and_then(|k| k.try_into().ok())
+            .ok_or(ControlError::Unauthorized)?;
+        Ok(Some((payload, remote)))
+    }
+
     fn seal_one(
         &mut self,
         sh: &Shared,
@@ -1069,18 +1166,7 @@ impl Exchange {
         );
         let mut id = [0u8; 8];
         self.rng.fill_bytes(&mut id);
-        // Hybrid: encapsulate to the mailbox's ML-KEM key of this period's
-        // span; the secret is the Noise psk, the ciphertext is in the
-        // header (so in the prologue).
-        let (kem_ct, psk) = match kem_key {
-            Some(ek) => {
-                let mut m = Zeroizing::new([0u8; 32]);
-                self.rng.fill_bytes(&mut *m);
-                let (ct, secret) = hybrid::encapsulate(ek, &m)?;
-                (Some(ct), Some(secret))
-            }
-            None => (None, None),
-        };
+        let (kem_ct, psk) = self.encapsulate_to(kem_key)?;
         let mut env = SealedEnvelope {
             producer: sh.me,
             mailbox,
@@ -1090,21 +1176,7 @@ impl Exchange {
             kem_ct,
             noise: Vec::new(),
         };
-        let seed = self.seed();
-        let mut hs = one_way(
-            true,
-            &sh.identity.private_key_bytes(),
-            Some(prekey),
-            &env.prologue(),
-            seed,
-            psk.as_deref(),
-        )?;
-        let mut msg = vec![0u8; (payload.len() + 128).min(MAX_NOISE)];
-        let n = hs
-            .write_message(&payload, &mut msg)
-            .map_err(|_| ControlError::Malformed)?;
-        msg.truncate(n);
-        env.noise = msg;
+        env.noise = self.noise_seal(sh, prekey, &env.prologue(), psk.as_deref(), &payload)?;
         sh.metrics.add_envelope_sealed();
         self.outbox.push_back(ControlMessage {
             channel: Channel::Keys,
@@ -1121,7 +1193,7 @@ impl Exchange {
             .get(14..22)
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
             .map(InstanceId);
-        let Some(mb) = self.mailbox.as_mut() else {
+        let Some(mb) = self.mailbox.as_ref() else {
             return Ok(());
         };
         if to != Some(mb.id) {
@@ -1131,28 +1203,17 @@ impl Exchange {
         if env.kem_ct.is_none() && sh.config.hybrid == HybridMode::Require {
             return Err(ControlError::ClassicalRefused.into());
         }
-        let Some(private) = mb.private(env.period, MAX_CHAIN) else {
-            // Sealed to a prekey already deleted (its keys are past their
-            // retention), or to one never published: nothing to open.
+        // Sealed to a prekey already deleted (its keys are past their
+        // retention), or to one never published: nothing to open.
+        let Some((payload, remote)) = self.noise_open(
+            env.period,
+            env.kem_ct.as_deref(),
+            &env.prologue(),
+            &env.noise,
+        )?
+        else {
             return Ok(());
         };
-        let psk = match &env.kem_ct {
-            Some(ct) => {
-                let Some(kem) = mb.kem_private(env.period, MAX_CHAIN) else {
-                    return Ok(()); // as above, for the span's ML-KEM key
-                };
-                Some(kem.decapsulate(ct)?)
-            }
-            None => None,
-        };
-        let private = Zeroizing::new(private.to_bytes());
-        let seed = self.seed();
-        let mut hs = one_way(false, &private, None, &env.prologue(), seed, psk.as_deref())?;
-        let mut payload = Zeroizing::new(vec![0u8; env.noise.len()]);
-        let n = hs
-            .read_message(&env.noise, &mut payload)
-            .map_err(|_| ControlError::Decrypt)?;
-        payload.truncate(n);
         let Payload {
             credential_bytes,
             credential: cred,
@@ -1160,7 +1221,7 @@ impl Exchange {
             sealed_ms,
             items,
         } = decode_payload(&payload)?;
-        if hs.get_remote_static() != Some(&cred.public_key()[..]) {
+        if remote != cred.public_key() {
             return Err(ControlError::Unauthorized.into());
         }
         let now = self.now_ms;

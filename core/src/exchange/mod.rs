@@ -11,6 +11,7 @@ pub mod hybrid;
 pub mod mailbox;
 pub mod session;
 pub mod statement;
+pub mod tokens;
 pub mod wire;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -177,6 +178,8 @@ pub(crate) struct Exchange {
     /// their envelope; epochs whose set is final are in `sealed_final`.
     seals: BTreeMap<KeyId, mailbox::EpochSeals>,
     sealed_final: std::collections::BTreeSet<KeyId>,
+    /// Token secrets of tokenized record keys (tokens.rs).
+    pub(crate) tokens: tokens::Tokens,
 }
 
 impl Exchange {
@@ -216,6 +219,7 @@ impl Exchange {
             recipients: BTreeMap::new(),
             seals: BTreeMap::new(),
             sealed_final: Default::default(),
+            tokens: Default::default(),
         }
     }
 
@@ -460,6 +464,7 @@ impl Exchange {
         self.prune_queued(sh);
         self.mailbox_tick(sh, now_ms);
         self.seal_envelopes(sh, now_ms);
+        self.tokens_tick(sh, now_ms);
 
         // One failure to send must not stop the rest of the tick: above all
         // not the save, which is what deletes expired keys from disk.
@@ -668,7 +673,8 @@ impl Exchange {
             self.state_dirty = false;
             return Ok(());
         };
-        let blob = crate::engine::encode_state(sh, self.mailbox.as_ref(), &mut *self.rng);
+        let tokens = self.tokens.for_state();
+        let blob = crate::engine::encode_state(sh, self.mailbox.as_ref(), &tokens);
         let result = storage.store(&blob).map_err(Error::Storage);
         self.storage = Some(storage);
         if result.is_ok() {
@@ -1035,6 +1041,8 @@ impl Exchange {
             Some(&mailbox::KIND_ENVELOPE_HYBRID) if hybrid_on => {
                 return self.on_envelope(sh, bytes)
             }
+            Some(&tokens::KIND_TOKEN_CLAIM) => return self.on_token_claim(sh, bytes),
+            Some(&tokens::KIND_TOKEN_ENVELOPE) => return self.on_token_envelope(sh, bytes),
             _ => {}
         }
         if from == sh.me {
