@@ -93,6 +93,9 @@ pub struct HostConfig {
     /// `e2ee.topic.source.prefix`: consumers open a record of `<prefix>T` as
     /// topic `T`. Only ever from the client's own configuration.
     pub topic_source_prefix: Option<String>,
+    /// `e2ee.keys=tokenize`: producers send a token in place of each
+    /// non-null record key (docs/FORMAT.md section 13).
+    pub tokenize_keys: bool,
 }
 
 impl HostConfig {
@@ -201,15 +204,26 @@ impl HostConfig {
             .map(|n| n.trim().to_owned())
             .filter(|n| !n.is_empty())
             .collect();
-        if let Some(reserved) = headers_clear
-            .iter()
-            .find(|n| *n == "e2ee" || *n == kafka_e2ee_core::format::SEALED_HEADERS_NAME)
-        {
+        if let Some(reserved) = headers_clear.iter().find(|n| {
+            *n == "e2ee"
+                || *n == kafka_e2ee_core::format::SEALED_HEADERS_NAME
+                || *n == kafka_e2ee_core::format::SEALED_KEY_NAME
+        }) {
             return Err(bad(
                 "e2ee.headers.clear",
                 format!("'{reserved}' is kafka-e2ee's own header, not an application header"),
             ));
         }
+        let tokenize_keys = match get("e2ee.keys").trim() {
+            "clear" => false,
+            "tokenize" => true,
+            other => {
+                return Err(bad(
+                    "e2ee.keys",
+                    format!("must be clear or tokenize, got '{other}'"),
+                ))
+            }
+        };
         let state_dir = get("e2ee.state.dir").trim();
         let control_topic = get("e2ee.control.topic").trim().to_owned();
         if control_topic.is_empty() {
@@ -267,6 +281,7 @@ impl HostConfig {
             headers_clear,
             control_bootstrap: (!control_bootstrap.is_empty()).then_some(control_bootstrap),
             topic_source_prefix: (!topic_source_prefix.is_empty()).then_some(topic_source_prefix),
+            tokenize_keys,
         })
     }
 
@@ -314,6 +329,7 @@ impl HostConfig {
             protected_topics: protected,
             sealing: self.sealing,
             hybrid: self.hybrid,
+            tokenize_keys: self.tokenize_keys,
             ..EngineConfig::default()
         };
         if self.rotation_ms == 0 {
@@ -675,6 +691,20 @@ mod tests {
             assert_eq!(e.property, "e2ee.close.timeout.ms");
             assert!(e.message.contains("remove it to use 30000"), "{e}");
         }
+    }
+
+    #[test]
+    fn keys_setting_parses_and_names_its_property() {
+        assert!(!parse(&[]).expect("defaults parse").tokenize_keys);
+        assert!(parse(&[("e2ee.keys", " tokenize ")]).unwrap().tokenize_keys);
+        assert!(!parse(&[("e2ee.keys", "clear")]).unwrap().tokenize_keys);
+        for bad in ["encrypt", "Tokenize", ""] {
+            let e = parse(&[("e2ee.keys", bad)]).expect_err(bad);
+            assert_eq!(e.property, "e2ee.keys");
+            assert!(e.message.contains("clear or tokenize"), "{e}");
+        }
+        let e = parse(&[("e2ee.headers.clear", "e2ee.k")]).expect_err("ours");
+        assert_eq!(e.property, "e2ee.headers.clear");
     }
 
     #[test]
