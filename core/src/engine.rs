@@ -583,6 +583,33 @@ impl Engine {
         Ok(())
     }
 
+    /// The real key of a record this engine sealed with a tokenized key,
+    /// for a host that hands the application's delivery report its key
+    /// back (as [`Engine::unseal`] does the value): opens `sealed_key` (the
+    /// `e2ee.k` value) against `token` under this instance's own epochs
+    /// only; asks nothing of the network and counts nothing.
+    pub fn unseal_key(
+        &self,
+        topic: &str,
+        header: &[u8],
+        token: &[u8],
+        sealed_key: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let sh = &self.shared;
+        let header = RecordHeader::decode(header)?;
+        let key_id = header.key_id;
+        let epoch = sh
+            .is_mine(key_id.producer)
+            .then(|| sh.producer.get(&key_id))
+            .flatten()
+            .ok_or(Error::KeyUnavailable {
+                key_id,
+                reason: KeyUnavailable::Unknown,
+            })?;
+        let key = epoch.topic_key(topic);
+        Ok(format::open_key(&key, &header, topic, token, sealed_key)?)
+    }
+
     /// Whether `plaintext` is the plaintext of the record `header` belongs
     /// to, for a host that already opened that record in place and runs
     /// again over the same message (librdkafka may call `on_consume` twice):

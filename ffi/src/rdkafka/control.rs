@@ -934,8 +934,10 @@ impl Io<'_> {
                 }
                 (api.message_destroy)(m);
             }
-            if self.progress.caught_up() {
-                self.status.caught_up.store(true, Ordering::Release);
+            if self.progress.caught_up() && !self.status.caught_up.swap(true, Ordering::AcqRel) {
+                // Only now may the engine conclude that a topic has no token
+                // secret claimed, and found one (docs/PROTOCOL.md 5e).
+                self.engine.keys_topic_read();
             }
         }
         let now = now_ms();
@@ -1118,6 +1120,9 @@ unsafe fn run(h: &Handles, engine: &Engine, status: &Status, keys: &KeySignal, s
         status
             .caught_up
             .store(progress.caught_up(), Ordering::Release);
+        if progress.caught_up() {
+            engine.keys_topic_read(); // an empty keys topic: read already
+        }
         let mut io = Io {
             api,
             engine,

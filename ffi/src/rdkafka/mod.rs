@@ -58,6 +58,9 @@ pub(crate) struct Client {
     pub seal_headers: bool,
     /// `e2ee.headers.clear`.
     pub headers_clear: Vec<String>,
+    /// `e2ee.keys=tokenize`: a non-null key is sent as its token, the real
+    /// key sealed in `e2ee.k` (docs/FORMAT.md section 13).
+    pub tokenize_keys: bool,
     pub fork_generation: u64,
     /// The process the client was made in. A child made without
     /// `pthread_atfork` running (a raw `fork`/`clone` system call, as some
@@ -501,6 +504,7 @@ unsafe extern "C" fn on_new(
                     bind_key: true,
                     seal_headers: true,
                     headers_clear: Vec::new(),
+                    tokenize_keys: false,
                     fork_generation: FORK_GENERATION.load(Ordering::SeqCst),
                     pid: current_pid(),
                     keys: None,
@@ -563,6 +567,7 @@ unsafe fn start(st: &ConfState, conf: *const Conf, producer: bool) -> Result<Cli
         bind_key: cfg.bind_key,
         seal_headers: cfg.headers == crate::host::HeadersMode::Encrypt,
         headers_clear: cfg.headers_clear.clone(),
+        tokenize_keys: cfg.tokenize_keys,
         fork_generation: FORK_GENERATION.load(Ordering::SeqCst),
         pid: current_pid(),
         keys: Some(keys),
@@ -613,6 +618,7 @@ mod tests {
             bind_key: true,
             seal_headers: true,
             headers_clear: Vec::new(),
+            tokenize_keys: false,
             fork_generation: fork_generation(),
             pid: current_pid(),
             keys: None,

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{OnceLock, PoisonError};
 
 use kafka_e2ee_core::format::{
-    decode_header_list, encode_header_list, AppHeader, KeyBinding, COMPRESSION_MASK, HEADER_LEN,
+    decode_header_list, encode_header_list, AppHeader, KeyBinding, RecordExtras, COMPRESSION_MASK,
+    HEADER_LEN,
 };
 use kafka_e2ee_core::{Error, KeyUnavailable, Opened};
 use rand_core::RngCore;
@@ -24,6 +25,8 @@ use crate::host::{self, now_ms};
 const HEADER: &CStr = c"e2ee";
 /// The sealed application headers (docs/FORMAT.md section 12).
 const SEALED_HEADERS: &CStr = c"e2ee.h";
+/// A tokenized record's real key, sealed (docs/FORMAT.md section 13).
+const SEALED_KEY: &CStr = c"e2ee.k";
 /// Added by `on_consume` after a successful decrypt, so that a second run
 /// for the same message recognises it. Its value is a MAC under a key that
 /// never leaves this process: a broker cannot forge it to pass a plaintext
@@ -204,7 +207,7 @@ pub(crate) unsafe extern "C" fn on_send(
         let (Some(st), Some(msg)) = (unsafe { state(ic_opaque) }, unsafe { m.as_mut() }) else {
             return;
         };
-        if msg.payload.is_null() {
+        if msg.payload.is_null() && !tokenizes(st, msg) {
             return; // a tombstone stays null
         }
         // SAFETY: as above.
@@ -222,6 +225,13 @@ pub(crate) unsafe extern "C" fn on_send(
         return ERR_FAILED_CLOSED;
     }
     api::ERR_NO_ERROR
+}
+
+/// Whether this client sends `msg`'s key as a token (`e2ee.keys=tokenize`
+/// and a non-null key): then even a tombstone is sealed (an empty value,
+/// and the real key in `e2ee.k`; its payload stays null).
+fn tokenizes(st: &ConfState, msg: &Message) -> bool {
+    !msg.key.is_null() && st.client.get().is_some_and(|c| c.tokenize_keys)
 }
 
 /// What `on_send` returns when it failed a message closed after a panic:
@@ -364,6 +374,7 @@ unsafe fn attach_header(api: &Api, m: *mut Message, header: &[u8]) -> bool {
         unsafe {
             (api.header_remove)(h, HEADER.as_ptr());
             (api.header_remove)(h, SEALED_HEADERS.as_ptr());
+            (api.header_remove)(h, SEALED_KEY.as_ptr());
         }
     }
     !h.is_null()
@@ -462,7 +473,7 @@ unsafe fn all_headers<'a>(api: &Api, h: *mut Headers) -> Vec<RawHeader<'a>> {
 
 /// Whether a header is kafka-e2ee's own (never an application header).
 fn is_ours(name: &CStr) -> bool {
-    name == HEADER || name == SEALED_HEADERS
+    name == HEADER || name == SEALED_HEADERS || name == SEALED_KEY
 }
 
 /// Seals `value` (the message's payload, or this plugin's copy of it) and
@@ -513,10 +524,33 @@ unsafe fn seal_message(
             Err(_) => return Sealed::Not,
         }
     };
-    let Ok((header, sealed)) =
-        engine.seal_record(topic, bind, value, list.as_deref().map(|l| &l[..]))
-    else {
-        return Sealed::Not;
+    let list = list.as_deref().map(|l| &l[..]);
+    // SAFETY: m is live (caller).
+    let msg = unsafe { &mut *m };
+    let tokenize = client.is_some_and(|c| c.tokenize_keys) && !msg.key.is_null();
+    let (header, sealed, sealed_key) = if tokenize {
+        let Some(client) = client else {
+            return Sealed::Not;
+        };
+        // SAFETY: librdkafka's own copy of the key (produce() always copies
+        // it into the message), key_len bytes, written below in place: the
+        // token has the key's length, so its queue accounting holds.
+        let key = unsafe { std::slice::from_raw_parts_mut(msg.key.cast::<u8>(), msg.key_len) };
+        let Ok(r) = seal_tokenized(engine, client, topic, key, value, list) else {
+            return Sealed::Not;
+        };
+        if r.token.len() != key.len() {
+            return Sealed::Not; // never: tokens keep the key's length
+        }
+        // From here the message carries the token; its delivery report
+        // gets the key back (`on_acknowledgement`).
+        key.copy_from_slice(&r.token);
+        (r.header, r.sealed_headers, Some(r.sealed_key))
+    } else {
+        let Ok((header, sealed)) = engine.seal_record(topic, bind, value, list) else {
+            return Sealed::Not;
+        };
+        (header, sealed, None)
     };
     if sealed.is_some() {
         // Names copied before the list changes.
@@ -540,26 +574,52 @@ unsafe fn seal_message(
     if !unsafe { attach_header(api, m, &header) } {
         return Sealed::NotAttached;
     }
-    let Some(sealed) = sealed else {
-        return Sealed::Attached;
-    };
     // SAFETY: m is live; the list exists (attach_header made sure).
     let h = unsafe { headers_for_append(api, m) };
-    // SAFETY: h is the message's list; sealed has sealed.len() bytes.
-    let added = !h.is_null()
-        && unsafe {
-            (api.header_add)(
-                h,
-                SEALED_HEADERS.as_ptr(),
-                -1,
-                sealed.as_ptr().cast(),
-                sealed.len() as isize,
-            )
-        } == api::ERR_NO_ERROR;
-    if added {
-        Sealed::Attached
-    } else {
-        Sealed::NotAttached
+    for (name, v) in [(SEALED_HEADERS, sealed), (SEALED_KEY, sealed_key)] {
+        let Some(v) = v else {
+            continue;
+        };
+        // SAFETY: h is the message's list; v has v.len() bytes.
+        let added = !h.is_null()
+            && unsafe {
+                (api.header_add)(h, name.as_ptr(), -1, v.as_ptr().cast(), v.len() as isize)
+            } == api::ERR_NO_ERROR;
+        if !added {
+            return Sealed::NotAttached;
+        }
+    }
+    Sealed::Attached
+}
+
+/// Seals with a tokenized key, waiting (up to `e2ee.key.wait.ms`) while the
+/// topic's token secret is not there yet: the first record of a topic waits
+/// for it once (docs/PROTOCOL.md 5e), on the thread that called produce().
+fn seal_tokenized(
+    engine: &kafka_e2ee_core::Engine,
+    client: &Client,
+    topic: &str,
+    key: &[u8],
+    value: &mut [u8],
+    list: Option<&[u8]>,
+) -> Result<kafka_e2ee_core::TokenizedRecord, Error> {
+    let mut deadline = None;
+    loop {
+        let generation = engine.key_generation();
+        match engine.seal_record_tokenized(topic, key, client.bind_key, value, list) {
+            Err(Error::TokenPending { .. })
+                if now_ms()
+                    < *deadline.get_or_insert_with(|| now_ms().saturating_add(client.wait_ms)) =>
+            {
+                let deadline = deadline.unwrap_or(0);
+                if let Some(k) = client.keys.as_ref() {
+                    k.wait_until(deadline, || engine.key_generation() != generation);
+                } else {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+            other => return other,
+        }
     }
 }
 
@@ -597,6 +657,43 @@ unsafe fn unseal_librdkafkas_copy(st: &ConfState, m: *mut Message) {
     let _ = engine.unseal(&topic, header, bind, value);
 }
 
+/// Gives the delivery report back the real key of a message whose key
+/// `on_send` replaced by its token: opens its `e2ee.k` under this
+/// instance's own epoch. On any failure the key stays as it is.
+///
+/// # Safety
+/// `m` is a live message handed to `on_acknowledgement`.
+unsafe fn restore_own_key(st: &ConfState, m: *mut Message) {
+    let api = &*st.api;
+    let Some(engine) = st.client.get().and_then(|c| c.engine.as_ref()) else {
+        return;
+    };
+    // SAFETY: m is live (caller).
+    let msg = unsafe { &mut *m };
+    // SAFETY: used only during this call.
+    let Some(topic) = (unsafe { topic_of(api, msg) }) else {
+        return;
+    };
+    let mut h: *mut Headers = std::ptr::null_mut();
+    // SAFETY: m is live; h stays owned by the message.
+    if unsafe { (api.message_headers)(m, &mut h) } != api::ERR_NO_ERROR {
+        return;
+    }
+    // SAFETY: h is the message's list, unchanged during this call.
+    let (Some(header), Some(sealed)) = (unsafe { header_value(api, h, HEADER) }, unsafe {
+        header_value(api, h, SEALED_KEY)
+    }) else {
+        return;
+    };
+    // SAFETY: librdkafka's own copy of the key, key_len bytes.
+    let key = unsafe { std::slice::from_raw_parts_mut(msg.key.cast::<u8>(), msg.key_len) };
+    if let Ok(real) = engine.unseal_key(&topic, header, key, sealed) {
+        if real.len() == key.len() {
+            key.copy_from_slice(&real);
+        }
+    }
+}
+
 /// on_send cannot veto a message. Instead the message is pointed at a
 /// partition that cannot exist, so librdkafka's partitioner fails it
 /// (UNKNOWN_PARTITION, from produce() or in the delivery report) before it
@@ -632,6 +729,10 @@ pub(crate) unsafe extern "C" fn on_acknowledgement(
         } else if copied_payload(unsafe { private_flags(m) }, msg.len) {
             // SAFETY: as above.
             unsafe { unseal_librdkafkas_copy(st, m) };
+        }
+        if tokenizes(st, msg) {
+            // SAFETY: m is live.
+            unsafe { restore_own_key(st, m) };
         }
         api::ERR_NO_ERROR
     })
@@ -873,19 +974,23 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
     let Some(engine) = client.engine.as_ref() else {
         return Err(client.broken.clone().unwrap_or_default());
     };
-    if msg.payload.is_null() {
-        return Ok(()); // a tombstone is never encrypted
+    let mut h: *mut Headers = std::ptr::null_mut();
+    // SAFETY: m is live; h stays owned by the message.
+    if unsafe { (api.message_headers)(m, &mut h) } != api::ERR_NO_ERROR {
+        h = std::ptr::null_mut();
+    }
+    // A tombstone is not encrypted (docs/FORMAT.md section 9), unless its
+    // key is tokenized (section 13.5): then it carries `e2ee` and `e2ee.k`,
+    // sealed over an empty value, and opens as one.
+    // SAFETY: h is the message's list or null.
+    if msg.payload.is_null() && unsafe { header_value(api, h, SEALED_KEY) }.is_none() {
+        return Ok(());
     }
     // A mirrored topic's records are bound to their source topic: opened,
     // authorized and asked for under that name, mapped by this client's own
     // e2ee.topic.source.prefix only (docs/PROTOCOL.md, section 5c).
     let mirrored = topic;
     let topic = host::source_topic(client.topic_source_prefix.as_deref(), &mirrored);
-    let mut h: *mut Headers = std::ptr::null_mut();
-    // SAFETY: m is live; h stays owned by the message.
-    if unsafe { (api.message_headers)(m, &mut h) } != api::ERR_NO_ERROR {
-        h = std::ptr::null_mut();
-    }
     // SAFETY: h is the message's list or null.
     let header = unsafe { header_value(api, h, HEADER) };
     // SAFETY: as above.
@@ -898,7 +1003,7 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
         );
     }
     let len = msg.len;
-    let value: &mut [u8] = if len == 0 {
+    let value: &mut [u8] = if len == 0 || msg.payload.is_null() {
         &mut []
     } else {
         // SAFETY: each message's slice of the fetch buffer is its own.
@@ -922,8 +1027,11 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
     // value, and the record's other headers, whose clear copies the engine
     // checks. Gathered only if the record has an e2ee.h (a flag without
     // one fails in the engine): most records pay one lookup.
+    // Likewise every e2ee.k value (tokenized keys, section 13).
     // SAFETY: h is the message's list or null, unchanged until opened.
-    let raw = if unsafe { header_value(api, h, SEALED_HEADERS) }.is_some() {
+    let has_sealed_key = unsafe { header_value(api, h, SEALED_KEY) }.is_some();
+    // SAFETY: as above.
+    let raw = if has_sealed_key || unsafe { header_value(api, h, SEALED_HEADERS) }.is_some() {
         // SAFETY: as above.
         unsafe { all_headers(api, h) }
     } else {
@@ -934,6 +1042,24 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
         .filter(|r| r.name == SEALED_HEADERS)
         .map(|r| r.value.unwrap_or_default())
         .collect();
+    let sealed_keys: Vec<&[u8]> = raw
+        .iter()
+        .filter(|r| r.name == SEALED_KEY)
+        .map(|r| r.value.unwrap_or_default())
+        .collect();
+    // The key as it came off the wire (a token if the record has e2ee.k:
+    // then copied, since the fetch buffer's copy is restored in place
+    // below; borrowed otherwise, so most records allocate nothing here).
+    // SAFETY: key has key_len bytes for the life of the message.
+    let borrowed = (!msg.key.is_null())
+        .then(|| unsafe { std::slice::from_raw_parts(msg.key.cast::<u8>(), msg.key_len) });
+    let copied: Option<Zeroizing<Vec<u8>>> = borrowed
+        .filter(|_| has_sealed_key)
+        .map(|k| Zeroizing::new(k.to_vec()));
+    let wire_key: Option<&[u8]> = match &copied {
+        Some(k) => Some(&k[..]),
+        None => borrowed,
+    };
     // A header whose name is not UTF-8 is no application header's copy:
     // left out (and dropped with the others once opened).
     let visible: Vec<AppHeader<'_>> = raw
@@ -950,14 +1076,17 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
     let mut deadline = None;
     loop {
         let generation = engine.key_generation();
-        match engine.open_record(
-            topic,
-            header,
-            &sealed_headers,
-            &visible,
-            binding(msg),
-            value,
-        ) {
+        let extras = RecordExtras {
+            sealed_headers: &sealed_headers,
+            visible: &visible,
+            wire_key,
+            sealed_keys: &sealed_keys,
+        };
+        let bind = match wire_key {
+            Some(k) => KeyBinding::Bytes(k),
+            None => KeyBinding::Null,
+        };
+        match engine.open_record_parts(topic, header, extras, bind, value) {
             // e2ee.topics may name the mirrored topic rather than its source
             // (A.* instead of orders): plaintext is refused if either name is
             // protected, so the mapping never lets plaintext in.
@@ -965,8 +1094,19 @@ unsafe fn consume(st: &ConfState, m: *mut Message) -> Result<(), String> {
                 return host::refuse_mirrored_plaintext(engine, &mirrored, topic)
                     .map_err(|e| e.to_string())
             }
-            Ok((Opened::Decrypted, list)) => {
-                if let Some(list) = list {
+            Ok((Opened::Decrypted, opened)) => {
+                if let Some(real) = &opened.key {
+                    if real.len() != msg.key_len || msg.key.is_null() {
+                        return Err("the record's real key does not fit its token".into());
+                    }
+                    // SAFETY: the message's slice of the fetch buffer holds
+                    // key_len bytes, its own; the real key has that length.
+                    unsafe { std::slice::from_raw_parts_mut(msg.key.cast::<u8>(), msg.key_len) }
+                        .copy_from_slice(real);
+                    // SAFETY: h is the message's list (it held e2ee.k).
+                    unsafe { (api.header_remove)(h, SEALED_KEY.as_ptr()) };
+                }
+                if let Some(list) = opened.headers {
                     // SAFETY: h is the message's list (it held the headers).
                     unsafe { restore_headers(api, h, &list) }?;
                 }
