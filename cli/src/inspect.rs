@@ -10,7 +10,7 @@ use std::time::Duration;
 use kafka_e2ee_core::exchange::mailbox::{
     Prekeys, SealedEnvelope, KIND_ENVELOPE, KIND_ENVELOPE_HYBRID, KIND_PREKEYS, KIND_PREKEYS_HYBRID,
 };
-use kafka_e2ee_core::format::{RecordHeader, HEADER_NAME, SEALED_HEADERS_NAME};
+use kafka_e2ee_core::format::{RecordHeader, HEADER_NAME, SEALED_HEADERS_NAME, SEALED_KEY_NAME};
 use kafka_e2ee_core::trust::{Credential, TopicPattern};
 use rskafka::client::partition::{OffsetAt, UnknownTopicHandling};
 
@@ -46,6 +46,11 @@ struct Tally {
     /// with e2ee.headers=clear or from earlier versions; those listed in
     /// e2ee.headers.clear otherwise).
     clear_headers: u64,
+    /// Encrypted records (and tombstones) whose key is a token, the real key
+    /// sealed in e2ee.k (e2ee.keys=tokenize).
+    tokenized_keys: u64,
+    /// Encrypted records with a key in clear.
+    clear_keys: u64,
     /// Offsets of the first few suspicious records, for the report.
     examples: Vec<String>,
     keys: BTreeMap<(String, u32), KeyStats>,
@@ -345,6 +350,15 @@ fn classify(t: &mut Tally, partition: i32, r: &rskafka::record::RecordAndOffset)
             t.plaintext += 1;
             note(t, "no e2ee header (plaintext)");
         }
+        // A tombstone of a tokenized key carries e2ee and e2ee.k over an
+        // empty value (docs/FORMAT.md section 13.5).
+        (Some(h), None)
+            if rec.headers.contains_key(SEALED_KEY_NAME)
+                && RecordHeader::decode(h).is_ok_and(|h| h.has_token_key()) =>
+        {
+            t.tombstones += 1;
+            t.tokenized_keys += 1;
+        }
         (Some(_), None) => {
             t.malformed += 1;
             *t.malformed_reasons
@@ -356,11 +370,12 @@ fn classify(t: &mut Tally, partition: i32, r: &rskafka::record::RecordAndOffset)
             Ok(h) => {
                 t.encrypted += 1;
                 t.sealed_headers += u64::from(h.has_sealed_headers());
-                t.clear_headers += u64::from(
-                    rec.headers
-                        .keys()
-                        .any(|k| k != HEADER_NAME && k != SEALED_HEADERS_NAME),
-                );
+                t.clear_headers +=
+                    u64::from(rec.headers.keys().any(|k| {
+                        k != HEADER_NAME && k != SEALED_HEADERS_NAME && k != SEALED_KEY_NAME
+                    }));
+                t.tokenized_keys += u64::from(h.has_token_key());
+                t.clear_keys += u64::from(!h.has_token_key() && rec.key.is_some());
                 let ts = rec.timestamp.timestamp_millis();
                 let k = t
                     .keys
@@ -393,6 +408,8 @@ fn render(
          \n  encrypted   {:>8}   (well-formed e2ee header; tags are checked by consumers)\
          \n    headers sealed   {:>8}   (application headers in e2ee.h, docs/FORMAT.md section 12)\
          \n    headers in clear {:>8}   (readable application headers)\
+         \n    keys tokenized   {:>8}   (the broker sees a token, the key is in e2ee.k, docs/FORMAT.md section 13)\
+         \n    keys in clear    {:>8}   (readable record keys; e2ee.keys=tokenize hides them)\
          \n  plaintext   {:>8}\
          \n  malformed   {:>8}\
          \n  tombstones  {:>8}   (null values stay null)\n",
@@ -402,6 +419,8 @@ fn render(
         t.encrypted,
         t.sealed_headers,
         t.clear_headers,
+        t.tokenized_keys,
+        t.clear_keys,
         t.plaintext,
         t.malformed,
         t.tombstones
@@ -497,6 +516,8 @@ fn render(
         ("encrypted", Value::Num(t.encrypted)),
         ("sealed_headers", Value::Num(t.sealed_headers)),
         ("clear_headers", Value::Num(t.clear_headers)),
+        ("tokenized_keys", Value::Num(t.tokenized_keys)),
+        ("clear_keys", Value::Num(t.clear_keys)),
         ("plaintext", Value::Num(t.plaintext)),
         ("malformed", Value::Num(t.malformed)),
         ("tombstones", Value::Num(t.tombstones)),
@@ -631,5 +652,38 @@ mod tests {
         classify(&mut t, 0, &record(0, &["trace"]));
         classify(&mut t, 0, &record(0, &[]));
         assert_eq!((t.encrypted, t.sealed_headers, t.clear_headers), (4, 2, 2));
+        assert_eq!((t.tokenized_keys, t.clear_keys), (0, 0));
+    }
+
+    #[test]
+    fn tokenized_and_clear_keys_and_tokenized_tombstones_are_counted() {
+        use std::collections::BTreeMap;
+        let record = |flags: u8, key: Option<&[u8]>, value: Option<&[u8]>, sealed_key: bool| {
+            let mut header = vec![1, flags];
+            header.extend_from_slice(&[9; 8]);
+            header.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1]);
+            header.extend_from_slice(&[0; 16]);
+            let mut headers = BTreeMap::from([(HEADER_NAME.to_owned(), header)]);
+            if sealed_key {
+                headers.insert(SEALED_KEY_NAME.to_owned(), vec![0; 20]);
+            }
+            rskafka::record::RecordAndOffset {
+                record: rskafka::record::Record {
+                    key: key.map(<[u8]>::to_vec),
+                    value: value.map(<[u8]>::to_vec),
+                    headers,
+                    timestamp: rskafka::chrono::DateTime::from_timestamp_millis(0).unwrap(),
+                },
+                offset: 0,
+            }
+        };
+        let mut t = Tally::default();
+        classify(&mut t, 0, &record(0x40, Some(b"tok"), Some(b"v"), true));
+        classify(&mut t, 0, &record(0x40, Some(b"tok"), None, true));
+        classify(&mut t, 0, &record(0, Some(b"key"), Some(b"v"), false));
+        classify(&mut t, 0, &record(0, None, Some(b"v"), false));
+        classify(&mut t, 0, &record(0, Some(b"key"), None, false));
+        assert_eq!((t.tokenized_keys, t.clear_keys, t.encrypted), (2, 1, 3));
+        assert_eq!((t.tombstones, t.malformed), (1, 1));
     }
 }

@@ -696,8 +696,16 @@ mod tests {
     #[test]
     fn keys_setting_parses_and_names_its_property() {
         assert!(!parse(&[]).expect("defaults parse").tokenize_keys);
-        assert!(parse(&[("e2ee.keys", " tokenize ")]).expect("tokenize").tokenize_keys);
-        assert!(!parse(&[("e2ee.keys", "clear")]).expect("clear").tokenize_keys);
+        assert!(
+            parse(&[("e2ee.keys", " tokenize ")])
+                .expect("tokenize")
+                .tokenize_keys
+        );
+        assert!(
+            !parse(&[("e2ee.keys", "clear")])
+                .expect("clear")
+                .tokenize_keys
+        );
         for bad in ["encrypt", "Tokenize", ""] {
             let e = parse(&[("e2ee.keys", bad)]).expect_err(bad);
             assert_eq!(e.property, "e2ee.keys");
