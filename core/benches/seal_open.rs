@@ -579,11 +579,115 @@ fn print_headers_cost(f: &Fixture) {
     }
 }
 
+/// What `e2ee.keys=tokenize` adds to a record (docs/FORMAT.md section 13):
+/// the token of the key (FF1 for an 8-byte key, the HKDF PRF for a 24-byte
+/// one) and the real key sealed in `e2ee.k` and opened again, done as the
+/// hosts do it, against the same 1 KiB value with the key bound in clear.
+fn print_keys_cost(f: &Fixture) {
+    use kafka_e2ee_core::format::{
+        open_record_parts, seal_record_parts, RecordExtras, TokenSecret, TokenizedKey,
+    };
+    println!();
+    println!("e2ee.keys=tokenize: 1 KiB value, seal+open with the key's token, best of 7 rounds");
+    println!(
+        "{:>18}  {:>10}  {:>12}  {:>12}  {:>14}  {:>8}",
+        "cipher", "key", "token only", "clear key", "tokenized", "ratio"
+    );
+    let secret = TokenSecret::from_bytes([0x42; 32]);
+    let record = vec![0x5a; 1024];
+    for cipher in Cipher::ALL {
+        let sealing = Sealing {
+            cipher,
+            compression: Compression::None,
+        };
+        for key in [
+            &b"\x00\x00\x00\x00\x00\x0f\x42\x40"[..],
+            b"customer-0000042@acme.io",
+        ] {
+            let label = format!("{} bytes", key.len());
+            let mut buf = record.clone();
+            let (mut tok, mut plain, mut with) = (Duration::MAX, Duration::MAX, Duration::MAX);
+            for _ in 0..7 {
+                tok = tok.min(best_of(1, 20_000, || {
+                    black_box(secret.token(TOPIC, black_box(key)).unwrap());
+                }));
+                plain = plain.min(best_of(1, 20_000, || {
+                    let (h, _) = seal_record(
+                        &f.key,
+                        f.key_id,
+                        1,
+                        TOPIC,
+                        KeyBinding::Bytes(key),
+                        sealing,
+                        black_box(&mut buf),
+                        None,
+                    )
+                    .unwrap();
+                    open_record(
+                        &f.key,
+                        &h,
+                        TOPIC,
+                        KeyBinding::Bytes(key),
+                        black_box(&mut buf),
+                        &[],
+                        &[],
+                    )
+                    .unwrap();
+                }));
+                with = with.min(best_of(1, 20_000, || {
+                    let token = secret.token(TOPIC, black_box(key)).unwrap();
+                    let r = seal_record_parts(
+                        &f.key,
+                        f.key_id,
+                        1,
+                        TOPIC,
+                        KeyBinding::Bytes(&token),
+                        sealing,
+                        black_box(&mut buf),
+                        None,
+                        Some(TokenizedKey { token: &token, key }),
+                    )
+                    .unwrap();
+                    let sealed_key = r.sealed_key.unwrap();
+                    let opened = open_record_parts(
+                        &f.key,
+                        &r.header,
+                        TOPIC,
+                        KeyBinding::Bytes(&token),
+                        black_box(&mut buf),
+                        RecordExtras {
+                            wire_key: Some(&token),
+                            sealed_keys: &[&sealed_key],
+                            ..RecordExtras::default()
+                        },
+                    )
+                    .unwrap();
+                    black_box(opened.key.unwrap());
+                }));
+            }
+            assert_eq!(buf, record);
+            println!(
+                "{:>18}  {:>10}  {:>12?}  {:>12?}  {:>14?}  {:>7.2}x",
+                cipher.name(),
+                label,
+                tok,
+                plain,
+                with,
+                with.as_secs_f64() / plain.as_secs_f64()
+            );
+        }
+    }
+}
+
 criterion_group!(benches, bench);
 
 fn main() {
     if std::env::var_os("SEAL_OPEN_HEADERS").is_some() {
         print_headers_cost(&fixture());
+        return;
+    }
+    if std::env::var_os("SEAL_OPEN_KEYS").is_some() {
+        print_keys_cost(&fixture());
         return;
     }
     benches();
@@ -596,6 +700,7 @@ fn main() {
     if std::env::args().any(|a| a == "--bench") {
         print_ratios();
         print_headers_cost(&fixture());
+        print_keys_cost(&fixture());
         print_engine_ratio();
     }
 }
