@@ -245,6 +245,9 @@ struct Reader {
     channel: Channel,
     pc: PartitionClient,
     offset: i64,
+    /// The partition's end offset when reading began: reached, the keys
+    /// topic has been read as a starting client reads it.
+    end_at_start: i64,
 }
 
 /// The partitions of one topic to produce to.
@@ -319,7 +322,7 @@ pub fn run(opts: &Options<'_>) -> Result<Output, String> {
             .unwrap_or_default(),
         s.state_dir.display()
     ));
-    let result = keep(&conn, &engine, &s.host, &health);
+    let result = keep(&conn, &engine, &s.host, &health, &mut |_, _| false);
     // The last tick: the engine persists its state (and queues its last
     // messages) there; a stop must never lose what it received.
     let tick = engine.handle_timeout(now_ms());
@@ -355,13 +358,18 @@ fn problem(health: &Shared, msg: String) {
     h.problem = Some(msg);
 }
 
+/// What `keep` asks after every round: stop now? Given the engine and
+/// whether the keys topic has been read up to where it ended at the start.
+type Done<'a> = dyn FnMut(&Engine, bool) -> bool + 'a;
+
 /// Connects, waits for the topics, then runs the control plane until a stop
-/// signal.
+/// signal, or until `done` says so.
 fn keep(
     conn: &kafka::Connection,
     engine: &Engine,
     cfg: &HostConfig,
     health: &Shared,
+    done: &mut Done<'_>,
 ) -> Result<(), String> {
     let client = loop {
         if signals::stop_requested() {
@@ -382,9 +390,18 @@ fn keep(
     log("reading the control topic from its end and the keys topic from its beginning");
     let mut pending: VecDeque<ControlMessage> = VecDeque::new();
     let mut last_status = now_ms();
+    let mut caught_up = false;
     while !signals::stop_requested() {
         for r in &mut readers {
             read_once(conn, engine, r, health);
+        }
+        if !caught_up
+            && readers
+                .iter()
+                .all(|r| r.channel != Channel::Keys || r.offset >= r.end_at_start)
+        {
+            caught_up = true;
+            engine.keys_topic_read();
         }
         let now = now_ms();
         if now >= engine.poll_timeout() {
@@ -411,6 +428,9 @@ fn keep(
             pending.pop_front();
         }
         send(conn, &writers, &mut pending, health);
+        if done(engine, caught_up) {
+            break;
+        }
         if now.saturating_sub(last_status) >= STATUS_EVERY_MS {
             last_status = now;
             let m = engine.metrics();
@@ -488,7 +508,9 @@ fn try_open(conn: &kafka::Connection, client: &Client, cfg: &HostConfig) -> Resu
             let pc =
                 conn.run(client.partition_client(topic.as_str(), p, UnknownTopicHandling::Retry))?;
             let offset = conn.run(pc.get_offset(at))?;
+            let end_at_start = conn.run(pc.get_offset(OffsetAt::Latest))?;
             readers.push(Reader {
+                end_at_start,
                 channel,
                 pc: conn.run(client.partition_client(
                     topic.as_str(),
@@ -600,6 +622,92 @@ fn send(
     {
         h.problem = None;
     }
+}
+
+/// `kafka-e2ee rotate-token`.
+pub struct RotateOptions<'a> {
+    pub config: &'a Path,
+    pub topic: &'a str,
+    /// How long to run after founding, sealing the new secret to every
+    /// mailbox that may have it.
+    pub hold: Duration,
+    pub timeout: Duration,
+}
+
+/// The operator's explicit rotation of a topic's token secret
+/// (docs/PROTOCOL.md 5e): runs an engine with the given producer
+/// credential as a client's control plane would, reads the keys topic to
+/// its end, founds the next generation, and keeps running for `hold`,
+/// sealing the new secret to every mailbox of the topic's producers and
+/// consumers, which hand it on from then.
+pub fn rotate(opts: &RotateOptions<'_>) -> Result<Output, String> {
+    let text = std::fs::read_to_string(opts.config)
+        .map_err(|e| format!("cannot read {}: {e}", opts.config.display()))?;
+    let props = props::parse(&text);
+    let mut cfg =
+        HostConfig::from_properties(props.iter().map(|p| (p.key.as_str(), p.value.as_str())))
+            .map_err(|e| e.to_string())?;
+    cfg.tokenize_keys = true;
+    signals::install()?;
+    let conn = kafka::Connection::from_config(None, &props, opts.timeout)?;
+    let engine = host::build_engine(&cfg).map_err(|e| e.to_string())?;
+    let cred = engine.identity().credential();
+    if !cred.may_produce(opts.topic) {
+        return Err(format!(
+            "e2ee.credential: '{}' ({}) may not produce {}: only a producer of the topic may \
+             rotate its token secret",
+            cfg.credential.display(),
+            cred.name(),
+            opts.topic
+        ));
+    }
+    let health: Shared = Arc::new(Mutex::new(Health::default()));
+    let mut generation: Option<Result<u32, String>> = None;
+    let mut until = 0;
+    let result = keep(&conn, &engine, &cfg, &health, &mut |engine, caught_up| {
+        if !caught_up || signals::stop_requested() {
+            return false;
+        }
+        match &generation {
+            None => {
+                let r = engine
+                    .rotate_token_secret(opts.topic)
+                    .map_err(|e| e.to_string());
+                if let Ok(g) = &r {
+                    log(&format!(
+                        "founded generation {g} of the token secret of {}; sealing it on for {} s",
+                        opts.topic,
+                        opts.hold.as_secs()
+                    ));
+                }
+                let failed = r.is_err();
+                generation = Some(r);
+                until = now_ms().saturating_add(u64::try_from(opts.hold.as_millis()).unwrap_or(0));
+                failed
+            }
+            Some(_) => now_ms() >= until,
+        }
+    });
+    let tick = engine.handle_timeout(now_ms());
+    result?;
+    tick.map_err(|e| format!("the last tick failed: {e}"))?;
+    let generation = match generation {
+        Some(r) => r?,
+        None => return Err("stopped before the keys topic was read".into()),
+    };
+    let text = format!(
+        "topic {}: token secret generation {generation} founded and sealed on; producers move to \
+         it as they receive it, and every key gets a new token (docs/PROTOCOL.md section 5e)\n",
+        opts.topic
+    );
+    Ok(Output {
+        text,
+        json: crate::json::object(&[
+            ("topic", crate::json::Value::Str(opts.topic.to_owned())),
+            ("generation", crate::json::Value::Num(u64::from(generation))),
+        ]),
+        failed: false,
+    })
 }
 
 #[cfg(test)]

@@ -111,6 +111,23 @@ enum Command {
         #[arg(long, value_name = "SECS", default_value_t = 10)]
         timeout: u64,
     },
+    /// Rotate a topic's token secret (e2ee.keys=tokenize): found its next generation and
+    /// seal it to every producer and consumer of the topic. Every key gets a new token;
+    /// see docs/PROTOCOL.md section 5e for the migration. Needs a producer credential.
+    RotateToken {
+        /// A client configuration: connection settings and e2ee.* (a producer credential).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The topic whose token secret to rotate.
+        #[arg(long)]
+        topic: String,
+        /// Seconds to keep running after founding, sealing the secret on.
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        hold: u64,
+        /// Seconds each broker call may take.
+        #[arg(long, value_name = "SECS", default_value_t = 10)]
+        timeout: u64,
+    },
     /// Client configuration reference.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -330,6 +347,17 @@ fn main() -> ExitCode {
         } => keeper::run(&keeper::Options {
             config: &config,
             listen: listen.as_deref(),
+            timeout: timeout(secs),
+        }),
+        Command::RotateToken {
+            config,
+            topic,
+            hold,
+            timeout: secs,
+        } => keeper::rotate(&keeper::RotateOptions {
+            config: &config,
+            topic: &topic,
+            hold: Duration::from_secs(hold),
             timeout: timeout(secs),
         }),
         Command::Config(ConfigCommand::Docs) => {

@@ -88,7 +88,7 @@ def _consume(args: dict) -> None:
             continue
         k, v = m.key(), m.value()
         rows.append({"k": None if k is None else k.hex(), "v": None if v is None else v.hex(),
-                     "p": m.partition(), "h": [h[0] for h in (m.headers() or [])]})
+                     "p": m.partition(), "o": m.offset(), "h": [h[0] for h in (m.headers() or [])]})
     c.close()
     Path(args["out"]).write_text(json.dumps(rows))
 
@@ -255,8 +255,46 @@ def test_tokenized_keys_keep_partitions_and_compaction_and_stay_off_the_broker(b
         assert data, "no segment files found"
         leaked = [k for k in real_keys if k in data] + [tag.encode()] * (tag.encode() in data)
         assert not leaked, leaked
+
+        # The operator rotates the token secret (the only way it changes):
+        # a producer that starts afterwards (it gets the new generation from
+        # a running holder, B) sends the same key under a new token.
+        cfg = tmp_path / "rotate.properties"
+        cfg.write_text(f"bootstrap.servers={broker.bootstrap}\n"
+                       + "".join(f"{k}={v}\n" for k, v in e2ee(creds, "writer").items()))
+        r = subprocess.run([str(ROOT / "target" / "release" / "kafka-e2ee"), "rotate-token", "--config", str(cfg),
+                            "--topic", TOPIC, "--hold", "4"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "generation 2" in r.stdout, r.stdout
+        # The token the broker saw for keys[0]: the raw record at the offset
+        # where the plugin consumer read keys[0].
+        at = {(x["p"], x["o"]) for x in rows if bytes.fromhex(x["k"]) == keys[0]}
+        old_token = {bytes.fromhex(x["k"]) for x in raw if (x["p"], x["o"]) in at}
+        assert len(old_token) == 1
+        g_out, g_stop = tmp_path / "g.json", tmp_path / "g.stop"
+        g = spawn("produce", base | {"e2ee": tok, "records": [{"k": keys[0].hex(), "v": f"{tag}-gen2"}],
+                                     "out": str(g_out), "stop": str(g_stop)})
+        procs.append(g)
+        assert wait_file(g_out, g, 120)[0]["err"] is None
+        out = tmp_path / f"raw-{uuid.uuid4().hex[:6]}.json"
+        c = spawn("consume", {"bootstrap": broker.bootstrap, "topic": TOPIC, "partitions": PARTITIONS,
+                              "seconds": 30, "out": str(out)})
+        after = wait_file(out, c, 60)
+        c.wait(timeout=30)
+        # The new record is the last one of its partition; a consumer gets
+        # the real key back from it too.
+        out = tmp_path / "plugin2.json"
+        c = spawn("consume", base | {"e2ee": e2ee(creds, "reader"), "partitions": PARTITIONS, "seconds": 60,
+                                     "out": str(out)})
+        rows2 = wait_file(out, c, 90)
+        c.wait(timeout=30)
+        newest = [x for x in rows2 if x.get("v") == f"{tag}-gen2".encode().hex()]
+        assert len(newest) == 1 and bytes.fromhex(newest[0]["k"]) == keys[0], newest
+        new_token = {bytes.fromhex(x["k"]) for x in after if (x["p"], x["o"]) == (newest[0]["p"], newest[0]["o"])}
+        assert len(new_token) == 1 and new_token != old_token, "a new generation gives new tokens"
+        assert len(next(iter(new_token))) == len(keys[0])
     finally:
-        for s in (tmp_path / "a.stop", tmp_path / "b.stop", tmp_path / "f.stop"):
+        for s in (tmp_path / "a.stop", tmp_path / "b.stop", tmp_path / "f.stop", tmp_path / "g.stop"):
             s.touch()
         for p in procs:
             try:
