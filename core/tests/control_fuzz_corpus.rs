@@ -104,6 +104,54 @@ fn generate_control_corpus() {
     }
 }
 
+/// `token-NN`: the keys-topic traffic of tokenized keys (docs/PROTOCOL.md
+/// 5e): a tokenizing producer's prekeys, its token claim (kind 14), a
+/// consumer's prekeys and the token envelope sealed to it (kind 15), and
+/// their halves.
+#[test]
+#[ignore = "writes the token seed corpus; run with KAFKA_E2EE_BLESS=1"]
+fn generate_token_corpus() {
+    if std::env::var("KAFKA_E2EE_BLESS").is_err() {
+        return;
+    }
+    let mut w = World::new(6);
+    let p = w.identity("p", &["customers"], &[]);
+    let c = w.identity("c", &[], &["customers"]);
+    let config = EngineConfig {
+        tokenize_keys: true,
+        ..EngineConfig::default()
+    };
+    let p = w.engine_with(config, p, None, T0);
+    let c = w.engine_with(EngineConfig::default(), c, None, T0);
+    p.keys_topic_read();
+    let _ = p.token_secret("customers");
+    let mut carried = pump(&[&p, &c], T0);
+    // The founder reads its own claim back from the keys topic, as hosts do.
+    for m in carried.clone() {
+        let _ = p.handle_control(T0, &m);
+    }
+    carried.extend(pump(&[&p, &c], T0 + 6_000));
+    // (pump returns once a round moved nothing; what its last tick queued
+    // is still in the outbox.)
+    for e in [&p, &c] {
+        while let Some(m) = e.poll_transmit() {
+            carried.push(m.payload);
+        }
+    }
+    carried.retain(|m| matches!(m.get(5), Some(7 | 12 | 14 | 15)));
+    let kinds: Vec<u8> = carried.iter().map(|m| m[5]).collect();
+    assert!(kinds.contains(&14) && kinds.contains(&15), "{kinds:?}");
+    let truncated: Vec<Vec<u8>> = carried.iter().map(|m| m[..m.len() / 2].to_vec()).collect();
+    carried.extend(truncated);
+    for (i, m) in carried.iter().enumerate() {
+        std::fs::write(
+            target_corpus("engine_control").join(format!("token-{i:02}")),
+            m,
+        )
+        .unwrap();
+    }
+}
+
 fn exchange(mode: HybridMode) -> Vec<Vec<u8>> {
     let mut w = World::new(5);
     let p = w.identity("p", &["orders"], &[]);
