@@ -1541,9 +1541,23 @@ impl Exchange {
         let Some(w) = self.wants.get_mut(&(key_id, topic.clone())) else {
             return;
         };
-        if w.holder
-            .is_some_and(|(_, at)| at.saturating_add(timeout) > now)
-        {
+        // One holder at a time: a Have while the last one asked is still
+        // within its handshake timeout waits, except that a holder this
+        // instance has a session with replaces one it has none with. The
+        // request to it is one Sealed message, needing neither a handshake
+        // nor a first-contact token; a holder without a session may wait on
+        // the first-contact budget (an instance that starts among many
+        // unknown instance ids spends the burst at once, then earns one
+        // token per 10 s) or on a backoff, while the holder it already talks
+        // to is ignored. (Simulation seed 777: a newcomer with a live
+        // session to the keeper ignored the keeper's Haves for 96 s.) A
+        // forged Have in a session peer's name costs one Sealed request per
+        // want and timeout, as any forged Have costs a request.
+        let by_peer = &self.by_peer;
+        if w.holder.is_some_and(|(holder, at)| {
+            at.saturating_add(timeout) > now
+                && (by_peer.contains_key(&holder) || !by_peer.contains_key(&from))
+        }) {
             return;
         }
         w.holder = Some((from, now));
