@@ -331,16 +331,21 @@ impl Engine {
             key_generation: AtomicU64::new(0),
             last_now_ms: AtomicU64::new(now_ms),
         };
-        let mut mailbox = None;
-        let mut tokens = Vec::new();
+        let mut restored = Restored::default();
         if let Some(storage) = storage.as_mut() {
             if let Some(blob) = storage.load().map_err(Error::Storage)? {
                 let blob = Zeroizing::new(blob);
-                (mailbox, tokens) = decode_state(&mut shared, &blob, now_ms)?;
+                restored = decode_state(&mut shared, &blob, now_ms)?;
             }
         }
         let mut exchange = Exchange::new(rng, storage, now_ms, 0, None);
-        exchange.restore_tokens(&shared, tokens);
+        exchange.restore_tokens(&shared, restored.tokens);
+        if shared.config.hybrid != crate::exchange::hybrid::HybridMode::Off {
+            // (With `off` the marks would only stop this producer sealing
+            // to those mailboxes at all: dropped, as `off` drops section 4.)
+            exchange.seen_hybrid.extend(restored.seen_hybrid);
+        }
+        let mailbox = restored.mailbox;
         // A consumer keeps its mailbox across restarts on its state
         // directory: envelopes sealed to it while it was away open then.
         match mailbox {
@@ -868,6 +873,7 @@ impl Engine {
         // The child keeps the token secrets (they are the topics', not the
         // instance's), but must not write its parent's state directory.
         let tokens = core::mem::take(&mut ex.tokens);
+        let seen_hybrid = core::mem::take(&mut ex.seen_hybrid);
         *ex = Exchange::new(
             Box::new(ForkRng(Zeroizing::new({
                 let mut s = [0u8; 32];
@@ -880,6 +886,7 @@ impl Engine {
             None,
         );
         ex.tokens = tokens;
+        ex.seen_hybrid = seen_hybrid;
         // The child gets its own mailbox (its prekeys must not be its
         // parent's, whose state directory it does not write).
         let m = ex.new_mailbox(sh, now_ms);
@@ -959,6 +966,7 @@ pub(crate) fn encode_state(
     sh: &Shared,
     mailbox: Option<&Mailbox>,
     tokens: &[(Vec<u8>, Arc<TokenSecret>)],
+    seen_hybrid: &[InstanceId],
 ) -> Zeroizing<Vec<u8>> {
     let epochs = sh.producer.all();
     let held = sh.keyring.all();
@@ -1008,6 +1016,11 @@ pub(crate) fn encode_state(
             0
         } else {
             1 + 4 + tokens.iter().map(|(c, _)| 4 + c.len() + 32).sum::<usize>()
+        }
+        + if seen_hybrid.is_empty() {
+            0
+        } else {
+            1 + 4 + 8 * seen_hybrid.len()
         };
     let mut plain = Zeroizing::new(Vec::with_capacity(size));
     plain.extend_from_slice(&u32::try_from(epochs.len()).unwrap_or(0).to_be_bytes());
@@ -1061,6 +1074,13 @@ pub(crate) fn encode_state(
             plain.extend_from_slice(secret.as_bytes());
         }
     }
+    if !seen_hybrid.is_empty() {
+        plain.push(HYBRID_SEEN_TAG);
+        plain.extend_from_slice(&u32::try_from(seen_hybrid.len()).unwrap_or(0).to_be_bytes());
+        for id in seen_hybrid {
+            plain.extend_from_slice(&id.0);
+        }
+    }
     debug_assert_eq!(plain.len(), size, "the state buffer was sized exactly");
     plain
 }
@@ -1077,10 +1097,18 @@ const KEM_TAG: u8 = 4;
 /// the engine holds one, so a state without tokenized keys stays readable
 /// by the previous version.
 const TOKENS_TAG: u8 = 5;
+/// The mailboxes a producer has seen publish hybrid prekeys (issue 17):
+/// count, then 8-byte ids. Not written with `off`.
+const HYBRID_SEEN_TAG: u8 = 6;
 
-/// What the state restores besides keys: the mailbox, and the token
-/// secrets with their claims.
-type Restored = (Option<Mailbox>, Vec<(Vec<u8>, Zeroizing<[u8; 32]>)>);
+/// What the state restores besides keys.
+#[derive(Default)]
+struct Restored {
+    mailbox: Option<Mailbox>,
+    /// Token secrets with their claims.
+    tokens: Vec<(Vec<u8>, Zeroizing<[u8; 32]>)>,
+    seen_hybrid: Vec<InstanceId>,
+}
 
 fn decode_state(sh: &mut Shared, blob: &[u8], now_ms: u64) -> Result<Restored, Error> {
     let bad = || Error::Storage("the state file is corrupt".into());
@@ -1131,8 +1159,7 @@ fn decode_state(sh: &mut Shared, blob: &[u8], now_ms: u64) -> Result<Restored, E
             );
         }
     }
-    let mut mailbox = None;
-    let mut tokens = Vec::new();
+    let mut out = Restored::default();
     while r.remaining() > 0 {
         match r.u8().map_err(|_| bad())? {
             MAILBOX_TAG => {
@@ -1140,12 +1167,12 @@ fn decode_state(sh: &mut Shared, blob: &[u8], now_ms: u64) -> Result<Restored, E
                 let salt: Salt = r.array().map_err(|_| bad())?;
                 let first = r.u64().map_err(|_| bad())?;
                 let seed = Zeroizing::new(r.array().map_err(|_| bad())?);
-                mailbox = Some(Mailbox::new(id, salt, first, seed));
+                out.mailbox = Some(Mailbox::new(id, salt, first, seed));
             }
             KEM_TAG => {
                 let first = r.u64().map_err(|_| bad())?;
                 let seed = Zeroizing::new(r.array().map_err(|_| bad())?);
-                mailbox.as_mut().ok_or_else(bad)?.set_kem(first, seed);
+                out.mailbox.as_mut().ok_or_else(bad)?.set_kem(first, seed);
             }
             SALTS_TAG => {
                 for _ in 0..r.u32().map_err(|_| bad())? {
@@ -1170,7 +1197,13 @@ fn decode_state(sh: &mut Shared, blob: &[u8], now_ms: u64) -> Result<Restored, E
                     let len = usize::try_from(r.u32().map_err(|_| bad())?).map_err(|_| bad())?;
                     let claim = r.take(len).map_err(|_| bad())?.to_vec();
                     let secret = Zeroizing::new(r.array().map_err(|_| bad())?);
-                    tokens.push((claim, secret));
+                    out.tokens.push((claim, secret));
+                }
+            }
+            HYBRID_SEEN_TAG => {
+                for _ in 0..r.u32().map_err(|_| bad())? {
+                    out.seen_hybrid
+                        .push(InstanceId(r.array().map_err(|_| bad())?));
                 }
             }
             _ => return Err(bad()),
@@ -1178,5 +1211,5 @@ fn decode_state(sh: &mut Shared, blob: &[u8], now_ms: u64) -> Result<Restored, E
     }
     r.finish().map_err(|_| bad())?;
     sh.restored.remove(&sh.me);
-    Ok((mailbox, tokens))
+    Ok(out)
 }

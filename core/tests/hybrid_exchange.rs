@@ -618,6 +618,52 @@ fn a_broker_cannot_make_a_hybrid_producer_seal_classically_to_a_mailbox_it_saw_h
     assert_eq!(c.metrics().keys_received, before);
 }
 
+#[test]
+fn a_restarted_producer_remembers_which_mailboxes_spoke_hybrid() {
+    // The producer saw the mailbox's hybrid record, then restarts on its
+    // state directory; the broker now serves only the classical record: no
+    // classical envelope. Without the state directory it would (the
+    // documented limit of `prefer`), which the last part checks.
+    let mut w = World::new(29);
+    let ci = w.identity("c", &[], &["orders"]);
+    let pi = w.identity("p", &["orders"], &[]);
+    let p_file = pi.to_file_bytes();
+    let state = common::MemStorage::default();
+    let c = w.engine_with(config(HybridMode::Prefer), ci, None, T0);
+    let p = w.engine_with(config(HybridMode::Prefer), pi, Some(state.clone()), T0);
+    let mut log = Vec::new();
+    keys_round(&[&c], T0, &mut log, &everything);
+    p.handle_control(T0, log.iter().find(|m| m[5] == 12).unwrap())
+        .unwrap();
+    p.handle_timeout(T0).unwrap(); // persists the mark
+    drop(p);
+    let classical = log.iter().find(|m| m[5] == 7).unwrap().clone();
+    let mut restarted = |storage: Option<common::MemStorage>| {
+        let pi = kafka_e2ee_core::trust::Identity::from_file_bytes(&p_file).unwrap();
+        let p = w.engine_with(config(HybridMode::Prefer), pi, storage, T0 + 1_000);
+        let _ = p.handle_control(T0 + 1_000, &classical);
+        let _ = seal(&p, b"x");
+        let mut sealed = Vec::new();
+        keys_round(&[&p], T0 + 1_000, &mut sealed, &everything);
+        (count(&sealed, mailbox::KIND_ENVELOPE), p)
+    };
+    let (classical_envelopes, p) = restarted(Some(state));
+    assert_eq!(classical_envelopes, 0, "the mark survived the restart");
+    // The hybrid record comes back: sealed hybrid again.
+    p.handle_control(T0 + 1_000, log.iter().find(|m| m[5] == 12).unwrap())
+        .unwrap();
+    let _ = seal(&p, b"y");
+    let mut sealed = Vec::new();
+    keys_round(&[&p], T0 + 1_000, &mut sealed, &everything);
+    assert!(count(&sealed, mailbox::KIND_ENVELOPE_HYBRID) >= 1);
+    drop(p);
+    let (classical_envelopes, _) = restarted(None);
+    assert!(
+        classical_envelopes >= 1,
+        "without state, prefer seals classically"
+    );
+}
+
 /// The quantum adversary against envelopes: it knows the recipient's
 /// X25519 prekey private key of the period (what a quantum computer would
 /// compute from the public key in the prekeys record) and reads the

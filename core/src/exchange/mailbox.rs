@@ -885,6 +885,12 @@ impl Exchange {
             {
                 return Ok(()); // a replay, or older than what we have
             }
+        } else if record.kem.is_none() && self.seen_hybrid.contains(&record.mailbox) {
+            // Seen hybrid before a restart (the state directory keeps the
+            // mark): a broker that now serves only its classical records
+            // gets nothing sealed to them; the hybrid one is published again
+            // within a period.
+            return Ok(());
         }
         let cred = Credential::decode(&record.credential).map_err(ControlError::Untrusted)?;
         sh.trust
@@ -915,6 +921,13 @@ impl Exchange {
             }
             None => now,
         };
+        if record.kem.is_some()
+            && sh.config.hybrid != HybridMode::Off
+            && self.seen_hybrid.len() < MAX_RECIPIENTS
+            && self.seen_hybrid.insert(record.mailbox)
+        {
+            self.state_dirty = true;
+        }
         self.recipients.insert(
             record.mailbox,
             Recipient {

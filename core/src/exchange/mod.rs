@@ -180,6 +180,11 @@ pub(crate) struct Exchange {
     sealed_final: std::collections::BTreeSet<KeyId>,
     /// Token secrets of tokenized record keys (tokens.rs).
     pub(crate) tokens: tokens::Tokens,
+    /// Producer role: mailboxes whose hybrid prekeys record this engine has
+    /// taken, kept in the state directory, so that after a restart a broker
+    /// that serves only their classical records cannot get classical
+    /// envelopes out of `prefer` (docs/PROTOCOL.md 5d, "Downgrade").
+    pub(crate) seen_hybrid: std::collections::BTreeSet<mailbox::MailboxId>,
 }
 
 impl Exchange {
@@ -220,6 +225,7 @@ impl Exchange {
             seals: BTreeMap::new(),
             sealed_final: Default::default(),
             tokens: Default::default(),
+            seen_hybrid: Default::default(),
         }
     }
 
@@ -674,7 +680,12 @@ impl Exchange {
             return Ok(());
         };
         let tokens = self.tokens.for_state();
-        let blob = crate::engine::encode_state(sh, self.mailbox.as_ref(), &tokens);
+        let seen: Vec<mailbox::MailboxId> = if sh.config.hybrid == HybridMode::Off {
+            Vec::new() // `off` writes what the previous version reads
+        } else {
+            self.seen_hybrid.iter().copied().collect()
+        };
+        let blob = crate::engine::encode_state(sh, self.mailbox.as_ref(), &tokens, &seen);
         let result = storage.store(&blob).map_err(Error::Storage);
         self.storage = Some(storage);
         if result.is_ok() {
