@@ -47,6 +47,8 @@ const KIND_BAD_RECORD: jint = 8;
 const KIND_NO_SEALING_KEY: jint = 9;
 const KIND_STORAGE: jint = 10;
 const KIND_CONTROL: jint = 11;
+// 12 is Java's own NATIVE_LIBRARY.
+const KIND_TOKEN_PENDING: jint = 13;
 
 // Record-key binding codes (E2eeException-independent; see Engine.java).
 const BIND_UNBOUND: jint = 0;
@@ -113,6 +115,7 @@ impl From<Error> for Failure {
             Error::Storage(_) => KIND_STORAGE,
             Error::Control(_) => KIND_CONTROL,
             Error::Config(_) => KIND_CONFIG,
+            Error::TokenPending { .. } => KIND_TOKEN_PENDING,
             _ => KIND_INTERNAL,
         };
         Failure::new(kind, e.to_string())
@@ -786,5 +789,201 @@ pub extern "system" fn Java_dev_kafkae2ee_Engine_metrics0<'l>(
         let array = env.new_long_array(len)?;
         env.set_long_array_region(&array, 0, &values)?;
         Ok(array.into_raw())
+    })
+}
+
+/// A `byte[][]` of `items` (a `None` becomes a null element).
+fn byte_arrays(env: &mut JNIEnv<'_>, items: &[Option<&[u8]>]) -> Result<jobjectArray> {
+    let len = i32::try_from(items.len()).unwrap_or(0);
+    let out = env.new_object_array(len, "[B", JObject::null())?;
+    for (i, item) in (0i32..).zip(items) {
+        if let Some(bytes) = item {
+            let array = env.byte_array_from_slice(bytes)?;
+            env.set_object_array_element(&out, i, array)?;
+        }
+    }
+    Ok(out.into_raw())
+}
+
+/// The elements of a Java `byte[][]` (null: none; a null element: empty).
+fn arrays_of(env: &mut JNIEnv<'_>, arrays: &JObjectArray<'_>) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    if arrays.is_null() {
+        return Ok(out);
+    }
+    let n = env.get_array_length(arrays)?;
+    for i in 0..n {
+        let item = JByteArray::from(env.get_object_array_element(arrays, i)?);
+        out.push(if item.is_null() {
+            Vec::new()
+        } else {
+            env.convert_byte_array(&item)?
+        });
+    }
+    Ok(out)
+}
+
+/// `static native byte[] tokenize0(long, byte[] topic, byte[] key)`: the
+/// token of `key` on `topic` under the topic's token secret (docs/FORMAT.md
+/// 13.1), for the Java key serializer, which must return the key's
+/// serialized form before the value serializer seals the record. Throws
+/// TOKEN_PENDING while the secret has not arrived (the engine asks for it),
+/// BAD_RECORD for a key that cannot be tokenized (1-2 bytes, over 8,160).
+#[no_mangle]
+pub extern "system" fn Java_dev_kafkae2ee_Engine_tokenize0<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    handle: jlong,
+    topic: JByteArray<'l>,
+    key: JByteArray<'l>,
+) -> jni::sys::jbyteArray {
+    entry(&mut env, |env| {
+        let engine = engine(handle)?;
+        let topic = Small::read(env, &topic)?;
+        let topic = topic.topic()?;
+        // The real key is plaintext: wiped once tokenized.
+        let key = Zeroizing::new(env.convert_byte_array(&key)?);
+        let token = engine
+            .token_secret(topic)?
+            .token(topic, &key)
+            .map_err(Error::Format)?;
+        Ok(env.byte_array_from_slice(&token)?.into_raw())
+    })
+}
+
+/// `static native byte[][] sealRecordTokenized0(long, byte[] topic, byte[]
+/// key, byte[] value, byte[] headers)`: [`Engine::seal_record_tokenized`]
+/// (never binding the key: the Java hooks do not bind, docs/CONFIGURATION.md
+/// e2ee.bind.key): encrypts `value` in place (an empty array for a
+/// tombstone) and seals `headers` (an encoded header list, or null for none)
+/// and the real `key`. Returns {e2ee header, e2ee.h value or null, token,
+/// e2ee.k value}.
+#[no_mangle]
+pub extern "system" fn Java_dev_kafkae2ee_Engine_sealRecordTokenized0<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    handle: jlong,
+    topic: JByteArray<'l>,
+    key: JByteArray<'l>,
+    value: JByteArray<'l>,
+    headers: JByteArray<'l>,
+) -> jobjectArray {
+    entry(&mut env, |env| {
+        let engine = engine(handle)?;
+        let topic = Small::read(env, &topic)?;
+        let topic = topic.topic()?;
+        // The real key and the header list are plaintext: wiped once sealed.
+        let key = Zeroizing::new(env.convert_byte_array(&key)?);
+        let list = if headers.is_null() {
+            None
+        } else {
+            Some(Zeroizing::new(env.convert_byte_array(&headers)?))
+        };
+        let sealed = with_bytes(env, &value, |v| {
+            engine.seal_record_tokenized(topic, &key, false, v, list.as_deref().map(Vec::as_slice))
+        })??;
+        byte_arrays(
+            env,
+            &[
+                Some(&sealed.header),
+                sealed.sealed_headers.as_deref(),
+                Some(&sealed.token),
+                Some(&sealed.sealed_key),
+            ],
+        )
+    })
+}
+
+/// `static native byte[][] openRecordParts0(long, byte[] topic, byte[]
+/// header, byte[][] sealedHeaders, byte[] visible, byte[] wireKey, byte[][]
+/// sealedKeys, int binding, byte[] key, byte[] value)`:
+/// [`Engine::open_record_parts`]: decrypts `value` in place. As
+/// `openRecord0`, plus `wireKey` (the record's key as it came off the wire,
+/// null for a null key) and `sealedKeys` (its `e2ee.k` values, in order).
+/// Returns {status byte (0: plaintext of an unprotected topic, 1:
+/// decrypted), the encoded header list to restore or null, the real key or
+/// null (the wire key was not a token)}.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "system" fn Java_dev_kafkae2ee_Engine_openRecordParts0<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    handle: jlong,
+    topic: JByteArray<'l>,
+    header: JByteArray<'l>,
+    sealed_headers: JObjectArray<'l>,
+    visible: JByteArray<'l>,
+    wire_key: JByteArray<'l>,
+    sealed_keys: JObjectArray<'l>,
+    binding: jint,
+    key: JByteArray<'l>,
+    value: JByteArray<'l>,
+) -> jobjectArray {
+    entry(&mut env, |env| {
+        let engine = engine(handle)?;
+        let topic = Small::read(env, &topic)?;
+        let header = if header.is_null() {
+            None
+        } else {
+            Some(Small::read(env, &header)?)
+        };
+        let sealed = arrays_of(env, &sealed_headers)?;
+        let sealed_keys = arrays_of(env, &sealed_keys)?;
+        let wire_key = if wire_key.is_null() {
+            None
+        } else {
+            Some(env.convert_byte_array(&wire_key)?)
+        };
+        let visible = if visible.is_null() {
+            Zeroizing::new(Vec::new())
+        } else {
+            Zeroizing::new(env.convert_byte_array(&visible)?)
+        };
+        let visible = kafka_e2ee_core::format::decode_header_list(&visible).map_err(|e| {
+            Failure::new(
+                KIND_INTERNAL,
+                format!("malformed visible headers from Java: {e}"),
+            )
+        })?;
+        let key = binding_bytes(env, binding, &key)?;
+        let bind = key_binding(binding, key.as_ref().map(Small::bytes));
+        let topic = topic.topic()?;
+        let header = header.as_ref().map(Small::bytes);
+        let sealed: Vec<&[u8]> = sealed.iter().map(Vec::as_slice).collect();
+        let sealed_keys: Vec<&[u8]> = sealed_keys.iter().map(Vec::as_slice).collect();
+        let extras = kafka_e2ee_core::format::RecordExtras {
+            sealed_headers: &sealed,
+            visible: &visible,
+            wire_key: wire_key.as_deref(),
+            sealed_keys: &sealed_keys,
+        };
+        let (opened, restored) = with_bytes(env, &value, |v| {
+            engine.open_record_parts(topic, header, extras, bind, v)
+        })??;
+        let status = [u8::from(opened == Opened::Decrypted)];
+        byte_arrays(
+            env,
+            &[
+                Some(&status),
+                restored.headers.as_deref().map(Vec::as_slice),
+                restored.key.as_deref().map(Vec::as_slice),
+            ],
+        )
+    })
+}
+
+/// `static native void keysTopicRead0(long)`: [`Engine::keys_topic_read`]:
+/// the Java control plane has read the keys topic up to its end offsets, so
+/// the engine may found a token secret nobody has claimed (docs/PROTOCOL.md
+/// 5e).
+#[no_mangle]
+pub extern "system" fn Java_dev_kafkae2ee_Engine_keysTopicRead0<'l>(
+    mut env: JNIEnv<'l>,
+    _: JClass<'l>,
+    handle: jlong,
+) {
+    entry(&mut env, |_| {
+        engine(handle)?.keys_topic_read();
+        Ok(())
     })
 }

@@ -380,6 +380,10 @@ final class ControlPlane implements AutoCloseable {
             return; // position being reset: not caught up yet, ask again next round
         }
         caughtUp = true;
+        // Only now may the engine found a token secret for a topic nobody has claimed one on
+        // (e2ee.keys=tokenize, docs/PROTOCOL.md 5e): before, a claim it has not read yet could
+        // exist, and two secrets for one topic would give one key two tokens.
+        engine.keysTopicRead();
     }
 
     private void round(KafkaConsumer<byte[], byte[]> c, KafkaProducer<byte[], byte[]> producer) {

@@ -30,6 +30,8 @@ public class DecryptingDeserializer<T> implements Deserializer<T> {
     static final long RETRY_WAIT_MS = 1_000;
     private Deserializer<T> inner;
     private Engines.Lease lease;
+    /** Configured as key.deserializer: only the tokenized-key guard (no engine). */
+    private boolean isKey;
     /**
      * The last record that failed. Kafka's fetcher parses a failing record again (on the next
      * poll, and at once when records came before it in the same batch), so without this one
@@ -67,8 +69,8 @@ public class DecryptingDeserializer<T> implements Deserializer<T> {
     @SuppressWarnings("unchecked")
     public void configure(Map<String, ?> configs, boolean isKey) {
         if (isKey) {
-            throw new ConfigException("key.deserializer", DecryptingDeserializer.class.getName(),
-                    "kafka-e2ee encrypts record values only; set it as value.deserializer");
+            configureKeyGuard(configs);
+            return;
         }
         E2eeConfig config = new E2eeConfig(configs);
         Class<?> innerClass = config.getClass(E2eeConfig.INNER_VALUE_DESERIALIZER);
@@ -93,8 +95,59 @@ public class DecryptingDeserializer<T> implements Deserializer<T> {
         inner = created;
     }
 
+    /**
+     * As key.deserializer: a guard, not a decryptor. Restoring a tokenized key here would need the
+     * sealed key opened before the value is seen (the consumer deserializes the key first, and no
+     * deserializer sees both); the consumer interceptor sees whole records and restores byte[]
+     * keys. But only the key deserializer sees every tokenized record: Kafka does not call the
+     * value deserializer for a null value, so a tokenized tombstone would reach the application
+     * with its token as key. So this fails every record whose key is a token, and hands other keys
+     * to e2ee.inner.key.deserializer.
+     */
+    @SuppressWarnings("unchecked")
+    private void configureKeyGuard(Map<String, ?> configs) {
+        isKey = true;
+        E2eeConfig config = new E2eeConfig(configs);
+        Class<?> innerClass = config.getClass(E2eeConfig.INNER_KEY_DESERIALIZER);
+        if (innerClass == null) {
+            throw new ConfigException(E2eeConfig.INNER_KEY_DESERIALIZER + " is required with key.deserializer="
+                    + DecryptingDeserializer.class.getName() + ": set it to the deserializer of your keys. (This "
+                    + "key deserializer refuses tokenized keys, e2ee.keys=tokenize; to read them use "
+                    + "interceptor.classes=" + E2eeConsumerInterceptor.class.getName() + " with key.deserializer="
+                    + "org.apache.kafka.common.serialization.ByteArrayDeserializer.)");
+        }
+        if (!Deserializer.class.isAssignableFrom(innerClass) || innerClass == DecryptingDeserializer.class) {
+            throw new ConfigException(E2eeConfig.INNER_KEY_DESERIALIZER, innerClass.getName(),
+                    "is not a Deserializer (or is this class itself); name the deserializer of your keys");
+        }
+        Deserializer<T> created = Utils.newInstance(innerClass, Deserializer.class);
+        created.configure(configs, true);
+        inner = created;
+    }
+
+    /** The key guard: a tokenized record fails (E2eeConsumerInterceptor restores its key). */
+    private void refuseTokenizedKey(String topic, Headers headers) {
+        if (headers == null || headers.lastHeader(RecordCrypto.HEADER) == null
+                && headers.lastHeader(RecordCrypto.SEALED_KEY) == null) {
+            return;
+        }
+        byte[] header;
+        try {
+            header = RecordCrypto.header(headers);
+        } catch (E2eeException e) {
+            throw new SerializationException("kafka-e2ee could not read a record of topic '" + topic
+                    + "' (" + e.kind() + "): " + e.getMessage(), e);
+        }
+        if (RecordCrypto.tokenized(header, headers)) {
+            throw tokenizedKey(topic);
+        }
+    }
+
     @Override
     public T deserialize(String topic, byte[] data) {
+        if (isKey) {
+            return inner.deserialize(topic, data);
+        }
         if (data != null && lease.isProtected(topic)) {
             throw new SerializationException("kafka-e2ee: a record of protected topic '" + topic
                     + "' must be deserialized with its headers");
@@ -105,7 +158,12 @@ public class DecryptingDeserializer<T> implements Deserializer<T> {
     /** Decrypts {@code data} in place (the consumer hands each call its own array). */
     @Override
     public T deserialize(String topic, Headers headers, byte[] data) {
+        if (isKey) {
+            refuseTokenizedKey(topic, headers);
+            return inner.deserialize(topic, headers, data);
+        }
         if (data == null) {
+            refuseTokenizedTombstone(topic, headers);
             return inner.deserialize(topic, headers, (byte[]) null);
         }
         open(topic, headers, data, true);
@@ -115,7 +173,12 @@ public class DecryptingDeserializer<T> implements Deserializer<T> {
     /** What the consumer calls: one copy out of the fetch buffer, decrypted in place. */
     @Override
     public T deserialize(String topic, Headers headers, ByteBuffer data) {
+        if (isKey) {
+            refuseTokenizedKey(topic, headers);
+            return inner.deserialize(topic, headers, data);
+        }
         if (data == null) {
+            refuseTokenizedTombstone(topic, headers);
             return inner.deserialize(topic, headers, (ByteBuffer) null);
         }
         Failure last = lastFailure;
@@ -142,6 +205,38 @@ public class DecryptingDeserializer<T> implements Deserializer<T> {
     }
 
     /**
+     * A tombstone with a tokenized key (docs/FORMAT.md 13.5) would hand the app the token as its
+     * key: it fails instead, as every tokenized record does here. (KafkaConsumer itself never calls
+     * a value deserializer for a null value: the key guard, key.deserializer=this class, is what
+     * stops those; this is for callers that do.)
+     */
+    private void refuseTokenizedTombstone(String topic, Headers headers) {
+        if (headers == null || headers.lastHeader(RecordCrypto.HEADER) == null
+                && headers.lastHeader(RecordCrypto.SEALED_KEY) == null) {
+            return; // an ordinary tombstone (docs/FORMAT.md section 9)
+        }
+        byte[] header;
+        try {
+            header = RecordCrypto.header(headers);
+        } catch (E2eeException e) {
+            throw new SerializationException("kafka-e2ee could not read a record of topic '" + topic
+                    + "' (" + e.kind() + "): " + e.getMessage(), e);
+        }
+        if (RecordCrypto.tokenized(header, headers)) {
+            lease.metrics.recordFailed();
+            throw tokenizedKey(topic);
+        }
+    }
+
+    private static SerializationException tokenizedKey(String topic) {
+        return new SerializationException("kafka-e2ee could not read a record of topic '" + topic + "': its key "
+                + "is tokenized (a producer with e2ee.keys=tokenize), and a deserializer never sees the key, so "
+                + "it cannot give the application the real key. Read this topic with interceptor.classes="
+                + E2eeConsumerInterceptor.class.getName() + " and key.deserializer="
+                + "org.apache.kafka.common.serialization.ByteArrayDeserializer");
+    }
+
+    /**
      * Decrypts in place. {@code first}: the first attempt at this record, which waits for a
      * missing key and counts a failure in records-failed.
      */
@@ -157,6 +252,12 @@ public class DecryptingDeserializer<T> implements Deserializer<T> {
             }
             throw new SerializationException("kafka-e2ee could not decrypt a record of topic '" + topic
                     + "' (" + e.kind() + "): " + e.getMessage(), e);
+        }
+        if (RecordCrypto.tokenized(header, headers)) {
+            if (first) {
+                lease.metrics.recordFailed();
+            }
+            throw tokenizedKey(topic);
         }
         if (header != null && RecordCrypto.binding(header) != Engine.BIND_UNBOUND) {
             // A deserializer never sees the record key, so it cannot check a key-bound record.

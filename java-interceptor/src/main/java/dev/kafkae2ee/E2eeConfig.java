@@ -43,12 +43,15 @@ public final class E2eeConfig extends AbstractConfig {
     public static final String TOPIC_SOURCE_PREFIX = "e2ee.topic.source.prefix";
     public static final String HEADERS = "e2ee.headers";
     public static final String HEADERS_CLEAR = "e2ee.headers.clear";
+    public static final String KEYS = "e2ee.keys";
+    public static final String INNER_KEY_SERIALIZER = "e2ee.inner.key.serializer";
+    public static final String INNER_KEY_DESERIALIZER = "e2ee.inner.key.deserializer";
 
     /** The properties the native engine reads (everything but the Java-only inner serdes). */
     static final List<String> NATIVE = List.of(
             CREDENTIAL, TRUST, TOPICS, KEY_ROTATION_MS, KEY_ROTATION_RECORDS, KEY_RETENTION_MS,
             KEY_WAIT_MS, STATE_DIR, CONTROL_TOPIC, KEYS_TOPIC, CLOSE_TIMEOUT_MS, BIND_KEY, CIPHER, COMPRESSION,
-            KEX_HYBRID, CONTROL_BOOTSTRAP_SERVERS, TOPIC_SOURCE_PREFIX);
+            KEX_HYBRID, CONTROL_BOOTSTRAP_SERVERS, TOPIC_SOURCE_PREFIX, KEYS);
 
     public static final ConfigDef CONFIG_DEF = new ConfigDef()
             .define(CREDENTIAL, Type.STRING, null, new ReadableFile(
@@ -66,6 +69,23 @@ public final class E2eeConfig extends AbstractConfig {
                             + "values into bytes before they are encrypted (any Serializer class, e.g. "
                             + "org.apache.kafka.common.serialization.StringSerializer). Configured and closed "
                             + "with the producer's settings.")
+            .define(INNER_KEY_SERIALIZER, Type.CLASS, null, Importance.MEDIUM,
+                    "With e2ee.keys=tokenize, for key.serializer=dev.kafkae2ee.EncryptingSerializer: the "
+                            + "serializer that turns keys into bytes before they are tokenized (any Serializer "
+                            + "class, e.g. org.apache.kafka.common.serialization.StringSerializer). Configured and "
+                            + "closed with the producer's settings. (Or use E2eeProducerInterceptor with byte[] "
+                            + "keys.) Java consumers read tokenized keys with "
+                            + "interceptor.classes=dev.kafkae2ee.E2eeConsumerInterceptor and byte[] keys "
+                            + "(key.deserializer=org.apache.kafka.common.serialization.ByteArrayDeserializer). "
+                            + "Kafka Streams refuses e2ee.keys=tokenize.")
+            .define(INNER_KEY_DESERIALIZER, Type.CLASS, null, Importance.MEDIUM,
+                    "For key.deserializer=dev.kafkae2ee.DecryptingDeserializer: the deserializer of your keys. "
+                            + "That key deserializer is a guard for topics that may hold tokenized keys "
+                            + "(e2ee.keys=tokenize): it fails every record whose key is a token (tombstones "
+                            + "included, which Kafka never hands a value deserializer) instead of handing the "
+                            + "application the token, and passes other keys to this deserializer. To read "
+                            + "tokenized keys use interceptor.classes=dev.kafkae2ee.E2eeConsumerInterceptor with "
+                            + "key.deserializer=org.apache.kafka.common.serialization.ByteArrayDeserializer.")
             .define(INNER_VALUE_DESERIALIZER, Type.CLASS, null, Importance.HIGH,
                     "For value.deserializer=dev.kafkae2ee.DecryptingDeserializer: the deserializer that "
                             + "turns decrypted bytes into values. Configured and closed with the consumer's settings.")
@@ -94,7 +114,10 @@ public final class E2eeConfig extends AbstractConfig {
                             + "records older than that can no longer be decrypted (crypto-shredding). "
                             + "At least e2ee.key.rotation.ms.")
             .define(KEY_WAIT_MS, Type.LONG, 30_000L, Range.atLeast(0), Importance.MEDIUM,
-                    "How long a consumer waits for a key it lacks before it fails the record.")
+                    "How long a consumer waits for a key it lacks before it fails the record; and how long a "
+                            + "producer with e2ee.keys=tokenize waits for its topic's token secret (from a running "
+                            + "party that holds it, or made by this producer once it has read the keys topic) "
+                            + "before it fails the record.")
             .define(STATE_DIR, Type.STRING, "", Importance.LOW,
                     "Directory for this client's encrypted key state, so that keys survive a restart; "
                             + "one per process. Empty: keys are kept in memory only.")
@@ -148,6 +171,18 @@ public final class E2eeConfig extends AbstractConfig {
                             + "for the broker and tooling (routing, tracing). They are still authenticated: "
                             + "consumers reject a record whose clear copies were changed, removed, added or "
                             + "reordered. Empty = none.")
+            .define(KEYS, Type.STRING, "clear", ConfigDef.ValidString.in("clear", "tokenize"),
+                    Importance.MEDIUM,
+                    "What producers do with record keys: `clear` (send them as they are) or `tokenize` (send a "
+                            + "deterministic token of each key instead, of the key's own length, so equal keys "
+                            + "still go to one partition and a compacted topic still keeps the newest value per "
+                            + "key, while the broker learns only which records share a key; the real key travels "
+                            + "sealed in one extra header, `e2ee.k`, and consumers get it back). Keys of 1 or 2 "
+                            + "bytes, or over 8,160, cannot be tokenized: such a record fails. The topic's token "
+                            + "secret is shared among its producers through the keys topic and never rotates by "
+                            + "itself (docs/FORMAT.md section 13, docs/PROTOCOL.md section 5e). Consumers follow "
+                            + "each record, whatever they set; consumers of the previous version reject tokenized "
+                            + "records: upgrade consumers first.")
             .define(KEX_HYBRID, Type.STRING, "prefer", ConfigDef.ValidString.in("prefer", "require", "off"),
                     Importance.LOW,
                     "The key exchange mixes an ML-KEM-768 (post-quantum) secret into every X25519 Noise "

@@ -117,6 +117,19 @@ public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> 
     private ConsumerRecord<K, V> open(ConsumerRecord<K, V> r, Set<String> keysGivenUp) {
         try {
             Object value = r.value();
+            if (value == null && (r.headers().lastHeader(RecordCrypto.HEADER) != null
+                    || r.headers().lastHeader(RecordCrypto.SEALED_KEY) != null)) {
+                // A tombstone with a tokenized key carries a header (docs/FORMAT.md 13.5): it must
+                // be opened, or the app would get the token as its key.
+                byte[] header;
+                try {
+                    header = RecordCrypto.header(r.headers());
+                } catch (E2eeException e) {
+                    lease.engine.noteRejected();
+                    return drop(r, e.kind() + ": " + e.getMessage());
+                }
+                return RecordCrypto.tokenized(header, r.headers()) ? openTokenized(r, null, header, keysGivenUp) : r;
+            }
             // Finds the e2ee header and strips it in place in one pass (one iterator per record).
             byte[] header;
             try {
@@ -124,6 +137,9 @@ public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> 
             } catch (E2eeException e) {
                 lease.engine.noteRejected();
                 return drop(r, e.kind() + ": " + e.getMessage());
+            }
+            if (value != null && RecordCrypto.tokenized(header, r.headers())) {
+                return openTokenized(r, value, header, keysGivenUp);
             }
             if (value != null && header == null && r.headers().lastHeader(SealedHeaders.NAME) != null) {
                 // e2ee.h without an e2ee header (docs/FORMAT.md section 12.4), whatever the topic.
@@ -216,6 +232,56 @@ public class E2eeConsumerInterceptor<K, V> implements ConsumerInterceptor<K, V> 
         }
         return new ConsumerRecord<>(r.topic(), r.partition(), r.offset(), r.timestamp(), r.timestampType(),
                 r.serializedKeySize(), r.serializedValueSize(), r.key(), (V) plain,
+                new RecordHeaders(restored.toArray(new Header[0])), r.leaderEpoch());
+    }
+
+    /**
+     * A record whose key is a token (docs/FORMAT.md section 13): opened whole (value, sealed
+     * headers, sealed key) and handed on with its real key, or dropped. Only byte[] keys can be
+     * replaced; a tombstone ({@code value} null) opens as an empty value and stays null.
+     */
+    @SuppressWarnings("unchecked")
+    private ConsumerRecord<K, V> openTokenized(ConsumerRecord<K, V> r, Object value, byte[] header,
+            Set<String> keysGivenUp) {
+        if (!(r.key() instanceof byte[])) {
+            return drop(r, "its key is tokenized (e2ee.keys=tokenize) and only byte[] keys can be restored by "
+                    + "this interceptor: set key.deserializer=org.apache.kafka.common.serialization."
+                    + "ByteArrayDeserializer");
+        }
+        byte[] wireKey = (byte[]) r.key();
+        byte[] bytes;
+        if (value == null) {
+            bytes = new byte[0];
+        } else if (value instanceof byte[]) {
+            bytes = (byte[]) value;
+        } else if (value instanceof String && values == InterceptorValues.STRING) {
+            bytes = ((String) value).getBytes(StandardCharsets.ISO_8859_1);
+        } else {
+            return drop(r, "a value of type " + value.getClass().getName() + " cannot be decrypted here");
+        }
+        int binding = RecordCrypto.binding(header);
+        long wait = header != null && keysGivenUp.contains(RecordCrypto.keyId(header)) ? 0 : lease.keyWaitMs;
+        Engine.OpenedParts parts;
+        try {
+            parts = RecordCrypto.openParts(lease, r.topic(), header, SealedHeaders.sealedValues(r.headers()),
+                    SealedHeaders.encode(SealedHeaders.application(r.headers()), Set.of()), wireKey,
+                    RecordCrypto.sealedKeys(r.headers()), binding, binding == Engine.BIND_BYTES ? wireKey : null,
+                    bytes, wait);
+        } catch (E2eeException e) {
+            if (e.kind() == E2eeException.Kind.KEY_PENDING && header != null) {
+                keysGivenUp.add(RecordCrypto.keyId(header));
+            }
+            return drop(r, e.kind() + ": " + e.getMessage());
+        }
+        if (!parts.decrypted || parts.key == null) {
+            // The engine opened it but restored no key: never hand the app the token.
+            return drop(r, "the record's key is marked tokenized but no real key was restored");
+        }
+        List<Header> restored = parts.headers != null ? SealedHeaders.decode(parts.headers, 0)
+                : SealedHeaders.application(r.headers());
+        Object plain = value == null ? null : value instanceof byte[] ? bytes : new String(bytes, StandardCharsets.UTF_8);
+        return new ConsumerRecord<>(r.topic(), r.partition(), r.offset(), r.timestamp(), r.timestampType(),
+                r.serializedKeySize(), r.serializedValueSize(), (K) parts.key, (V) plain,
                 new RecordHeaders(restored.toArray(new Header[0])), r.leaderEpoch());
     }
 

@@ -23,7 +23,9 @@ public class E2eeException extends KafkaException {
         NO_SEALING_KEY(9),
         STORAGE(10),
         CONTROL(11),
-        NATIVE_LIBRARY(12);
+        NATIVE_LIBRARY(12),
+        /** e2ee.keys=tokenize: the topic's token secret has not arrived yet (transient). */
+        TOKEN_PENDING(13);
 
         final int code;
 

@@ -42,6 +42,8 @@ public class E2eeProducerInterceptor<K, V> implements ProducerInterceptor<K, V> 
     private Engines.Lease lease;
     private InterceptorValues values;
     private SealedHeaders.Policy headerPolicy;
+    /** e2ee.keys=tokenize: byte[] keys of protected topics are replaced by their tokens. */
+    private boolean tokenize;
 
     @Override
     public void configure(Map<String, ?> configs) {
@@ -52,11 +54,29 @@ public class E2eeProducerInterceptor<K, V> implements ProducerInterceptor<K, V> 
         E2eeConfig config = new E2eeConfig(configs);
         config.refuseConsumerOnly(E2eeProducerInterceptor.class.getName());
         headerPolicy = SealedHeaders.Policy.of(config);
+        tokenize = "tokenize".equals(config.getString(E2eeConfig.KEYS));
+        Object clientId = configs.get("client.id");
+        boolean streams = clientId != null && String.valueOf(clientId).contains("-StreamThread-");
+        if (tokenize) {
+            if (streams) {
+                throw E2eeSerde.tokenizeRefused();
+            }
+            // The interceptor can put a token in place of a key only if the key is bytes already.
+            Object keySerializer = configs.get("key.serializer");
+            String name = keySerializer instanceof Class ? ((Class<?>) keySerializer).getName()
+                    : String.valueOf(keySerializer).trim();
+            if (!"org.apache.kafka.common.serialization.ByteArraySerializer".equals(name)) {
+                throw new org.apache.kafka.common.config.ConfigException("key.serializer", name,
+                        "with " + E2eeConfig.KEYS + "=tokenize, " + E2eeProducerInterceptor.class.getName()
+                                + " tokenizes byte[] keys only: set key.serializer="
+                                + "org.apache.kafka.common.serialization.ByteArraySerializer, or use key.serializer="
+                                + EncryptingSerializer.class.getName() + " with " + E2eeConfig.INNER_KEY_SERIALIZER);
+            }
+        }
         lease = Engines.acquire(configs, config, true);
         // A Streams producer (client.id <client id>-StreamThread-<n>-producer): its app may use the
         // interceptors without E2eeSerde, and must still hear that its keys are plaintext.
-        Object clientId = configs.get("client.id");
-        if (clientId != null && String.valueOf(clientId).contains("-StreamThread-")) {
+        if (streams) {
             E2eeSerde.warnPlaintextKeys();
         }
     }
@@ -66,8 +86,14 @@ public class E2eeProducerInterceptor<K, V> implements ProducerInterceptor<K, V> 
     public ProducerRecord<K, V> onSend(ProducerRecord<K, V> record) {
         try {
             Object value = record.value();
-            if (value == null || !lease.engine.isProtected(record.topic())) {
-                return record; // tombstones stay tombstones; unprotected topics pass
+            if (!lease.engine.isProtected(record.topic())) {
+                return record; // unprotected topics pass
+            }
+            if (tokenize && record.key() != null) {
+                return tokenized(record, value);
+            }
+            if (value == null) {
+                return record; // tombstones stay tombstones
             }
             byte[] bytes;
             if (value instanceof byte[]) {
@@ -96,6 +122,44 @@ public class E2eeProducerInterceptor<K, V> implements ProducerInterceptor<K, V> 
         } catch (Throwable t) {
             return refuse(record, t instanceof E2eeException ? t.getMessage() : t.toString());
         }
+    }
+
+    /**
+     * A record of a protected topic with a key, under e2ee.keys=tokenize: the key becomes its token
+     * and travels sealed in e2ee.k (docs/FORMAT.md section 13). A tombstone gets an e2ee header
+     * sealing an empty value and stays null (13.5).
+     */
+    @SuppressWarnings("unchecked")
+    private ProducerRecord<K, V> tokenized(ProducerRecord<K, V> record, Object value) {
+        if (!(record.key() instanceof byte[])) {
+            return refuse(record, "e2ee.keys=tokenize needs byte[] keys here, and this key is a "
+                    + record.key().getClass().getName());
+        }
+        byte[] bytes;
+        if (value == null) {
+            bytes = new byte[0];
+        } else if (value instanceof byte[]) {
+            bytes = ((byte[]) value).clone(); // the app still owns its array
+        } else if (value instanceof String && values == InterceptorValues.STRING) {
+            bytes = ((String) value).getBytes(StandardCharsets.UTF_8);
+        } else {
+            return refuse(record, "a value of type " + value.getClass().getName() + " with this value serializer");
+        }
+        RecordHeaders headers = new RecordHeaders(record.headers().toArray());
+        List<Header> app = headerPolicy.seal ? SealedHeaders.application(headers) : List.of();
+        Engine.Tokenized sealed = RecordCrypto.sealTokenized(lease, record.topic(), (byte[]) record.key(), bytes,
+                app.isEmpty() ? null : SealedHeaders.encode(app, headerPolicy.clear));
+        if (sealed.sealedHeaders != null) {
+            SealedHeaders.applySealed(headers, headerPolicy.clear, sealed.header, sealed.sealedHeaders);
+        } else {
+            RecordCrypto.strip(headers);
+            headers.add(RecordCrypto.HEADER, sealed.header);
+        }
+        headers.add(RecordCrypto.SEALED_KEY, sealed.sealedKey);
+        Object out = value == null ? null
+                : value instanceof byte[] ? bytes : new String(bytes, StandardCharsets.ISO_8859_1);
+        return new ProducerRecord<>(record.topic(), record.partition(), record.timestamp(), (K) sealed.token,
+                (V) out, headers);
     }
 
     @SuppressWarnings("unchecked")

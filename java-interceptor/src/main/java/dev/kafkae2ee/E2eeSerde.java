@@ -50,6 +50,9 @@ public class E2eeSerde<T> implements Serde<T> {
                     + "plain clients use value.serializer=dev.kafkae2ee.EncryptingSerializer and "
                     + "value.deserializer=dev.kafkae2ee.DecryptingDeserializer");
         }
+        if ("tokenize".equals(String.valueOf(configs.get(E2eeConfig.KEYS)).trim())) {
+            throw tokenizeRefused();
+        }
         requireInterceptors(configs);
         Object innerName = configs.get(E2eeConfig.INNER_VALUE_SERDE);
         if (innerName == null || String.valueOf(innerName).trim().isEmpty()) {
@@ -72,6 +75,21 @@ public class E2eeSerde<T> implements Serde<T> {
         created.configure(configs, false);
         inner = created;
         warnPlaintextKeys();
+    }
+
+    /**
+     * Kafka Streams does not support e2ee.keys=tokenize. Streams partitions repartition topics
+     * itself, by the real key, while a tokenizing producer of an input topic partitions by token,
+     * so co-partitioned joins would silently miss; and keys read back from state stores and their
+     * changelogs are deserialized without headers, where a token can never be turned back into
+     * its key. Failing at start is the only safe answer.
+     */
+    static org.apache.kafka.common.config.ConfigException tokenizeRefused() {
+        return new ConfigException(E2eeConfig.KEYS, "tokenize", "is not supported in Kafka Streams: Streams "
+                + "partitions its repartition topics by the real key (a tokenizing producer partitions by the "
+                + "token, so joins would miss), and reads keys back from state stores without headers, where "
+                + "a token cannot be turned back into its key. Set " + E2eeConfig.KEYS + "=clear for this "
+                + "application (its values are still encrypted)");
     }
 
     /** Once per process: a Streams app encrypts its values, never its keys. */

@@ -197,6 +197,117 @@ final class Engine implements AutoCloseable {
         return out[0] == 0 ? null : out[0] == 1 ? new byte[0] : out;
     }
 
+    /** A record sealed with a tokenized key (docs/FORMAT.md section 13). */
+    static final class Tokenized {
+        /** The e2ee header value. */
+        final byte[] header;
+        /** The e2ee.h value, or null if the record has no sealed headers. */
+        final byte[] sealedHeaders;
+        /** What goes on the wire as the record's key. */
+        final byte[] token;
+        /** The e2ee.k value. */
+        final byte[] sealedKey;
+
+        Tokenized(byte[] header, byte[] sealedHeaders, byte[] token, byte[] sealedKey) {
+            this.header = header;
+            this.sealedHeaders = sealedHeaders;
+            this.token = token;
+            this.sealedKey = sealedKey;
+        }
+    }
+
+    /** What {@link #openRecordParts} restored besides the value. */
+    static final class OpenedParts {
+        /** False: plaintext of an unprotected topic. */
+        final boolean decrypted;
+        /** The encoded header list to restore, or null if the record had none. */
+        final byte[] headers;
+        /** The real record key, or null if the key on the wire was not a token. */
+        final byte[] key;
+
+        OpenedParts(boolean decrypted, byte[] headers, byte[] key) {
+            this.decrypted = decrypted;
+            this.headers = headers;
+            this.key = key;
+        }
+    }
+
+    /**
+     * The token of {@code key} on {@code topic} (docs/FORMAT.md 13.1). E2eeException TOKEN_PENDING
+     * while the topic's token secret has not arrived; BAD_RECORD for a key that cannot be tokenized.
+     */
+    byte[] tokenize(String topic, byte[] key) {
+        Topic t = topic(topic);
+        long h = acquire();
+        byte[] token;
+        try {
+            token = tokenize0(h, t.name, key);
+        } finally {
+            release();
+        }
+        if (token == null || token.length != key.length) {
+            throw new E2eeException(E2eeException.Kind.INTERNAL, null, "malformed answer from the native engine");
+        }
+        return token;
+    }
+
+    /**
+     * Encrypts {@code value} in place (an empty array for a tombstone), seals {@code headers} (an
+     * encoded header list, or null for none) and the real {@code key}, and tokenizes the key.
+     * E2eeException TOKEN_PENDING while the topic's token secret has not arrived.
+     */
+    Tokenized sealTokenized(String topic, byte[] key, byte[] value, byte[] headers) {
+        Topic t = topic(topic);
+        long h = acquire();
+        byte[][] out;
+        try {
+            out = sealRecordTokenized0(h, t.name, key, value, headers);
+        } finally {
+            release();
+        }
+        if (out == null || out.length != 4 || out[0] == null || out[0].length != HEADER_LEN
+                || (out[1] == null) != (headers == null) || out[2] == null || out[2].length != key.length
+                || out[3] == null) {
+            throw new E2eeException(E2eeException.Kind.INTERNAL, null, "malformed answer from the native engine");
+        }
+        return new Tokenized(out[0], out[1], out[2], out[3]);
+    }
+
+    /**
+     * Decrypts {@code value} in place, opening and checking the record's sealed headers and sealed
+     * key: as {@link #openRecord}, plus {@code wireKey} (the key as it came off the wire, null for
+     * a null key) and {@code sealedKeys} (its e2ee.k values, in order).
+     */
+    OpenedParts openRecordParts(String topic, byte[] header, byte[][] sealed, byte[] visible, byte[] wireKey,
+            byte[][] sealedKeys, int binding, byte[] key, byte[] value) {
+        Topic t = topic(topic);
+        long h = acquire();
+        byte[][] out;
+        try {
+            out = openRecordParts0(h, t.name, header, sealed, visible, wireKey, sealedKeys, binding, key, value);
+        } finally {
+            release();
+        }
+        if (out == null || out.length != 3 || out[0] == null || out[0].length != 1 || out[0][0] < 0
+                || out[0][0] > 1 || (out[0][0] == 0 && (out[1] != null || out[2] != null))) {
+            throw new E2eeException(E2eeException.Kind.INTERNAL, null, "malformed answer from the native engine");
+        }
+        return new OpenedParts(out[0][0] == 1, out[1], out[2]);
+    }
+
+    /**
+     * The control plane has read the keys topic up to its end: the engine may now found a token
+     * secret that nobody has claimed (docs/PROTOCOL.md 5e).
+     */
+    void keysTopicRead() {
+        long h = acquire();
+        try {
+            keysTopicRead0(h);
+        } finally {
+            release();
+        }
+    }
+
     /** Decrypts {@code value} in place; false if it is plaintext of an unprotected topic. */
     boolean open(String topic, byte[] header, int binding, byte[] key, byte[] value) {
         return open(topic, null, header, binding, key, value);
@@ -390,6 +501,16 @@ final class Engine implements AutoCloseable {
 
     private static native byte[] openRecord0(long handle, byte[] topic, byte[] header, byte[][] sealed,
             byte[] visible, int binding, byte[] key, byte[] value);
+
+    private static native byte[] tokenize0(long handle, byte[] topic, byte[] key);
+
+    private static native byte[][] sealRecordTokenized0(
+            long handle, byte[] topic, byte[] key, byte[] value, byte[] headers);
+
+    private static native byte[][] openRecordParts0(long handle, byte[] topic, byte[] header, byte[][] sealed,
+            byte[] visible, byte[] wireKey, byte[][] sealedKeys, int binding, byte[] key, byte[] value);
+
+    private static native void keysTopicRead0(long handle);
 
     private static native boolean open0(
             long handle, byte[] topic, byte[] mirrored, byte[] header, int binding, byte[] key, byte[] value);

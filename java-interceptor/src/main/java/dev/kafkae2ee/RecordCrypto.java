@@ -12,6 +12,10 @@ final class RecordCrypto {
     private static final Logger log = LoggerFactory.getLogger(RecordCrypto.class);
     /** The record header that carries a sealed record's key id, counter and tag. */
     static final String HEADER = "e2ee";
+    /** The record header that carries a tokenized record's real key, sealed (docs/FORMAT.md 13.2). */
+    static final String SEALED_KEY = "e2ee.k";
+    /** Flags bit of the e2ee header: the record's key is a token (docs/FORMAT.md 13.2). */
+    static final int FLAG_TOKEN_KEY = 0x40;
     private static final int HEADER_LEN = Engine.HEADER_LEN;
     private static final int FLAG_KEY_BOUND = 1;
     private static final int FLAG_KEY_NULL = 2;
@@ -74,16 +78,100 @@ final class RecordCrypto {
     }
 
     /**
-     * Removes every e2ee and e2ee.h header; false if the headers are read-only (the header stays
-     * visible).
+     * Removes every e2ee, e2ee.h and e2ee.k header; false if the headers are read-only (the header
+     * stays visible).
      */
     static boolean strip(Headers headers) {
         try {
             headers.remove(HEADER);
             headers.remove(SealedHeaders.NAME);
+            headers.remove(SEALED_KEY);
             return true;
         } catch (IllegalStateException readOnly) {
             return false;
+        }
+    }
+
+    /**
+     * Whether a record's key is (or claims to be) a token: its e2ee header has TOKEN_KEY, or it
+     * carries an e2ee.k header. Such a record must be opened with its key and e2ee.k, never by a
+     * path that would hand the application the token.
+     */
+    static boolean tokenized(byte[] header, Headers headers) {
+        if (header != null && header.length == HEADER_LEN && (header[1] & FLAG_TOKEN_KEY) != 0) {
+            return true;
+        }
+        return headers != null && headers.lastHeader(SEALED_KEY) != null;
+    }
+
+    /** Every e2ee.k value of the record, in order (none: an empty array). */
+    static byte[][] sealedKeys(Headers headers) {
+        java.util.List<byte[]> out = new java.util.ArrayList<>(1);
+        if (headers != null) {
+            for (Header h : headers.headers(SEALED_KEY)) {
+                out.add(h.value() == null ? new byte[0] : h.value());
+            }
+        }
+        return out.toArray(SealedHeaders.NONE);
+    }
+
+    /**
+     * The token of {@code key} on {@code topic} (e2ee.keys=tokenize), waiting for the topic's
+     * token secret up to the lease's e2ee.key.wait.ms. Throws E2eeException: TOKEN_PENDING once
+     * the wait is over, BAD_RECORD for a key that cannot be tokenized.
+     */
+    static byte[] tokenize(Engines.Lease lease, String topic, byte[] key) {
+        return awaitingToken(lease, topic, () -> lease.engine.tokenize(topic, key));
+    }
+
+    /**
+     * Seals a record with a tokenized key ({@link Engine#sealTokenized}), waiting for the topic's
+     * token secret as {@link #tokenize} does. The value is encrypted in place.
+     */
+    static Engine.Tokenized sealTokenized(Engines.Lease lease, String topic, byte[] key, byte[] value,
+            byte[] headers) {
+        return awaitingToken(lease, topic, () -> lease.engine.sealTokenized(topic, key, value, headers));
+    }
+
+    /**
+     * Runs {@code attempt} until it does not fail with TOKEN_PENDING, waiting between attempts for
+     * the key generation to move (the control plane signals every arrival; the token secret
+     * arrives, or is founded here once the keys topic was read), at most e2ee.key.wait.ms in all.
+     */
+    private static <T> T awaitingToken(Engines.Lease lease, String topic, java.util.function.Supplier<T> attempt) {
+        Engine engine = lease.engine;
+        long deadline = 0;
+        while (true) {
+            E2eeException pending;
+            long generation = engine.keyGeneration();
+            try {
+                return attempt.get();
+            } catch (E2eeException e) {
+                if (e.kind() != E2eeException.Kind.TOKEN_PENDING) {
+                    throw e;
+                }
+                pending = e;
+            }
+            long now = System.currentTimeMillis();
+            if (deadline == 0) {
+                deadline = now + lease.keyWaitMs;
+                lease.control.nudge(); // the engine queued its request for the secret: send it now
+                log.debug("waiting up to {} ms for the token secret of topic {}", lease.keyWaitMs, topic);
+            }
+            if (now >= deadline) {
+                throw new E2eeException(E2eeException.Kind.TOKEN_PENDING, null, pending.getMessage()
+                        + "; gave up after waiting " + lease.keyWaitMs + " ms (" + E2eeConfig.KEY_WAIT_MS + "="
+                        + lease.keyWaitMs + "). Run a producer, consumer or keeper of the topic that holds "
+                        + "its token secret, or check that this client can read and write "
+                        + E2eeConfig.KEYS_TOPIC);
+            }
+            try {
+                engine.awaitKeyArrival(generation, Math.min(WAIT_SLICE_MS, deadline - now));
+            } catch (InterruptedException ie) {
+                Thread.currentThread().interrupt();
+                throw new E2eeException(E2eeException.Kind.TOKEN_PENDING, null,
+                        pending.getMessage() + "; interrupted while waiting for it");
+            }
         }
     }
 
@@ -159,6 +247,18 @@ final class RecordCrypto {
         String topic = lease.sourceTopic(recordTopic);
         return waiting(lease, topic, header, waitMs,
                 () -> lease.engine.openRecord(topic, header, sealed, visible, binding, key, value));
+    }
+
+    /**
+     * {@link #openRecord} for a record that may have a tokenized key (docs/FORMAT.md section 13):
+     * also opens its e2ee.k values against {@code wireKey}, the key as it came off the wire.
+     */
+    static Engine.OpenedParts openParts(Engines.Lease lease, String recordTopic, byte[] header, byte[][] sealed,
+            byte[] visible, byte[] wireKey, byte[][] sealedKeys, int binding, byte[] key, byte[] value,
+            long waitMs) {
+        String topic = lease.sourceTopic(recordTopic);
+        return waiting(lease, topic, header, waitMs, () -> lease.engine.openRecordParts(topic, header, sealed,
+                visible, wireKey, sealedKeys, binding, key, value));
     }
 
     private static <T> T waiting(Engines.Lease lease, String topic, byte[] header, long waitMs,

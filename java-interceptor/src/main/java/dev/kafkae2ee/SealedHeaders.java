@@ -50,10 +50,10 @@ final class SealedHeaders {
 
     /** Whether a header is kafka-e2ee's own (never an application header). */
     static boolean isOurs(String name) {
-        return RecordCrypto.HEADER.equals(name) || NAME.equals(name);
+        return RecordCrypto.HEADER.equals(name) || NAME.equals(name) || RecordCrypto.SEALED_KEY.equals(name);
     }
 
-    /** The application headers of {@code headers} (all but e2ee and e2ee.h), in order. */
+    /** The application headers of {@code headers} (all but e2ee, e2ee.h and e2ee.k), in order. */
     static List<Header> application(Headers headers) {
         List<Header> out = new ArrayList<>();
         if (headers == null) {

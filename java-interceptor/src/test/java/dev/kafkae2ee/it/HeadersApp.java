@@ -60,7 +60,8 @@ public final class HeadersApp {
                     headers.add(h.get(0).asText(), h.get(1).isNull() ? null : HEX.parseHex(h.get(1).asText()));
                 }
                 try {
-                    producer.send(new ProducerRecord<>(topic, null, r.get("k").asText(), r.get("v").asText(),
+                    // "k" or "v" null: a null key, a tombstone (tests/integration/test_tokenized_keys_java.py).
+                    producer.send(new ProducerRecord<>(topic, null, text(r.get("k")), text(r.get("v")),
                             headers)).get();
                 } catch (Exception e) {
                     System.out.println("SEND-FAILED " + e);
@@ -77,18 +78,29 @@ public final class HeadersApp {
         return 0;
     }
 
+    private static String text(JsonNode n) {
+        return n == null || n.isNull() ? null : n.asText();
+    }
+
+    /** A key or value as the consumer's deserializer gave it: String, or byte[] read as UTF-8. */
+    private static String text(Object o) {
+        return o instanceof byte[] ? new String((byte[]) o, java.nio.charset.StandardCharsets.UTF_8)
+                : (String) o;
+    }
+
     private static int consume(Properties props, String topic, int count, long timeoutMs) {
         int seen = 0;
         long deadline = System.currentTimeMillis() + timeoutMs;
-        try (KafkaConsumer<String, String> consumer = new KafkaConsumer<>(props)) {
+        try (KafkaConsumer<Object, Object> consumer = new KafkaConsumer<>(props)) {
             consumer.subscribe(List.of(topic));
             while (seen < count && System.currentTimeMillis() < deadline) {
                 try {
-                    for (ConsumerRecord<String, String> r : consumer.poll(Duration.ofMillis(200))) {
+                    for (ConsumerRecord<Object, Object> r : consumer.poll(Duration.ofMillis(200))) {
                         ObjectNode row = JSON.createObjectNode();
                         row.put("o", r.offset());
-                        row.put("k", r.key());
-                        row.put("v", r.value());
+                        row.put("p", r.partition());
+                        row.put("k", text(r.key()));
+                        row.put("v", text(r.value()));
                         ArrayNode hs = row.putArray("h");
                         for (Header h : r.headers()) {
                             ArrayNode pair = hs.addArray();
@@ -105,6 +117,7 @@ public final class HeadersApp {
                 } catch (RecordDeserializationException e) {
                     ObjectNode row = JSON.createObjectNode();
                     row.put("o", e.offset());
+                    row.put("p", e.topicPartition().partition());
                     row.put("error", String.valueOf(e.getCause()));
                     System.out.println(row);
                     consumer.seek(e.topicPartition(), e.offset() + 1);
