@@ -16,6 +16,7 @@ import uuid
 from confluent_kafka.admin import AdminClient, NewTopic
 from java_clients import STRING_SER, Running, java
 from test_java import built, creds, e2ee, kafka, props, segments  # noqa: F401  (pytest fixtures)
+from test_tokenized_keys import PLUGIN, spawn, wait_file
 
 BYTES_DE = "org.apache.kafka.common.serialization.ByteArrayDeserializer"
 PARTITIONS = 3
@@ -99,5 +100,49 @@ def test_java_serializer_tokenizes_keys_and_the_interceptor_restores_them(built,
                          e2ee_inner_value_deserializer=BYTES_DE)
         assert len(failed) == len(sent) and all("error" in r for r in failed), failed[:3]
         assert all("E2eeConsumerInterceptor" in r["error"] for r in failed), failed[0]
+
+        # Java to librdkafka: a confluent-kafka consumer with the plugin gets
+        # the real keys of the Java producer's records (the same token
+        # construction and e2ee.k on both hosts).
+        out = tmp_path / "ck.json"
+        c = spawn("consume", {"bootstrap": kafka.bootstrap, "plugin": str(PLUGIN), "topic": topic,
+                              "partitions": PARTITIONS, "seconds": 60, "out": str(out),
+                              "e2ee": {"e2ee.credential": str(creds["reader"]), "e2ee.trust": str(creds["trust"])}})
+        got = wait_file(out, c, 90)
+        c.wait(timeout=30)
+        assert got and not [r for r in got if "error" in r], got[:3]
+        by_key: dict[str, set] = {}
+        for r in got:
+            v = None if r["v"] is None else bytes.fromhex(r["v"]).decode()
+            by_key.setdefault(bytes.fromhex(r["k"]).decode(), set()).add(v)
+        assert set(by_key) == set(keys), sorted(set(by_key) - set(keys))[:3]
+        for k, vs in by_key.items():
+            assert vs <= {s["v"] for s in sent if s["k"] == k}, (k, vs)
     finally:
         producer.close()
+
+
+def test_librdkafka_tokenized_keys_reach_a_java_consumer(built, kafka, creds, tmp_path):
+    # librdkafka to Java: the plugin's tokens and e2ee.k, restored by the
+    # Java consumer interceptor.
+    tag = uuid.uuid4().hex[:12]
+    topic = f"tok-rd-{tag}"
+    compacted_topic(kafka, topic)
+    keys = [f"r{tag[:6]}{i}" for i in range(3)] + [f"rd-{tag}-{i}@example.com" for i in range(3)]
+    sent = [{"k": k.encode().hex(), "v": f"{tag}-rd-{k}-{j}"} for j in range(2) for k in keys]
+    out, stop = tmp_path / "p.json", tmp_path / "p.stop"
+    p = spawn("produce", {"bootstrap": kafka.bootstrap, "plugin": str(PLUGIN), "topic": topic, "records": sent,
+                          "out": str(out), "stop": str(stop),
+                          "e2ee": {"e2ee.credential": str(creds["writer"]), "e2ee.trust": str(creds["trust"]),
+                                   "e2ee.keys": "tokenize"}})
+    try:
+        report = wait_file(out, p, 120)
+        assert all(r["err"] is None for r in report), report
+        rows = consume(built, kafka, creds, tmp_path, topic, len(sent), key_deserializer=BYTES_DE,
+                       value_deserializer=BYTES_DE, interceptor_classes="dev.kafkae2ee.E2eeConsumerInterceptor")
+        assert not [r for r in rows if "error" in r], rows
+        assert len(rows) == len(sent)
+        assert sorted((r["k"], r["v"]) for r in rows) == sorted((bytes.fromhex(s["k"]).decode(), s["v"]) for s in sent)
+    finally:
+        stop.touch()
+        p.wait(timeout=30)
