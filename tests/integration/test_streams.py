@@ -213,3 +213,81 @@ def test_streams_count_and_reduce_restore_in_full_on_a_new_host(broker, tmp_path
         sealed = len(re.findall(HEADER_ON_DISK, data, re.S))
         forged = 1 if topic == "wc-sums-changelog" else 0  # run 4's
         assert sealed + forged == record_count(data) > forged, f"{topic}: {sealed} sealed of {record_count(data)}"
+
+
+def test_streams_with_tokenized_keys_leaves_no_key_in_any_segment_and_restores(broker, tmp_path: Path):
+    """Issue 18 item 3: the same groupBy topology with e2ee.keys=tokenize and
+    sealed headers (the default): the words, which groupBy derives from the
+    values and uses as keys, travel as tokens on the repartition, changelog
+    and output topics; a new host restores both stores in full through a
+    keeper (which also hands it the topics' token secrets); no key, value or
+    header is in clear in any segment file."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    app_id, inp, out = "wct", "wct-input", "wct-output"
+    internal = ["wct-words-repartition", "wct-counts-changelog", "wct-sums-changelog"]
+    cp = build()
+    auth = tmp_path / "auth"
+    cli("authority", "init", "--out", str(auth))
+    for name, grants in [("app", ["--produce", "*", "--consume", "*"]), ("keeper", ["--consume", "*"])]:
+        cli("credential", "issue", "--authority", str(auth), "--name", name, *grants,
+            "--out", str(tmp_path / f"{name}.cred"))
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    if "_e2ee_keys" in admin.list_topics(timeout=30).topics:  # made by the test before
+        for f in admin.create_topics([NewTopic(inp, 1, 1), NewTopic(out, 1, 1)]).values():
+            f.result(timeout=60)
+    else:
+        broker.create_topics_with_e2ee(inp, out)
+    keeper_config = tmp_path / "keeper.properties"
+    keeper_config.write_text(f"bootstrap.servers={broker.bootstrap}\ne2ee.credential={tmp_path / 'keeper.cred'}\n"
+                             f"e2ee.trust={auth / 'trust'}\ne2ee.state.dir={tmp_path / 'keeper-state'}\n")
+    keeper = Keeper(keeper_config, tmp_path / "keeper.log")
+
+    def run(n: int, records: str) -> Running:
+        settings = dict(application_id=app_id, state_dir=tmp_path / f"state{n}",
+                        default_key_serde="org.apache.kafka.common.serialization.Serdes$StringSerde",
+                        default_value_serde="dev.kafkae2ee.E2eeSerde",
+                        e2ee_inner_value_serde="org.apache.kafka.common.serialization.Serdes$StringSerde",
+                        consumer_interceptor_classes="dev.kafkae2ee.E2eeConsumerInterceptor",
+                        producer_interceptor_classes="dev.kafkae2ee.E2eeProducerInterceptor",
+                        e2ee_credential=tmp_path / "app.cred", e2ee_trust=auth / "trust", e2ee_keys="tokenize",
+                        e2ee_key_wait_ms=30000, statestore_cache_max_bytes=0, commit_interval_ms=200,
+                        session_timeout_ms=6000)
+        p = props(tmp_path / f"streams{n}.properties", broker.bootstrap, **settings)
+        return Running(cp, "dev.kafkae2ee.it.StreamsApp", str(p), inp, out, records,
+                       log=tmp_path / f"streams{n}.log")
+
+    try:
+        keeper.wait_healthy()
+        keeper.wait_metric("prekeys_published", 1)
+        time.sleep(1)
+        records = [f"alpha:{i}" for i in range(1, 6)] + [f"beta:{i}" for i in range(1, 3)]
+        with run(1, ",".join(records)) as app:
+            lines_until(app, {"count alpha 5", "count beta 2", "sum alpha VAL-alpha-15", "sum beta VAL-beta-3"})
+            finish(app)
+            log1 = app.log.read_text(errors="replace")
+        assert "kafka-e2ee tokenizes record keys" in log1, "no tokenized-joins warning"
+        assert "record keys of every topic this Streams application reads and writes stay plaintext" not in log1
+        keeper.wait_metric("envelopes_received", 1)
+
+        # A new host: its stores restore in full from the tokenized changelogs
+        # (the consumer interceptor hands Streams the real keys), then one more.
+        with run(2, "alpha:100") as app:
+            out2 = lines_until(app, {"count alpha 6", "sum alpha VAL-alpha-115"}) + finish(app)
+        restored = {ln for ln in out2 if ln.startswith("RESTORED")}
+        assert restored == {"RESTORED counts 0 7", "RESTORED sums 0 7"}, out2
+    finally:
+        keeper.kill()
+
+    for topic in [inp, out, *internal]:
+        data = segments(broker, topic)
+        assert data, topic
+        for plain in (b"alpha", b"beta", b"VAL-", b"TRACE-"):
+            assert plain not in data, f"plaintext {plain!r} in {topic}'s segment files"
+        # The input's header travels sealed, and so does the copy Streams
+        # forwards onto the repartition topic (changelogs carry no
+        # application headers).
+        if topic in (inp, "wct-words-repartition"):
+            assert b"e2ee.h" in data, f"{topic}: no sealed headers"
+        if topic != inp:  # the input's keys are null
+            assert b"e2ee.k" in data, f"{topic}: no tokenized key"

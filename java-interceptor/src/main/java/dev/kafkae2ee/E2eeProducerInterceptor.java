@@ -58,9 +58,6 @@ public class E2eeProducerInterceptor<K, V> implements ProducerInterceptor<K, V> 
         Object clientId = configs.get("client.id");
         boolean streams = clientId != null && String.valueOf(clientId).contains("-StreamThread-");
         if (tokenize) {
-            if (streams) {
-                throw E2eeSerde.tokenizeRefused();
-            }
             // The interceptor can put a token in place of a key only if the key is bytes already.
             Object keySerializer = configs.get("key.serializer");
             String name = keySerializer instanceof Class ? ((Class<?>) keySerializer).getName()
@@ -76,7 +73,9 @@ public class E2eeProducerInterceptor<K, V> implements ProducerInterceptor<K, V> 
         lease = Engines.acquire(configs, config, true);
         // A Streams producer (client.id <client id>-StreamThread-<n>-producer): its app may use the
         // interceptors without E2eeSerde, and must still hear that its keys are plaintext.
-        if (streams) {
+        if (streams && tokenize) {
+            E2eeSerde.warnTokenizedJoins();
+        } else if (streams) {
             E2eeSerde.warnPlaintextKeys();
         }
     }

@@ -50,9 +50,7 @@ public class E2eeSerde<T> implements Serde<T> {
                     + "plain clients use value.serializer=dev.kafkae2ee.EncryptingSerializer and "
                     + "value.deserializer=dev.kafkae2ee.DecryptingDeserializer");
         }
-        if ("tokenize".equals(String.valueOf(configs.get(E2eeConfig.KEYS)).trim())) {
-            throw tokenizeRefused();
-        }
+        boolean tokenize = "tokenize".equals(String.valueOf(configs.get(E2eeConfig.KEYS)).trim());
         requireInterceptors(configs);
         Object innerName = configs.get(E2eeConfig.INNER_VALUE_SERDE);
         if (innerName == null || String.valueOf(innerName).trim().isEmpty()) {
@@ -74,22 +72,31 @@ public class E2eeSerde<T> implements Serde<T> {
         Serde<T> created = Utils.newInstance(innerClass, Serde.class);
         created.configure(configs, false);
         inner = created;
-        warnPlaintextKeys();
+        if (tokenize) {
+            warnTokenizedJoins();
+        } else {
+            warnPlaintextKeys();
+        }
     }
 
     /**
-     * Kafka Streams does not support e2ee.keys=tokenize. Streams partitions repartition topics
-     * itself, by the real key, while a tokenizing producer of an input topic partitions by token,
-     * so co-partitioned joins would silently miss; and keys read back from state stores and their
-     * changelogs are deserialized without headers, where a token can never be turned back into
-     * its key. Failing at start is the only safe answer.
+     * e2ee.keys=tokenize in Kafka Streams: the producer interceptor puts each byte[] key's token on
+     * every topic the application writes (repartition, changelog, output) and the consumer
+     * interceptor restores the real key before Streams deserializes it, so state stores hold real
+     * keys and restore from tokenized changelogs. Streams still partitions repartition topics by the
+     * real key (it picks the partition itself), which keeps every key in one partition. What it
+     * cannot give: co-partitioning across topics for joins. Each topic has its own token secret, so
+     * one key has a different token, and a different partition, in each tokenized topic that an
+     * outside producer partitioned; a join of two such topics (or of one with a repartition topic)
+     * misses. Said once, at start.
      */
-    static org.apache.kafka.common.config.ConfigException tokenizeRefused() {
-        return new ConfigException(E2eeConfig.KEYS, "tokenize", "is not supported in Kafka Streams: Streams "
-                + "partitions its repartition topics by the real key (a tokenizing producer partitions by the "
-                + "token, so joins would miss), and reads keys back from state stores without headers, where "
-                + "a token cannot be turned back into its key. Set " + E2eeConfig.KEYS + "=clear for this "
-                + "application (its values are still encrypted)");
+    static void warnTokenizedJoins() {
+        if (KEYS_WARNED.compareAndSet(false, true)) {
+            log.warn("kafka-e2ee tokenizes record keys (e2ee.keys=tokenize): each topic has its own token "
+                    + "secret, so a key does not land in the same partition of two tokenized topics written by "
+                    + "other producers; joins need co-partitioned inputs, so do not join such topics directly "
+                    + "(re-key one side through selectKey/repartition first) (docs/PROTOCOL.md section 5e).");
+        }
     }
 
     /** Once per process: a Streams app encrypts its values, never its keys. */

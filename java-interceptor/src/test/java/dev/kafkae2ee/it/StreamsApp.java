@@ -53,6 +53,11 @@ public final class StreamsApp {
         }
         p.put("bootstrap.servers", props.getProperty("bootstrap.servers"));
         p.put("key.serializer", "org.apache.kafka.common.serialization.StringSerializer");
+        if ("tokenize".equals(props.getProperty("e2ee.keys"))) {
+            // Tokenizing producers wrap their key serializer too (its keys here are null).
+            p.put("key.serializer", "dev.kafkae2ee.EncryptingSerializer");
+            p.put("e2ee.inner.key.serializer", "org.apache.kafka.common.serialization.StringSerializer");
+        }
         p.put("value.serializer", "dev.kafkae2ee.EncryptingSerializer");
         p.put("e2ee.inner.value.serializer", "org.apache.kafka.common.serialization.StringSerializer");
         // Kept open until the end: its engine is the one the Streams clients share.
@@ -60,7 +65,14 @@ public final class StreamsApp {
         if (!args[3].equals("-")) {
             for (String r : args[3].split(",")) {
                 String[] wordAndN = r.split(":");
-                producer.send(new ProducerRecord<>(input, null, "VAL-" + wordAndN[0] + "-" + wordAndN[1])).get();
+                ProducerRecord<String, String> rec =
+                        new ProducerRecord<>(input, null, "VAL-" + wordAndN[0] + "-" + wordAndN[1]);
+                if ("tokenize".equals(props.getProperty("e2ee.keys"))) {
+                    // An application header, which Streams carries onto every record it derives.
+                    rec.headers().add("trace", ("TRACE-" + wordAndN[0] + "-" + wordAndN[1])
+                            .getBytes(java.nio.charset.StandardCharsets.UTF_8));
+                }
+                producer.send(rec).get();
             }
         }
         say("PRODUCED");
