@@ -572,18 +572,8 @@ impl Engine {
         binding: KeyBinding<'_>,
         value: &mut [u8],
     ) -> Result<(), Error> {
-        let sh = &self.shared;
         let header = RecordHeader::decode(header)?;
-        let key_id = header.key_id;
-        let epoch = sh
-            .is_mine(key_id.producer)
-            .then(|| sh.producer.get(&key_id))
-            .flatten()
-            .ok_or(Error::KeyUnavailable {
-                key_id,
-                reason: KeyUnavailable::Unknown,
-            })?;
-        let key = epoch.topic_key(topic);
+        let key = self.own_topic_key(&header, topic)?;
         format::open_in_place(&key, &header, topic, binding, value)?;
         Ok(())
     }
@@ -600,8 +590,15 @@ impl Engine {
         token: &[u8],
         sealed_key: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, Error> {
-        let sh = &self.shared;
         let header = RecordHeader::decode(header)?;
+        let key = self.own_topic_key(&header, topic)?;
+        Ok(format::open_key(&key, &header, topic, token, sealed_key)?)
+    }
+
+    /// The key of `topic` under one of this instance's own epochs (the one
+    /// `header` names), for undoing its own seal: never a held key.
+    fn own_topic_key(&self, header: &RecordHeader, topic: &str) -> Result<Arc<DataKey>, Error> {
+        let sh = &self.shared;
         let key_id = header.key_id;
         let epoch = sh
             .is_mine(key_id.producer)
@@ -611,8 +608,7 @@ impl Engine {
                 key_id,
                 reason: KeyUnavailable::Unknown,
             })?;
-        let key = epoch.topic_key(topic);
-        Ok(format::open_key(&key, &header, topic, token, sealed_key)?)
+        Ok(epoch.topic_key(topic))
     }
 
     /// Whether `plaintext` is the plaintext of the record `header` belongs

@@ -159,23 +159,67 @@ pub(super) fn seal_headers(
     }
     decode_header_list(plain)?;
     let aad = headers_aad(topic, &header.encode_authenticated())?;
+    // Only a list too long for the cipher fails.
+    seal_beside(key.headers_aead(header.cipher()), header, &aad, plain)
+        .ok_or(FormatError::HeaderList)
+}
+
+/// Seals a small message that travels beside a record's value (`e2ee.h`,
+/// `e2ee.k`) under its own key and the value's nonce: `ciphertext || tag`.
+/// None only if the message is too long for the cipher; the plaintext copy
+/// is wiped then.
+pub(super) fn seal_beside(
+    aead: &ring::aead::LessSafeKey,
+    header: &RecordHeader,
+    aad: &[u8],
+    plain: &[u8],
+) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(plain.len() + SEALED_HEADERS_TAG_LEN);
     out.extend_from_slice(plain);
-    let tag = key
-        .headers_aead(header.cipher())
-        .seal_in_place_separate_tag(
-            Nonce::assume_unique_for_key(super::aead::nonce(header.key_id.epoch, header.counter)),
-            Aad::from(&aad),
-            &mut out,
-        )
-        .map_err(|_| {
-            // Only a list too long for the cipher fails; the copy of the
-            // plaintext is wiped before it is dropped.
+    let nonce = super::aead::nonce(header.key_id.epoch, header.counter);
+    match aead.seal_in_place_separate_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        &mut out,
+    ) {
+        Ok(tag) => {
+            out.extend_from_slice(tag.as_ref());
+            Some(out)
+        }
+        Err(_) => {
             zeroize::Zeroize::zeroize(&mut out);
-            FormatError::HeaderList
-        })?;
-    out.extend_from_slice(tag.as_ref());
-    Ok(out)
+            None
+        }
+    }
+}
+
+/// Verifies and decrypts what [`seal_beside`] made; `Authentication` if it
+/// is too short or does not verify. Nothing is decrypted before the tag
+/// verifies.
+pub(super) fn open_beside(
+    aead: &ring::aead::LessSafeKey,
+    header: &RecordHeader,
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, FormatError> {
+    let ct_len = sealed
+        .len()
+        .checked_sub(SEALED_HEADERS_TAG_LEN)
+        .ok_or(FormatError::Authentication)?;
+    let (ct, tag) = sealed.split_at(ct_len);
+    let tag: [u8; SEALED_HEADERS_TAG_LEN] =
+        tag.try_into().map_err(|_| FormatError::Authentication)?;
+    let mut plain = Zeroizing::new(ct.to_vec());
+    let nonce = super::aead::nonce(header.key_id.epoch, header.counter);
+    aead.open_in_place_separate_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        Tag::from(tag),
+        &mut plain,
+        0..,
+    )
+    .map_err(|_| FormatError::Authentication)?;
+    Ok(plain)
 }
 
 /// Verifies and decrypts a sealed-headers value of the record whose header
@@ -192,24 +236,8 @@ pub fn open_headers(
     if !header.has_sealed_headers() {
         return Err(FormatError::SealedHeadersUnexpected);
     }
-    let ct_len = sealed
-        .len()
-        .checked_sub(SEALED_HEADERS_TAG_LEN)
-        .ok_or(FormatError::Authentication)?;
-    let (ct, tag) = sealed.split_at(ct_len);
-    let tag: [u8; SEALED_HEADERS_TAG_LEN] =
-        tag.try_into().map_err(|_| FormatError::Authentication)?;
     let aad = headers_aad(topic, &header.encode_authenticated())?;
-    let mut plain = Zeroizing::new(ct.to_vec());
-    key.headers_aead(header.cipher())
-        .open_in_place_separate_tag(
-            Nonce::assume_unique_for_key(super::aead::nonce(header.key_id.epoch, header.counter)),
-            Aad::from(&aad),
-            Tag::from(tag),
-            &mut plain,
-            0..,
-        )
-        .map_err(|_| FormatError::Authentication)?;
+    let plain = open_beside(key.headers_aead(header.cipher()), header, &aad, sealed)?;
     decode_header_list(&plain)?;
     Ok(plain)
 }

@@ -26,11 +26,11 @@ use core::fmt;
 use aes::Aes256;
 use fpe::ff1::{BinaryNumeralString, FF1};
 use hkdf::Hkdf;
-use ring::aead::{Aad, Nonce, Tag};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::header::AUTHENTICATED_LEN;
+use super::headers::{open_beside, seal_beside};
 use super::{DataKey, FormatError, RecordHeader};
 
 /// Name of the record header that carries a tokenized record's real key.
@@ -168,21 +168,8 @@ pub(super) fn seal_key(
         return Err(FormatError::SealedKeyLength);
     }
     let aad = key_aad(topic, &header.encode_authenticated(), token)?;
-    let mut out = Vec::with_capacity(key.len() + SEALED_KEY_TAG_LEN);
-    out.extend_from_slice(key);
-    let tag = data_key
-        .record_key_aead(header.cipher())
-        .seal_in_place_separate_tag(
-            Nonce::assume_unique_for_key(super::aead::nonce(header.key_id.epoch, header.counter)),
-            Aad::from(&aad),
-            &mut out,
-        )
-        .map_err(|_| {
-            zeroize::Zeroize::zeroize(&mut out);
-            FormatError::KeyTooLong { len: key.len() }
-        })?;
-    out.extend_from_slice(tag.as_ref());
-    Ok(out)
+    seal_beside(data_key.record_key_aead(header.cipher()), header, &aad, key)
+        .ok_or(FormatError::KeyTooLong { len: key.len() })
 }
 
 /// Verifies and decrypts the sealed-key value of the record whose header is
@@ -200,24 +187,13 @@ pub fn open_key(
     if !header.has_token_key() {
         return Err(FormatError::SealedKeyUnexpected);
     }
-    let ct_len = sealed
-        .len()
-        .checked_sub(SEALED_KEY_TAG_LEN)
-        .ok_or(FormatError::Authentication)?;
-    let (ct, tag) = sealed.split_at(ct_len);
-    let tag: [u8; SEALED_KEY_TAG_LEN] = tag.try_into().map_err(|_| FormatError::Authentication)?;
     let aad = key_aad(topic, &header.encode_authenticated(), token)?;
-    let mut plain = Zeroizing::new(ct.to_vec());
-    data_key
-        .record_key_aead(header.cipher())
-        .open_in_place_separate_tag(
-            Nonce::assume_unique_for_key(super::aead::nonce(header.key_id.epoch, header.counter)),
-            Aad::from(&aad),
-            Tag::from(tag),
-            &mut plain,
-            0..,
-        )
-        .map_err(|_| FormatError::Authentication)?;
+    let plain = open_beside(
+        data_key.record_key_aead(header.cipher()),
+        header,
+        &aad,
+        sealed,
+    )?;
     // Authenticated, so only its producer can break this; hosts that
     // restore the key in place (librdkafka) rely on it.
     if plain.len() != token.len() {
