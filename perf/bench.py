@@ -43,8 +43,10 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +83,19 @@ CLIENT_JVM = ["-XX:+UseSerialGC", "-Xms512m", "-Xmx1g", "-Xss1m", "-Xshare:auto"
 # GC noise larger than the cost). A run allocates well under 4 GB.
 LATENCY_JVM = ["-XX:+UnlockExperimentalVMOptions", "-XX:+UseEpsilonGC", "-Xms1g", "-Xmx8g", "-Xss1m",
                "-Xshare:auto"]
+# The sweep's Java runs: G1, the JVM's default collector, in a fixed heap.
+# Epsilon (LATENCY_JVM) never collects, and near the throughput ceiling a run
+# allocates more than its heap (JavaBench latency at 99,000 records/s of 1 KiB
+# ran out of 8 GB, 2026-12-05); the sweep's p99 therefore includes G1's pauses,
+# as a production client's would.
+SWEEP_JVM = ["-XX:+UseG1GC", "-Xms2g", "-Xmx2g", "-Xss1m", "-Xshare:auto"]
+# The broker's segment files live in memory (a directory in /dev/shm, removed
+# at the end; --broker-disk keeps them on disk): what is measured is the
+# clients, and this VM's disk is not. On disk, with 2 GB of dirty pages from
+# the runs before, writeback throttled the broker and made produce rates
+# bimodal (librdkafka 10 KiB: 9,300 against 75,500 records/s for the same
+# case, 2026-12-05). Deleted topics' files go after 1 s, not 60.
+BROKER_TMPFS = Path("/dev/shm")
 # The broker: full JIT (test-broker defaults to C1 only for fast test startup).
 BROKER_ENV = {"KAFKA_BROKER_HEAP": "1g", "KAFKA_BROKER_JVM_OPTS": "-XX:TieredStopAtLevel=4"}
 # --quick is a smoke test of the whole pipeline, not a measurement: C1 only,
@@ -210,6 +225,9 @@ class Env:
     jvm: list
     latency_jvm: list
     warmup_max_ms: int
+    kex_hybrid: str = "prefer"
+    jfr: Path | None = None
+    data_dir: Path | None = None  # the broker's log.dirs
     admin: object = None
     topics: list = field(default_factory=list)
 
@@ -235,26 +253,52 @@ class Env:
         return path
 
     def e2ee(self, who: str, **kv) -> dict:
-        return {"e2ee.credential": self.writer if who == "writer" else self.reader, "e2ee.trust": self.trust, **kv}
+        return {"e2ee.credential": self.writer if who == "writer" else self.reader, "e2ee.trust": self.trust,
+                "e2ee.kex.hybrid": self.kex_hybrid, **kv}
 
     def java(self, main: str, *args: str, timeout: float = 900, mode: str = "plaintext",
              jvm: list | None = None) -> subprocess.CompletedProcess:
-        return run(["java", *(self.jvm if jvm is None else jvm), f"-Dlog4j2.configurationFile={self.log4j}", "-cp",
-                    self.classpath, main, *args], timeout=timeout, env=mode_env(mode))
+        return run(["java", *(self.jvm if jvm is None else jvm), *self.recording(main, args, mode),
+                    f"-Dlog4j2.configurationFile={self.log4j}", "-cp", self.classpath, main, *args],
+                   timeout=timeout, env=mode_env(mode))
 
-    def segments(self, topic: str) -> bytes:
-        return b"".join(p.read_bytes() for p in sorted(self.broker.data_dir.glob(f"{topic}-*/*.log")))
+    def recording(self, main: str, args: tuple, mode: str) -> list:
+        """With --jfr: a Flight Recorder profile of this JVM (perf/jfr_top.py reads it)."""
+        if self.jfr is None:
+            return []
+        what = args[0] if main.endswith("JavaBench") else main.rsplit(".", 1)[-1]
+        name = f"{len(list(self.jfr.glob('*.jfr'))):03d}-{what}-{mode}.jfr"
+        return [f"-XX:StartFlightRecording=filename={self.jfr / name},settings=profile,method-profiling=max",
+                "-XX:FlightRecorderOptions=stackdepth=128"]
+
+    def segment_files(self, topic: str) -> list[Path]:
+        return sorted((self.data_dir or self.broker.data_dir).glob(f"{topic}-*/*.log"))
 
     def check_disk(self, topic: str, mode: str) -> dict:
         """The broker's own segment files: no marker after an encrypted run;
-        the marker present after a plaintext run (so the check can see it)."""
-        data = self.segments(topic)
-        found = data.count(MARKER)
+        the marker present after a plaintext run (so the check can see it).
+        Read in chunks: a sweep point's topic can hold gigabytes."""
+        found = size = 0
+        for path in self.segment_files(topic):
+            found += count_in_file(path, MARKER)
+            size += path.stat().st_size
         if mode != "plaintext" and found:
             raise BenchError(f"PLAINTEXT ON THE BROKER: {found} markers in the segment files of {topic}")
         if mode == "plaintext" and not found:
             raise BenchError(f"the plaintext run's marker is not in the segment files of {topic}: the check is blind")
-        return {"segment_bytes": len(data), "markers_on_disk": found}
+        return {"segment_bytes": size, "markers_on_disk": found}
+
+
+def count_in_file(path: Path, needle: bytes, chunk: int = 64 << 20) -> int:
+    """Occurrences of needle in the file, without holding it in memory: chunks
+    overlap by len(needle) - 1 bytes, so none is missed or counted twice."""
+    found, tail = 0, b""
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            data = tail + block
+            found += data.count(needle)
+            tail = data[-(len(needle) - 1):] if len(needle) > 1 else b""
+    return found
 
 
 def credentials(work: Path) -> tuple[Path, Path, Path]:
@@ -468,6 +512,7 @@ def latency_rdkafka(env: Env, mode: str, size: int, records: int, rate: int) -> 
             "--producer-config", "acks=1"]
     if mode == "encrypted":
         args += ["--config", f"plugin.library.paths={PLUGIN}", "--config", f"e2ee.trust={env.trust}",
+                 "--config", f"e2ee.kex.hybrid={env.kex_hybrid}",
                  "--producer-config", f"e2ee.credential={env.writer}",
                  "--consumer-config", f"e2ee.credential={env.reader}"]
     r = last_json(check(run([str(C_DRIVER), "latency", *args], timeout=900), "rdkafka_bench latency").stdout,
@@ -518,6 +563,10 @@ def summarize(runs: list[dict]) -> dict:
                 e["cpu_scope"] = enc[direction].get("cpu_scope", "window")
                 e["ratios"].append(enc[direction]["records_per_s"] / plain[direction]["records_per_s"])
                 e["efficiencies"].append(enc[direction]["records_per_s"] / ceil[direction]["records_per_s"])
+                # The same question in cores: the ceiling's CPU per MB over the product's, per group.
+                cpu_c, cpu_e = ceil[direction].get("cpu_s_per_mb"), enc[direction].get("cpu_s_per_mb")
+                if cpu_c and cpu_e:
+                    e.setdefault("cpu_efficiencies", []).append(cpu_c / cpu_e)
         else:
             if set(group) != set(MODES):
                 continue
@@ -541,6 +590,7 @@ def summarize(runs: list[dict]) -> dict:
                       "encrypted_records_per_s": spread(e["encrypted"]),
                       "ratio": spread(e["ratios"]), "ratios": e["ratios"],
                       "efficiency": spread(e["efficiencies"]), "efficiencies": e["efficiencies"],
+                      "cpu_efficiency": spread(e["cpu_efficiencies"]) if e.get("cpu_efficiencies") else None,
                       "cpu_s_per_mb": {m: spread(e[f"cpu_{m}"]) if e[f"cpu_{m}"] else None
                                        for m in THROUGHPUT_MODES},
                       "cpu_scope": e["cpu_scope"]}
@@ -573,17 +623,25 @@ def size_label(size: int) -> str:
 
 
 def cpu_cell(d: dict | None) -> str:
-    return "–" if d is None else f"{d['median'] * 1000:.0f}"
+    if d is None:
+        return "–"
+    ms = d["median"] * 1000
+    return f"{ms:.1f}" if ms < 10 else f"{ms:.0f}"
+
+
+def cpu_eff_cell(d: dict | None) -> str:
+    return "–" if d is None else f"{d['median']:.2f} ({d['min']:.2f}-{d['max']:.2f})"
 
 
 def table(summary: dict, repeats: int) -> str:
     lines = [f"Throughput, records/s (median of {repeats}); per back-to-back group, median (min-max): "
              "ratio = encrypted / plaintext, efficiency = encrypted / ceiling (the cipher alone at the same "
              "hook points). CPU ms per MB of values (plaintext / ceiling / encrypted), the side's own process: "
-             "over the timed window, or (p) the whole process (Kafka's perf tools)", "",
+             "over the timed window, or (p) the whole process (Kafka's perf tools); CPU efficiency = ceiling CPU "
+             "per MB / encrypted CPU per MB, per group, median", "",
              "| client | direction | size | plaintext rec/s | ceiling rec/s | encrypted rec/s | ratio | efficiency "
-             "| efficiency spread | CPU ms/MB p / c / e |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| efficiency spread | CPU ms/MB p / c / e | CPU efficiency |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in sorted(summary["throughput"].values(), key=lambda e: (e["client"], e["direction"] != "produce",
                                                                     e["size"])):
         cpu = " / ".join(cpu_cell(e["cpu_s_per_mb"][m]) for m in THROUGHPUT_MODES)
@@ -592,7 +650,7 @@ def table(summary: dict, repeats: int) -> str:
                      f"{e['plaintext_records_per_s']['median']:,.0f} | {e['ceiling_records_per_s']['median']:,.0f} | "
                      f"{e['encrypted_records_per_s']['median']:,.0f} | {e['ratio']['median']:.3f}x | "
                      f"**{e['efficiency']['median']:.3f}** | {e['efficiency']['min']:.3f}-{e['efficiency']['max']:.3f} "
-                     f"| {cpu}{scope} |")
+                     f"| {cpu}{scope} | {cpu_eff_cell(e.get('cpu_efficiency'))} |")
     if summary.get("sweep"):
         lines += ["", "Rate sweep (--sweep): produce-to-consume latency and the client process's CPU per MB "
                   "(producer and consumer in one process) at fractions of the plaintext throughput ceiling", "",
@@ -703,6 +761,7 @@ def sweep(env: Env, runs: list[dict], clients: list[str], size: int, seconds: fl
     """--sweep: each client's latency run at fractions of its plaintext throughput ceiling, plaintext and
     encrypted alternating. The ceiling is this run's median plaintext rate of the slower direction at this
     size, or, without throughput runs of that client, --sweep-max."""
+    env = dataclasses.replace(env, latency_jvm=SWEEP_JVM + env.jvm[len(CLIENT_JVM):])  # + QUICK_JVM with --quick
     for client in clients:
         top = ceiling_rate
         if top is None:
@@ -725,6 +784,22 @@ def sweep(env: Env, runs: list[dict], clients: list[str], size: int, seconds: fl
 
 
 # ---- main -------------------------------------------------------------------
+
+
+def report(out: Path) -> int:
+    """--report: results.md and the plots of a finished run, from its results.json."""
+    results = json.loads((out / "results.json").read_text())
+    runs = results["runs"]
+    results["summary"] = summary = summarize(runs)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    text = table(summary, results["meta"]["repeats"])
+    (out / "results.md").write_text(text)
+    if any(r["kind"] == "throughput" for r in runs):
+        plot(runs, out / "throughput.png")
+    if summary["sweep"]:
+        plot_sweep(summary["sweep"], out / "sweep.png")
+    print(text)
+    return 1 if results.get("failure") else 0
 
 
 def loadavg() -> list[float]:
@@ -751,13 +826,25 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--sweep-clients", default="librdkafka,java-serializer", help="clients of --sweep")
     ap.add_argument("--sweep-max", type=int,
                     help="records/s taken as 100%% (default: this run's median plaintext rate of the slower "
-                         "direction at the first size)")
+                         "direction at 1 KiB, or at the first size without 1 KiB)")
     ap.add_argument("--sweep-seconds", type=float, default=10.0,
                     help="measured seconds per sweep point (default 10; --quick: 0.5)")
+    ap.add_argument("--kex-hybrid", choices=("prefer", "require", "off"), default="prefer",
+                    help="e2ee.kex.hybrid of every encrypted client (default prefer, the product's default): "
+                         "compare runs with off to see what hybrid key exchange costs a client (issue 17)")
+    ap.add_argument("--broker-disk", action="store_true",
+                    help="keep the broker's segment files on disk (default: in /dev/shm, see BROKER_TMPFS)")
+    ap.add_argument("--jfr", action="store_true",
+                    help="record a Java Flight Recorder profile of every Java client into OUT/jfr "
+                         "(summarize one with perf/jfr_top.py); it perturbs the timings")
+    ap.add_argument("--report", type=Path, metavar="DIR",
+                    help="only render DIR/results.json again (tables and plots), e.g. after a change to them")
     ap.add_argument("--keep-topics", action="store_true", help="keep every run's topic (and the broker's data)")
     ap.add_argument("--out", type=Path, default=ROOT / "target" / "bench", help="results directory")
     a = ap.parse_args(argv)
 
+    if a.report:
+        return report(a.report.resolve())
     sizes = [1024] if a.quick else [int(s) for s in (a.sizes or ",".join(map(str, SIZES))).split(",")]
     repeats = a.repeats or (1 if a.quick else 3)
     lat_sizes = [int(s) for s in a.latency_sizes.split(",") if s] if not a.quick else [1024]
@@ -774,6 +861,8 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(out)
     work = out / "work"
     work.mkdir(parents=True)
+    if a.jfr:
+        (out / "jfr").mkdir()
     ensure_matplotlib()
     classpath = build()
     trust, writer, reader = credentials(work)
@@ -787,15 +876,22 @@ def main(argv: list[str]) -> int:
         "command": "scripts/bench " + " ".join(argv),
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "loadavg_start": loadavg()},
-        "sizes": sizes, "repeats": repeats, "latency_sizes": lat_sizes, "rate": a.rate,
+        "sizes": sizes, "repeats": repeats, "kex_hybrid": a.kex_hybrid, "latency_sizes": lat_sizes, "rate": a.rate,
         "client_jvm": CLIENT_JVM + (QUICK_JVM if a.quick else []),
         "latency_jvm": LATENCY_JVM + (QUICK_JVM if a.quick else []),
+        "sweep_jvm": SWEEP_JVM + (QUICK_JVM if a.quick else []),
         "broker_env": QUICK_BROKER_ENV if a.quick else BROKER_ENV,
         "git": run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]).stdout.strip(),
     }
     runs: list[dict] = []
     log(f"starting the broker (load average {meta['host']['loadavg_start']})")
-    b = test_broker.start(work / "broker", env=QUICK_BROKER_ENV if a.quick else BROKER_ENV)
+    data_dir = None
+    if not a.broker_disk and BROKER_TMPFS.is_dir() and os.access(BROKER_TMPFS, os.W_OK):
+        data_dir = Path(tempfile.mkdtemp(prefix="kafka-e2ee-bench-", dir=BROKER_TMPFS))
+    meta["broker_data"] = str(data_dir or work / "broker" / "data")
+    b = test_broker.start(work / "broker", env=QUICK_BROKER_ENV if a.quick else BROKER_ENV,
+                          properties={"log.dirs": str(data_dir), "file.delete.delay.ms": "1000"}
+                          if data_dir else None)
     failure = None
     env = None
     try:
@@ -804,7 +900,8 @@ def main(argv: list[str]) -> int:
         env = Env(broker=b, work=work, classpath=classpath, trust=trust, writer=writer, reader=reader,
                   keep_topics=a.keep_topics, log4j=log4j, jvm=CLIENT_JVM + (QUICK_JVM if a.quick else []),
                   latency_jvm=LATENCY_JVM + (QUICK_JVM if a.quick else []),
-                  warmup_max_ms=QUICK_WARMUP_MAX_MS if a.quick else WARMUP_MAX_MS,
+                  warmup_max_ms=QUICK_WARMUP_MAX_MS if a.quick else WARMUP_MAX_MS, kex_hybrid=a.kex_hybrid,
+                  jfr=(out / "jfr") if a.jfr else None, data_dir=data_dir,
                   admin=AdminClient({"bootstrap.servers": b.bootstrap}))
         meta["kafka"] = run([str(test_broker.TEST_BROKER), "version"]).stdout.strip()
         step = 0
@@ -838,7 +935,8 @@ def main(argv: list[str]) -> int:
                         log(f"repeat {rep + 1}/{repeats} {kind} {client} {size_label(size)} {mode}: {brief} "
                             f"({secs:.0f} s, load {loadavg()[0]:.1f})")
         if a.sweep:
-            sweep(env, runs, [c for c in a.sweep_clients.split(",") if c], sizes[0],
+            # At 1 KiB when it was measured (issue 15 and the published peers sweep at 1 KB).
+            sweep(env, runs, [c for c in a.sweep_clients.split(",") if c], 1024 if 1024 in sizes else sizes[0],
                   0.5 if a.quick and a.sweep_seconds == 10.0 else a.sweep_seconds, a.sweep_max)
     except BenchError as e:
         failure = str(e)
@@ -849,6 +947,10 @@ def main(argv: list[str]) -> int:
         test_broker.stop(work / "broker")
         if not a.keep_topics:
             shutil.rmtree(work / "broker" / "data", ignore_errors=True)
+        if data_dir is not None:
+            if a.keep_topics:  # kept where the tests and the reader look for them
+                shutil.copytree(data_dir, work / "broker" / "data", dirs_exist_ok=True)
+            shutil.rmtree(data_dir, ignore_errors=True)
 
     meta["host"]["loadavg_end"] = loadavg()
     meta["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -27,7 +27,7 @@
  *       clients) while the measured records were sent and received.
  *
  * produce and consume also print cpu_s: the process's CPU seconds (every
- * thread, from /proc/self/stat) over the timed window.
+ * thread, CLOCK_PROCESS_CPUTIME_ID) over the timed window.
  *
  * Every value is MARKER + sequence + filler, exactly S bytes; the consumer
  * checks each value it gets still holds the marker, so a record handed over
@@ -102,21 +102,15 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* CPU seconds (user + system, every thread) this process has used so far,
- * from /proc/self/stat (fields 14 and 15, in clock ticks): the bench's
- * "CPU per MB" columns. -1 if it cannot be read. */
+/* CPU seconds (user + system, every thread) this process has used so far:
+ * the bench's "CPU per MB" columns. CLOCK_PROCESS_CPUTIME_ID counts in
+ * nanoseconds; /proc/self/stat's clock ticks (10 ms) were coarser than a
+ * whole librdkafka window of 1 KiB records (0.3-0.5 s: 0-2 ms per MB, all
+ * rounding). -1 if it cannot be read. */
 static double cpu_seconds(void) {
-    char buf[1024];
-    FILE *f = fopen("/proc/self/stat", "r");
-    if (!f) return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
-    unsigned long long utime, stime;
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
-        return -1;
-    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+    struct timespec ts;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) != 0) return -1;
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static void put_u64(unsigned char *p, uint64_t v) {
@@ -289,7 +283,7 @@ static int cmd_produce(const struct options *o) {
     double cpu = cpu_seconds() - cpu0;
     long acked = atomic_load(&d.acked), failed = atomic_load(&d.failed);
     printf("{\"command\":\"produce\",\"records\":%ld,\"warmup\":%ld,\"size\":%ld,\"acked\":%ld,"
-           "\"failed\":%ld,\"seconds\":%.6f,\"cpu_s\":%.3f,\"records_per_s\":%.1f,\"mb_per_s\":%.3f}\n",
+           "\"failed\":%ld,\"seconds\":%.6f,\"cpu_s\":%.6f,\"records_per_s\":%.1f,\"mb_per_s\":%.3f}\n",
            o->records, o->warmup, o->size, acked, failed, secs, cpu, (double)(acked - warm_acked) / secs,
            (double)(acked - warm_acked) * (double)o->size / 1048576.0 / secs);
     if (o->hold) hold_until_stdin_closes(rk);
@@ -376,7 +370,7 @@ static int cmd_consume(const struct options *o) {
     double secs = first && last > first ? (double)(last - first) / 1e9 : 0;
     long timed = t.consumed > 0 ? t.consumed - 1 : 0;
     printf("{\"command\":\"consume\",\"records\":%ld,\"size\":%ld,\"consumed\":%ld,\"corrupt\":%ld,"
-           "\"errors\":%ld,\"first_record_ms\":%.1f,\"seconds\":%.6f,\"cpu_s\":%.3f,\"records_per_s\":%.1f,"
+           "\"errors\":%ld,\"first_record_ms\":%.1f,\"seconds\":%.6f,\"cpu_s\":%.6f,\"records_per_s\":%.1f,"
            "\"mb_per_s\":%.3f}\n",
            o->records, o->size, t.consumed, t.corrupt, t.errors, first ? (double)(first - start) / 1e6 : -1.0,
            secs, cpu_last - cpu_first, secs > 0 ? (double)timed / secs : 0, secs > 0 ? (double)timed * (double)o->size / 1048576.0 / secs : 0);
@@ -514,7 +508,7 @@ static int cmd_latency(const struct options *o) {
     qsort(got, (size_t)k, sizeof *got, cmp_u64);
     printf("{\"command\":\"latency\",\"records\":%ld,\"warmup\":%ld,\"size\":%ld,\"rate\":%.0f,"
            "\"sent\":%lu,\"caught_up\":%s,\"measured\":%ld,\"duplicates\":%ld,\"corrupt\":%ld,\"errors\":%ld,\"acked\":%ld,"
-           "\"failed\":%ld,\"cpu_s\":%.3f,"
+           "\"failed\":%ld,\"cpu_s\":%.6f,"
            "\"p50_ms\":%.4f,\"p99_ms\":%.4f,\"p999_ms\":%.4f,\"max_ms\":%.4f}\n",
            o->records, o->warmup, o->size, o->rate, (unsigned long)atomic_load(&run.sent),
            atomic_load(&run.caught_up) ? "true" : "false", measured, duplicates, t.corrupt, t.errors, acked, failed,

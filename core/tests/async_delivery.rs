@@ -11,57 +11,10 @@
 
 mod common;
 
-use common::{MemStorage, World, T0};
+use common::{Cluster, MemStorage, World, T0};
 use kafka_e2ee_core::format::{KeyBinding, HEADER_LEN};
 use kafka_e2ee_core::keys::KeyPolicy;
 use kafka_e2ee_core::{Channel, Engine, EngineConfig, Error};
-
-/// The two topics as a broker keeps them: the keys topic keeps everything
-/// (for the retention), the control topic reaches only who is running.
-#[derive(Default)]
-struct Cluster {
-    keys: Vec<Vec<u8>>,
-}
-
-impl Cluster {
-    /// Carries messages among the running engines until all are quiet;
-    /// keys-topic messages are also kept for engines that start later.
-    fn run(&mut self, engines: &[&Engine], now: u64) {
-        for _ in 0..100 {
-            // Tick first: a tick's messages go out in the same round.
-            for e in engines {
-                e.handle_timeout(now).unwrap();
-            }
-            let mut moved = false;
-            for (i, from) in engines.iter().enumerate() {
-                while let Some(msg) = from.poll_transmit() {
-                    moved = true;
-                    if msg.channel == Channel::Keys {
-                        assert!(msg.record_key().is_some());
-                        self.keys.push(msg.payload.clone());
-                    }
-                    for (j, to) in engines.iter().enumerate() {
-                        if i != j {
-                            let _ = to.handle_control(now, &msg.payload);
-                        }
-                    }
-                }
-            }
-            if !moved {
-                return;
-            }
-        }
-        panic!("control traffic did not settle");
-    }
-
-    /// A starting engine reads the keys topic from its beginning.
-    fn catch_up(&self, e: &Engine, now: u64) {
-        for m in &self.keys {
-            let _ = e.handle_control(now, m);
-        }
-        e.handle_timeout(now).unwrap();
-    }
-}
 
 fn seal(e: &Engine, topic: &str, plain: &[u8]) -> ([u8; HEADER_LEN], Vec<u8>) {
     let mut v = plain.to_vec();

@@ -11,58 +11,10 @@
 
 mod common;
 
-use common::{MemStorage, World, T0};
+use common::{Cluster, MemStorage, World, T0};
 use kafka_e2ee_core::exchange::tokens::{TokenClaim, KIND_TOKEN_ENVELOPE, SETTLE_MS};
 use kafka_e2ee_core::format::{KeyBinding, RecordExtras};
-use kafka_e2ee_core::{Channel, Engine, EngineConfig, Error};
-
-/// The keys topic as a broker keeps it, read by every running engine
-/// (its own records too, as the hosts do) and from its beginning by an
-/// engine that starts.
-#[derive(Default)]
-struct Cluster {
-    keys: Vec<Vec<u8>>,
-}
-
-impl Cluster {
-    fn run(&mut self, engines: &[&Engine], now: u64) {
-        for _ in 0..100 {
-            for e in engines {
-                e.handle_timeout(now).unwrap();
-            }
-            let mut moved = false;
-            for (i, from) in engines.iter().enumerate() {
-                while let Some(msg) = from.poll_transmit() {
-                    moved = true;
-                    let keys = msg.channel == Channel::Keys;
-                    if keys {
-                        assert!(msg.record_key().is_some());
-                        self.keys.push(msg.payload.clone());
-                    }
-                    for (j, to) in engines.iter().enumerate() {
-                        if i != j || keys {
-                            let _ = to.handle_control(now, &msg.payload);
-                        }
-                    }
-                }
-            }
-            if !moved {
-                return;
-            }
-        }
-        panic!("control traffic did not settle");
-    }
-
-    /// A starting engine reads the keys topic from its beginning, and says
-    /// so (as the hosts do once they reach its end).
-    fn catch_up(&self, e: &Engine, now: u64) {
-        for m in &self.keys {
-            let _ = e.handle_control(now, m);
-        }
-        e.keys_topic_read();
-        e.handle_timeout(now).unwrap();
-    }
-}
+use kafka_e2ee_core::{Engine, EngineConfig, Error};
 
 fn tokenizing() -> EngineConfig {
     EngineConfig {

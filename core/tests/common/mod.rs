@@ -10,7 +10,7 @@
 )]
 
 use kafka_e2ee_core::trust::{Authority, Identity, TopicPattern, TrustAnchor};
-use kafka_e2ee_core::{ControlMessage, Engine, EngineConfig, Storage};
+use kafka_e2ee_core::{Channel, ControlMessage, Engine, EngineConfig, Storage};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -68,6 +68,58 @@ impl World {
         let rng = Box::new(ChaCha20Rng::from_rng(&mut self.rng).unwrap());
         let storage = storage.map(|s| Box::new(s) as Box<dyn Storage>);
         Engine::new(config, identity, self.trust.clone(), now, rng, storage).unwrap()
+    }
+}
+
+/// The two topics as a broker keeps them: the keys topic keeps everything
+/// (for the retention), the control topic reaches only who is running.
+#[derive(Default)]
+pub struct Cluster {
+    pub keys: Vec<Vec<u8>>,
+}
+
+impl Cluster {
+    /// Carries messages among the running engines until all are quiet.
+    /// Keys-topic messages reach their writer too (a host reads the whole
+    /// keys topic, its own records included) and are kept for engines that
+    /// start later.
+    pub fn run(&mut self, engines: &[&Engine], now: u64) {
+        for _ in 0..100 {
+            // Tick first: a tick's messages go out in the same round.
+            for e in engines {
+                e.handle_timeout(now).unwrap();
+            }
+            let mut moved = false;
+            for (i, from) in engines.iter().enumerate() {
+                while let Some(msg) = from.poll_transmit() {
+                    moved = true;
+                    let keys = msg.channel == Channel::Keys;
+                    if keys {
+                        assert!(msg.record_key().is_some());
+                        self.keys.push(msg.payload.clone());
+                    }
+                    for (j, to) in engines.iter().enumerate() {
+                        if i != j || keys {
+                            let _ = to.handle_control(now, &msg.payload);
+                        }
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("control traffic did not settle");
+    }
+
+    /// A starting engine reads the keys topic from its beginning, and says
+    /// so (as the hosts do once they reach its end).
+    pub fn catch_up(&self, e: &Engine, now: u64) {
+        for m in &self.keys {
+            let _ = e.handle_control(now, m);
+        }
+        e.keys_topic_read();
+        e.handle_timeout(now).unwrap();
     }
 }
 

@@ -82,7 +82,15 @@ public final class JavaBench {
                 status = 2;
         }
         System.out.flush();
-        // Exit at once: lingering client threads must not hold the process.
+        // Exit at once: lingering client threads must not hold the process. halt skips the
+        // shutdown hooks, so a Flight Recorder recording (scripts/bench --jfr) is written first.
+        try {
+            for (jdk.jfr.Recording r : jdk.jfr.FlightRecorder.getFlightRecorder().getRecordings()) {
+                r.stop(); // writes it to its destination (-XX:StartFlightRecording=filename=...)
+            }
+        } catch (Throwable noRecorder) {
+            // no recording, or no recorder in this runtime
+        }
         Runtime.getRuntime().halt(status);
     }
 
