@@ -790,7 +790,14 @@ def report(out: Path) -> int:
     """--report: results.md and the plots of a finished run, from its results.json."""
     results = json.loads((out / "results.json").read_text())
     runs = results["runs"]
-    results["summary"] = summary = summarize(runs)
+    results["summary"] = summarize(runs)
+    write_results(out, results)
+    return 1 if results.get("failure") else 0
+
+
+def write_results(out: Path, results: dict) -> None:
+    """results.json, results.md (printed too) and the plots of a run."""
+    runs, summary = results["runs"], results["summary"]
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     text = table(summary, results["meta"]["repeats"])
     (out / "results.md").write_text(text)
@@ -799,7 +806,6 @@ def report(out: Path) -> int:
     if summary["sweep"]:
         plot_sweep(summary["sweep"], out / "sweep.png")
     print(text)
-    return 1 if results.get("failure") else 0
 
 
 def loadavg() -> list[float]:
@@ -954,16 +960,7 @@ def main(argv: list[str]) -> int:
 
     meta["host"]["loadavg_end"] = loadavg()
     meta["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    summary = summarize(runs)
-    results = {"meta": meta, "failure": failure, "summary": summary, "runs": runs}
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
-    text = table(summary, repeats)
-    (out / "results.md").write_text(text)
-    if any(r["kind"] == "throughput" for r in runs):
-        plot(runs, out / "throughput.png")
-    if summary["sweep"]:
-        plot_sweep(summary["sweep"], out / "sweep.png")
-    print(text)
+    write_results(out, {"meta": meta, "failure": failure, "summary": summarize(runs), "runs": runs})
     log(f"results: {out / 'results.json'}, {out / 'results.md'}, {out / 'throughput.png'}")
     return 1 if failure else 0
 
